@@ -1,0 +1,45 @@
+// Elementwise add / mul (with suffix broadcast of b) and scale.
+#include <algorithm>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "runtime/core/parallel.h"
+
+namespace moreh::kernels::cpu {
+namespace {
+constexpr int64_t kGrain = 1 << 14;
+
+template <typename Op>
+void Binary(float* out, const float* a, const float* b, int64_t n, int64_t nb, Op op) {
+  if (nb == n) {
+    ParallelFor(n, kGrain, [&](int64_t s, int64_t e) {
+#pragma omp simd
+      for (int64_t i = s; i < e; ++i) out[i] = op(a[i], b[i]);
+    });
+    return;
+  }
+  const int64_t rows = nb == 0 ? 0 : n / nb;
+  ParallelFor(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(nb, 1)), [&](int64_t s, int64_t e) {
+    for (int64_t r = s; r < e; ++r) {
+      const float* ar = a + r * nb;
+      float* o = out + r * nb;
+#pragma omp simd
+      for (int64_t i = 0; i < nb; ++i) o[i] = op(ar[i], b[i]);
+    }
+  });
+}
+}  // namespace
+
+void Add(float* out, const float* a, const float* b, int64_t n, int64_t nb) {
+  Binary(out, a, b, n, nb, [](float x, float y) { return x + y; });
+}
+void Mul(float* out, const float* a, const float* b, int64_t n, int64_t nb) {
+  Binary(out, a, b, n, nb, [](float x, float y) { return x * y; });
+}
+void Scale(float* out, const float* x, float s, int64_t n) {
+  ParallelFor(n, kGrain, [&](int64_t b, int64_t e) {
+#pragma omp simd
+    for (int64_t i = b; i < e; ++i) out[i] = x[i] * s;
+  });
+}
+
+}  // namespace moreh::kernels::cpu

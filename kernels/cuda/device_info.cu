@@ -1,0 +1,15 @@
+// CUDA device discovery: the first piece of the CUDA backend (kernels arrive with the [cuda] issue).
+// Compiled whenever MOREH_ENABLE_CUDA is on, so the CUDA toolchain path of the build stays working.
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/device_info.h"
+
+namespace moreh::kernels::cuda {
+
+int DeviceCount() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) return 0;
+  return n;
+}
+
+}  // namespace moreh::kernels::cuda

@@ -1,0 +1,93 @@
+// OpDef: everything the runtime knows about one operator, defined once per op in ops/<op>.cc.
+//
+//  - infer:  output dtypes/shapes from the inputs' (throws moreh::Error naming the op and shapes);
+//  - cost:   FLOPs and bytes moved (read by the planner's time model);
+//  - grad:   the gradient rule, which emits gradient nodes through a GraphBuilder;
+//  - kernels per backend, or `view` for ops whose output aliases their input (no kernel runs);
+//  - inplace pairs (output o starts as a copy of input i, and reuses i's buffer when the executor
+//    can donate it).
+// Definitions are immutable and shared by all threads.
+#pragma once
+
+#include <functional>
+#include <span>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "runtime/core/graph.h"
+#include "runtime/core/tensor.h"
+
+namespace moreh::ops {
+
+using runtime::Tensor;
+
+enum class Backend : int { kCpu = 0, kCuda = 1 };
+inline constexpr int kNumBackends = 2;
+
+struct Cost {
+  double flops = 0;
+  double bytes = 0;  // bytes read + written
+};
+
+using InfoList = std::vector<const ValueInfo*>;
+
+// Emits nodes into a graph with inferred outputs; gradient rules and the frontend both use it.
+class GraphBuilder {
+ public:
+  explicit GraphBuilder(Graph* graph) : graph_(graph) {}
+  std::vector<int> Emit(OpKind op, std::vector<int> inputs, Attrs attrs = {});
+  int Emit1(OpKind op, std::vector<int> inputs, Attrs attrs = {}) {
+    return Emit(op, std::move(inputs), std::move(attrs)).at(0);
+  }
+  const ValueInfo& info(int v) const { return graph_->info(v); }
+  Graph* graph() const { return graph_; }
+
+  // Conveniences used by several gradient rules.
+  int Reshape(int v, const Shape& shape);
+  int Add(int a, int b);
+  // Sums `grad` (shaped like the op's output) down to `shape` (a suffix-broadcast input's shape).
+  int ReduceToShape(int grad, const Shape& shape);
+
+ private:
+  Graph* graph_;
+};
+
+struct OpDef {
+  OpKind kind;
+  int min_inputs, max_inputs;
+  std::function<std::vector<ValueInfo>(const InfoList& in, const Attrs& attrs)> infer;
+  std::function<Cost(const InfoList& in, const std::vector<ValueInfo>& out, const Attrs& attrs)>
+      cost;
+  // Returns one gradient value id per input (-1: no gradient). out_grads[i] is -1 when no gradient
+  // reaches output i. Null for ops that are not differentiable.
+  std::function<std::vector<int>(GraphBuilder& b, const Node& node, std::span<const int> out_grads)>
+      grad;
+  // Kernels: inputs are contiguous; outputs are allocated contiguous with the inferred infos (for
+  // inplace outputs, already holding the input's values).
+  using Kernel = std::function<void(std::span<const Tensor> in, std::span<Tensor> out,
+                                    const Attrs& attrs)>;
+  Kernel kernels[kNumBackends];
+  // View ops: the output is a view of input 0 (no copy, no kernel).
+  std::function<Tensor(const Tensor& in, const Attrs& attrs, const ValueInfo& out)> view;
+  std::vector<std::pair<int, int>> inplace;  // (output, input)
+  // Inputs that a kernel may read in place although not contiguous (none today).
+};
+
+const OpDef& GetOpDef(OpKind op);
+
+// Infers `op`'s outputs, validating input count; errors name the op, its inputs and attributes.
+std::vector<ValueInfo> InferOutputs(OpKind op, const InfoList& in, const Attrs& attrs);
+Cost OpCost(const Graph& g, const Node& node);
+
+// Helpers shared by the op definitions.
+[[noreturn]] void OpError(OpKind op, const InfoList& in, const std::string& what);
+double BytesOf(const InfoList& in, const std::vector<ValueInfo>& out);
+// Returns t as contiguous f32 (a converted copy when t is bf16/f16).
+Tensor AsF32(const Tensor& t);
+// Runs `fn` on an f32 view of `out` and converts back when out is bf16/f16.
+void WriteF32(Tensor& out, const std::function<void(float*)>& fn);
+// Returns the int64 data of an index tensor (converted from i32 when needed).
+Tensor AsI64(const Tensor& t);
+
+}  // namespace moreh::ops

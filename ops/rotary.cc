@@ -1,0 +1,40 @@
+// rotary(x[B, T, H, D]; theta, position_offset=0, inverse=0) -> same shape (Hugging Face
+// rotate_half convention). Its gradient is the inverse rotation.
+#include "kernels/cpu/cpu_kernels.h"
+#include "ops/op.h"
+
+namespace moreh::ops {
+
+const OpDef kRotaryDef = {
+    .kind = OpKind::kRotary,
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .infer =
+        [](const InfoList& in, const Attrs& a) {
+          MOREH_CHECK(IsFloating(in[0]->dtype), "x must be a float tensor");
+          MOREH_CHECK(in[0]->shape.size() == 4 && in[0]->shape[3] % 2 == 0,
+                      "x must be [B, T, H, D] with D even");
+          MOREH_CHECK(a.GetFloat("theta") > 0, "theta must be positive");
+          return std::vector<ValueInfo>{*in[0]};
+        },
+    .cost = [](const InfoList& in, const std::vector<ValueInfo>& out,
+               const Attrs&) { return Cost{3.0 * Numel(in[0]->shape), BytesOf(in, out)}; },
+    .grad =
+        [](GraphBuilder& b, const Node& n, std::span<const int> g) {
+          if (g[0] < 0) return std::vector<int>{-1};
+          Attrs inv = n.attrs;
+          inv.Set("inverse", int64_t{1} - n.attrs.GetInt("inverse", 0));
+          return std::vector<int>{b.Emit1(OpKind::kRotary, {g[0]}, inv)};
+        },
+    .kernels = {[](std::span<const Tensor> in, std::span<Tensor> out, const Attrs& a) {
+      const Tensor x = AsF32(in[0]);
+      const Shape& s = x.shape();
+      WriteF32(out[0], [&](float* y) {
+        kernels::cpu::RotaryForward(y, x.data<float>(), s[0], s[1], s[2], s[3],
+                                    a.GetFloat("theta"), a.GetInt("position_offset", 0),
+                                    a.GetInt("inverse", 0) != 0);
+      });
+    }},
+};
+
+}  // namespace moreh::ops

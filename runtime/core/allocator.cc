@@ -1,0 +1,103 @@
+#include "runtime/core/allocator.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <new>
+
+#include "runtime/core/error.h"
+
+namespace moreh {
+
+OutOfMemoryError::OutOfMemoryError(std::string device, int64_t requested, int64_t available,
+                                   int64_t capacity)
+    : Error(fmt::format(
+          "Error Code 4: OUT_OF_MEMORY\n"
+          "The application requires more memory than what is currently available on device {} "
+          "(capacity {} bytes).\n"
+          ">> Memory requested : {} bytes\n"
+          ">> Memory available : {} bytes\n"
+          "To address this issue, we recommend considering the following steps:\n"
+          " 1. Increase Device Size: use a larger virtual device with the `moreh-switch-model` "
+          "command, or turn on advanced parallelization "
+          "(moreh::option::enable_advanced_parallelization(), or "
+          "MOREH_ENABLE_ADVANCED_PARALLELIZATION=1) so the model is spread over more devices.\n"
+          " 2. Decrease Batch Size: reduce the batch size (e.g. --batch-size) so that each step "
+          "needs less memory.",
+          device, capacity, requested, available)),
+      device_(std::move(device)),
+      requested_(requested),
+      available_(available),
+      capacity_(capacity) {}
+
+namespace runtime {
+
+int64_t PhysicalMemoryBytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page = sysconf(_SC_PAGESIZE);
+  return static_cast<int64_t>(pages) * page;
+}
+
+Buffer::~Buffer() { allocator_->Free(data_, bytes_); }
+
+Allocator::Allocator(std::string device_name, int64_t capacity_bytes)
+    : device_name_(std::move(device_name)),
+      capacity_(capacity_bytes > 0 ? capacity_bytes : PhysicalMemoryBytes()) {}
+
+void Allocator::set_capacity(int64_t bytes) {
+  capacity_.store(bytes > 0 ? bytes : PhysicalMemoryBytes());
+}
+
+std::shared_ptr<Buffer> Allocator::Allocate(int64_t bytes) {
+  MOREH_CHECK(bytes >= 0, "Allocator({}): negative allocation of {} bytes", device_name_, bytes);
+  const int64_t rounded = (bytes + 63) / 64 * 64;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const int64_t live = live_.load();
+    const int64_t cap = capacity_.load();
+    if (live + rounded > cap) {
+      throw OutOfMemoryError(device_name_, rounded, cap - live, cap);
+    }
+    live_.store(live + rounded);
+    if (live + rounded > peak_.load()) peak_.store(live + rounded);
+  }
+  void* p = rounded == 0 ? nullptr : std::aligned_alloc(64, static_cast<size_t>(rounded));
+  if (rounded != 0 && p == nullptr) {
+    live_.fetch_sub(rounded);
+    throw OutOfMemoryError(device_name_, rounded, 0, capacity_.load());
+  }
+  return std::shared_ptr<Buffer>(new Buffer(p, rounded, this));
+}
+
+void Allocator::Free(void* p, int64_t bytes) {
+  std::free(p);
+  live_.fetch_sub(bytes);
+}
+
+namespace {
+int64_t ParseBytes(const char* s) {
+  char* end = nullptr;
+  const double v = std::strtod(s, &end);
+  if (end == s || v <= 0) return 0;
+  double mul = 1;
+  switch (*end) {
+    case 'k': case 'K': mul = 1024.0; break;
+    case 'm': case 'M': mul = 1024.0 * 1024; break;
+    case 'g': case 'G': mul = 1024.0 * 1024 * 1024; break;
+    case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; break;
+    default: break;
+  }
+  return static_cast<int64_t>(v * mul);
+}
+}  // namespace
+
+Allocator* CpuAllocator() {
+  static Allocator* a = [] {
+    const char* env = std::getenv("MOREH_CPU_DEVICE_MEMORY");
+    return new Allocator("cpu:0", env ? ParseBytes(env) : 0);
+  }();
+  return a;
+}
+
+}  // namespace runtime
+}  // namespace moreh

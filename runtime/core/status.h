@@ -1,0 +1,69 @@
+// A cheap Status / StatusOr for internal code that fails for expected reasons (I/O, parsing, network).
+// The user-facing API turns a non-OK Status into moreh::Error (Status::ThrowIfError).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "runtime/core/error.h"
+
+namespace moreh {
+
+enum class StatusCode {
+  kOk = 0,
+  kInvalidArgument,
+  kNotFound,
+  kResourceExhausted,
+  kUnavailable,
+  kDeadlineExceeded,
+  kFailedPrecondition,
+  kInternal,
+};
+
+class [[nodiscard]] Status {
+ public:
+  Status() = default;
+  Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
+  static Status Ok() { return {}; }
+  static Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+  static Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
+  static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+
+  bool ok() const { return code_ == StatusCode::kOk; }
+  StatusCode code() const { return code_; }
+  const std::string& message() const { return message_; }
+  std::string ToString() const;
+  void ThrowIfError() const {
+    if (!ok()) throw Error(ToString());
+  }
+
+ private:
+  StatusCode code_ = StatusCode::kOk;
+  std::string message_;
+};
+
+template <typename T>
+class [[nodiscard]] StatusOr {
+ public:
+  StatusOr(Status s) : status_(std::move(s)) {}  // NOLINT: implicit by design
+  StatusOr(T v) : value_(std::move(v)) {}        // NOLINT
+  bool ok() const { return status_.ok(); }
+  const Status& status() const { return status_; }
+  T& value() & {
+    status_.ThrowIfError();
+    return *value_;
+  }
+  T&& value() && {
+    status_.ThrowIfError();
+    return std::move(*value_);
+  }
+  T* operator->() { return &value(); }
+  T& operator*() { return value(); }
+
+ private:
+  Status status_;
+  std::optional<T> value_;
+};
+
+}  // namespace moreh

@@ -1,0 +1,136 @@
+#include "runtime/executor.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "ops/op.h"
+
+namespace moreh::runtime {
+
+std::shared_ptr<const CompiledGraph> Compile(Graph graph) {
+  graph.Validate().ThrowIfError();
+  for (size_t i = 0; i < graph.nodes().size(); ++i) {
+    const Node& n = graph.nodes()[i];
+    ops::InfoList in;
+    for (int v : n.inputs) in.push_back(&graph.info(v));
+    const std::vector<ValueInfo> out = ops::InferOutputs(n.op, in, n.attrs);
+    MOREH_CHECK(out.size() == n.outputs.size(), "graph node {} ({}): {} outputs recorded, op has {}",
+                i, OpName(n.op), n.outputs.size(), out.size());
+    for (size_t o = 0; o < out.size(); ++o) {
+      MOREH_CHECK(out[o] == graph.info(n.outputs[o]),
+                  "graph node {} ({}): output {} recorded as {} but the op infers {}", i,
+                  OpName(n.op), o, graph.info(n.outputs[o]).ToString(), out[o].ToString());
+    }
+  }
+  auto cg = std::make_shared<CompiledGraph>();
+  const size_t nv = graph.values().size();
+  cg->last_use.assign(nv, -1);
+  cg->is_output.assign(nv, 0);
+  for (size_t i = 0; i < graph.nodes().size(); ++i) {
+    for (int v : graph.nodes()[i].inputs) cg->last_use[v] = static_cast<int>(i);
+  }
+  for (int v : graph.outputs()) cg->is_output[v] = 1;
+  cg->hash = graph.StructuralHash();
+  cg->graph = std::move(graph);
+  return cg;
+}
+
+Executor::Executor(Allocator* alloc) : alloc_(alloc ? alloc : CpuAllocator()) {}
+
+std::vector<Tensor> Executor::Run(const CompiledGraph& cg, std::vector<Tensor> inputs) {
+  const Graph& g = cg.graph;
+  MOREH_CHECK(inputs.size() == g.inputs().size(), "Executor: graph takes {} inputs, got {}",
+              g.inputs().size(), inputs.size());
+  std::vector<Tensor> slots(g.values().size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const int v = g.inputs()[i];
+    const ValueInfo& want = g.info(v);
+    MOREH_CHECK(inputs[i].defined(), "Executor: input {} ('{}') is undefined", i, g.value(v).name);
+    MOREH_CHECK(inputs[i].dtype() == want.dtype && inputs[i].shape() == want.shape,
+                "Executor: input {} ('{}') is {} but the graph expects {}", i, g.value(v).name,
+                inputs[i].ToString(), want.ToString());
+    slots[v] = std::move(inputs[i]);
+  }
+  inputs.clear();
+
+  if (profiling_ && profile_.empty()) {
+    profile_.resize(kNumOps);
+    for (int k = 0; k < kNumOps; ++k) profile_[k].op = std::string(OpName(static_cast<OpKind>(k)));
+  }
+  std::vector<Tensor> in_tensors;
+  std::vector<Tensor> out_tensors;
+  for (size_t ni = 0; ni < g.nodes().size(); ++ni) {
+    const Node& n = g.nodes()[ni];
+    const ops::OpDef& def = ops::GetOpDef(n.op);
+    const auto t0 = std::chrono::steady_clock::now();
+    in_tensors.clear();
+    for (int v : n.inputs) {
+      MOREH_CHECK(slots[v].defined(), "{} (node {}): input value {} was freed or never computed",
+                  OpName(n.op), ni, v);
+      in_tensors.push_back(slots[v]);
+    }
+    out_tensors.assign(n.outputs.size(), Tensor());
+    if (def.view) {
+      out_tensors[0] = def.view(in_tensors[0], n.attrs, g.info(n.outputs[0]));
+    } else {
+      for (const auto& [o, i] : def.inplace) {
+        const int v = n.inputs[i];
+        Tensor& src = slots[v];
+        // Donate the input's buffer when nobody can observe it afterwards.
+        const bool donate = cg.last_use[v] == static_cast<int>(ni) && !cg.is_output[v] &&
+                            src.is_contiguous() && src.buffer().use_count() == 2 &&
+                            std::count(n.inputs.begin(), n.inputs.end(), v) == 1;
+        if (donate) {
+          in_tensors[i] = Tensor();
+          out_tensors[o] = std::move(src);
+        } else {
+          out_tensors[o] = in_tensors[i].Clone();
+        }
+      }
+      for (size_t o = 0; o < n.outputs.size(); ++o) {
+        if (!out_tensors[o].defined()) {
+          const ValueInfo& info = g.info(n.outputs[o]);
+          out_tensors[o] = Tensor::Empty(info.shape, info.dtype, alloc_);
+        }
+      }
+      for (Tensor& t : in_tensors) {
+        if (t.defined() && !t.is_contiguous()) t = t.Contiguous();
+      }
+      const auto& kernel = def.kernels[static_cast<int>(ops::Backend::kCpu)];
+      MOREH_CHECK(kernel != nullptr, "{}: no CPU kernel", OpName(n.op));
+      kernel(in_tensors, out_tensors, n.attrs);
+    }
+    in_tensors.clear();
+    for (size_t o = 0; o < n.outputs.size(); ++o) slots[n.outputs[o]] = std::move(out_tensors[o]);
+    for (int v : n.inputs) {
+      if (cg.last_use[v] == static_cast<int>(ni) && !cg.is_output[v]) slots[v] = Tensor();
+    }
+    for (int v : n.outputs) {  // outputs nobody reads
+      if (cg.last_use[v] < 0 && !cg.is_output[v]) slots[v] = Tensor();
+    }
+    if (profiling_) {
+      OpProfile& p = profile_[static_cast<int>(n.op)];
+      p.calls += 1;
+      p.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      p.flops += ops::OpCost(g, n).flops;
+    }
+  }
+  std::vector<Tensor> outs;
+  outs.reserve(g.outputs().size());
+  for (int v : g.outputs()) {
+    MOREH_CHECK(slots[v].defined(), "Executor: output value {} was not computed", v);
+    outs.push_back(slots[v]);
+  }
+  return outs;
+}
+
+std::vector<OpProfile> Executor::Profile() const {
+  std::vector<OpProfile> p;
+  for (const OpProfile& e : profile_) {
+    if (e.calls) p.push_back(e);
+  }
+  std::sort(p.begin(), p.end(), [](const auto& a, const auto& b) { return a.seconds > b.seconds; });
+  return p;
+}
+
+}  // namespace moreh::runtime

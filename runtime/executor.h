@@ -1,0 +1,57 @@
+// Executor: runs a graph on the CPU device.
+//
+// Compile() derives, once per graph structure, what execution needs: each value's last use, and which
+// in-place outputs may take over their input's buffer. Run() feeds the graph inputs, runs the nodes
+// in order (each kernel parallel over all cores), frees every intermediate right after its last use,
+// and returns the graph outputs. Peak device bytes are read from the allocator (Allocator::peak_bytes).
+// An Executor is not thread-safe; a CompiledGraph is immutable and may be shared.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/core/graph.h"
+#include "runtime/core/tensor.h"
+
+namespace moreh::runtime {
+
+struct CompiledGraph {
+  Graph graph;
+  uint64_t hash = 0;
+  std::vector<int> last_use;   // per value: index of the last node reading it (-1 if none)
+  std::vector<char> is_output;  // per value
+};
+
+// Validates the graph (structure, and every node's inferred outputs against the recorded ones).
+std::shared_ptr<const CompiledGraph> Compile(Graph graph);
+
+struct OpProfile {
+  std::string op;
+  int64_t calls = 0;
+  double seconds = 0;
+  double flops = 0;
+};
+
+class Executor {
+ public:
+  explicit Executor(Allocator* alloc = nullptr);
+
+  // `inputs` are moved in so that buffers nobody else holds can be donated to in-place outputs.
+  // Throws moreh::Error (a bad input, a failing kernel) or OutOfMemoryError; on a throw every
+  // intermediate is released.
+  std::vector<Tensor> Run(const CompiledGraph& cg, std::vector<Tensor> inputs);
+
+  void set_profiling(bool on) { profiling_ = on; }
+  // Per op kind, accumulated over every Run since the last ResetProfile (when profiling is on).
+  std::vector<OpProfile> Profile() const;
+  void ResetProfile() { profile_.clear(); }
+
+ private:
+  Allocator* alloc_;
+  bool profiling_ = false;
+  std::vector<OpProfile> profile_;
+};
+
+}  // namespace moreh::runtime

@@ -1,0 +1,283 @@
+#include "runtime/lazy.h"
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "ops/op.h"
+#include "runtime/autograd.h"
+
+namespace moreh {
+namespace {
+
+class Recorder {
+ public:
+  // Value id of `impl` in the pending graph, binding it as an input when it is computed data.
+  int ValueOf(const std::shared_ptr<TensorImpl>& impl) {
+    MOREH_CHECK(impl != nullptr, "use of an undefined tensor");
+    if (!impl->data.defined()) {
+      MOREH_CHECK(impl->epoch == epoch_ && impl->value >= 0,
+                  "tensor {} belongs to a graph that failed or was discarded; recompute it",
+                  impl->name.empty() ? impl->info.ToString() : impl->name);
+      return impl->value;
+    }
+    auto it = input_of_.find(impl.get());
+    if (it != input_of_.end() && !it->second.owner.expired() &&
+        it->second.owner.lock() == impl) {
+      return it->second.value;
+    }
+    const int v = graph_.AddInput(impl->info, impl->name);
+    bindings_.push_back(impl->data);
+    input_owner_.push_back(impl);
+    input_of_[impl.get()] = {impl, v};
+    requires_grad_.resize(graph_.values().size(), 0);
+    requires_grad_[v] = impl->requires_grad;
+    return v;
+  }
+
+  std::shared_ptr<TensorImpl> NewPending(int value) {
+    auto impl = std::make_shared<TensorImpl>();
+    impl->info = graph_.info(value);
+    impl->epoch = epoch_;
+    impl->value = value;
+    impl->leaf = false;
+    requires_grad_.resize(graph_.values().size(), 0);
+    impl->requires_grad = requires_grad_[value] != 0;
+    pending_.push_back(impl);
+    return impl;
+  }
+
+  std::vector<Tensor> Record(OpKind op, const std::vector<Tensor>& inputs, Attrs attrs) {
+    std::vector<int> ids;
+    bool rg = false;
+    for (const Tensor& t : inputs) {
+      ids.push_back(ValueOf(t.impl_ptr()));
+      rg |= t.requires_grad();
+    }
+    ops::GraphBuilder b(&graph_);
+    const std::vector<int> outs = b.Emit(op, ids, std::move(attrs));
+    requires_grad_.resize(graph_.values().size(), 0);
+    std::vector<Tensor> result;
+    for (int v : outs) {
+      requires_grad_[v] = rg && IsFloating(graph_.info(v).dtype);
+      result.emplace_back(NewPending(v));
+    }
+    return result;
+  }
+
+  void Assign(const Tensor& target, const Tensor& value_of) {
+    TensorImpl* t = target.impl();
+    MOREH_CHECK(t->info == value_of.impl()->info, "assign: {} into {}",
+                value_of.impl()->info.ToString(), t->info.ToString());
+    const int v = ValueOf(value_of.impl_ptr());
+    t->data = runtime::Tensor();
+    t->epoch = epoch_;
+    t->value = v;
+    pending_.push_back(target.impl_ptr());
+  }
+
+  void Backward(const Tensor& out, const Tensor& gradient) {
+    MOREH_CHECK(out.requires_grad(),
+                "backward: tensor {} does not require grad (no parameter with requires_grad "
+                "reaches it)", out.ToString());
+    const int ov = ValueOf(out.impl_ptr());
+    int seed;
+    if (gradient.defined()) {
+      seed = ValueOf(gradient.impl_ptr());
+    } else {
+      MOREH_CHECK(out.numel() == 1, "backward: {} is not a scalar; pass a gradient",
+                  out.ToString());
+      ops::GraphBuilder b(&graph_);
+      seed = b.Emit1(OpKind::kFill, {},
+                     {{"shape", out.shape()},
+                      {"dtype", std::string(DTypeName(out.dtype()))},
+                      {"value", 1.0}});
+    }
+    std::vector<int> wrt;
+    std::vector<std::shared_ptr<TensorImpl>> leaves;
+    for (size_t i = 0; i < input_owner_.size(); ++i) {
+      auto impl = input_owner_[i].lock();
+      if (impl && impl->requires_grad && impl->leaf) {
+        wrt.push_back(graph_.inputs()[i]);
+        leaves.push_back(impl);
+      }
+    }
+    const std::vector<int> grads = runtime::BuildBackward(&graph_, ov, seed, wrt);
+    ops::GraphBuilder b(&graph_);
+    for (size_t i = 0; i < leaves.size(); ++i) {
+      if (grads[i] < 0) continue;
+      int g = grads[i];
+      if (leaves[i]->grad) g = b.Add(ValueOf(leaves[i]->grad), g);
+      requires_grad_.resize(graph_.values().size(), 0);
+      leaves[i]->grad = NewPending(g);
+      leaves[i]->grad->requires_grad = false;
+    }
+  }
+
+  // Runs the pending graph if `impl` is waiting for it.
+  void EnsureComputed(const std::shared_ptr<TensorImpl>& impl) {
+    if (impl->data.defined()) return;
+    MOREH_CHECK(impl->epoch == epoch_ && impl->value >= 0,
+                "tensor {} belongs to a graph that failed or was discarded; recompute it",
+                impl->name.empty() ? impl->info.ToString() : impl->name);
+    Sync();
+  }
+
+  void Sync() {
+    std::vector<std::shared_ptr<TensorImpl>> live;
+    std::vector<char> marked(graph_.values().size(), 0);
+    for (auto& w : pending_) {
+      auto impl = w.lock();
+      if (!impl || impl->data.defined() || impl->epoch != epoch_ || impl->value < 0) continue;
+      if (std::find(live.begin(), live.end(), impl) != live.end()) continue;
+      live.push_back(impl);
+      if (!marked[impl->value]) {
+        marked[impl->value] = 1;
+        graph_.MarkOutput(impl->value);
+      }
+    }
+    if (graph_.nodes().empty() && live.empty()) {
+      Reset();
+      return;
+    }
+    Graph graph = std::move(graph_);
+    std::vector<runtime::Tensor> bindings = std::move(bindings_);
+    Reset();  // the graph is gone whatever happens next: a failed step is not replayed
+    const uint64_t hash = graph.StructuralHash();
+    std::shared_ptr<const runtime::CompiledGraph> cg;
+    auto it = cache_.find(hash);
+    if (it != cache_.end()) {
+      cg = it->second;
+      ++stats_.cache_hits;
+    } else {
+      cg = runtime::Compile(std::move(graph));
+      if (cache_.size() > 64) cache_.clear();
+      cache_[hash] = cg;
+      ++stats_.compiles;
+    }
+    ++stats_.syncs;
+    stats_.last_hash = hash;
+    stats_.last_num_nodes = static_cast<int64_t>(cg->graph.nodes().size());
+    std::vector<runtime::Tensor> outs = executor_.Run(*cg, std::move(bindings));
+    // Output k belongs to the k-th distinct marked value, in marking order.
+    std::unordered_map<int, size_t> index;
+    for (size_t k = 0; k < cg->graph.outputs().size(); ++k) index[cg->graph.outputs()[k]] = k;
+    for (auto& impl : live) {
+      impl->data = outs[index.at(impl->value)];
+      impl->value = -1;
+    }
+  }
+
+  runtime::Executor& executor() { return executor_; }
+  LazyStats stats() const { return stats_; }
+
+ private:
+  struct Binding {
+    std::weak_ptr<TensorImpl> owner;
+    int value;
+  };
+  void Reset() {
+    graph_ = Graph();
+    bindings_.clear();
+    input_owner_.clear();
+    input_of_.clear();
+    requires_grad_.clear();
+    pending_.clear();
+    ++epoch_;
+  }
+
+  Graph graph_;
+  uint64_t epoch_ = 1;
+  std::vector<runtime::Tensor> bindings_;
+  std::vector<std::weak_ptr<TensorImpl>> input_owner_;
+  std::unordered_map<TensorImpl*, Binding> input_of_;
+  std::vector<char> requires_grad_;
+  std::vector<std::weak_ptr<TensorImpl>> pending_;
+  std::unordered_map<uint64_t, std::shared_ptr<const runtime::CompiledGraph>> cache_;
+  runtime::Executor executor_;
+  LazyStats stats_;
+};
+
+Recorder& R() {
+  thread_local Recorder r;
+  return r;
+}
+
+}  // namespace
+
+namespace lazy {
+std::vector<Tensor> Record(OpKind op, const std::vector<Tensor>& inputs, Attrs attrs) {
+  return R().Record(op, inputs, std::move(attrs));
+}
+void Assign(const Tensor& target, const Tensor& value_of) { R().Assign(target, value_of); }
+runtime::Executor& ThreadExecutor() { return R().executor(); }
+}  // namespace lazy
+
+// --- Tensor --------------------------------------------------------------------------------------
+Tensor Tensor::FromData(runtime::Tensor data, bool requires_grad, std::string name) {
+  MOREH_CHECK(data.defined(), "Tensor::FromData: undefined data");
+  MOREH_CHECK(!requires_grad || IsFloating(data.dtype()),
+              "Tensor::FromData: only float tensors can require grad ({})", data.ToString());
+  auto impl = std::make_shared<TensorImpl>();
+  impl->info = {data.dtype(), data.shape()};
+  impl->data = std::move(data);
+  impl->requires_grad = requires_grad;
+  impl->name = std::move(name);
+  return Tensor(std::move(impl));
+}
+
+namespace {
+const TensorImpl& Checked(const std::shared_ptr<TensorImpl>& p) {
+  MOREH_CHECK(p != nullptr, "use of an undefined tensor");
+  return *p;
+}
+}  // namespace
+
+const Shape& Tensor::shape() const { return Checked(impl_).info.shape; }
+DType Tensor::dtype() const { return Checked(impl_).info.dtype; }
+int64_t Tensor::size(int axis) const {
+  const int a = NormalizeAxis(axis, dim());
+  MOREH_CHECK(a >= 0, "Tensor::size: axis {} out of range for {}", axis, ToString());
+  return shape()[a];
+}
+const std::string& Tensor::name() const { return Checked(impl_).name; }
+std::string Tensor::ToString() const {
+  return impl_ ? impl_->info.ToString() : std::string("undefined");
+}
+bool Tensor::requires_grad() const { return Checked(impl_).requires_grad; }
+bool Tensor::is_leaf() const { return Checked(impl_).leaf; }
+Tensor& Tensor::requires_grad_(bool on) {
+  MOREH_CHECK(is_leaf(), "requires_grad_: only leaf tensors can change requires_grad");
+  MOREH_CHECK(!on || IsFloating(dtype()), "requires_grad_: {} is not a float tensor", ToString());
+  impl_->requires_grad = on;
+  return *this;
+}
+Tensor Tensor::grad() const { return Tensor(Checked(impl_).grad); }
+void Tensor::set_grad(Tensor g) {
+  Checked(impl_);
+  MOREH_CHECK(!g.defined() || g.impl()->info == impl_->info, "set_grad: {} for {}", g.ToString(),
+              ToString());
+  impl_->grad = g.impl_;
+}
+void Tensor::backward(const Tensor& gradient) const { R().Backward(*this, gradient); }
+
+runtime::Tensor Tensor::data() const {
+  Checked(impl_);
+  R().EnsureComputed(impl_);
+  return impl_->data;
+}
+
+float Tensor::item() const {
+  MOREH_CHECK(numel() == 1, "item(): {} has {} elements, not one", ToString(), numel());
+  return data().ToFloats()[0];
+}
+
+Tensor operator+(const Tensor& a, const Tensor& b) { return lazy::Record1(OpKind::kAdd, {a, b}); }
+Tensor operator*(const Tensor& a, const Tensor& b) { return lazy::Record1(OpKind::kMul, {a, b}); }
+Tensor operator*(const Tensor& a, double s) {
+  return lazy::Record1(OpKind::kScale, {a}, {{"scale", s}});
+}
+
+void Sync() { R().Sync(); }
+LazyStats GetLazyStats() { return R().stats(); }
+
+}  // namespace moreh

@@ -1,0 +1,135 @@
+#include "runtime/models/llama.h"
+
+#include "runtime/functional.h"
+#include "runtime/init.h"
+
+namespace moreh::models {
+
+namespace F = moreh::functional;
+
+Status LlamaConfig::Validate() const {
+  auto bad = [](std::string m) { return Status::InvalidArgument("LlamaConfig: " + m); };
+  if (vocab_size <= 0 || hidden_size <= 0 || intermediate_size <= 0 || num_hidden_layers < 0 ||
+      num_attention_heads <= 0 || num_key_value_heads <= 0) {
+    return bad("sizes must be positive");
+  }
+  if (hidden_size % num_attention_heads != 0) {
+    return bad(fmt::format("hidden_size {} is not a multiple of num_attention_heads {}",
+                           hidden_size, num_attention_heads));
+  }
+  if (num_attention_heads % num_key_value_heads != 0) {
+    return bad(fmt::format("num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                           num_attention_heads, num_key_value_heads));
+  }
+  if (head_dim() % 2 != 0) return bad("head_dim must be even for rotary embedding");
+  if (rms_norm_eps <= 0 || rope_theta <= 0) return bad("rms_norm_eps and rope_theta must be > 0");
+  return Status::Ok();
+}
+
+int64_t LlamaConfig::NumParameters() const {
+  const int64_t kv = num_key_value_heads * head_dim();
+  const int64_t layer = 2 * hidden_size + 2 * hidden_size * hidden_size + 2 * hidden_size * kv +
+                        3 * hidden_size * intermediate_size;
+  return vocab_size * hidden_size * (tie_word_embeddings ? 1 : 2) + hidden_size +
+         num_hidden_layers * layer;
+}
+
+namespace {
+Tensor Param(const Shape& shape, uint64_t seed, const std::string& name, float std) {
+  return Tensor::FromData(runtime::NormalTensor(shape, seed, name, std), true, name);
+}
+Tensor Ones(int64_t n, const std::string& name) {
+  return Tensor::FromData(runtime::Tensor::Full({n}, DType::kF32, 1.0), true, name);
+}
+}  // namespace
+
+LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c, int index, uint64_t seed)
+    : config_(&c), prefix_("model.layers." + std::to_string(index) + ".") {
+  const int64_t C = c.hidden_size, kv = c.num_key_value_heads * c.head_dim();
+  const float s = c.initializer_range;
+  input_layernorm_ = Ones(C, prefix_ + "input_layernorm.weight");
+  q_proj_ = Param({C, C}, seed, prefix_ + "self_attn.q_proj.weight", s);
+  k_proj_ = Param({kv, C}, seed, prefix_ + "self_attn.k_proj.weight", s);
+  v_proj_ = Param({kv, C}, seed, prefix_ + "self_attn.v_proj.weight", s);
+  o_proj_ = Param({C, C}, seed, prefix_ + "self_attn.o_proj.weight", s);
+  post_attention_layernorm_ = Ones(C, prefix_ + "post_attention_layernorm.weight");
+  gate_proj_ = Param({c.intermediate_size, C}, seed, prefix_ + "mlp.gate_proj.weight", s);
+  up_proj_ = Param({c.intermediate_size, C}, seed, prefix_ + "mlp.up_proj.weight", s);
+  down_proj_ = Param({C, c.intermediate_size}, seed, prefix_ + "mlp.down_proj.weight", s);
+}
+
+Tensor LlamaDecoderLayer::Forward(const Tensor& x, const Tensor& attention_mask) const {
+  const LlamaConfig& c = *config_;
+  const int64_t B = x.size(0), T = x.size(1), D = c.head_dim();
+  Tensor h = F::rms_norm(x, input_layernorm_, c.rms_norm_eps);
+  Tensor q = F::reshape(F::linear(h, q_proj_), {B, T, c.num_attention_heads, D});
+  Tensor k = F::reshape(F::linear(h, k_proj_), {B, T, c.num_key_value_heads, D});
+  Tensor v = F::reshape(F::linear(h, v_proj_), {B, T, c.num_key_value_heads, D});
+  q = F::rotary(q, c.rope_theta);
+  k = F::rotary(k, c.rope_theta);
+  Tensor a = F::reshape(F::attention(q, k, v, attention_mask, true), {B, T, c.hidden_size});
+  Tensor x1 = x + F::linear(a, o_proj_);
+  h = F::rms_norm(x1, post_attention_layernorm_, c.rms_norm_eps);
+  Tensor m = F::swiglu(F::linear(h, gate_proj_), F::linear(h, up_proj_));
+  return x1 + F::linear(m, down_proj_);
+}
+
+std::vector<std::pair<std::string, Tensor>> LlamaDecoderLayer::NamedParameters() const {
+  return {{input_layernorm_.name(), input_layernorm_},
+          {q_proj_.name(), q_proj_},
+          {k_proj_.name(), k_proj_},
+          {v_proj_.name(), v_proj_},
+          {o_proj_.name(), o_proj_},
+          {post_attention_layernorm_.name(), post_attention_layernorm_},
+          {gate_proj_.name(), gate_proj_},
+          {up_proj_.name(), up_proj_},
+          {down_proj_.name(), down_proj_}};
+}
+
+LlamaForCausalLM::LlamaForCausalLM(LlamaConfig config, uint64_t seed) : config_(config) {
+  config_.Validate().ThrowIfError();
+  const float s = config_.initializer_range;
+  embed_tokens_ = Param({config_.vocab_size, config_.hidden_size}, seed,
+                        "model.embed_tokens.weight", s);
+  layers_.reserve(config_.num_hidden_layers);
+  for (int i = 0; i < config_.num_hidden_layers; ++i) layers_.emplace_back(config_, i, seed);
+  norm_ = Ones(config_.hidden_size, "model.norm.weight");
+  if (!config_.tie_word_embeddings) {
+    lm_head_ = Param({config_.vocab_size, config_.hidden_size}, seed, "lm_head.weight", s);
+  }
+}
+
+LlamaOutput LlamaForCausalLM::operator()(const Tensor& input_ids, const Tensor& attention_mask,
+                                         const Tensor& labels) const {
+  MOREH_CHECK(input_ids.dim() == 2, "LlamaForCausalLM: input_ids must be [B, T], got {}",
+              input_ids.ToString());
+  Tensor x = F::embedding(input_ids, embed_tokens_);
+  for (const auto& layer : layers_) x = layer.Forward(x, attention_mask);
+  x = F::rms_norm(x, norm_, config_.rms_norm_eps);
+  LlamaOutput out;
+  out.logits = F::linear(x, config_.tie_word_embeddings ? embed_tokens_ : lm_head_);
+  if (labels.defined()) out.loss = F::cross_entropy(out.logits, labels, -100, /*shift=*/true);
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> LlamaForCausalLM::NamedParameters() const {
+  std::vector<std::pair<std::string, Tensor>> p{{embed_tokens_.name(), embed_tokens_}};
+  for (const auto& l : layers_) {
+    for (auto& e : l.NamedParameters()) p.push_back(std::move(e));
+  }
+  p.emplace_back(norm_.name(), norm_);
+  if (lm_head_.defined()) p.emplace_back(lm_head_.name(), lm_head_);
+  return p;
+}
+
+std::vector<Tensor> LlamaForCausalLM::Parameters() const {
+  std::vector<Tensor> p;
+  for (auto& [n, t] : NamedParameters()) p.push_back(t);
+  return p;
+}
+
+void LlamaForCausalLM::ZeroGrad() {
+  for (Tensor& t : Parameters()) t.set_grad(Tensor());
+}
+
+}  // namespace moreh::models

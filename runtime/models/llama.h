@@ -1,0 +1,74 @@
+// A Llama-family causal language model built from the runtime's ops, with Hugging Face parameter
+// names and semantics (LlamaForCausalLM): RMSNorm, rotary embedding (rotate_half), grouped-query
+// causal attention with a key padding mask, SwiGLU MLP, optional tied embeddings, shifted
+// cross-entropy with ignore_index -100.
+//
+// Parameters are f32 leaves initialised deterministically from (seed, name). Loading and saving
+// Hugging Face checkpoints arrive with the [train-one-device] issue. Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runtime/core/status.h"
+#include "runtime/tensor.h"
+
+namespace moreh::models {
+
+struct LlamaConfig {
+  int64_t vocab_size = 32000;
+  int64_t hidden_size = 4096;
+  int64_t intermediate_size = 11008;
+  int64_t num_hidden_layers = 32;
+  int64_t num_attention_heads = 32;
+  int64_t num_key_value_heads = 32;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  bool tie_word_embeddings = false;
+  float initializer_range = 0.02f;
+
+  int64_t head_dim() const { return hidden_size / num_attention_heads; }
+  Status Validate() const;
+  int64_t NumParameters() const;
+};
+
+struct LlamaOutput {
+  Tensor loss;    // defined when labels were given
+  Tensor logits;  // [B, T, V]
+};
+
+class LlamaDecoderLayer {
+ public:
+  LlamaDecoderLayer(const LlamaConfig& config, int index, uint64_t seed);
+  // x [B, T, C] -> [B, T, C]; attention_mask [B, T] (1 = token, 0 = pad) or undefined.
+  Tensor Forward(const Tensor& x, const Tensor& attention_mask) const;
+  std::vector<std::pair<std::string, Tensor>> NamedParameters() const;
+
+ private:
+  const LlamaConfig* config_;
+  Tensor input_layernorm_, q_proj_, k_proj_, v_proj_, o_proj_;
+  Tensor post_attention_layernorm_, gate_proj_, up_proj_, down_proj_;
+  std::string prefix_;
+};
+
+class LlamaForCausalLM {
+ public:
+  explicit LlamaForCausalLM(LlamaConfig config, uint64_t seed = 0);
+
+  // input_ids, labels [B, T] (i64 or i32); attention_mask [B, T] or undefined.
+  LlamaOutput operator()(const Tensor& input_ids, const Tensor& attention_mask = Tensor(),
+                         const Tensor& labels = Tensor()) const;
+  std::vector<std::pair<std::string, Tensor>> NamedParameters() const;
+  std::vector<Tensor> Parameters() const;
+  void ZeroGrad();
+  const LlamaConfig& config() const { return config_; }
+
+ private:
+  LlamaConfig config_;
+  Tensor embed_tokens_, norm_, lm_head_;
+  std::vector<LlamaDecoderLayer> layers_;
+};
+
+}  // namespace moreh::models

@@ -1,0 +1,59 @@
+#include "runtime/optim.h"
+
+#include "runtime/lazy.h"
+
+namespace moreh::optim {
+
+AdamW::AdamW(std::vector<Tensor> params, AdamWOptions options)
+    : params_(std::move(params)), options_(options) {
+  MOREH_CHECK(options_.lr >= 0 && options_.eps >= 0 && options_.weight_decay >= 0,
+              "AdamW: lr ({}), eps ({}) and weight_decay ({}) must be >= 0", options_.lr,
+              options_.eps, options_.weight_decay);
+  MOREH_CHECK(options_.beta1 >= 0 && options_.beta1 < 1 && options_.beta2 >= 0 &&
+                  options_.beta2 < 1,
+              "AdamW: betas ({}, {}) must be in [0, 1)", options_.beta1, options_.beta2);
+  for (const Tensor& p : params_) {
+    MOREH_CHECK(p.defined() && p.is_leaf() && p.dtype() == DType::kF32,
+                "AdamW: parameters must be f32 leaf tensors ({})", p.ToString());
+  }
+  m_.resize(params_.size());
+  v_.resize(params_.size());
+}
+
+void AdamW::step() {
+  ++step_;
+  const Tensor hp = Tensor::FromVector<float>(
+      {static_cast<float>(options_.lr), static_cast<float>(step_)}, {2});
+  const Attrs attrs{{"beta1", options_.beta1},
+                    {"beta2", options_.beta2},
+                    {"eps", options_.eps},
+                    {"weight_decay", options_.weight_decay}};
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor g = params_[i].grad();
+    if (!g.defined()) continue;
+    if (!m_[i].defined()) {
+      m_[i] = Tensor::FromData(runtime::Tensor::Zeros(params_[i].shape(), DType::kF32));
+      v_[i] = Tensor::FromData(runtime::Tensor::Zeros(params_[i].shape(), DType::kF32));
+    }
+    const std::vector<Tensor> out =
+        lazy::Record(OpKind::kAdamW, {params_[i], g, m_[i], v_[i], hp}, attrs);
+    lazy::Assign(params_[i], out[0]);
+    lazy::Assign(m_[i], out[1]);
+    lazy::Assign(v_[i], out[2]);
+  }
+  Sync();
+}
+
+void AdamW::zero_grad() {
+  for (Tensor& p : params_) p.set_grad(Tensor());
+}
+
+int64_t AdamW::state_bytes() const {
+  int64_t b = 0;
+  for (size_t i = 0; i < m_.size(); ++i) {
+    if (m_[i].defined()) b += 2 * m_[i].numel() * 4;
+  }
+  return b;
+}
+
+}  // namespace moreh::optim

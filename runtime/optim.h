@@ -1,0 +1,42 @@
+// Optimizers. AdamW follows torch.optim.AdamW exactly (decoupled weight decay, bias correction).
+// step() records the update of every parameter that has a gradient into the step graph and ends the
+// step (moreh::Sync): the forward, backward and update run as one cached graph. Not thread-safe.
+#pragma once
+
+#include <vector>
+
+#include "runtime/tensor.h"
+
+namespace moreh::optim {
+
+struct AdamWOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 1e-2;
+};
+
+class AdamW {
+ public:
+  AdamW(std::vector<Tensor> params, AdamWOptions options = {});
+  AdamW(std::vector<Tensor> params, double lr) : AdamW(std::move(params), AdamWOptions{.lr = lr}) {}
+
+  void step();
+  // set_to_none (PyTorch's default): drops every parameter's grad.
+  void zero_grad();
+
+  double lr() const { return options_.lr; }
+  void set_lr(double lr) { options_.lr = lr; }
+  int64_t step_count() const { return step_; }
+  // Optimizer state bytes (m and v), for memory accounting.
+  int64_t state_bytes() const;
+
+ private:
+  std::vector<Tensor> params_;
+  std::vector<Tensor> m_, v_;
+  AdamWOptions options_;
+  int64_t step_ = 0;
+};
+
+}  // namespace moreh::optim
