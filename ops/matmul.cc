@@ -72,9 +72,9 @@ const OpDef kMatMulDef = {
           }
           int a2 = a, dc2 = dc;
           if (bld.info(b).shape.size() == 2 && bld.info(a).shape.size() > 2) {
-            const Shape& as = bld.info(a).shape;
+            const Shape as = bld.info(a).shape;
             a2 = bld.Reshape(a, {Numel(as) / as.back(), as.back()});
-            const Shape& cs = bld.info(dc).shape;
+            const Shape cs = bld.info(dc).shape;
             dc2 = bld.Reshape(dc, {Numel(cs) / cs.back(), cs.back()});
           }
           if (!tb) {  // dB = op(A)^T dC

@@ -40,14 +40,15 @@ class GraphBuilder {
   int Emit1(OpKind op, std::vector<int> inputs, Attrs attrs = {}) {
     return Emit(op, std::move(inputs), std::move(attrs)).at(0);
   }
-  const ValueInfo& info(int v) const { return graph_->info(v); }
+  // By value: emitting nodes may move the graph's value table.
+  ValueInfo info(int v) const { return graph_->info(v); }
   Graph* graph() const { return graph_; }
 
   // Conveniences used by several gradient rules.
-  int Reshape(int v, const Shape& shape);
+  int Reshape(int v, Shape shape);
   int Add(int a, int b);
   // Sums `grad` (shaped like the op's output) down to `shape` (a suffix-broadcast input's shape).
-  int ReduceToShape(int grad, const Shape& shape);
+  int ReduceToShape(int grad, Shape shape);
 
  private:
   Graph* graph_;
@@ -73,6 +74,11 @@ struct OpDef {
   std::vector<std::pair<int, int>> inplace;  // (output, input)
   // Inputs that a kernel may read in place although not contiguous (none today).
 };
+
+// One definition per op, k<Name>Def in ops/<family>.cc (declared here so they link externally).
+#define MOREH_OP(name, str) extern const OpDef k##name##Def;
+#include "ops/op_list.def"
+#undef MOREH_OP
 
 const OpDef& GetOpDef(OpKind op);
 

@@ -5,10 +5,6 @@
 
 namespace moreh::ops {
 
-#define MOREH_OP(name, str) extern const OpDef k##name##Def;
-#include "ops/op_list.def"
-#undef MOREH_OP
-
 namespace {
 const std::array<const OpDef*, kNumOps> kTable = {
 #define MOREH_OP(name, str) &k##name##Def,
@@ -88,15 +84,15 @@ std::vector<int> GraphBuilder::Emit(OpKind op, std::vector<int> inputs, Attrs at
   return graph_->AddNode(op, std::move(inputs), std::move(attrs), std::move(out));
 }
 
-int GraphBuilder::Reshape(int v, const Shape& shape) {
+int GraphBuilder::Reshape(int v, Shape shape) {
   if (info(v).shape == shape) return v;
   return Emit1(OpKind::kReshape, {v}, {{"shape", shape}});
 }
 
 int GraphBuilder::Add(int a, int b) { return Emit1(OpKind::kAdd, {a, b}); }
 
-int GraphBuilder::ReduceToShape(int grad, const Shape& shape) {
-  const Shape& gs = info(grad).shape;
+int GraphBuilder::ReduceToShape(int grad, Shape shape) {
+  const Shape gs = info(grad).shape;
   if (gs == shape) return grad;
   const size_t lead = gs.size() - shape.size();
   std::vector<int64_t> axes;

@@ -64,7 +64,7 @@ Tensor SumAxes(const Tensor& x, const std::vector<int>& axes) {
 }
 
 std::vector<int> ReduceGrad(GraphBuilder& b, const Node& n, int g, double scale) {
-  const Shape& xs = b.info(n.inputs[0]).shape;
+  const Shape xs = b.info(n.inputs[0]).shape;
   const std::vector<int> axes = Axes(xs, n.attrs);
   int d = b.Reshape(g, ReducedShape(xs, axes, true));
   d = b.Emit1(OpKind::kExpand, {d}, {{"shape", xs}});
@@ -116,7 +116,7 @@ const OpDef kMeanDef = {
     .grad =
         [](GraphBuilder& b, const Node& n, std::span<const int> g) {
           if (g[0] < 0) return std::vector<int>{-1};
-          const Shape& xs = b.info(n.inputs[0]).shape;
+          const Shape xs = b.info(n.inputs[0]).shape;
           const int64_t cnt = ReducedCount(xs, Axes(xs, n.attrs));
           return ReduceGrad(b, n, g[0], cnt > 0 ? 1.0 / static_cast<double>(cnt) : 0.0);
         },

@@ -28,7 +28,7 @@ Shape ResolveShape(Shape shape, int64_t numel) {
 
 Cost NoCost(const InfoList&, const std::vector<ValueInfo>&, const Attrs&) { return Cost{}; }
 
-std::vector<int> ExpandGrad(GraphBuilder& b, int g, const Shape& in, const Shape& out) {
+std::vector<int> ExpandGrad(GraphBuilder& b, int g, const Shape in, const Shape out) {
   std::vector<int64_t> axes;
   const size_t lead = out.size() - in.size();
   for (size_t i = 0; i < out.size(); ++i) {

@@ -1,6 +1,8 @@
 #include "runtime/lazy.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <fstream>
 #include <unordered_map>
 
 #include "ops/op.h"
@@ -149,6 +151,10 @@ class Recorder {
       cg = it->second;
       ++stats_.cache_hits;
     } else {
+      if (const char* dir = std::getenv("MOREH_DUMP_GRAPHS")) {
+        // Debugging aid: every newly compiled graph as JSON, named by its hash.
+        std::ofstream(fmt::format("{}/graph_{:016x}.json", dir, hash)) << graph.ToJson(1);
+      }
       cg = runtime::Compile(std::move(graph));
       if (cache_.size() > 64) cache_.clear();
       cache_[hash] = cg;
@@ -264,6 +270,14 @@ runtime::Tensor Tensor::data() const {
   Checked(impl_);
   R().EnsureComputed(impl_);
   return impl_->data;
+}
+
+void Tensor::assign_data(runtime::Tensor data) {
+  Checked(impl_);
+  MOREH_CHECK(impl_->leaf, "assign_data: {} is not a leaf", ToString());
+  MOREH_CHECK(data.defined() && data.dtype() == dtype() && data.shape() == shape(),
+              "assign_data: {} into {}", data.ToString(), ToString());
+  impl_->data = std::move(data);
 }
 
 float Tensor::item() const {

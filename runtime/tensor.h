@@ -52,6 +52,9 @@ class Tensor {
   // A non-scalar tensor needs `gradient` of its shape.
   void backward(const Tensor& gradient = Tensor()) const;
 
+  // Replaces a leaf's value (same dtype and shape), as `with torch.no_grad(): p.copy_(x)`.
+  void assign_data(runtime::Tensor data);
+
   float item() const;              // a one-element tensor's value, as f32 (syncs)
   runtime::Tensor data() const;    // the computed value (syncs when pending)
   std::vector<float> to_floats() const { return data().ToFloats(); }

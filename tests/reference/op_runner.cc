@@ -1,0 +1,125 @@
+// Runs one case for tests/reference/check_against_torch.py and writes the results as .npy files.
+//
+//   moreh_op_runner op DIR     DIR/graph.json (a moreh graph), DIR/in<i>.npy for each graph input
+//                              (converted to the input's dtype), optional DIR/dout.npy (gradient of
+//                              graph output 0). Writes DIR/out<k>.npy and DIR/grad<i>.npy for every
+//                              float input that output 0 depends on.
+//   moreh_op_runner block DIR  DIR/config.json (a Llama config), DIR/x.npy [B,T,C], optional
+//                              DIR/mask.npy [B,T], DIR/<hf name>.npy for the 9 weights of
+//                              model.layers.0, DIR/dout.npy. Runs LlamaDecoderLayer forward and
+//                              backward; writes DIR/out.npy, DIR/grad_x.npy, DIR/grad_<name>.npy.
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/autograd.h"
+#include "runtime/executor.h"
+#include "runtime/models/llama.h"
+#include "runtime/tensor.h"
+#include "tests/reference/npy.h"
+
+namespace {
+using moreh::testing::ReadNpy;
+using moreh::testing::WriteNpy;
+namespace fs = std::filesystem;
+
+std::string ReadFile(const fs::path& p) {
+  std::ifstream f(p);
+  if (!f) throw std::runtime_error("cannot open " + p.string());
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+int RunOp(const fs::path& dir) {
+  moreh::Graph g = moreh::Graph::FromJson(ReadFile(dir / "graph.json")).value();
+  std::vector<moreh::runtime::Tensor> inputs;
+  for (size_t i = 0; i < g.inputs().size(); ++i) {
+    const moreh::ValueInfo& info = g.info(g.inputs()[i]);
+    inputs.push_back(ReadNpy((dir / ("in" + std::to_string(i) + ".npy")).string()).To(info.dtype));
+  }
+  const int num_fwd_outputs = static_cast<int>(g.outputs().size());
+  std::vector<int> grad_inputs, grad_values;
+  if (fs::exists(dir / "dout.npy")) {
+    const moreh::ValueInfo out_info = g.info(g.outputs()[0]);
+    const int seed = g.AddInput(out_info, "dout");
+    inputs.push_back(ReadNpy((dir / "dout.npy").string()).To(out_info.dtype));
+    std::vector<int> wrt;
+    for (size_t i = 0; i + 1 < g.inputs().size(); ++i) {
+      if (moreh::IsFloating(g.info(g.inputs()[i]).dtype)) wrt.push_back(g.inputs()[i]);
+    }
+    const std::vector<int> grads = moreh::runtime::BuildBackward(&g, g.outputs()[0], seed, wrt);
+    for (size_t k = 0; k < wrt.size(); ++k) {
+      if (grads[k] < 0) continue;
+      grad_inputs.push_back(static_cast<int>(
+          std::find(g.inputs().begin(), g.inputs().end(), wrt[k]) - g.inputs().begin()));
+      grad_values.push_back(grads[k]);
+      g.MarkOutput(grads[k]);
+    }
+  }
+  auto cg = moreh::runtime::Compile(std::move(g));
+  moreh::runtime::Executor ex;
+  std::vector<moreh::runtime::Tensor> outs = ex.Run(*cg, std::move(inputs));
+  for (int k = 0; k < num_fwd_outputs; ++k) {
+    WriteNpy((dir / ("out" + std::to_string(k) + ".npy")).string(), outs[k]);
+  }
+  for (size_t k = 0; k < grad_inputs.size(); ++k) {
+    WriteNpy((dir / ("grad" + std::to_string(grad_inputs[k]) + ".npy")).string(),
+             outs[num_fwd_outputs + k]);
+  }
+  return 0;
+}
+
+int RunBlock(const fs::path& dir) {
+  const nlohmann::json j = nlohmann::json::parse(ReadFile(dir / "config.json"));
+  moreh::models::LlamaConfig c;
+  c.vocab_size = 16;
+  c.hidden_size = j.at("hidden_size");
+  c.intermediate_size = j.at("intermediate_size");
+  c.num_hidden_layers = 1;
+  c.num_attention_heads = j.at("num_attention_heads");
+  c.num_key_value_heads = j.at("num_key_value_heads");
+  c.rms_norm_eps = j.at("rms_norm_eps");
+  c.rope_theta = j.at("rope_theta");
+  c.Validate().ThrowIfError();
+  moreh::models::LlamaDecoderLayer layer(c, 0, 0);
+  for (auto& [name, p] : layer.NamedParameters()) {
+    p.assign_data(ReadNpy((dir / (name + ".npy")).string()));
+  }
+  moreh::Tensor x = moreh::Tensor::FromData(ReadNpy((dir / "x.npy").string()), true, "x");
+  moreh::Tensor mask;
+  if (fs::exists(dir / "mask.npy")) {
+    mask = moreh::Tensor::FromData(ReadNpy((dir / "mask.npy").string()).To(moreh::DType::kI64));
+  }
+  moreh::Tensor out = layer.Forward(x, mask);
+  moreh::Tensor dout = moreh::Tensor::FromData(ReadNpy((dir / "dout.npy").string()));
+  out.backward(dout);
+  moreh::Sync();
+  WriteNpy((dir / "out.npy").string(), out.data());
+  WriteNpy((dir / "grad_x.npy").string(), x.grad().data());
+  for (auto& [name, p] : layer.NamedParameters()) {
+    WriteNpy((dir / ("grad_" + name + ".npy")).string(), p.grad().data());
+  }
+  return 0;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::cerr << "usage: moreh_op_runner op|block DIR\n";
+    return 2;
+  }
+  try {
+    const std::string mode = argv[1];
+    if (mode == "op") return RunOp(argv[2]);
+    if (mode == "block") return RunBlock(argv[2]);
+    std::cerr << "moreh_op_runner: unknown mode '" << mode << "'\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "moreh_op_runner: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,73 @@
+#include "runtime/core/allocator.h"
+
+#include <gtest/gtest.h>
+
+#include "runtime/core/error.h"
+#include "runtime/core/tensor.h"
+
+namespace moreh::runtime {
+namespace {
+
+TEST(Allocator, TracksLiveAndPeak) {
+  Allocator a("cpu:7", 1 << 20);
+  {
+    auto b1 = a.Allocate(1000);  // rounded to 64 bytes
+    EXPECT_EQ(a.live_bytes(), 1024);
+    auto b2 = a.Allocate(4096);
+    EXPECT_EQ(a.live_bytes(), 1024 + 4096);
+    b1.reset();
+    EXPECT_EQ(a.live_bytes(), 4096);
+    EXPECT_EQ(a.peak_bytes(), 1024 + 4096);
+  }
+  EXPECT_EQ(a.live_bytes(), 0);
+  a.ResetPeak();
+  EXPECT_EQ(a.peak_bytes(), 0);
+}
+
+TEST(Allocator, OutOfMemoryNamesDeviceBytesAndRemedies) {
+  Allocator a("cpu:3", 10000);
+  auto keep = a.Allocate(6400);
+  try {
+    a.Allocate(5000);
+    FAIL() << "expected OutOfMemoryError";
+  } catch (const OutOfMemoryError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("OUT_OF_MEMORY"), std::string::npos) << m;
+    EXPECT_NE(m.find("cpu:3"), std::string::npos) << m;
+    EXPECT_NE(m.find("Memory requested : 5056 bytes"), std::string::npos) << m;
+    EXPECT_NE(m.find("Memory available : 3600 bytes"), std::string::npos) << m;
+    EXPECT_NE(m.find("moreh-switch-model"), std::string::npos) << m;
+    EXPECT_NE(m.find("batch size"), std::string::npos) << m;
+    EXPECT_EQ(e.requested(), 5056);
+    EXPECT_EQ(e.available(), 3600);
+    EXPECT_EQ(e.device(), "cpu:3");
+  }
+  // The failed allocation took nothing.
+  EXPECT_EQ(a.live_bytes(), 6400);
+  EXPECT_EQ(a.peak_bytes(), 6400);
+  auto fits = a.Allocate(3584);
+  EXPECT_EQ(a.live_bytes(), 9984);
+}
+
+TEST(Allocator, TensorsReturnMemoryAndOomIsCatchable) {
+  Allocator a("cpu:1", 4096);
+  {
+    Tensor t = Tensor::Zeros({16, 16}, DType::kF32, &a);
+    Tensor v = t.View({256});  // views share the buffer
+    EXPECT_EQ(a.live_bytes(), 1024);
+    EXPECT_THROW(Tensor::Empty({64, 64}, DType::kF32, &a), OutOfMemoryError);
+    EXPECT_EQ(a.live_bytes(), 1024);
+  }
+  EXPECT_EQ(a.live_bytes(), 0);
+}
+
+TEST(Allocator, CapacityDefaultsToMachineMemory) {
+  Allocator a("cpu:0", 0);
+  EXPECT_EQ(a.capacity(), PhysicalMemoryBytes());
+  EXPECT_GT(a.capacity(), 0);
+  a.set_capacity(123456);
+  EXPECT_EQ(a.capacity(), 123456);
+}
+
+}  // namespace
+}  // namespace moreh::runtime
