@@ -524,6 +524,17 @@ def attention_causal_mha(res):
 
 
 @case
+def attention_causal_multi_tile(res):
+    # T spans three 64-row tiles of the CPU kernel, with padding in the middle tile.
+    attention_case(res, 2, 150, 150, 4, 2, 16, True, pads=[0, 70])
+
+
+@case
+def attention_noncausal_multi_tile(res):
+    attention_case(res, 1, 70, 140, 2, 1, 8, False, pads=[9])
+
+
+@case
 def attention_causal_mask_gqa_bf16(res):
     attention_case(res, 2, 10, 10, 4, 2, 16, True, pads=[0, 4], dt="bf16")
 
