@@ -22,8 +22,10 @@ const OpDef kAdamWDef = {
           for (const char* k : {"beta1", "beta2", "eps", "weight_decay"}) a.GetFloat(k);
           return std::vector<ValueInfo>{*in[0], *in[0], *in[0]};
         },
-    .cost = [](const InfoList& in, const std::vector<ValueInfo>& out,
-               const Attrs&) { return Cost{12.0 * Numel(in[0]->shape), BytesOf(in, out)}; },
+    .cost =
+        [](const InfoList& in, const std::vector<ValueInfo>& out, const Attrs&) {
+          return Cost{12.0 * Numel(in[0]->shape), BytesOf(in, out)};
+        },
     .grad = nullptr,
     .kernels = {[](std::span<const Tensor> in, std::span<Tensor> out, const Attrs& a) {
       const Tensor g = AsF32(in[1]);

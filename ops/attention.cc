@@ -1,9 +1,9 @@
 // attention(q[B,T,H,D], k[B,S,Hkv,D], v[B,S,Hkv,D], [key_mask[B,S]]; causal=1, scale=1/sqrt(D))
 //   -> (out[B,T,H,D], lse[B,H,T] f32)
-// Fused, flash-attention style: no T x S score matrix is ever stored; lse is saved for the backward.
-// attention_backward(dout, q, k, v, out, lse, [key_mask]; same attrs) -> (dq, dk, dv), recomputing
-// the scores. key_mask: nonzero = attend (Hugging Face attention_mask); a query row that sees no key
-// outputs zeros.
+// Fused, flash-attention style: no T x S score matrix is ever stored; lse is saved for the
+// backward. attention_backward(dout, q, k, v, out, lse, [key_mask]; same attrs) -> (dq, dk, dv),
+// recomputing the scores. key_mask: nonzero = attend (Hugging Face attention_mask); a query row
+// that sees no key outputs zeros.
 #include <cmath>
 
 #include "kernels/cpu/cpu_kernels.h"
@@ -19,7 +19,8 @@ void CheckQkv(const ValueInfo& q, const ValueInfo& k, const ValueInfo& v, const 
               "q must be [B, T, H, D] and k, v the same [B, S, Hkv, D]");
   MOREH_CHECK(q.shape[0] == k.shape[0] && q.shape[3] == k.shape[3], "batch or head size differ");
   MOREH_CHECK(k.shape[2] > 0 && q.shape[2] % k.shape[2] == 0,
-              "query heads ({}) must be a multiple of key/value heads ({})", q.shape[2], k.shape[2]);
+              "query heads ({}) must be a multiple of key/value heads ({})", q.shape[2],
+              k.shape[2]);
   MOREH_CHECK(!causal || q.shape[1] == k.shape[1], "causal attention needs T == S");
   if (mask) {
     MOREH_CHECK(mask->shape == Shape({k.shape[0], k.shape[1]}),
@@ -28,7 +29,13 @@ void CheckQkv(const ValueInfo& q, const ValueInfo& k, const ValueInfo& v, const 
 }
 
 kernels::cpu::AttentionShape ShapeOf(const Shape& q, const Shape& k, const Attrs& a) {
-  return {q[0], q[1], k[1], q[2], k[2], q[3], a.GetInt("causal", 1) != 0,
+  return {q[0],
+          q[1],
+          k[1],
+          q[2],
+          k[2],
+          q[3],
+          a.GetInt("causal", 1) != 0,
           static_cast<float>(a.Has("scale") ? a.GetFloat("scale")
                                             : 1.0 / std::sqrt(static_cast<double>(q[3])))};
 }
@@ -57,8 +64,8 @@ const OpDef kAttentionDef = {
     .grad =
         [](GraphBuilder& b, const Node& n, std::span<const int> g) {
           if (g[0] < 0) return std::vector<int>(n.inputs.size(), -1);
-          std::vector<int> ins{g[0], n.inputs[0], n.inputs[1], n.inputs[2], n.outputs[0],
-                               n.outputs[1]};
+          std::vector<int> ins{g[0],        n.inputs[0],  n.inputs[1],
+                               n.inputs[2], n.outputs[0], n.outputs[1]};
           if (n.inputs.size() > 3) ins.push_back(n.inputs[3]);
           std::vector<int> r = b.Emit(OpKind::kAttentionBackward, ins, n.attrs);
           if (n.inputs.size() > 3) r.push_back(-1);
@@ -90,8 +97,10 @@ const OpDef kAttentionBackwardDef = {
           return std::vector<ValueInfo>{*in[1], *in[2], *in[3]};
         },
     // Recomputed QK^T, dV, dP, dQ, dK: 5 products.
-    .cost = [](const InfoList& in, const std::vector<ValueInfo>& out,
-               const Attrs& a) { return AttnCost({in[1], in[2]}, out, a, 10.0); },
+    .cost =
+        [](const InfoList& in, const std::vector<ValueInfo>& out, const Attrs& a) {
+          return AttnCost({in[1], in[2]}, out, a, 10.0);
+        },
     .grad = nullptr,
     .kernels = {[](std::span<const Tensor> in, std::span<Tensor> out, const Attrs& a) {
       const Tensor dout = AsF32(in[0]), q = AsF32(in[1]), k = AsF32(in[2]), v = AsF32(in[3]),

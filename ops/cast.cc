@@ -14,10 +14,14 @@ const OpDef kCastDef = {
     .kind = OpKind::kCast,
     .min_inputs = 1,
     .max_inputs = 1,
-    .infer = [](const InfoList& in,
-                const Attrs& a) { return std::vector<ValueInfo>{{TargetOf(a), in[0]->shape}}; },
-    .cost = [](const InfoList& in, const std::vector<ValueInfo>& out,
-               const Attrs&) { return Cost{0, BytesOf(in, out)}; },
+    .infer =
+        [](const InfoList& in, const Attrs& a) {
+          return std::vector<ValueInfo>{{TargetOf(a), in[0]->shape}};
+        },
+    .cost =
+        [](const InfoList& in, const std::vector<ValueInfo>& out, const Attrs&) {
+          return Cost{0, BytesOf(in, out)};
+        },
     .grad =
         [](GraphBuilder& b, const Node& n, std::span<const int> g) {
           const DType src = b.info(n.inputs[0]).dtype;

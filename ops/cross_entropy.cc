@@ -1,5 +1,5 @@
-// cross_entropy(logits[..., V], labels[...] int; ignore_index=-100, shift=0) -> (loss[] f32, lse[N] f32)
-// Mean over the rows whose label is not ignore_index (NaN when there are none, as in PyTorch).
+// cross_entropy(logits[..., V], labels[...] int; ignore_index=-100, shift=0) -> (loss[] f32, lse[N]
+// f32) Mean over the rows whose label is not ignore_index (NaN when there are none, as in PyTorch).
 // shift=1 is Hugging Face's causal-LM shift: logits [B, T, V] at t are scored against
 // labels[b, t + 1]; position T-1 is ignored. Fused log-softmax; probabilities are never stored.
 // cross_entropy_backward(dloss, logits, labels, lse; same attrs) -> dlogits.
@@ -47,11 +47,12 @@ const OpDef kCrossEntropyDef = {
     .infer =
         [](const InfoList& in, const Attrs& a) {
           CheckCe(*in[0], *in[1], a.GetInt("shift", 0));
-          return std::vector<ValueInfo>{{DType::kF32, {}},
-                                        {DType::kF32, {Numel(in[1]->shape)}}};
+          return std::vector<ValueInfo>{{DType::kF32, {}}, {DType::kF32, {Numel(in[1]->shape)}}};
         },
-    .cost = [](const InfoList& in, const std::vector<ValueInfo>& out,
-               const Attrs&) { return Cost{4.0 * Numel(in[0]->shape), BytesOf(in, out)}; },
+    .cost =
+        [](const InfoList& in, const std::vector<ValueInfo>& out, const Attrs&) {
+          return Cost{4.0 * Numel(in[0]->shape), BytesOf(in, out)};
+        },
     .grad =
         [](GraphBuilder& b, const Node& n, std::span<const int> g) {
           if (g[0] < 0) return std::vector<int>{-1, -1};
@@ -84,8 +85,10 @@ const OpDef kCrossEntropyBackwardDef = {
                       "lse must be f32[N]");
           return std::vector<ValueInfo>{*in[1]};
         },
-    .cost = [](const InfoList& in, const std::vector<ValueInfo>& out,
-               const Attrs&) { return Cost{4.0 * Numel(in[1]->shape), BytesOf(in, out)}; },
+    .cost =
+        [](const InfoList& in, const std::vector<ValueInfo>& out, const Attrs&) {
+          return Cost{4.0 * Numel(in[1]->shape), BytesOf(in, out)};
+        },
     .grad = nullptr,
     .kernels = {[](std::span<const Tensor> in, std::span<Tensor> out, const Attrs& a) {
       const Tensor logits = AsF32(in[1]);

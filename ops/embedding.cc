@@ -27,8 +27,10 @@ const OpDef kEmbeddingDef = {
           s.push_back(in[0]->shape[1]);
           return std::vector<ValueInfo>{{in[0]->dtype, s}};
         },
-    .cost = [](const InfoList& in, const std::vector<ValueInfo>& out,
-               const Attrs&) { return Cost{0, BytesOf(in, out)}; },
+    .cost =
+        [](const InfoList& in, const std::vector<ValueInfo>& out, const Attrs&) {
+          return Cost{0, BytesOf(in, out)};
+        },
     .grad =
         [](GraphBuilder& b, const Node& n, std::span<const int> g) {
           if (g[0] < 0) return std::vector<int>{-1, -1};
@@ -61,8 +63,10 @@ const OpDef kEmbeddingBackwardDef = {
           MOREH_CHECK(v > 0, "embedding_backward: num_embeddings must be positive");
           return std::vector<ValueInfo>{{in[0]->dtype, {v, ds.back()}}};
         },
-    .cost = [](const InfoList& in, const std::vector<ValueInfo>& out,
-               const Attrs&) { return Cost{static_cast<double>(Numel(in[0]->shape)), BytesOf(in, out)}; },
+    .cost =
+        [](const InfoList& in, const std::vector<ValueInfo>& out, const Attrs&) {
+          return Cost{static_cast<double>(Numel(in[0]->shape)), BytesOf(in, out)};
+        },
     .grad = nullptr,
     .kernels = {[](std::span<const Tensor> in, std::span<Tensor> out, const Attrs& a) {
       const Tensor d = AsF32(in[0]), ids = AsI64(in[1]);

@@ -15,13 +15,15 @@ const OpDef kFillDef = {
           for (int64_t d : a.GetInts("shape")) MOREH_CHECK(d >= 0, "fill: negative dimension");
           return std::vector<ValueInfo>{{dt, a.GetInts("shape")}};
         },
-    .cost = [](const InfoList& in, const std::vector<ValueInfo>& out,
-               const Attrs&) { return Cost{0, BytesOf(in, out)}; },
+    .cost =
+        [](const InfoList& in, const std::vector<ValueInfo>& out, const Attrs&) {
+          return Cost{0, BytesOf(in, out)};
+        },
     .grad = nullptr,
     .kernels = {[](std::span<const Tensor>, std::span<Tensor> out, const Attrs& a) {
-                  out[0] = Tensor::Full(out[0].shape(), out[0].dtype(), a.GetFloat("value"),
-                                        out[0].allocator());
-                }},
+      out[0] =
+          Tensor::Full(out[0].shape(), out[0].dtype(), a.GetFloat("value"), out[0].allocator());
+    }},
 };
 
 }  // namespace moreh::ops

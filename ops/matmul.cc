@@ -1,6 +1,6 @@
 // matmul(a, b; trans_a, trans_b) -> [..., M, N]
-//   a: [..., M, K] ([..., K, M] when trans_a); b: [K, N] ([N, K] when trans_b), shared by every batch
-//   entry, or batched with a's leading dims. linear(x, w) = matmul(x, w, trans_b=1).
+//   a: [..., M, K] ([..., K, M] when trans_a); b: [K, N] ([N, K] when trans_b), shared by every
+//   batch entry, or batched with a's leading dims. linear(x, w) = matmul(x, w, trans_b=1).
 // A 2-D b with a batched, untransposed a runs as one GEMM over all rows.
 #include "kernels/cpu/cpu_kernels.h"
 #include "ops/op.h"
@@ -35,8 +35,7 @@ const OpDef kMatMulDef = {
           MOREH_CHECK(in[0]->dtype == in[1]->dtype && IsFloating(in[0]->dtype),
                       "operands must have the same float dtype");
           MOREH_CHECK(a.size() >= 2 && b.size() >= 2, "operands must be at least 2-D");
-          MOREH_CHECK(b.size() == 2 || b.size() == a.size(),
-                      "b must be 2-D or have a's rank");
+          MOREH_CHECK(b.size() == 2 || b.size() == a.size(), "b must be 2-D or have a's rank");
           if (b.size() > 2) {
             MOREH_CHECK(Shape(a.begin(), a.end() - 2) == Shape(b.begin(), b.end() - 2),
                         "batch dimensions differ");
@@ -53,8 +52,8 @@ const OpDef kMatMulDef = {
         },
     .cost =
         [](const InfoList& in, const std::vector<ValueInfo>& out, const Attrs& at) {
-          const Dims d = GetDims(in[0]->shape, in[1]->shape, at.GetInt("trans_a", 0),
-                                 at.GetInt("trans_b", 0));
+          const Dims d =
+              GetDims(in[0]->shape, in[1]->shape, at.GetInt("trans_a", 0), at.GetInt("trans_b", 0));
           return Cost{2.0 * d.batch * d.m * d.n * d.k, BytesOf(in, out)};
         },
     .grad =
@@ -66,7 +65,8 @@ const OpDef kMatMulDef = {
           const int64_t ta = nd.attrs.GetInt("trans_a", 0), tb = nd.attrs.GetInt("trans_b", 0);
           // C = op(A) op(B)
           if (!ta) {  // dA = dC op(B)^T
-            r[0] = bld.Emit1(OpKind::kMatMul, {dc, b}, {{"trans_a", int64_t{0}}, {"trans_b", 1 - tb}});
+            r[0] =
+                bld.Emit1(OpKind::kMatMul, {dc, b}, {{"trans_a", int64_t{0}}, {"trans_b", 1 - tb}});
           } else {  // dA = op(B) dC^T
             r[0] = bld.Emit1(OpKind::kMatMul, {b, dc}, {{"trans_a", tb}, {"trans_b", int64_t{1}}});
           }
@@ -78,9 +78,11 @@ const OpDef kMatMulDef = {
             dc2 = bld.Reshape(dc, {Numel(cs) / cs.back(), cs.back()});
           }
           if (!tb) {  // dB = op(A)^T dC
-            r[1] = bld.Emit1(OpKind::kMatMul, {a2, dc2}, {{"trans_a", 1 - ta}, {"trans_b", int64_t{0}}});
+            r[1] = bld.Emit1(OpKind::kMatMul, {a2, dc2},
+                             {{"trans_a", 1 - ta}, {"trans_b", int64_t{0}}});
           } else {  // dB = dC^T op(A)
-            r[1] = bld.Emit1(OpKind::kMatMul, {dc2, a2}, {{"trans_a", int64_t{1}}, {"trans_b", ta}});
+            r[1] =
+                bld.Emit1(OpKind::kMatMul, {dc2, a2}, {{"trans_a", int64_t{1}}, {"trans_b", ta}});
           }
           return r;
         },

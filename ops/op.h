@@ -66,8 +66,8 @@ struct OpDef {
       grad;
   // Kernels: inputs are contiguous; outputs are allocated contiguous with the inferred infos (for
   // inplace outputs, already holding the input's values).
-  using Kernel = std::function<void(std::span<const Tensor> in, std::span<Tensor> out,
-                                    const Attrs& attrs)>;
+  using Kernel =
+      std::function<void(std::span<const Tensor> in, std::span<Tensor> out, const Attrs& attrs)>;
   Kernel kernels[kNumBackends];
   // View ops: the output is a view of input 0 (no copy, no kernel).
   std::function<Tensor(const Tensor& in, const Attrs& attrs, const ValueInfo& out)> view;

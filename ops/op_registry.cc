@@ -76,7 +76,8 @@ Tensor AsI64(const Tensor& t) {
   return t.dtype() == DType::kI64 ? t.Contiguous() : t.To(DType::kI64);
 }
 
-// --- GraphBuilder ---------------------------------------------------------------------------------
+// --- GraphBuilder
+// ---------------------------------------------------------------------------------
 std::vector<int> GraphBuilder::Emit(OpKind op, std::vector<int> inputs, Attrs attrs) {
   InfoList in;
   for (int v : inputs) in.push_back(&graph_->info(v));

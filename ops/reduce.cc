@@ -28,16 +28,18 @@ Shape ReducedShape(const Shape& shape, const std::vector<int>& axes, bool keepdi
   Shape out;
   for (int i = 0; i < static_cast<int>(shape.size()); ++i) {
     const bool red = std::find(axes.begin(), axes.end(), i) != axes.end();
-    if (!red) out.push_back(shape[i]);
-    else if (keepdim) out.push_back(1);
+    if (!red)
+      out.push_back(shape[i]);
+    else if (keepdim)
+      out.push_back(1);
   }
   return out;
 }
 
 std::vector<ValueInfo> InferReduce(const InfoList& in, const Attrs& a) {
   MOREH_CHECK(IsFloating(in[0]->dtype), "input must be a float tensor");
-  return {{in[0]->dtype, ReducedShape(in[0]->shape, Axes(in[0]->shape, a),
-                                      a.GetInt("keepdim", 0) != 0)}};
+  return {{in[0]->dtype,
+           ReducedShape(in[0]->shape, Axes(in[0]->shape, a), a.GetInt("keepdim", 0) != 0)}};
 }
 
 Cost ReduceCost(const InfoList& in, const std::vector<ValueInfo>& out, const Attrs&) {

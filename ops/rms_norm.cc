@@ -21,8 +21,10 @@ const OpDef kRmsNormDef = {
           a.GetFloat("eps");
           return std::vector<ValueInfo>{*in[0]};
         },
-    .cost = [](const InfoList& in, const std::vector<ValueInfo>& out,
-               const Attrs&) { return Cost{4.0 * Numel(in[0]->shape), BytesOf(in, out)}; },
+    .cost =
+        [](const InfoList& in, const std::vector<ValueInfo>& out, const Attrs&) {
+          return Cost{4.0 * Numel(in[0]->shape), BytesOf(in, out)};
+        },
     .grad =
         [](GraphBuilder& b, const Node& n, std::span<const int> g) {
           if (g[0] < 0) return std::vector<int>{-1, -1};
@@ -48,17 +50,18 @@ const OpDef kRmsNormBackwardDef = {
           MOREH_CHECK(*in[0] == *in[1], "dy must match x");
           return std::vector<ValueInfo>{*in[1], *in[2]};
         },
-    .cost = [](const InfoList& in, const std::vector<ValueInfo>& out,
-               const Attrs&) { return Cost{8.0 * Numel(in[0]->shape), BytesOf(in, out)}; },
+    .cost =
+        [](const InfoList& in, const std::vector<ValueInfo>& out, const Attrs&) {
+          return Cost{8.0 * Numel(in[0]->shape), BytesOf(in, out)};
+        },
     .grad = nullptr,
     .kernels = {[](std::span<const Tensor> in, std::span<Tensor> out, const Attrs& a) {
       const Tensor dy = AsF32(in[0]), x = AsF32(in[1]), w = AsF32(in[2]);
       const int64_t c = x.shape().back();
       WriteF32(out[0], [&](float* dx) {
         WriteF32(out[1], [&](float* dw) {
-          kernels::cpu::RmsNormBackward(dx, dw, dy.data<float>(), x.data<float>(),
-                                        w.data<float>(), x.numel() / c, c,
-                                        static_cast<float>(a.GetFloat("eps")));
+          kernels::cpu::RmsNormBackward(dx, dw, dy.data<float>(), x.data<float>(), w.data<float>(),
+                                        x.numel() / c, c, static_cast<float>(a.GetFloat("eps")));
         });
       });
     }},

@@ -17,8 +17,10 @@ const OpDef kRotaryDef = {
           MOREH_CHECK(a.GetFloat("theta") > 0, "theta must be positive");
           return std::vector<ValueInfo>{*in[0]};
         },
-    .cost = [](const InfoList& in, const std::vector<ValueInfo>& out,
-               const Attrs&) { return Cost{3.0 * Numel(in[0]->shape), BytesOf(in, out)}; },
+    .cost =
+        [](const InfoList& in, const std::vector<ValueInfo>& out, const Attrs&) {
+          return Cost{3.0 * Numel(in[0]->shape), BytesOf(in, out)};
+        },
     .grad =
         [](GraphBuilder& b, const Node& n, std::span<const int> g) {
           if (g[0] < 0) return std::vector<int>{-1};
@@ -30,9 +32,8 @@ const OpDef kRotaryDef = {
       const Tensor x = AsF32(in[0]);
       const Shape& s = x.shape();
       WriteF32(out[0], [&](float* y) {
-        kernels::cpu::RotaryForward(y, x.data<float>(), s[0], s[1], s[2], s[3],
-                                    a.GetFloat("theta"), a.GetInt("position_offset", 0),
-                                    a.GetInt("inverse", 0) != 0);
+        kernels::cpu::RotaryForward(y, x.data<float>(), s[0], s[1], s[2], s[3], a.GetFloat("theta"),
+                                    a.GetInt("position_offset", 0), a.GetInt("inverse", 0) != 0);
       });
     }},
 };

@@ -80,9 +80,11 @@ const OpDef kTransposeDef = {
           if (g[0] < 0) return std::vector<int>{-1};
           return std::vector<int>{b.Emit1(OpKind::kTranspose, {g[0]}, n.attrs)};
         },
-    .view = [](const Tensor& in, const Attrs& a, const ValueInfo&) {
-      return in.Transpose(static_cast<int>(a.GetInt("dim0")), static_cast<int>(a.GetInt("dim1")));
-    },
+    .view =
+        [](const Tensor& in, const Attrs& a, const ValueInfo&) {
+          return in.Transpose(static_cast<int>(a.GetInt("dim0")),
+                              static_cast<int>(a.GetInt("dim1")));
+        },
 };
 
 const OpDef kExpandDef = {

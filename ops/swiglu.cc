@@ -14,8 +14,10 @@ const OpDef kSwiGluDef = {
                       "gate and up must have the same float dtype and shape");
           return std::vector<ValueInfo>{*in[0]};
         },
-    .cost = [](const InfoList& in, const std::vector<ValueInfo>& out,
-               const Attrs&) { return Cost{6.0 * Numel(in[0]->shape), BytesOf(in, out)}; },
+    .cost =
+        [](const InfoList& in, const std::vector<ValueInfo>& out, const Attrs&) {
+          return Cost{6.0 * Numel(in[0]->shape), BytesOf(in, out)};
+        },
     .grad =
         [](GraphBuilder& b, const Node& n, std::span<const int> g) {
           if (g[0] < 0) return std::vector<int>{-1, -1};
@@ -39,8 +41,10 @@ const OpDef kSwiGluBackwardDef = {
                       "dy, gate and up must have the same float dtype and shape");
           return std::vector<ValueInfo>{*in[1], *in[2]};
         },
-    .cost = [](const InfoList& in, const std::vector<ValueInfo>& out,
-               const Attrs&) { return Cost{10.0 * Numel(in[0]->shape), BytesOf(in, out)}; },
+    .cost =
+        [](const InfoList& in, const std::vector<ValueInfo>& out, const Attrs&) {
+          return Cost{10.0 * Numel(in[0]->shape), BytesOf(in, out)};
+        },
     .grad = nullptr,
     .kernels = {[](std::span<const Tensor> in, std::span<Tensor> out, const Attrs&) {
       const Tensor dy = AsF32(in[0]), gate = AsF32(in[1]), up = AsF32(in[2]);

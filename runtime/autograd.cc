@@ -9,8 +9,8 @@ std::vector<int> BuildBackward(Graph* graph, int output, int seed, const std::ve
   const int nv = static_cast<int>(graph->values().size());
   MOREH_CHECK(output >= 0 && output < nv, "backward: output value {} not in graph", output);
   MOREH_CHECK(graph->info(seed) == graph->info(output),
-              "backward: seed gradient {} does not match output {}",
-              graph->info(seed).ToString(), graph->info(output).ToString());
+              "backward: seed gradient {} does not match output {}", graph->info(seed).ToString(),
+              graph->info(output).ToString());
 
   // Values that depend on some wrt value (forward reachability, floats only).
   std::vector<char> needs(nv, 0);
@@ -54,7 +54,8 @@ std::vector<int> BuildBackward(Graph* graph, int output, int seed, const std::ve
     for (int v : n.inputs) wants |= needs[v] && feeds[v];
     if (!wants) continue;
     const ops::OpDef& def = ops::GetOpDef(n.op);
-    MOREH_CHECK(def.grad != nullptr, "backward: {} (node {}) has no gradient rule", OpName(n.op), i);
+    MOREH_CHECK(def.grad != nullptr, "backward: {} (node {}) has no gradient rule", OpName(n.op),
+                i);
     const std::vector<int> in_grads = def.grad(b, n, out_grads);
     MOREH_CHECK(in_grads.size() == n.inputs.size(), "backward: {} gradient rule returned {} grads",
                 OpName(n.op), in_grads.size());

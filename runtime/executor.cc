@@ -14,8 +14,9 @@ std::shared_ptr<const CompiledGraph> Compile(Graph graph) {
     ops::InfoList in;
     for (int v : n.inputs) in.push_back(&graph.info(v));
     const std::vector<ValueInfo> out = ops::InferOutputs(n.op, in, n.attrs);
-    MOREH_CHECK(out.size() == n.outputs.size(), "graph node {} ({}): {} outputs recorded, op has {}",
-                i, OpName(n.op), n.outputs.size(), out.size());
+    MOREH_CHECK(out.size() == n.outputs.size(),
+                "graph node {} ({}): {} outputs recorded, op has {}", i, OpName(n.op),
+                n.outputs.size(), out.size());
     for (size_t o = 0; o < out.size(); ++o) {
       MOREH_CHECK(out[o] == graph.info(n.outputs[o]),
                   "graph node {} ({}): output {} recorded as {} but the op infers {}", i,

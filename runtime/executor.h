@@ -1,10 +1,11 @@
 // Executor: runs a graph on the CPU device.
 //
-// Compile() derives, once per graph structure, what execution needs: each value's last use, and which
-// in-place outputs may take over their input's buffer. Run() feeds the graph inputs, runs the nodes
-// in order (each kernel parallel over all cores), frees every intermediate right after its last use,
-// and returns the graph outputs. Peak device bytes are read from the allocator (Allocator::peak_bytes).
-// An Executor is not thread-safe; a CompiledGraph is immutable and may be shared.
+// Compile() derives, once per graph structure, what execution needs: each value's last use, and
+// which in-place outputs may take over their input's buffer. Run() feeds the graph inputs, runs the
+// nodes in order (each kernel parallel over all cores), frees every intermediate right after its
+// last use, and returns the graph outputs. Peak device bytes are read from the allocator
+// (Allocator::peak_bytes). An Executor is not thread-safe; a CompiledGraph is immutable and may be
+// shared.
 #pragma once
 
 #include <cstdint>
@@ -20,7 +21,7 @@ namespace moreh::runtime {
 struct CompiledGraph {
   Graph graph;
   uint64_t hash = 0;
-  std::vector<int> last_use;   // per value: index of the last node reading it (-1 if none)
+  std::vector<int> last_use;    // per value: index of the last node reading it (-1 if none)
   std::vector<char> is_output;  // per value
 };
 

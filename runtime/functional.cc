@@ -28,7 +28,8 @@ Tensor rotary(const Tensor& x, double theta, int64_t position_offset) {
 }
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
                  bool causal) {
-  return attention(q, k, v, key_mask, causal, 1.0 / std::sqrt(static_cast<double>(q.shape().back())));
+  return attention(q, k, v, key_mask, causal,
+                   1.0 / std::sqrt(static_cast<double>(q.shape().back())));
 }
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
                  bool causal, double scale) {
@@ -37,8 +38,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
   return lazy::Record(OpKind::kAttention, in, {{"causal", int64_t{causal}}, {"scale", scale}})[0];
 }
 Tensor swiglu(const Tensor& gate, const Tensor& up) { return Record1(OpKind::kSwiGlu, {gate, up}); }
-Tensor cross_entropy(const Tensor& logits, const Tensor& labels, int64_t ignore_index,
-                     bool shift) {
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, int64_t ignore_index, bool shift) {
   return lazy::Record(OpKind::kCrossEntropy, {logits, labels},
                       {{"ignore_index", ignore_index}, {"shift", int64_t{shift}}})[0];
 }

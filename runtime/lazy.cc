@@ -23,8 +23,7 @@ class Recorder {
       return impl->value;
     }
     auto it = input_of_.find(impl.get());
-    if (it != input_of_.end() && !it->second.owner.expired() &&
-        it->second.owner.lock() == impl) {
+    if (it != input_of_.end() && !it->second.owner.expired() && it->second.owner.lock() == impl) {
       return it->second.value;
     }
     const int v = graph_.AddInput(impl->info, impl->name);
@@ -80,7 +79,8 @@ class Recorder {
   void Backward(const Tensor& out, const Tensor& gradient) {
     MOREH_CHECK(out.requires_grad(),
                 "backward: tensor {} does not require grad (no parameter with requires_grad "
-                "reaches it)", out.ToString());
+                "reaches it)",
+                out.ToString());
     const int ov = ValueOf(out.impl_ptr());
     int seed;
     if (gradient.defined()) {
@@ -89,10 +89,9 @@ class Recorder {
       MOREH_CHECK(out.numel() == 1, "backward: {} is not a scalar; pass a gradient",
                   out.ToString());
       ops::GraphBuilder b(&graph_);
-      seed = b.Emit1(OpKind::kFill, {},
-                     {{"shape", out.shape()},
-                      {"dtype", std::string(DTypeName(out.dtype()))},
-                      {"value", 1.0}});
+      seed = b.Emit1(
+          OpKind::kFill, {},
+          {{"shape", out.shape()}, {"dtype", std::string(DTypeName(out.dtype()))}, {"value", 1.0}});
     }
     std::vector<int> wrt;
     std::vector<std::shared_ptr<TensorImpl>> leaves;

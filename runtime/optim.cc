@@ -9,9 +9,9 @@ AdamW::AdamW(std::vector<Tensor> params, AdamWOptions options)
   MOREH_CHECK(options_.lr >= 0 && options_.eps >= 0 && options_.weight_decay >= 0,
               "AdamW: lr ({}), eps ({}) and weight_decay ({}) must be >= 0", options_.lr,
               options_.eps, options_.weight_decay);
-  MOREH_CHECK(options_.beta1 >= 0 && options_.beta1 < 1 && options_.beta2 >= 0 &&
-                  options_.beta2 < 1,
-              "AdamW: betas ({}, {}) must be in [0, 1)", options_.beta1, options_.beta2);
+  MOREH_CHECK(
+      options_.beta1 >= 0 && options_.beta1 < 1 && options_.beta2 >= 0 && options_.beta2 < 1,
+      "AdamW: betas ({}, {}) must be in [0, 1)", options_.beta1, options_.beta2);
   for (const Tensor& p : params_) {
     MOREH_CHECK(p.defined() && p.is_leaf() && p.dtype() == DType::kF32,
                 "AdamW: parameters must be f32 leaf tensors ({})", p.ToString());
@@ -22,8 +22,8 @@ AdamW::AdamW(std::vector<Tensor> params, AdamWOptions options)
 
 void AdamW::step() {
   ++step_;
-  const Tensor hp = Tensor::FromVector<float>(
-      {static_cast<float>(options_.lr), static_cast<float>(step_)}, {2});
+  const Tensor hp =
+      Tensor::FromVector<float>({static_cast<float>(options_.lr), static_cast<float>(step_)}, {2});
   const Attrs attrs{{"beta1", options_.beta1},
                     {"beta2", options_.beta2},
                     {"eps", options_.eps},

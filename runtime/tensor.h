@@ -28,7 +28,8 @@ class Tensor {
   // A leaf holding `data` (not copied; shares the buffer).
   static Tensor FromData(runtime::Tensor data, bool requires_grad = false, std::string name = "");
   template <typename T>
-  static Tensor FromVector(const std::vector<T>& v, const Shape& shape, bool requires_grad = false) {
+  static Tensor FromVector(const std::vector<T>& v, const Shape& shape,
+                           bool requires_grad = false) {
     return FromData(runtime::Tensor::FromVector(v, shape), requires_grad);
   }
 
@@ -55,8 +56,8 @@ class Tensor {
   // Replaces a leaf's value (same dtype and shape), as `with torch.no_grad(): p.copy_(x)`.
   void assign_data(runtime::Tensor data);
 
-  float item() const;              // a one-element tensor's value, as f32 (syncs)
-  runtime::Tensor data() const;    // the computed value (syncs when pending)
+  float item() const;            // a one-element tensor's value, as f32 (syncs)
+  runtime::Tensor data() const;  // the computed value (syncs when pending)
   std::vector<float> to_floats() const { return data().ToFloats(); }
 
   TensorImpl* impl() const { return impl_.get(); }
@@ -75,8 +76,8 @@ void Sync();
 
 // Statistics of this thread's lazy runtime (for tests and logs).
 struct LazyStats {
-  int64_t syncs = 0;         // graphs run
-  int64_t compiles = 0;      // cache misses
+  int64_t syncs = 0;     // graphs run
+  int64_t compiles = 0;  // cache misses
   int64_t cache_hits = 0;
   int64_t last_num_nodes = 0;
   uint64_t last_hash = 0;

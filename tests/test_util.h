@@ -1,13 +1,13 @@
 // Helpers shared by the unit tests: seeded random tensors (never all zeros) and error checks.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstdint>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "runtime/core/tensor.h"
 
@@ -44,15 +44,15 @@ inline double MaxRelError(const std::vector<float>& a, const std::vector<double>
 }  // namespace moreh::testing
 
 // Expects `stmt` to throw moreh::Error whose message contains every string in `parts`.
-#define EXPECT_ERROR_MENTIONS(stmt, ...)                                              \
-  do {                                                                                \
-    try {                                                                             \
-      stmt;                                                                           \
-      ADD_FAILURE() << "expected moreh::Error from " #stmt;                           \
-    } catch (const ::moreh::Error& e) {                                               \
-      for (const std::string& part : std::vector<std::string>{__VA_ARGS__}) {         \
-        EXPECT_NE(std::string(e.what()).find(part), std::string::npos)                \
-            << "message lacks '" << part << "': " << e.what();                        \
-      }                                                                               \
-    }                                                                                 \
+#define EXPECT_ERROR_MENTIONS(stmt, ...)                                      \
+  do {                                                                        \
+    try {                                                                     \
+      stmt;                                                                   \
+      ADD_FAILURE() << "expected moreh::Error from " #stmt;                   \
+    } catch (const ::moreh::Error& e) {                                       \
+      for (const std::string& part : std::vector<std::string>{__VA_ARGS__}) { \
+        EXPECT_NE(std::string(e.what()).find(part), std::string::npos)        \
+            << "message lacks '" << part << "': " << e.what();                \
+      }                                                                       \
+    }                                                                         \
   } while (0)

@@ -4,12 +4,11 @@
 // bench/run cpu_step runs it beside bench/cpu_step/torch_step.py (the PyTorch peer).
 #include <sys/resource.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <string>
-
-#include <CLI/CLI.hpp>
 
 #include "runtime/core/allocator.h"
 #include "runtime/core/parallel.h"
@@ -65,7 +64,8 @@ int main(int argc, char** argv) {
   std::vector<int64_t> ids(batch * seq);
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>((i * 2654435761u) % vocab);
   const moreh::Tensor input = moreh::Tensor::FromVector(ids, {batch, seq});
-  const moreh::Tensor mask = moreh::Tensor::FromVector(std::vector<int64_t>(ids.size(), 1), {batch, seq});
+  const moreh::Tensor mask =
+      moreh::Tensor::FromVector(std::vector<int64_t>(ids.size(), 1), {batch, seq});
 
   auto step = [&] {
     moreh::models::LlamaOutput out = model(input, mask, input);

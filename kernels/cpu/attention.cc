@@ -64,8 +64,8 @@ void AttentionForward(float* out, float* lse, const float* q, const float* k, co
       for (int64_t j0 = 0; j0 < key_end; j0 += kBc) {
         const int64_t nb = std::min(key_end, j0 + kBc) - j0;
         // S = scale * Q K^T for the tile.
-        Gemm(false, true, rows, nb, D, sh.scale, qt, q_stride, kb + j0 * kv_stride, kv_stride,
-             0.0f, s.data(), kBc);
+        Gemm(false, true, rows, nb, D, sh.scale, qt, q_stride, kb + j0 * kv_stride, kv_stride, 0.0f,
+             s.data(), kBc);
         MaskTile(s.data(), rows, nb, i0, j0, key_mask, b, sh);
         for (int64_t r = 0; r < rows; ++r) {
           float* row = s.data() + r * kBc;
@@ -168,10 +168,10 @@ void AttentionBackward(float* dq, float* dk, float* dv, const float* dout, const
               }
             }
             // dV += P^T dO; dK += (scale dS)^T Q; dQ += (scale dS) K
-            Gemm(true, false, nb, D, rows, 1.0f, p.data(), kBc, dot, q_stride, 1.0f,
-                 dv_acc.data(), D);
-            Gemm(true, false, nb, D, rows, 1.0f, dp.data(), kBc, qt, q_stride, 1.0f,
-                 dk_acc.data(), D);
+            Gemm(true, false, nb, D, rows, 1.0f, p.data(), kBc, dot, q_stride, 1.0f, dv_acc.data(),
+                 D);
+            Gemm(true, false, nb, D, rows, 1.0f, dp.data(), kBc, qt, q_stride, 1.0f, dk_acc.data(),
+                 D);
             Gemm(false, false, rows, D, nb, 1.0f, dp.data(), kBc, kt, kv_stride, 1.0f, dqt,
                  q_stride);
           }

@@ -18,14 +18,15 @@ void Binary(float* out, const float* a, const float* b, int64_t n, int64_t nb, O
     return;
   }
   const int64_t rows = nb == 0 ? 0 : n / nb;
-  ParallelFor(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(nb, 1)), [&](int64_t s, int64_t e) {
-    for (int64_t r = s; r < e; ++r) {
-      const float* ar = a + r * nb;
-      float* o = out + r * nb;
+  ParallelFor(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(nb, 1)),
+              [&](int64_t s, int64_t e) {
+                for (int64_t r = s; r < e; ++r) {
+                  const float* ar = a + r * nb;
+                  float* o = out + r * nb;
 #pragma omp simd
-      for (int64_t i = 0; i < nb; ++i) o[i] = op(ar[i], b[i]);
-    }
-  });
+                  for (int64_t i = 0; i < nb; ++i) o[i] = op(ar[i], b[i]);
+                }
+              });
 }
 }  // namespace
 

@@ -1,5 +1,6 @@
-// CUDA device discovery: the first piece of the CUDA backend (kernels arrive with the [cuda] issue).
-// Compiled whenever MOREH_ENABLE_CUDA is on, so the CUDA toolchain path of the build stays working.
+// CUDA device discovery: the first piece of the CUDA backend (kernels arrive with the [cuda]
+// issue). Compiled whenever MOREH_ENABLE_CUDA is on, so the CUDA toolchain path of the build stays
+// working.
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/device_info.h"

@@ -81,11 +81,24 @@ int64_t ParseBytes(const char* s) {
   if (end == s || v <= 0) return 0;
   double mul = 1;
   switch (*end) {
-    case 'k': case 'K': mul = 1024.0; break;
-    case 'm': case 'M': mul = 1024.0 * 1024; break;
-    case 'g': case 'G': mul = 1024.0 * 1024 * 1024; break;
-    case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; break;
-    default: break;
+    case 'k':
+    case 'K':
+      mul = 1024.0;
+      break;
+    case 'm':
+    case 'M':
+      mul = 1024.0 * 1024;
+      break;
+    case 'g':
+    case 'G':
+      mul = 1024.0 * 1024 * 1024;
+      break;
+    case 't':
+    case 'T':
+      mul = 1024.0 * 1024 * 1024 * 1024;
+      break;
+    default:
+      break;
   }
   return static_cast<int64_t>(v * mul);
 }

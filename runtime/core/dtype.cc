@@ -8,22 +8,32 @@ namespace moreh {
 
 int64_t DTypeSize(DType t) {
   switch (t) {
-    case DType::kF32: return 4;
-    case DType::kBF16: return 2;
-    case DType::kF16: return 2;
-    case DType::kI32: return 4;
-    case DType::kI64: return 8;
+    case DType::kF32:
+      return 4;
+    case DType::kBF16:
+      return 2;
+    case DType::kF16:
+      return 2;
+    case DType::kI32:
+      return 4;
+    case DType::kI64:
+      return 8;
   }
   return 0;
 }
 
 std::string_view DTypeName(DType t) {
   switch (t) {
-    case DType::kF32: return "f32";
-    case DType::kBF16: return "bf16";
-    case DType::kF16: return "f16";
-    case DType::kI32: return "i32";
-    case DType::kI64: return "i64";
+    case DType::kF32:
+      return "f32";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kF16:
+      return "f16";
+    case DType::kI32:
+      return "i32";
+    case DType::kI64:
+      return "i64";
   }
   return "?";
 }
@@ -70,10 +80,10 @@ uint16_t F32ToF16(float f) {
   std::memcpy(&u, &f, 4);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   const uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return sign | 0x7e00u;  // NaN
+  if (abs > 0x7f800000u) return sign | 0x7e00u;   // NaN
   if (abs >= 0x477ff000u) return sign | 0x7c00u;  // overflow (incl. rounding up) -> inf
-  if (abs < 0x38800000u) {                         // result is subnormal or zero
-    if (abs < 0x33000000u) return sign;            // below half the smallest subnormal
+  if (abs < 0x38800000u) {                        // result is subnormal or zero
+    if (abs < 0x33000000u) return sign;           // below half the smallest subnormal
     const uint32_t exp = abs >> 23;
     const uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
     const uint32_t shift = 126 - exp;  // value / 2^-24 = mant * 2^(exp - 126)
@@ -99,19 +109,27 @@ void ConvertTyped(const S* src, D* dst, int64_t n) {
 // Reads element i of any dtype as f32 or i64.
 inline float ReadF(const void* p, DType t, int64_t i) {
   switch (t) {
-    case DType::kF32: return static_cast<const float*>(p)[i];
-    case DType::kBF16: return BF16ToF32(static_cast<const uint16_t*>(p)[i]);
-    case DType::kF16: return F16ToF32(static_cast<const uint16_t*>(p)[i]);
-    case DType::kI32: return static_cast<float>(static_cast<const int32_t*>(p)[i]);
-    case DType::kI64: return static_cast<float>(static_cast<const int64_t*>(p)[i]);
+    case DType::kF32:
+      return static_cast<const float*>(p)[i];
+    case DType::kBF16:
+      return BF16ToF32(static_cast<const uint16_t*>(p)[i]);
+    case DType::kF16:
+      return F16ToF32(static_cast<const uint16_t*>(p)[i]);
+    case DType::kI32:
+      return static_cast<float>(static_cast<const int32_t*>(p)[i]);
+    case DType::kI64:
+      return static_cast<float>(static_cast<const int64_t*>(p)[i]);
   }
   return 0;
 }
 inline int64_t ReadI(const void* p, DType t, int64_t i) {
   switch (t) {
-    case DType::kI32: return static_cast<const int32_t*>(p)[i];
-    case DType::kI64: return static_cast<const int64_t*>(p)[i];
-    default: return static_cast<int64_t>(ReadF(p, t, i));
+    case DType::kI32:
+      return static_cast<const int32_t*>(p)[i];
+    case DType::kI64:
+      return static_cast<const int64_t*>(p)[i];
+    default:
+      return static_cast<int64_t>(ReadF(p, t, i));
   }
 }
 }  // namespace
@@ -131,13 +149,21 @@ void ConvertElements(const void* src, DType st, void* dst, DType dt, int64_t n) 
   ParallelFor(n, 1 << 15, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       switch (dt) {
-        case DType::kF32: static_cast<float*>(dst)[i] = ReadF(src, st, i); break;
-        case DType::kBF16: static_cast<uint16_t*>(dst)[i] = F32ToBF16(ReadF(src, st, i)); break;
-        case DType::kF16: static_cast<uint16_t*>(dst)[i] = F32ToF16(ReadF(src, st, i)); break;
+        case DType::kF32:
+          static_cast<float*>(dst)[i] = ReadF(src, st, i);
+          break;
+        case DType::kBF16:
+          static_cast<uint16_t*>(dst)[i] = F32ToBF16(ReadF(src, st, i));
+          break;
+        case DType::kF16:
+          static_cast<uint16_t*>(dst)[i] = F32ToF16(ReadF(src, st, i));
+          break;
         case DType::kI32:
           static_cast<int32_t*>(dst)[i] = static_cast<int32_t>(ReadI(src, st, i));
           break;
-        case DType::kI64: static_cast<int64_t*>(dst)[i] = ReadI(src, st, i); break;
+        case DType::kI64:
+          static_cast<int64_t*>(dst)[i] = ReadI(src, st, i);
+          break;
       }
     }
   });

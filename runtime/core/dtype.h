@@ -17,7 +17,9 @@ inline constexpr int kNumDTypes = 5;
 int64_t DTypeSize(DType t);
 std::string_view DTypeName(DType t);  // "f32", "bf16", "f16", "i32", "i64"
 bool ParseDType(std::string_view name, DType* out);
-inline bool IsFloating(DType t) { return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16; }
+inline bool IsFloating(DType t) {
+  return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16;
+}
 inline bool IsInteger(DType t) { return t == DType::kI32 || t == DType::kI64; }
 
 inline float BF16ToF32(uint16_t h) {

@@ -1,16 +1,16 @@
 // Errors raised by the runtime's user-facing C++ API.
 //
-// The runtime follows libtorch: bad input (a shape or dtype mismatch, a wrong axis, a value used after
-// it was freed) throws moreh::Error with a message that names the op and the shapes; running out of a
-// device's memory throws moreh::OutOfMemoryError. MOREH_CHECK is for these user-reachable conditions
-// and throws; it never aborts the process.
+// The runtime follows libtorch: bad input (a shape or dtype mismatch, a wrong axis, a value used
+// after it was freed) throws moreh::Error with a message that names the op and the shapes; running
+// out of a device's memory throws moreh::OutOfMemoryError. MOREH_CHECK is for these user-reachable
+// conditions and throws; it never aborts the process.
 #pragma once
+
+#include <fmt/format.h>
 
 #include <cstdint>
 #include <stdexcept>
 #include <string>
-
-#include <fmt/format.h>
 
 namespace moreh {
 
@@ -36,8 +36,8 @@ class OutOfMemoryError : public Error {
 
 }  // namespace moreh
 
-#define MOREH_CHECK(cond, ...)                                                         \
-  do {                                                                                 \
-    if (!(cond)) [[unlikely]]                                                          \
-      throw ::moreh::Error(::fmt::format(__VA_ARGS__));                                \
+#define MOREH_CHECK(cond, ...)                          \
+  do {                                                  \
+    if (!(cond)) [[unlikely]]                           \
+      throw ::moreh::Error(::fmt::format(__VA_ARGS__)); \
   } while (0)

@@ -2,7 +2,6 @@
 
 #include <array>
 #include <cstring>
-
 #include <nlohmann/json.hpp>
 
 #include "runtime/core/error.h"
@@ -121,9 +120,12 @@ uint64_t Graph::StructuralHash() const {
       std::visit(
           [&](const auto& x) {
             using T = std::decay_t<decltype(x)>;
-            if constexpr (std::is_same_v<T, int64_t>) h.I(x);
-            else if constexpr (std::is_same_v<T, double>) h.Bytes(&x, sizeof x);
-            else if constexpr (std::is_same_v<T, std::string>) h.S(x);
+            if constexpr (std::is_same_v<T, int64_t>)
+              h.I(x);
+            else if constexpr (std::is_same_v<T, double>)
+              h.Bytes(&x, sizeof x);
+            else if constexpr (std::is_same_v<T, std::string>)
+              h.S(x);
             else {
               h.I(static_cast<int64_t>(x.size()));
               for (int64_t e : x) h.I(e);
@@ -164,14 +166,20 @@ std::string Graph::ToJson(int indent) const {
       std::visit(
           [&](const auto& x) {
             using T = std::decay_t<decltype(x)>;
-            if constexpr (std::is_same_v<T, int64_t>) attrs[k] = {{"int", x}};
-            else if constexpr (std::is_same_v<T, double>) attrs[k] = {{"float", x}};
-            else if constexpr (std::is_same_v<T, std::string>) attrs[k] = {{"str", x}};
-            else attrs[k] = {{"ints", x}};
+            if constexpr (std::is_same_v<T, int64_t>)
+              attrs[k] = {{"int", x}};
+            else if constexpr (std::is_same_v<T, double>)
+              attrs[k] = {{"float", x}};
+            else if constexpr (std::is_same_v<T, std::string>)
+              attrs[k] = {{"str", x}};
+            else
+              attrs[k] = {{"ints", x}};
           },
           val);
     }
-    nodes.push_back({{"op", OpName(n.op)}, {"inputs", n.inputs}, {"outputs", n.outputs},
+    nodes.push_back({{"op", OpName(n.op)},
+                     {"inputs", n.inputs},
+                     {"outputs", n.outputs},
                      {"attrs", std::move(attrs)}});
   }
   j["nodes"] = std::move(nodes);
@@ -186,7 +194,8 @@ StatusOr<Graph> Graph::FromJson(std::string_view text) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Bad("not valid JSON");
   try {
-    if (!j.is_object() || j.value("format", "") != "moreh-graph") return Bad("missing \"format\": \"moreh-graph\"");
+    if (!j.is_object() || j.value("format", "") != "moreh-graph")
+      return Bad("missing \"format\": \"moreh-graph\"");
     if (j.value("version", 0) != 1) return Bad("unsupported version");
     Graph g;
     const json& values = j.at("values");
@@ -195,7 +204,8 @@ StatusOr<Graph> Graph::FromJson(std::string_view text) {
     for (size_t i = 0; i < values.size(); ++i) {
       const json& jv = values[i];
       DType dt;
-      if (!ParseDType(jv.at("dtype").get<std::string>(), &dt)) return Bad(fmt::format("value {}: unknown dtype", i));
+      if (!ParseDType(jv.at("dtype").get<std::string>(), &dt))
+        return Bad(fmt::format("value {}: unknown dtype", i));
       g.values_[i].info.dtype = dt;
       g.values_[i].info.shape = jv.at("shape").get<Shape>();
       for (int64_t d : g.values_[i].info.shape) {
@@ -219,11 +229,16 @@ StatusOr<Graph> Graph::FromJson(std::string_view text) {
       for (const auto& [k, jval] : jn.at("attrs").items()) {
         if (!jval.is_object() || jval.size() != 1) return Bad("attribute '" + k + "' is malformed");
         const auto& [type, x] = *jval.items().begin();
-        if (type == "int") n.attrs.Set(k, x.get<int64_t>());
-        else if (type == "float") n.attrs.Set(k, x.get<double>());
-        else if (type == "str") n.attrs.Set(k, x.get<std::string>());
-        else if (type == "ints") n.attrs.Set(k, x.get<std::vector<int64_t>>());
-        else return Bad("attribute '" + k + "' has unknown type '" + type + "'");
+        if (type == "int")
+          n.attrs.Set(k, x.get<int64_t>());
+        else if (type == "float")
+          n.attrs.Set(k, x.get<double>());
+        else if (type == "str")
+          n.attrs.Set(k, x.get<std::string>());
+        else if (type == "ints")
+          n.attrs.Set(k, x.get<std::vector<int64_t>>());
+        else
+          return Bad("attribute '" + k + "' has unknown type '" + type + "'");
       }
       const int node = static_cast<int>(g.nodes_.size());
       for (size_t o = 0; o < n.outputs.size(); ++o) {
@@ -250,7 +265,8 @@ Status Graph::Validate() const {
   const int nv = static_cast<int>(values_.size());
   std::vector<char> defined(nv, 0), is_input(nv, 0);
   for (int v : inputs_) {
-    if (v < 0 || v >= nv) return Status::InvalidArgument(fmt::format("graph: input {} out of range", v));
+    if (v < 0 || v >= nv)
+      return Status::InvalidArgument(fmt::format("graph: input {} out of range", v));
     if (values_[v].producer != -1 || is_input[v]) {
       return Status::InvalidArgument(fmt::format("graph: value {} is an input and produced", v));
     }
@@ -273,18 +289,20 @@ Status Graph::Validate() const {
     }
   }
   for (int v = 0; v < nv; ++v) {
-    if (!defined[v]) return Status::InvalidArgument(fmt::format("graph: value {} has no producer", v));
+    if (!defined[v])
+      return Status::InvalidArgument(fmt::format("graph: value {} has no producer", v));
   }
   for (int v : outputs_) {
-    if (v < 0 || v >= nv) return Status::InvalidArgument(fmt::format("graph: output {} out of range", v));
+    if (v < 0 || v >= nv)
+      return Status::InvalidArgument(fmt::format("graph: output {} out of range", v));
   }
   return Status::Ok();
 }
 
 std::string Status::ToString() const {
-  static constexpr const char* kNames[] = {"OK", "InvalidArgument", "NotFound", "ResourceExhausted",
-                                           "Unavailable", "DeadlineExceeded", "FailedPrecondition",
-                                           "Internal"};
+  static constexpr const char* kNames[] = {
+      "OK",          "InvalidArgument",  "NotFound",           "ResourceExhausted",
+      "Unavailable", "DeadlineExceeded", "FailedPrecondition", "Internal"};
   return ok() ? "OK" : std::string(kNames[static_cast<int>(code_)]) + ": " + message_;
 }
 

@@ -1,10 +1,11 @@
 // Graph: the lazily recorded program of a training step, as data.
 //
 // Values are numbered 0..N-1; each carries a dtype and shape, and is either a graph input (fed by
-// the caller: parameters, data, optimizer state) or the output of exactly one node. Nodes are kept in
-// recording order, which is a topological order. A graph serializes to JSON and back exactly, and
-// has a structural hash (ops, attributes, edges, dtypes, shapes; not names) so a step recorded again
-// hits the compiled-graph cache. Not thread-safe; one recorder owns a graph while it is built.
+// the caller: parameters, data, optimizer state) or the output of exactly one node. Nodes are kept
+// in recording order, which is a topological order. A graph serializes to JSON and back exactly,
+// and has a structural hash (ops, attributes, edges, dtypes, shapes; not names) so a step recorded
+// again hits the compiled-graph cache. Not thread-safe; one recorder owns a graph while it is
+// built.
 #pragma once
 
 #include <cstdint>
@@ -41,9 +42,9 @@ struct ValueInfo {
 
 struct Value {
   ValueInfo info;
-  int producer = -1;      // node index, or -1 for a graph input
-  int output_index = 0;   // which output of the producer
-  std::string name;       // optional (parameter names); not part of the hash
+  int producer = -1;     // node index, or -1 for a graph input
+  int output_index = 0;  // which output of the producer
+  std::string name;      // optional (parameter names); not part of the hash
 };
 
 struct Node {

@@ -1,13 +1,13 @@
 // Data-parallel loops over the CPU's cores (OpenMP underneath).
 //
-// ParallelFor(n, grain, fn) calls fn(begin, end) on disjoint ranges covering [0, n), at least `grain`
-// elements each, on up to NumThreads() threads; it runs inline when n is small or when already inside
-// a parallel region. fn must not throw.
+// ParallelFor(n, grain, fn) calls fn(begin, end) on disjoint ranges covering [0, n), at least
+// `grain` elements each, on up to NumThreads() threads; it runs inline when n is small or when
+// already inside a parallel region. fn must not throw.
 #pragma once
 
-#include <cstdint>
-
 #include <omp.h>
+
+#include <cstdint>
 
 namespace moreh {
 
@@ -25,7 +25,7 @@ void ParallelFor(int64_t n, int64_t grain, F&& fn) {
     return;
   }
   const int64_t chunks = max_chunks < threads ? max_chunks : threads;
-#pragma omp parallel num_threads(static_cast<int>(chunks))
+#pragma omp parallel num_threads(static_cast <int>(chunks))
   {
     const int64_t t = omp_get_thread_num();
     const int64_t nt = omp_get_num_threads();

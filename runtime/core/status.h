@@ -1,5 +1,5 @@
-// A cheap Status / StatusOr for internal code that fails for expected reasons (I/O, parsing, network).
-// The user-facing API turns a non-OK Status into moreh::Error (Status::ThrowIfError).
+// A cheap Status / StatusOr for internal code that fails for expected reasons (I/O, parsing,
+// network). The user-facing API turns a non-OK Status into moreh::Error (Status::ThrowIfError).
 #pragma once
 
 #include <optional>
@@ -26,7 +26,9 @@ class [[nodiscard]] Status {
   Status() = default;
   Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
   static Status Ok() { return {}; }
-  static Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+  static Status InvalidArgument(std::string m) {
+    return {StatusCode::kInvalidArgument, std::move(m)};
+  }
   static Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 

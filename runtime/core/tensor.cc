@@ -37,7 +37,8 @@ void ForEachStrided(const Shape& shape, const Shape& strides, int64_t offset, F&
 }  // namespace
 
 Tensor Tensor::Empty(const Shape& shape, DType dtype, Allocator* alloc) {
-  for (int64_t d : shape) MOREH_CHECK(d >= 0, "Tensor: negative dimension in shape {}", ShapeToString(shape));
+  for (int64_t d : shape)
+    MOREH_CHECK(d >= 0, "Tensor: negative dimension in shape {}", ShapeToString(shape));
   Tensor t;
   t.dtype_ = dtype;
   t.shape_ = shape;
@@ -57,7 +58,9 @@ Tensor Tensor::Full(const Shape& shape, DType dtype, double value, Allocator* al
   const int64_t n = t.numel();
   if (IsInteger(dtype)) {
     const int64_t v = static_cast<int64_t>(value);
-    for (int64_t i = 0; i < n; ++i) ConvertElements(&v, DType::kI64, static_cast<char*>(t.raw_data()) + i * DTypeSize(dtype), dtype, 1);
+    for (int64_t i = 0; i < n; ++i)
+      ConvertElements(&v, DType::kI64, static_cast<char*>(t.raw_data()) + i * DTypeSize(dtype),
+                      dtype, 1);
   } else {
     const float v = static_cast<float>(value);
     if (dtype == DType::kF32) {
@@ -168,7 +171,8 @@ Tensor Tensor::Expand(const Shape& shape) const {
 Tensor Tensor::Slice(int axis, int64_t begin, int64_t end) const {
   const int a = NormalizeAxis(axis, dim());
   MOREH_CHECK(a >= 0 && 0 <= begin && begin <= end && end <= (a >= 0 ? shape_[a] : 0),
-              "Tensor::Slice: [{}, {}) on axis {} out of range for {}", begin, end, axis, ToString());
+              "Tensor::Slice: [{}, {}) on axis {} out of range for {}", begin, end, axis,
+              ToString());
   Tensor t = *this;
   t.offset_ += begin * strides_[a];
   t.shape_[a] = end - begin;
@@ -191,7 +195,8 @@ Tensor Tensor::To(DType dtype) const {
 }
 
 void Tensor::CopyFrom(const Tensor& src) {
-  MOREH_CHECK(src.shape_ == shape_, "Tensor::CopyFrom: shape {} into {}", src.ToString(), ToString());
+  MOREH_CHECK(src.shape_ == shape_, "Tensor::CopyFrom: shape {} into {}", src.ToString(),
+              ToString());
   const int64_t n = numel();
   if (n == 0) return;
   if (is_contiguous() && src.is_contiguous()) {

@@ -2,8 +2,8 @@
 //
 // A Tensor is (dtype, shape, strides, storage offset, buffer). Strides and the offset count
 // elements, not bytes. Copies of a Tensor and its views (View, Transpose, Expand, Slice) share the
-// buffer; the buffer returns to its allocator when the last one goes. Not thread-safe for concurrent
-// writes to the same elements; distinct tensors may be used from any thread.
+// buffer; the buffer returns to its allocator when the last one goes. Not thread-safe for
+// concurrent writes to the same elements; distinct tensors may be used from any thread.
 //
 // The user-facing, lazily recorded moreh::Tensor lives in runtime/tensor.h; this is what it holds
 // once computed, and what kernels read and write.
@@ -22,9 +22,18 @@ namespace moreh::runtime {
 
 template <typename T>
 constexpr DType DTypeOf();
-template <> constexpr DType DTypeOf<float>() { return DType::kF32; }
-template <> constexpr DType DTypeOf<int32_t>() { return DType::kI32; }
-template <> constexpr DType DTypeOf<int64_t>() { return DType::kI64; }
+template <>
+constexpr DType DTypeOf<float>() {
+  return DType::kF32;
+}
+template <>
+constexpr DType DTypeOf<int32_t>() {
+  return DType::kI32;
+}
+template <>
+constexpr DType DTypeOf<int64_t>() {
+  return DType::kI64;
+}
 
 class Tensor {
  public:

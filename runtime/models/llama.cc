@@ -89,8 +89,8 @@ std::vector<std::pair<std::string, Tensor>> LlamaDecoderLayer::NamedParameters()
 LlamaForCausalLM::LlamaForCausalLM(LlamaConfig config, uint64_t seed) : config_(config) {
   config_.Validate().ThrowIfError();
   const float s = config_.initializer_range;
-  embed_tokens_ = Param({config_.vocab_size, config_.hidden_size}, seed,
-                        "model.embed_tokens.weight", s);
+  embed_tokens_ =
+      Param({config_.vocab_size, config_.hidden_size}, seed, "model.embed_tokens.weight", s);
   layers_.reserve(config_.num_hidden_layers);
   for (int i = 0; i < config_.num_hidden_layers; ++i) layers_.emplace_back(config_, i, seed);
   norm_ = Ones(config_.hidden_size, "model.norm.weight");

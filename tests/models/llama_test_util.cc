@@ -1,7 +1,7 @@
 #include "tests/models/llama_test_util.h"
 
-#include "runtime/autograd.h"
 #include "ops/op.h"
+#include "runtime/autograd.h"
 
 namespace moreh::testing {
 
@@ -33,8 +33,8 @@ Graph RecordTinyLlamaStep() {
   const int logits = b.Emit1(OpKind::kMatMul, {x, emb}, {{"trans_b", int64_t{1}}});
   const auto ce = b.Emit(OpKind::kCrossEntropy, {logits, ids},
                          {{"ignore_index", int64_t{-100}}, {"shift", int64_t{1}}});
-  const int seed = b.Emit1(OpKind::kFill, {}, {{"shape", Shape{}}, {"dtype", std::string("f32")},
-                                               {"value", 1.0}});
+  const int seed = b.Emit1(OpKind::kFill, {},
+                           {{"shape", Shape{}}, {"dtype", std::string("f32")}, {"value", 1.0}});
   std::vector<int> wrt;
   for (int v : g.inputs()) {
     if (IsFloating(g.info(v).dtype)) wrt.push_back(v);

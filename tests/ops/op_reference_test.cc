@@ -1,9 +1,9 @@
 // Every op's forward against a float64 reference written here, naively, from the definition
 // (never from the kernels' code). Fresh random inputs per run; the seed is printed on failure.
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <limits>
-
-#include <gtest/gtest.h>
 
 #include "runtime/lazy.h"
 #include "tests/test_util.h"
@@ -67,7 +67,8 @@ TEST_F(OpReference, MatMulAllLayouts) {
               }
               ref[(z * M + i) * N + j] = acc;
             }
-        const Tensor c = RunOp(OpKind::kMatMul, {a, b}, {{"trans_a", int64_t{ta}}, {"trans_b", int64_t{tb}}})[0];
+        const Tensor c =
+            RunOp(OpKind::kMatMul, {a, b}, {{"trans_a", int64_t{ta}}, {"trans_b", int64_t{tb}}})[0];
         EXPECT_EQ(c.shape(), Shape({B, M, N}));
         EXPECT_LE(MaxRelError(c.ToFloats(), ref), kTol) << ta << tb << batched;
       }
@@ -88,7 +89,8 @@ TEST_F(OpReference, EmbeddingAndItsBackward) {
   D dref(11 * 6, 0.0);
   for (size_t i = 0; i < iv.size(); ++i)
     for (int c = 0; c < 6; ++c) dref[iv[i] * 6 + c] += dv[i * 6 + c];
-  const Tensor dw = RunOp(OpKind::kEmbeddingBackward, {dy, ids}, {{"num_embeddings", int64_t{11}}})[0];
+  const Tensor dw =
+      RunOp(OpKind::kEmbeddingBackward, {dy, ids}, {{"num_embeddings", int64_t{11}}})[0];
   EXPECT_LE(MaxRelError(dw.ToFloats(), dref), kTol);
 }
 
@@ -134,13 +136,15 @@ TEST_F(OpReference, RotaryHuggingFaceConvention) {
         for (int64_t i = 0; i < Dh; ++i) {
           const int64_t k = i % (Dh / 2);
           // transformers computes inv_freq and the angle in f32
-          const float inv = 1.0f / std::pow(static_cast<float>(theta), static_cast<float>(2 * k) / Dh);
+          const float inv =
+              1.0f / std::pow(static_cast<float>(theta), static_cast<float>(2 * k) / Dh);
           const double ang = static_cast<double>(static_cast<float>(t + 2) * inv);
           const int64_t base = ((b * T + t) * H + h) * Dh;
           const double rot = i < Dh / 2 ? -xv[base + i + Dh / 2] : xv[base + i - Dh / 2];
           ref[base + i] = xv[base + i] * std::cos(ang) + rot * std::sin(ang);
         }
-  const Tensor y = RunOp(OpKind::kRotary, {x}, {{"theta", theta}, {"position_offset", int64_t{2}}})[0];
+  const Tensor y =
+      RunOp(OpKind::kRotary, {x}, {{"theta", theta}, {"position_offset", int64_t{2}}})[0];
   EXPECT_LE(MaxRelError(y.ToFloats(), ref), kTol);
 }
 
@@ -177,7 +181,8 @@ TEST_F(OpReference, AttentionCausalGroupedPadded) {
           out[((b * T + i) * H + h) * Dh + d] = acc;
         }
       }
-  const auto r = RunOp(OpKind::kAttention, {q, k, v, mask}, {{"causal", int64_t{1}}, {"scale", scale}});
+  const auto r =
+      RunOp(OpKind::kAttention, {q, k, v, mask}, {{"causal", int64_t{1}}, {"scale", scale}});
   EXPECT_LE(MaxRelError(r[0].ToFloats(), out), kTol);
   EXPECT_LE(MaxRelError(r[1].ToFloats(), lse), kTol);
 }
@@ -185,7 +190,8 @@ TEST_F(OpReference, AttentionCausalGroupedPadded) {
 TEST_F(OpReference, AttentionRowWithNoVisibleKeyIsZero) {
   const Tensor q = R({1, 3, 1, 4}), k = R({1, 3, 1, 4}), v = R({1, 3, 1, 4});
   const Tensor mask = Tensor::FromVector<int64_t>({0, 1, 1}, {1, 3});  // left padding
-  const auto r = RunOp(OpKind::kAttention, {q, k, v, mask}, {{"causal", int64_t{1}}, {"scale", 0.5}});
+  const auto r =
+      RunOp(OpKind::kAttention, {q, k, v, mask}, {{"causal", int64_t{1}}, {"scale", 0.5}});
   const auto o = r[0].ToFloats();
   for (int d = 0; d < 4; ++d) EXPECT_EQ(o[d], 0.0f);  // query 0 sees only the padded key 0
   EXPECT_TRUE(std::isinf(r[1].ToFloats()[0]));
@@ -223,7 +229,7 @@ TEST_F(OpReference, CrossEntropyShiftedWithIgnoredLabels) {
     ++count;
   }
   const auto out = RunOp(OpKind::kCrossEntropy, {logits, labels},
-                       {{"ignore_index", int64_t{-100}}, {"shift", int64_t{1}}});
+                         {{"ignore_index", int64_t{-100}}, {"shift", int64_t{1}}});
   EXPECT_LE(MaxRelError(out[0].ToFloats(), {total / count}), kTol);
   EXPECT_LE(MaxRelError(out[1].ToFloats(), lse), kTol);
   // All labels ignored: NaN, as PyTorch's mean reduction gives.
@@ -296,7 +302,7 @@ TEST_F(OpReference, AdamWMatchesTorchFormula) {
   const int step = 4;
   const Tensor hp = Tensor::FromVector<float>({static_cast<float>(lr), step}, {2});
   const auto out = RunOp(OpKind::kAdamW, {p, g, m, vpos, hp},
-                       {{"beta1", b1}, {"beta2", b2}, {"eps", eps}, {"weight_decay", wd}});
+                         {{"beta1", b1}, {"beta2", b2}, {"eps", eps}, {"weight_decay", wd}});
   const D pv = Dbl(p), gv = Dbl(g), mv = Dbl(m);
   D rp, rm, rv;
   for (int64_t i = 0; i < n; ++i) {

@@ -49,18 +49,25 @@ inline runtime::Tensor ReadNpy(const std::string& path) {
   size_t pos = 0;
   while (pos < dims.size()) {
     const size_t comma = dims.find(',', pos);
-    const std::string tok = dims.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    const std::string tok =
+        dims.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     if (tok.find_first_of("0123456789") != std::string::npos) shape.push_back(std::stoll(tok));
     if (comma == std::string::npos) break;
     pos = comma + 1;
   }
   DType dt;
   bool f64 = false;
-  if (descr == "<f4") dt = DType::kF32;
-  else if (descr == "<f8") { dt = DType::kF32; f64 = true; }
-  else if (descr == "<i4") dt = DType::kI32;
-  else if (descr == "<i8") dt = DType::kI64;
-  else throw std::runtime_error(path + ": unsupported dtype " + descr);
+  if (descr == "<f4")
+    dt = DType::kF32;
+  else if (descr == "<f8") {
+    dt = DType::kF32;
+    f64 = true;
+  } else if (descr == "<i4")
+    dt = DType::kI32;
+  else if (descr == "<i8")
+    dt = DType::kI64;
+  else
+    throw std::runtime_error(path + ": unsupported dtype " + descr);
   runtime::Tensor t = runtime::Tensor::Empty(shape, dt);
   if (f64) {
     std::string buf(static_cast<size_t>(t.numel() * 8), '\0');
@@ -75,7 +82,8 @@ inline runtime::Tensor ReadNpy(const std::string& path) {
 }
 
 inline void WriteNpy(const std::string& path, const runtime::Tensor& t_in) {
-  runtime::Tensor t = IsFloating(t_in.dtype()) ? t_in.To(DType::kF32).Contiguous() : t_in.To(DType::kI64).Contiguous();
+  runtime::Tensor t = IsFloating(t_in.dtype()) ? t_in.To(DType::kF32).Contiguous()
+                                               : t_in.To(DType::kI64).Contiguous();
   std::string shape = "(";
   for (int64_t d : t.shape()) shape += std::to_string(d) + ",";
   shape += ")";

@@ -53,8 +53,8 @@ TEST(Autograd, BuildBackwardOnAGraph) {
   ops::GraphBuilder bld(&g);
   const int c = bld.Emit1(OpKind::kMatMul, {a, b});
   const int s = bld.Emit1(OpKind::kSum, {c});
-  const int seed = bld.Emit1(OpKind::kFill, {}, {{"shape", Shape{}}, {"dtype", std::string("f32")},
-                                                 {"value", 1.0}});
+  const int seed = bld.Emit1(OpKind::kFill, {},
+                             {{"shape", Shape{}}, {"dtype", std::string("f32")}, {"value", 1.0}});
   const auto grads = runtime::BuildBackward(&g, s, seed, {a, b, unused});
   EXPECT_GE(grads[0], 0);
   EXPECT_GE(grads[1], 0);

@@ -1,10 +1,10 @@
 #include "runtime/core/dtype.h"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstring>
 #include <limits>
-
-#include <gtest/gtest.h>
 
 namespace moreh {
 namespace {
@@ -61,7 +61,8 @@ TEST(DType, F16RoundTripsEveryValue) {
 TEST(DType, F16RoundingAndRange) {
   EXPECT_EQ(F16ToF32(F32ToF16(65504.0f)), 65504.0f);
   EXPECT_TRUE(std::isinf(F16ToF32(F32ToF16(65520.0f))));  // rounds past the largest finite
-  EXPECT_EQ(F16ToF32(F32ToF16(std::ldexp(1.0f, -24))), std::ldexp(1.0f, -24));  // smallest subnormal
+  EXPECT_EQ(F16ToF32(F32ToF16(std::ldexp(1.0f, -24))),
+            std::ldexp(1.0f, -24));  // smallest subnormal
   EXPECT_EQ(F16ToF32(F32ToF16(std::ldexp(1.0f, -26))), 0.0f);
   // 1 + 2^-11 is halfway between 1 and 1 + 2^-10: ties to even (1).
   EXPECT_EQ(F16ToF32(F32ToF16(1.0f + std::ldexp(1.0f, -11))), 1.0f);

@@ -2,8 +2,8 @@
 
 #include <gtest/gtest.h>
 
-#include "tests/models/llama_test_util.h"
 #include "ops/op.h"
+#include "tests/models/llama_test_util.h"
 #include "tests/test_util.h"
 
 namespace moreh {
@@ -49,8 +49,8 @@ TEST(Graph, HashIsStructural) {
   renamed.set_name(0, "other");  // names are not structure
   EXPECT_EQ(renamed.StructuralHash(), SmallGraph().StructuralHash());
   // Stable across processes and builds: a change here changes every cached graph's identity.
-  EXPECT_EQ(SmallGraph().StructuralHash(), 0xc4a10045bf1e686full) << std::hex
-      << SmallGraph().StructuralHash();
+  EXPECT_EQ(SmallGraph().StructuralHash(), 0xc4a10045bf1e686full)
+      << std::hex << SmallGraph().StructuralHash();
 }
 
 TEST(Graph, BadJsonIsRejectedWithAReason) {
@@ -91,8 +91,9 @@ TEST(Graph, OpErrorsNameTheOpAndShapes) {
   const int w = g.AddInput({DType::kF32, {16, 9}});
   EXPECT_ERROR_MENTIONS(b.Emit(OpKind::kMatMul, {x, w}, {{"trans_b", int64_t{1}}}), "matmul",
                         "f32[4, 8]", "f32[16, 9]", "inner dimensions");
-  EXPECT_ERROR_MENTIONS(b.Emit(OpKind::kTranspose, {x}, {{"dim0", int64_t{0}}, {"dim1", int64_t{5}}}),
-                        "transpose", "out of range");
+  EXPECT_ERROR_MENTIONS(
+      b.Emit(OpKind::kTranspose, {x}, {{"dim0", int64_t{0}}, {"dim1", int64_t{5}}}), "transpose",
+      "out of range");
   EXPECT_ERROR_MENTIONS(b.Emit(OpKind::kAdd, {x}), "add", "inputs");
   const int ids = g.AddInput({DType::kF32, {4}});
   EXPECT_ERROR_MENTIONS(b.Emit(OpKind::kEmbedding, {w, ids}), "embedding", "ids must be");
