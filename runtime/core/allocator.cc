@@ -51,6 +51,7 @@ void Allocator::set_capacity(int64_t bytes) {
 std::shared_ptr<Buffer> Allocator::Allocate(int64_t bytes) {
   MOREH_CHECK(bytes >= 0, "Allocator({}): negative allocation of {} bytes", device_name_, bytes);
   const int64_t rounded = (bytes + 63) / 64 * 64;
+  void* p = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
     const int64_t live = live_.load();
@@ -58,21 +59,58 @@ std::shared_ptr<Buffer> Allocator::Allocate(int64_t bytes) {
     if (live + rounded > cap) {
       throw OutOfMemoryError(device_name_, rounded, cap - live, cap);
     }
+    auto it = cache_.find(rounded);
+    if (it != cache_.end() && !it->second.empty()) {
+      p = it->second.back();
+      it->second.pop_back();
+      cached_ -= rounded;
+    } else if (live + cached_ + rounded > cap) {
+      ReleaseCacheLocked();
+    }
     live_.store(live + rounded);
     if (live + rounded > peak_.load()) peak_.store(live + rounded);
   }
-  void* p = rounded == 0 ? nullptr : std::aligned_alloc(64, static_cast<size_t>(rounded));
-  if (rounded != 0 && p == nullptr) {
-    live_.fetch_sub(rounded);
-    throw OutOfMemoryError(device_name_, rounded, 0, capacity_.load());
+  if (p == nullptr && rounded != 0) {
+    p = std::aligned_alloc(64, static_cast<size_t>(rounded));
+    if (p == nullptr) {
+      live_.fetch_sub(rounded);
+      throw OutOfMemoryError(device_name_, rounded, 0, capacity_.load());
+    }
   }
   return std::shared_ptr<Buffer>(new Buffer(p, rounded, this));
 }
 
 void Allocator::Free(void* p, int64_t bytes) {
-  std::free(p);
-  live_.fetch_sub(bytes);
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t live = live_.load() - bytes;
+  live_.store(live);
+  if (p != nullptr && bytes >= kMinCachedBytes && live + cached_ + bytes <= capacity_.load()) {
+    cache_[bytes].push_back(p);
+    cached_ += bytes;
+  } else {
+    std::free(p);
+  }
 }
+
+int64_t Allocator::cached_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return cached_;
+}
+
+void Allocator::ReleaseCache() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ReleaseCacheLocked();
+}
+
+void Allocator::ReleaseCacheLocked() {
+  for (auto& [size, blocks] : cache_) {
+    for (void* b : blocks) std::free(b);
+  }
+  cache_.clear();
+  cached_ = 0;
+}
+
+Allocator::~Allocator() { ReleaseCache(); }
 
 namespace {
 int64_t ParseBytes(const char* s) {

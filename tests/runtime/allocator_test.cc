@@ -61,6 +61,36 @@ TEST(Allocator, TensorsReturnMemoryAndOomIsCatchable) {
   EXPECT_EQ(a.live_bytes(), 0);
 }
 
+TEST(Allocator, CachesFreedBlocksWithinCapacity) {
+  constexpr int64_t kMiB = 1 << 20;
+  Allocator a("cpu:2", 3 * kMiB);
+  void* first;
+  {
+    auto b = a.Allocate(2 * kMiB);
+    first = b->data();
+  }
+  EXPECT_EQ(a.live_bytes(), 0);
+  EXPECT_EQ(a.cached_bytes(), 2 * kMiB);
+  {
+    auto b = a.Allocate(2 * kMiB);  // the same size comes back from the cache
+    EXPECT_EQ(b->data(), first);
+    EXPECT_EQ(a.cached_bytes(), 0);
+    EXPECT_EQ(a.live_bytes(), 2 * kMiB);
+  }
+  // A different size that would push live + cached past the capacity releases the cache first.
+  auto c = a.Allocate(2 * kMiB + 64);
+  EXPECT_EQ(a.cached_bytes(), 0);
+  EXPECT_EQ(a.live_bytes(), 2 * kMiB + 64);
+  // Cached memory never makes an allocation fail that fits the capacity.
+  c.reset();
+  EXPECT_EQ(a.cached_bytes(), 2 * kMiB + 64);
+  auto d = a.Allocate(3 * kMiB);
+  EXPECT_EQ(a.live_bytes(), 3 * kMiB);
+  d.reset();
+  a.ReleaseCache();
+  EXPECT_EQ(a.cached_bytes(), 0);
+}
+
 TEST(Allocator, CapacityDefaultsToMachineMemory) {
   Allocator a("cpu:0", 0);
   EXPECT_EQ(a.capacity(), PhysicalMemoryBytes());
