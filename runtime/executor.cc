@@ -38,11 +38,11 @@ std::shared_ptr<const CompiledGraph> Compile(Graph graph) {
 
 Executor::Executor(Allocator* alloc) : alloc_(alloc ? alloc : CpuAllocator()) {}
 
-std::vector<Tensor> Executor::Run(const CompiledGraph& cg, std::vector<Tensor> inputs) {
+std::vector<Tensor> Executor::Run(const CompiledGraph& cg, std::vector<Tensor>* inputs_ptr) {
+  std::vector<Tensor>& inputs = *inputs_ptr;
   const Graph& g = cg.graph;
   MOREH_CHECK(inputs.size() == g.inputs().size(), "Executor: graph takes {} inputs, got {}",
               g.inputs().size(), inputs.size());
-  std::vector<Tensor> slots(g.values().size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     const int v = g.inputs()[i];
     const ValueInfo& want = g.info(v);
@@ -50,9 +50,21 @@ std::vector<Tensor> Executor::Run(const CompiledGraph& cg, std::vector<Tensor> i
     MOREH_CHECK(inputs[i].dtype() == want.dtype && inputs[i].shape() == want.shape,
                 "Executor: input {} ('{}') is {} but the graph expects {}", i, g.value(v).name,
                 inputs[i].ToString(), want.ToString());
-    slots[v] = std::move(inputs[i]);
   }
-  inputs.clear();
+  std::vector<Tensor> slots(g.values().size());
+  for (size_t i = 0; i < inputs.size(); ++i) slots[g.inputs()[i]] = std::move(inputs[i]);
+  try {
+    std::vector<Tensor> outs = RunNodes(cg, slots);
+    inputs.clear();
+    return outs;
+  } catch (...) {
+    for (size_t i = 0; i < inputs.size(); ++i) inputs[i] = std::move(slots[g.inputs()[i]]);
+    throw;
+  }
+}
+
+std::vector<Tensor> Executor::RunNodes(const CompiledGraph& cg, std::vector<Tensor>& slots) {
+  const Graph& g = cg.graph;
 
   if (profiling_ && profile_.empty()) {
     profile_.resize(kNumOps);

@@ -42,7 +42,13 @@ class Executor {
   // `inputs` are moved in so that buffers nobody else holds can be donated to in-place outputs.
   // Throws moreh::Error (a bad input, a failing kernel) or OutOfMemoryError; on a throw every
   // intermediate is released.
-  std::vector<Tensor> Run(const CompiledGraph& cg, std::vector<Tensor> inputs);
+  std::vector<Tensor> Run(const CompiledGraph& cg, std::vector<Tensor> inputs) {
+    return Run(cg, &inputs);
+  }
+  // As above, taking the inputs from *inputs. On success *inputs is left empty; on a throw, every
+  // input the run had not yet consumed (freed after its last use, or donated) is handed back in
+  // its slot, so a caller can restore state that the failed graph would have replaced.
+  std::vector<Tensor> Run(const CompiledGraph& cg, std::vector<Tensor>* inputs);
 
   void set_profiling(bool on) { profiling_ = on; }
   // Per op kind, accumulated over every Run since the last ResetProfile (when profiling is on).
@@ -50,6 +56,8 @@ class Executor {
   void ResetProfile() { profile_.clear(); }
 
  private:
+  std::vector<Tensor> RunNodes(const CompiledGraph& cg, std::vector<Tensor>& slots);
+
   Allocator* alloc_;
   bool profiling_ = false;
   std::vector<OpProfile> profile_;

@@ -70,6 +70,14 @@ class Recorder {
     MOREH_CHECK(t->info == value_of.impl()->info, "assign: {} into {}",
                 value_of.impl()->info.ToString(), t->info.ToString());
     const int v = ValueOf(value_of.impl_ptr());
+    // The old value stays restorable until the graph has run: see Sync().
+    auto bound = input_of_.find(t);
+    if (t->data.defined() && bound != input_of_.end()) {
+      const int input_index = static_cast<int>(
+          std::find(graph_.inputs().begin(), graph_.inputs().end(), bound->second.value) -
+          graph_.inputs().begin());
+      assigned_.push_back({target.impl_ptr(), input_index});
+    }
     t->data = runtime::Tensor();
     t->epoch = epoch_;
     t->value = v;
@@ -107,7 +115,11 @@ class Recorder {
     for (size_t i = 0; i < leaves.size(); ++i) {
       if (grads[i] < 0) continue;
       int g = grads[i];
-      if (leaves[i]->grad) g = b.Add(ValueOf(leaves[i]->grad), g);
+      if (leaves[i]->grad) {
+        g = b.Add(ValueOf(leaves[i]->grad), g);
+        if (leaves[i]->grad->data.defined())
+          replaced_grads_.push_back({leaves[i], leaves[i]->grad});
+      }
       requires_grad_.resize(graph_.values().size(), 0);
       leaves[i]->grad = NewPending(g);
       leaves[i]->grad->requires_grad = false;
@@ -142,6 +154,8 @@ class Recorder {
     }
     Graph graph = std::move(graph_);
     std::vector<runtime::Tensor> bindings = std::move(bindings_);
+    std::vector<Assigned> assigned = std::move(assigned_);
+    auto replaced_grads = std::move(replaced_grads_);
     Reset();  // the graph is gone whatever happens next: a failed step is not replayed
     const uint64_t hash = graph.StructuralHash();
     std::shared_ptr<const runtime::CompiledGraph> cg;
@@ -162,7 +176,22 @@ class Recorder {
     ++stats_.syncs;
     stats_.last_hash = hash;
     stats_.last_num_nodes = static_cast<int64_t>(cg->graph.nodes().size());
-    std::vector<runtime::Tensor> outs = executor_.Run(*cg, std::move(bindings));
+    std::vector<runtime::Tensor> outs;
+    try {
+      outs = executor_.Run(*cg, &bindings);
+    } catch (...) {
+      // Tensors the failed graph was to update in place (parameters, optimizer state) get their
+      // previous values back, so an error such as out-of-memory loses nothing.
+      for (const Assigned& a : assigned) {
+        if (a.input_index >= 0 && a.input_index < static_cast<int>(bindings.size()) &&
+            bindings[a.input_index].defined()) {
+          a.impl->data = std::move(bindings[a.input_index]);
+          a.impl->value = -1;
+        }
+      }
+      for (auto& [leaf, old_grad] : replaced_grads) leaf->grad = old_grad;
+      throw;
+    }
     // Output k belongs to the k-th distinct marked value, in marking order.
     std::unordered_map<int, size_t> index;
     for (size_t k = 0; k < cg->graph.outputs().size(); ++k) index[cg->graph.outputs()[k]] = k;
@@ -180,6 +209,10 @@ class Recorder {
     std::weak_ptr<TensorImpl> owner;
     int value;
   };
+  struct Assigned {  // a tensor rebound to a pending value while its old value is a graph input
+    std::shared_ptr<TensorImpl> impl;
+    int input_index;
+  };
   void Reset() {
     graph_ = Graph();
     bindings_.clear();
@@ -187,6 +220,8 @@ class Recorder {
     input_of_.clear();
     requires_grad_.clear();
     pending_.clear();
+    assigned_.clear();
+    replaced_grads_.clear();
     ++epoch_;
   }
 
@@ -197,6 +232,9 @@ class Recorder {
   std::unordered_map<TensorImpl*, Binding> input_of_;
   std::vector<char> requires_grad_;
   std::vector<std::weak_ptr<TensorImpl>> pending_;
+  std::vector<Assigned> assigned_;
+  // (leaf, its computed grad) for grads replaced by an accumulation in the pending graph.
+  std::vector<std::pair<std::shared_ptr<TensorImpl>, std::shared_ptr<TensorImpl>>> replaced_grads_;
   std::unordered_map<uint64_t, std::shared_ptr<const runtime::CompiledGraph>> cache_;
   runtime::Executor executor_;
   LazyStats stats_;

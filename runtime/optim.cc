@@ -41,7 +41,12 @@ void AdamW::step() {
     lazy::Assign(m_[i], out[1]);
     lazy::Assign(v_[i], out[2]);
   }
-  Sync();
+  try {
+    Sync();
+  } catch (...) {
+    --step_;  // parameters and state were restored; the step did not happen
+    throw;
+  }
 }
 
 void AdamW::zero_grad() {

@@ -109,6 +109,40 @@ TEST(Lazy, ErrorsNameTheOpAndShapesAtTheCallSite) {
   EXPECT_FLOAT_EQ(F::sum(a + a).item(), 0.0f);
 }
 
+TEST(Lazy, FailedStepLosesNoParameterOrGradient) {
+  models::LlamaForCausalLM model(testing::TinyLlamaConfig(), 3);
+  optim::AdamW opt(model.Parameters(), optim::AdamWOptions{.lr = 1e-2});
+  const Batch batch = MakeBatch(2, 16, 64, 0);
+  Sync();
+  // One good step, then accumulate a gradient without stepping.
+  model(batch.ids, batch.mask, batch.labels).loss.backward();
+  opt.step();
+  opt.zero_grad();
+  model(batch.ids, batch.mask, batch.labels).loss.backward();
+  Sync();
+  std::vector<std::vector<float>> params, grads;
+  for (const Tensor& p : model.Parameters()) {
+    params.push_back(p.to_floats());
+    grads.push_back(p.grad().to_floats());
+  }
+  // A second backward plus the step, on a device too small for it: out of memory.
+  runtime::Allocator* cpu = runtime::CpuAllocator();
+  const int64_t cap = cpu->capacity();
+  model(batch.ids, batch.mask, batch.labels).loss.backward();
+  cpu->set_capacity(cpu->live_bytes() + (64 << 10));
+  EXPECT_THROW(opt.step(), OutOfMemoryError);
+  cpu->set_capacity(cap);
+  EXPECT_EQ(opt.step_count(), 1);
+  const auto ps = model.Parameters();
+  for (size_t i = 0; i < ps.size(); ++i) {
+    EXPECT_EQ(ps[i].to_floats(), params[i]) << ps[i].name();
+    EXPECT_EQ(ps[i].grad().to_floats(), grads[i]) << ps[i].name();
+  }
+  // Training goes on from the preserved state.
+  opt.step();
+  EXPECT_NE(ps[2].to_floats(), params[2]);
+}
+
 TEST(Lazy, OutOfMemoryLeavesTheRuntimeUsable) {
   runtime::Allocator* cpu = runtime::CpuAllocator();
   const int64_t cap = cpu->capacity();
