@@ -1,6 +1,12 @@
 #include "runtime/models/llama.h"
 
+#include <filesystem>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
 #include "runtime/functional.h"
+#include "runtime/io/hf_checkpoint.h"
 #include "runtime/init.h"
 
 namespace moreh::models {
@@ -35,18 +41,24 @@ int64_t LlamaConfig::NumParameters() const {
 }
 
 namespace {
-Tensor Param(const Shape& shape, uint64_t seed, const std::string& name, float std) {
-  return Tensor::FromData(runtime::NormalTensor(shape, seed, name, std), true, name);
+// A parameter leaf: initialised from (seed, name), or left uninitialised for a checkpoint load.
+Tensor Param(const Shape& shape, uint64_t seed, const std::string& name, float std, bool init) {
+  return Tensor::FromData(init ? runtime::NormalTensor(shape, seed, name, std)
+                               : runtime::Tensor::Empty(shape, DType::kF32),
+                          true, name);
 }
 Tensor Ones(int64_t n, const std::string& name) {
   return Tensor::FromData(runtime::Tensor::Full({n}, DType::kF32, 1.0), true, name);
 }
 }  // namespace
 
-LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c, int index, uint64_t seed)
-    : config_(&c), prefix_("model.layers." + std::to_string(index) + ".") {
+LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c, int index, uint64_t seed, bool init)
+    : config_(c), prefix_("model.layers." + std::to_string(index) + ".") {
   const int64_t C = c.hidden_size, kv = c.num_key_value_heads * c.head_dim();
   const float s = c.initializer_range;
+  auto Param = [&](const Shape& shape, uint64_t sd, const std::string& name, float std) {
+    return models::Param(shape, sd, name, std, init);
+  };
   input_layernorm_ = Ones(C, prefix_ + "input_layernorm.weight");
   q_proj_ = Param({C, C}, seed, prefix_ + "self_attn.q_proj.weight", s);
   k_proj_ = Param({kv, C}, seed, prefix_ + "self_attn.k_proj.weight", s);
@@ -59,7 +71,7 @@ LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c, int index, uint64_t s
 }
 
 Tensor LlamaDecoderLayer::Forward(const Tensor& x, const Tensor& attention_mask) const {
-  const LlamaConfig& c = *config_;
+  const LlamaConfig& c = config_;
   const int64_t B = x.size(0), T = x.size(1), D = c.head_dim();
   Tensor h = F::rms_norm(x, input_layernorm_, c.rms_norm_eps);
   Tensor q = F::reshape(F::linear(h, q_proj_), {B, T, c.num_attention_heads, D});
@@ -86,17 +98,53 @@ std::vector<std::pair<std::string, Tensor>> LlamaDecoderLayer::NamedParameters()
           {down_proj_.name(), down_proj_}};
 }
 
-LlamaForCausalLM::LlamaForCausalLM(LlamaConfig config, uint64_t seed) : config_(config) {
+LlamaForCausalLM::LlamaForCausalLM(LlamaConfig config, uint64_t seed)
+    : LlamaForCausalLM(std::move(config), seed, /*initialize=*/true) {}
+
+LlamaForCausalLM::LlamaForCausalLM(LlamaConfig config, uint64_t seed, bool init)
+    : config_(std::move(config)) {
   config_.Validate().ThrowIfError();
   const float s = config_.initializer_range;
-  embed_tokens_ =
-      Param({config_.vocab_size, config_.hidden_size}, seed, "model.embed_tokens.weight", s);
+  embed_tokens_ = Param({config_.vocab_size, config_.hidden_size}, seed,
+                        "model.embed_tokens.weight", s, init);
   layers_.reserve(config_.num_hidden_layers);
-  for (int i = 0; i < config_.num_hidden_layers; ++i) layers_.emplace_back(config_, i, seed);
+  for (int i = 0; i < config_.num_hidden_layers; ++i) layers_.emplace_back(config_, i, seed, init);
   norm_ = Ones(config_.hidden_size, "model.norm.weight");
   if (!config_.tie_word_embeddings) {
-    lm_head_ = Param({config_.vocab_size, config_.hidden_size}, seed, "lm_head.weight", s);
+    lm_head_ = Param({config_.vocab_size, config_.hidden_size}, seed, "lm_head.weight", s, init);
   }
+}
+
+LlamaForCausalLM LlamaForCausalLM::from_pretrained(const std::string& dir) {
+  const std::string config_path = (std::filesystem::path(dir) / "config.json").string();
+  LlamaConfig config = LlamaConfig::FromFile(config_path).value();
+  auto reader = io::CheckpointReader::Open(dir);
+  reader.status().ThrowIfError();
+  LlamaForCausalLM model(config, 0, /*initialize=*/false);
+  std::set<std::string> used;
+  for (auto& [name, param] : model.NamedParameters()) {
+    const io::SafetensorsFile* file = nullptr;
+    const io::SafetensorsEntry* e = reader->Find(name, &file);
+    MOREH_CHECK(e != nullptr, "{}: missing tensor '{}'", dir, name);
+    MOREH_CHECK(e->shape == param.shape(), "{}: tensor '{}' has shape {} but config.json implies {}",
+                file->path(), name, ShapeToString(e->shape), ShapeToString(param.shape()));
+    MOREH_CHECK(IsFloating(e->dtype), "{}: tensor '{}' has integer dtype {}", file->path(), name,
+                DTypeName(e->dtype));
+    runtime::Tensor t = file->Read(name).value();
+    param.assign_data(t.To(DType::kF32));
+    used.insert(name);
+  }
+  for (const std::string& name : reader->Names()) {
+    if (!used.count(name)) spdlog::warn("{}: ignoring tensor '{}' the model does not use", dir, name);
+  }
+  return model;
+}
+
+void LlamaForCausalLM::save_pretrained(const std::string& dir, int64_t max_shard_bytes) const {
+  const DType dt = config_.checkpoint_dtype();
+  std::vector<std::pair<std::string, runtime::Tensor>> tensors;
+  for (const auto& [name, p] : NamedParameters()) tensors.emplace_back(name, p.data().To(dt));
+  io::SaveCheckpoint(dir, tensors, config_.ToJson(), max_shard_bytes).ThrowIfError();
 }
 
 LlamaOutput LlamaForCausalLM::operator()(const Tensor& input_ids, const Tensor& attention_mask,

@@ -28,10 +28,21 @@ struct LlamaConfig {
   double rope_theta = 10000.0;
   bool tie_word_embeddings = false;
   float initializer_range = 0.02f;
+  int64_t max_position_embeddings = 2048;
+  int64_t bos_token_id = 1;
+  int64_t eos_token_id = 2;
+  int64_t pad_token_id = -1;           // -1: none in config.json
+  std::string torch_dtype = "float32";  // the dtype checkpoints are saved in
 
   int64_t head_dim() const { return hidden_size / num_attention_heads; }
   Status Validate() const;
   int64_t NumParameters() const;
+  DType checkpoint_dtype() const;
+
+  // Hugging Face config.json. Errors name `source` and the offending field.
+  static StatusOr<LlamaConfig> FromJson(std::string_view text, const std::string& source);
+  static StatusOr<LlamaConfig> FromFile(const std::string& path);
+  std::string ToJson() const;
 };
 
 struct LlamaOutput {
@@ -41,13 +52,13 @@ struct LlamaOutput {
 
 class LlamaDecoderLayer {
  public:
-  LlamaDecoderLayer(const LlamaConfig& config, int index, uint64_t seed);
+  LlamaDecoderLayer(const LlamaConfig& config, int index, uint64_t seed, bool initialize = true);
   // x [B, T, C] -> [B, T, C]; attention_mask [B, T] (1 = token, 0 = pad) or undefined.
   Tensor Forward(const Tensor& x, const Tensor& attention_mask) const;
   std::vector<std::pair<std::string, Tensor>> NamedParameters() const;
 
  private:
-  const LlamaConfig* config_;
+  LlamaConfig config_;  // by value: the model may be moved
   Tensor input_layernorm_, q_proj_, k_proj_, v_proj_, o_proj_;
   Tensor post_attention_layernorm_, gate_proj_, up_proj_, down_proj_;
   std::string prefix_;
@@ -55,7 +66,17 @@ class LlamaDecoderLayer {
 
 class LlamaForCausalLM {
  public:
+  // Parameters initialised from (seed, name): normal(0, initializer_range), norms 1.
   explicit LlamaForCausalLM(LlamaConfig config, uint64_t seed = 0);
+
+  // config.json plus model.safetensors or a sharded checkpoint. Parameters are held in f32 (master
+  // weights) whatever the stored dtype; save_pretrained writes config.torch_dtype back. Throws
+  // moreh::Error naming the file and the problem (missing tensor, shape or dtype that disagrees
+  // with the config, corrupt file). Tensors the model does not use are ignored with a warning.
+  static LlamaForCausalLM from_pretrained(const std::string& dir);
+  // Atomic: a kill during the save leaves the previous checkpoint intact.
+  void save_pretrained(const std::string& dir,
+                       int64_t max_shard_bytes = 5'000'000'000) const;
 
   // input_ids, labels [B, T] (i64 or i32); attention_mask [B, T] or undefined.
   LlamaOutput operator()(const Tensor& input_ids, const Tensor& attention_mask = Tensor(),
@@ -66,6 +87,7 @@ class LlamaForCausalLM {
   const LlamaConfig& config() const { return config_; }
 
  private:
+  LlamaForCausalLM(LlamaConfig config, uint64_t seed, bool initialize);
   LlamaConfig config_;
   Tensor embed_tokens_, norm_, lm_head_;
   std::vector<LlamaDecoderLayer> layers_;
