@@ -1,6 +1,7 @@
 #include "runtime/io/hf_checkpoint.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -9,11 +10,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 namespace moreh::io {
 namespace fs = std::filesystem;
@@ -75,7 +74,8 @@ StatusOr<CheckpointReader> CheckpointReader::Open(const std::string& dir) {
     }
     std::map<std::string, size_t> file_index;
     for (const auto& [name, file] : wm->items()) {
-      if (!file.is_string()) return Invalid(index.string() + ": weight_map['" + name + "'] is not a string");
+      if (!file.is_string())
+        return Invalid(index.string() + ": weight_map['" + name + "'] is not a string");
       const std::string f = file.get<std::string>();
       if (f.find('/') != std::string::npos || f == ".." || f.empty()) {
         return Invalid(index.string() + ": shard name '" + f + "' is not a plain file name");
@@ -135,8 +135,8 @@ Status SaveCheckpoint(const std::string& dir_in,
   const fs::path target = dir.has_filename() ? dir : dir.parent_path();
   std::error_code ec;
   fs::create_directories(target.parent_path(), ec);
-  const fs::path tmp = target.parent_path() /
-                       fmt::format(".{}.tmp-{}", target.filename().string(), ::getpid());
+  const fs::path tmp =
+      target.parent_path() / fmt::format(".{}.tmp-{}", target.filename().string(), ::getpid());
   fs::remove_all(tmp, ec);
   if (!fs::create_directory(tmp, ec)) {
     return Invalid(tmp.string() + ": cannot create: " + ec.message());
@@ -157,9 +157,9 @@ Status SaveCheckpoint(const std::string& dir_in,
   const std::map<std::string, std::string> meta{{"format", "pt"}};
   json weight_map = json::object();
   for (size_t s = 0; s < shards.size(); ++s) {
-    const std::string name =
-        shards.size() == 1 ? "model.safetensors"
-                           : fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, shards.size());
+    const std::string name = shards.size() == 1 ? "model.safetensors"
+                                                : fmt::format("model-{:05d}-of-{:05d}.safetensors",
+                                                              s + 1, shards.size());
     std::vector<std::pair<std::string, runtime::Tensor>> part;
     for (size_t i : shards[s]) {
       part.push_back(tensors[i]);

@@ -3,9 +3,9 @@
 // `config.json`.
 //
 // Saving is atomic: the new checkpoint is written into a sibling temporary directory (other files
-// already in the target, such as tokenizer.model, are linked across), then exchanged with the target
-// in one renameat2(RENAME_EXCHANGE); a kill at any moment leaves either the previous checkpoint or
-// the new one, never a mix. Thread-compatible.
+// already in the target, such as tokenizer.model, are linked across), then exchanged with the
+// target in one renameat2(RENAME_EXCHANGE); a kill at any moment leaves either the previous
+// checkpoint or the new one, never a mix. Thread-compatible.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +27,8 @@ class CheckpointReader {
   std::vector<std::string> Names() const;
   // The entry and its file, or nullptr.
   const SafetensorsEntry* Find(const std::string& name, const SafetensorsFile** file) const;
-  StatusOr<runtime::Tensor> Read(const std::string& name, runtime::Allocator* alloc = nullptr) const;
+  StatusOr<runtime::Tensor> Read(const std::string& name,
+                                 runtime::Allocator* alloc = nullptr) const;
 
  private:
   std::string dir_;
@@ -42,6 +43,7 @@ inline constexpr int64_t kDefaultMaxShardBytes = 5'000'000'000;
 // above max_shard_bytes, atomically replacing whatever checkpoint was there.
 Status SaveCheckpoint(const std::string& dir,
                       const std::vector<std::pair<std::string, runtime::Tensor>>& tensors,
-                      const std::string& config_json, int64_t max_shard_bytes = kDefaultMaxShardBytes);
+                      const std::string& config_json,
+                      int64_t max_shard_bytes = kDefaultMaxShardBytes);
 
 }  // namespace moreh::io

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-
 #include <nlohmann/json.hpp>
 
 namespace moreh::io {
@@ -16,9 +15,11 @@ namespace {
 using json = nlohmann::json;
 
 bool ParseSafetensorsDType(std::string_view s, DType* out) {
-  static const std::pair<std::string_view, DType> kTable[] = {
-      {"F32", DType::kF32}, {"BF16", DType::kBF16}, {"F16", DType::kF16},
-      {"I32", DType::kI32}, {"I64", DType::kI64}};
+  static const std::pair<std::string_view, DType> kTable[] = {{"F32", DType::kF32},
+                                                              {"BF16", DType::kBF16},
+                                                              {"F16", DType::kF16},
+                                                              {"I32", DType::kI32},
+                                                              {"I64", DType::kI64}};
   for (const auto& [name, dt] : kTable) {
     if (name == s) {
       *out = dt;
@@ -37,8 +38,9 @@ Status PreadAll(int fd, void* buf, uint64_t n, uint64_t offset, const std::strin
     const ssize_t r = ::pread(fd, p, n, static_cast<off_t>(offset));
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {
-      return Invalid(path + ": read failed at offset " + std::to_string(offset) +
-                     (r < 0 ? std::string(": ") + std::strerror(errno) : ": unexpected end of file"));
+      return Invalid(
+          path + ": read failed at offset " + std::to_string(offset) +
+          (r < 0 ? std::string(": ") + std::strerror(errno) : ": unexpected end of file"));
     }
     p += r;
     n -= static_cast<uint64_t>(r);
@@ -62,11 +64,16 @@ class Fd {
 
 std::string_view SafetensorsDTypeName(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "F32";
-    case DType::kBF16: return "BF16";
-    case DType::kF16: return "F16";
-    case DType::kI32: return "I32";
-    case DType::kI64: return "I64";
+    case DType::kF32:
+      return "F32";
+    case DType::kBF16:
+      return "BF16";
+    case DType::kF16:
+      return "F16";
+    case DType::kI32:
+      return "I32";
+    case DType::kI64:
+      return "I64";
   }
   return "?";
 }
@@ -158,7 +165,9 @@ StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return Invalid(path + ": " + std::strerror(errno));
   const uint64_t size = static_cast<uint64_t>(st.st_size);
-  if (size < 8) return Invalid(path + ": too short for a safetensors file (" + std::to_string(size) + " bytes)");
+  if (size < 8)
+    return Invalid(path + ": too short for a safetensors file (" + std::to_string(size) +
+                   " bytes)");
   unsigned char len_bytes[8];
   Status s = PreadAll(fd.get(), len_bytes, 8, 0, path);
   if (!s.ok()) return s;
@@ -169,7 +178,8 @@ StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
                    std::to_string(kMaxSafetensorsHeaderBytes) + "-byte limit");
   }
   if (n > size - 8) {
-    return Invalid(path + ": header length " + std::to_string(n) + " runs past the end of the file");
+    return Invalid(path + ": header length " + std::to_string(n) +
+                   " runs past the end of the file");
   }
   std::string header(n, '\0');
   s = PreadAll(fd.get(), header.data(), n, 8, path);
@@ -241,7 +251,8 @@ Status WriteSafetensors(const std::string& path,
     const runtime::Tensor c = t.Contiguous();
     s = write_all(c.raw_data(), static_cast<uint64_t>(c.nbytes()));
   }
-  if (s.ok() && ::fsync(fd.get()) != 0) s = Invalid(path + ": fsync failed: " + std::strerror(errno));
+  if (s.ok() && ::fsync(fd.get()) != 0)
+    s = Invalid(path + ": fsync failed: " + std::strerror(errno));
   return s;
 }
 

@@ -1,13 +1,13 @@
 #include "runtime/models/llama.h"
 
+#include <spdlog/spdlog.h>
+
 #include <filesystem>
 #include <set>
 
-#include <spdlog/spdlog.h>
-
 #include "runtime/functional.h"
-#include "runtime/io/hf_checkpoint.h"
 #include "runtime/init.h"
+#include "runtime/io/hf_checkpoint.h"
 
 namespace moreh::models {
 
@@ -105,8 +105,8 @@ LlamaForCausalLM::LlamaForCausalLM(LlamaConfig config, uint64_t seed, bool init)
     : config_(std::move(config)) {
   config_.Validate().ThrowIfError();
   const float s = config_.initializer_range;
-  embed_tokens_ = Param({config_.vocab_size, config_.hidden_size}, seed,
-                        "model.embed_tokens.weight", s, init);
+  embed_tokens_ =
+      Param({config_.vocab_size, config_.hidden_size}, seed, "model.embed_tokens.weight", s, init);
   layers_.reserve(config_.num_hidden_layers);
   for (int i = 0; i < config_.num_hidden_layers; ++i) layers_.emplace_back(config_, i, seed, init);
   norm_ = Ones(config_.hidden_size, "model.norm.weight");
@@ -126,8 +126,9 @@ LlamaForCausalLM LlamaForCausalLM::from_pretrained(const std::string& dir) {
     const io::SafetensorsFile* file = nullptr;
     const io::SafetensorsEntry* e = reader->Find(name, &file);
     MOREH_CHECK(e != nullptr, "{}: missing tensor '{}'", dir, name);
-    MOREH_CHECK(e->shape == param.shape(), "{}: tensor '{}' has shape {} but config.json implies {}",
-                file->path(), name, ShapeToString(e->shape), ShapeToString(param.shape()));
+    MOREH_CHECK(e->shape == param.shape(),
+                "{}: tensor '{}' has shape {} but config.json implies {}", file->path(), name,
+                ShapeToString(e->shape), ShapeToString(param.shape()));
     MOREH_CHECK(IsFloating(e->dtype), "{}: tensor '{}' has integer dtype {}", file->path(), name,
                 DTypeName(e->dtype));
     runtime::Tensor t = file->Read(name).value();
@@ -135,7 +136,8 @@ LlamaForCausalLM LlamaForCausalLM::from_pretrained(const std::string& dir) {
     used.insert(name);
   }
   for (const std::string& name : reader->Names()) {
-    if (!used.count(name)) spdlog::warn("{}: ignoring tensor '{}' the model does not use", dir, name);
+    if (!used.count(name))
+      spdlog::warn("{}: ignoring tensor '{}' the model does not use", dir, name);
   }
   return model;
 }

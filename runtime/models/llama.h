@@ -31,7 +31,7 @@ struct LlamaConfig {
   int64_t max_position_embeddings = 2048;
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;
-  int64_t pad_token_id = -1;           // -1: none in config.json
+  int64_t pad_token_id = -1;            // -1: none in config.json
   std::string torch_dtype = "float32";  // the dtype checkpoints are saved in
 
   int64_t head_dim() const { return hidden_size / num_attention_heads; }
@@ -75,8 +75,7 @@ class LlamaForCausalLM {
   // with the config, corrupt file). Tensors the model does not use are ignored with a warning.
   static LlamaForCausalLM from_pretrained(const std::string& dir);
   // Atomic: a kill during the save leaves the previous checkpoint intact.
-  void save_pretrained(const std::string& dir,
-                       int64_t max_shard_bytes = 5'000'000'000) const;
+  void save_pretrained(const std::string& dir, int64_t max_shard_bytes = 5'000'000'000) const;
 
   // input_ids, labels [B, T] (i64 or i32); attention_mask [B, T] or undefined.
   LlamaOutput operator()(const Tensor& input_ids, const Tensor& attention_mask = Tensor(),

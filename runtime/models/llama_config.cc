@@ -1,8 +1,7 @@
 // LlamaConfig <-> Hugging Face config.json.
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "runtime/models/llama.h"
 
@@ -24,7 +23,8 @@ Status Field(const json& j, const char* key, T* out, const std::string& source, 
   if constexpr (std::is_same_v<T, bool>) {
     if (!it->is_boolean()) return Bad(source, std::string("'") + key + "' must be true or false");
   } else if constexpr (std::is_integral_v<T>) {
-    if (!it->is_number_integer()) return Bad(source, std::string("'") + key + "' must be an integer");
+    if (!it->is_number_integer())
+      return Bad(source, std::string("'") + key + "' must be an integer");
   } else if constexpr (std::is_floating_point_v<T>) {
     if (!it->is_number()) return Bad(source, std::string("'") + key + "' must be a number");
   } else {
@@ -52,11 +52,13 @@ StatusOr<LlamaConfig> LlamaConfig::FromJson(std::string_view text, const std::st
     s = Bad(source, "model_type '" + model_type + "' is not supported (only 'llama')");
   }
   if (s.ok()) s = Field(j, "hidden_act", &act, source, false);
-  if (s.ok() && act != "silu") s = Bad(source, "hidden_act '" + act + "' is not supported (only 'silu')");
+  if (s.ok() && act != "silu")
+    s = Bad(source, "hidden_act '" + act + "' is not supported (only 'silu')");
   if (s.ok() && j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
     s = Bad(source, "rope_scaling is not supported");
   }
-  if (s.ok() && j.value("attention_bias", false)) s = Bad(source, "attention_bias is not supported");
+  if (s.ok() && j.value("attention_bias", false))
+    s = Bad(source, "attention_bias is not supported");
   if (s.ok()) s = Field(j, "vocab_size", &c.vocab_size, source, true);
   if (s.ok()) s = Field(j, "hidden_size", &c.hidden_size, source, true);
   if (s.ok()) s = Field(j, "intermediate_size", &c.intermediate_size, source, true);

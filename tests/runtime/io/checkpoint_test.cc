@@ -1,0 +1,205 @@
+// safetensors and Hugging Face checkpoint directories: round trips, atomic replacement, and every
+// kind of bad file giving an error that names the file and the problem.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "runtime/io/hf_checkpoint.h"
+#include "runtime/io/safetensors.h"
+#include "runtime/models/llama.h"
+#include "tests/models/llama_test_util.h"
+#include "tests/test_util.h"
+
+namespace moreh::io {
+namespace {
+namespace fs = std::filesystem;
+using runtime::Tensor;
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = fs::temp_directory_path() /
+            ("moreh_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  static inline int counter_ = 0;
+  fs::path path_;
+};
+
+// Writes a raw safetensors file: 8-byte length, header text, `data_bytes` bytes of data.
+void WriteRaw(const std::string& path, const std::string& header, size_t data_bytes,
+              uint64_t claimed_len = 0) {
+  std::ofstream f(path, std::ios::binary);
+  const uint64_t n = claimed_len ? claimed_len : header.size();
+  for (int i = 0; i < 8; ++i) f.put(static_cast<char>((n >> (8 * i)) & 0xff));
+  f << header << std::string(data_bytes, '\0');
+}
+
+std::string OpenError(const std::string& path) {
+  auto r = SafetensorsFile::Open(path);
+  EXPECT_FALSE(r.ok()) << path;
+  return r.ok() ? "" : r.status().message();
+}
+
+TEST(Safetensors, RoundTripKeepsDTypesShapesAndValues) {
+  TempDir dir;
+  std::mt19937_64 rng(moreh::testing::TestSeed());
+  const Tensor a = moreh::testing::RandomTensor({3, 5}, rng);
+  const Tensor b = moreh::testing::RandomTensor({7}, rng).To(DType::kBF16);
+  const Tensor c = Tensor::FromVector<int64_t>({1, -2, 3}, {3});
+  const Tensor t = moreh::testing::RandomTensor({4, 2}, rng).Transpose(0, 1);  // strided
+  ASSERT_TRUE(WriteSafetensors(dir / "x.safetensors", {{"a", a}, {"b", b}, {"c", c}, {"t", t}},
+                               {{"format", "pt"}})
+                  .ok());
+  auto f = SafetensorsFile::Open(dir / "x.safetensors");
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_EQ(f->metadata().at("format"), "pt");
+  EXPECT_EQ(f->entries().size(), 4u);
+  EXPECT_EQ(f->Read("a").value().ToFloats(), a.ToFloats());
+  const Tensor rb = f->Read("b").value();
+  EXPECT_EQ(rb.dtype(), DType::kBF16);
+  EXPECT_EQ(rb.ToFloats(), b.ToFloats());
+  EXPECT_EQ(f->Read("c").value().ToInts(), c.ToInts());
+  EXPECT_EQ(f->Read("t").value().ToFloats(), t.ToFloats());
+  EXPECT_EQ(f->Read("t").value().shape(), Shape({2, 4}));
+  EXPECT_FALSE(f->Read("zzz").ok());
+}
+
+TEST(Safetensors, BadHeadersAreRejectedWithTheReason) {
+  TempDir dir;
+  const std::string p = dir / "bad.safetensors";
+  struct Case {
+    std::string header;
+    size_t data;
+    std::string expect;
+  };
+  const std::vector<Case> cases = {
+      {"not json", 0, "not valid JSON"},
+      {"[1, 2]", 0, "not a JSON object"},
+      {R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 16]}})", 8, "out of range"},
+      {R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}})", 4, "needs 8"},
+      {R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+           "v": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})",
+       8, "overlaps"},
+      {R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})", 8,
+       "belong to no tensor"},
+      {R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})", 8, "trailing bytes"},
+      {R"({"w": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}})", 8, "unsupported dtype"},
+      {R"({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})", 4, "non-negative"},
+      {R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [8, 4]}})", 8, "out of range"},
+      {R"({"w": {"dtype": "F32", "shape": [1]}})", 4, "data_offsets"},
+      {R"({"__metadata__": {"format": 3}})", 0, "not a string"},
+  };
+  for (const Case& c : cases) {
+    WriteRaw(p, c.header, c.data);
+    const std::string m = OpenError(p);
+    EXPECT_NE(m.find(c.expect), std::string::npos) << c.header << " -> " << m;
+    EXPECT_NE(m.find(p), std::string::npos) << "error must name the file: " << m;
+  }
+  WriteRaw(p, "{}", 0, /*claimed_len=*/uint64_t{1} << 40);
+  EXPECT_NE(OpenError(p).find("exceeds"), std::string::npos);
+  WriteRaw(p, "{}", 0, /*claimed_len=*/4096);
+  EXPECT_NE(OpenError(p).find("past the end"), std::string::npos);
+  std::ofstream(p) << "abc";
+  EXPECT_NE(OpenError(p).find("too short"), std::string::npos);
+  EXPECT_EQ(SafetensorsFile::Open(dir / "missing.safetensors").status().code(),
+            StatusCode::kNotFound);
+}
+
+TEST(Checkpoint, SaveLoadRoundTripSingleAndSharded) {
+  TempDir dir;
+  const models::LlamaForCausalLM model(moreh::testing::TinyLlamaConfig(), 5);
+  for (int64_t shard : {int64_t{5'000'000'000}, int64_t{20'000}}) {
+    model.save_pretrained(dir / "ckpt", shard);
+    const bool sharded = fs::exists(dir.path() / "ckpt" / "model.safetensors.index.json");
+    EXPECT_EQ(sharded, shard < 1'000'000);
+    EXPECT_EQ(fs::exists(dir.path() / "ckpt" / "model.safetensors"), !sharded);
+    const models::LlamaForCausalLM back = models::LlamaForCausalLM::from_pretrained(dir / "ckpt");
+    const auto a = model.NamedParameters(), b = back.NamedParameters();
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_EQ(a[i].first, b[i].first);
+      EXPECT_EQ(a[i].second.to_floats(), b[i].second.to_floats()) << a[i].first;
+    }
+    EXPECT_EQ(back.config().ToJson(), model.config().ToJson());
+  }
+  // No stale shards or temporary directories are left behind.
+  int shards = 0;
+  for (const auto& e : fs::directory_iterator(dir.path() / "ckpt")) {
+    shards += e.path().extension() == ".safetensors";
+  }
+  EXPECT_GT(shards, 1);
+  for (const auto& e : fs::directory_iterator(dir.path())) {
+    EXPECT_EQ(e.path().filename(), "ckpt") << "left behind: " << e.path();
+  }
+}
+
+TEST(Checkpoint, Bf16DTypeIsPreservedAndOtherFilesKept) {
+  TempDir dir;
+  models::LlamaConfig c = moreh::testing::TinyLlamaConfig();
+  c.torch_dtype = "bfloat16";
+  const models::LlamaForCausalLM model(c, 5);
+  fs::create_directories(dir.path() / "ckpt");
+  std::ofstream(dir / "ckpt/tokenizer.model") << "keep me";
+  model.save_pretrained(dir / "ckpt");
+  auto f = SafetensorsFile::Open(dir / "ckpt/model.safetensors");
+  ASSERT_TRUE(f.ok());
+  for (const auto& e : f->entries()) EXPECT_EQ(e.dtype, DType::kBF16) << e.name;
+  std::ifstream keep(dir / "ckpt/tokenizer.model");
+  std::string s;
+  keep >> s;
+  EXPECT_EQ(s, "keep");
+  const auto back = models::LlamaForCausalLM::from_pretrained(dir / "ckpt");
+  const auto a = model.NamedParameters(), b = back.NamedParameters();
+  for (size_t i = 0; i < a.size(); ++i) {  // values rounded to bf16 once
+    const auto x = a[i].second.to_floats(), y = b[i].second.to_floats();
+    for (size_t k = 0; k < x.size(); ++k) ASSERT_EQ(y[k], BF16ToF32(F32ToBF16(x[k])));
+  }
+}
+
+TEST(Checkpoint, BadDirectoriesNameTheFileAndProblem) {
+  TempDir dir;
+  const models::LlamaForCausalLM model(moreh::testing::TinyLlamaConfig(), 5);
+  model.save_pretrained(dir / "ok");
+  EXPECT_ERROR_MENTIONS(models::LlamaForCausalLM::from_pretrained(dir / "nothing"), "config.json",
+                        "cannot open");
+  // Corrupt config.json
+  fs::copy(dir.path() / "ok", dir.path() / "c1", fs::copy_options::recursive);
+  std::ofstream(dir / "c1/config.json") << "{ not json";
+  EXPECT_ERROR_MENTIONS(models::LlamaForCausalLM::from_pretrained(dir / "c1"), "c1/config.json",
+                        "not valid JSON");
+  std::ofstream(dir / "c1/config.json") << R"({"vocab_size": 64, "hidden_size": "big"})";
+  EXPECT_ERROR_MENTIONS(models::LlamaForCausalLM::from_pretrained(dir / "c1"), "'hidden_size'",
+                        "integer");
+  // A config that disagrees with the weights.
+  models::LlamaConfig other = moreh::testing::TinyLlamaConfig();
+  other.hidden_size = 64;
+  std::ofstream(dir / "c1/config.json") << other.ToJson();
+  EXPECT_ERROR_MENTIONS(models::LlamaForCausalLM::from_pretrained(dir / "c1"), "model.safetensors",
+                        "model.embed_tokens.weight", "shape [64, 32]", "[64, 64]");
+  // A missing tensor.
+  models::LlamaConfig more = moreh::testing::TinyLlamaConfig();
+  more.num_hidden_layers = 3;
+  std::ofstream(dir / "c1/config.json") << more.ToJson();
+  EXPECT_ERROR_MENTIONS(models::LlamaForCausalLM::from_pretrained(dir / "c1"),
+                        "missing tensor 'model.layers.2");
+  // No weights at all.
+  fs::remove(dir.path() / "c1" / "model.safetensors");
+  EXPECT_ERROR_MENTIONS(models::LlamaForCausalLM::from_pretrained(dir / "c1"),
+                        "no model.safetensors");
+  // A truncated weights file.
+  fs::copy(dir.path() / "ok", dir.path() / "c2", fs::copy_options::recursive);
+  fs::resize_file(dir.path() / "c2" / "model.safetensors", 1000);
+  EXPECT_ERROR_MENTIONS(models::LlamaForCausalLM::from_pretrained(dir / "c2"), "model.safetensors");
+}
+
+}  // namespace
+}  // namespace moreh::io
