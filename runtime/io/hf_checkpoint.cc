@@ -82,7 +82,9 @@ StatusOr<CheckpointReader> CheckpointReader::Open(const std::string& dir) {
       }
       if (!file_index.count(f)) {
         auto sf = SafetensorsFile::Open((fs::path(dir) / f).string());
-        if (!sf.ok()) return sf.status();
+        if (!sf.ok()) {  // a missing shard is a broken checkpoint, not an absent one
+          return Invalid(index.string() + ": shard " + f + ": " + sf.status().message());
+        }
         file_index[f] = r.files_.size();
         r.files_.push_back(std::make_shared<SafetensorsFile>(std::move(sf.value())));
       }

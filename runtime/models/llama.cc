@@ -115,10 +115,15 @@ LlamaForCausalLM::LlamaForCausalLM(LlamaConfig config, uint64_t seed, bool init)
   }
 }
 
-LlamaForCausalLM LlamaForCausalLM::from_pretrained(const std::string& dir) {
+LlamaForCausalLM LlamaForCausalLM::from_pretrained(const std::string& dir, uint64_t seed) {
   const std::string config_path = (std::filesystem::path(dir) / "config.json").string();
   LlamaConfig config = LlamaConfig::FromFile(config_path).value();
   auto reader = io::CheckpointReader::Open(dir);
+  if (reader.status().code() == StatusCode::kNotFound) {
+    spdlog::info("{}: no weights; initialising {} parameters from seed {}", dir,
+                 config.NumParameters(), seed);
+    return LlamaForCausalLM(config, seed);
+  }
   reader.status().ThrowIfError();
   LlamaForCausalLM model(config, 0, /*initialize=*/false);
   std::set<std::string> used;

@@ -73,7 +73,8 @@ class LlamaForCausalLM {
   // weights) whatever the stored dtype; save_pretrained writes config.torch_dtype back. Throws
   // moreh::Error naming the file and the problem (missing tensor, shape or dtype that disagrees
   // with the config, corrupt file). Tensors the model does not use are ignored with a warning.
-  static LlamaForCausalLM from_pretrained(const std::string& dir);
+  // A directory with config.json but no weights gives a model initialised from `seed`.
+  static LlamaForCausalLM from_pretrained(const std::string& dir, uint64_t seed = 0);
   // Atomic: a kill during the save leaves the previous checkpoint intact.
   void save_pretrained(const std::string& dir, int64_t max_shard_bytes = 5'000'000'000) const;
 

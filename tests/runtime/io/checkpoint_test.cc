@@ -191,10 +191,21 @@ TEST(Checkpoint, BadDirectoriesNameTheFileAndProblem) {
   std::ofstream(dir / "c1/config.json") << more.ToJson();
   EXPECT_ERROR_MENTIONS(models::LlamaForCausalLM::from_pretrained(dir / "c1"),
                         "missing tensor 'model.layers.2");
-  // No weights at all.
+  // A shard named by the index is missing.
+  model.save_pretrained(dir / "sharded", 20'000);
+  std::string shard;
+  for (const auto& e : fs::directory_iterator(dir.path() / "sharded")) {
+    if (e.path().filename().string().rfind("model-00001-of-", 0) == 0) shard = e.path().filename();
+  }
+  ASSERT_FALSE(shard.empty());
+  fs::remove(dir.path() / "sharded" / shard);
+  EXPECT_ERROR_MENTIONS(models::LlamaForCausalLM::from_pretrained(dir / "sharded"), shard,
+                        "model.safetensors.index.json");
+  // No weights at all: initialised from the seed, deterministically.
   fs::remove(dir.path() / "c1" / "model.safetensors");
-  EXPECT_ERROR_MENTIONS(models::LlamaForCausalLM::from_pretrained(dir / "c1"),
-                        "no model.safetensors");
+  const auto a = models::LlamaForCausalLM::from_pretrained(dir / "c1", 9);
+  const models::LlamaForCausalLM b(more, 9);
+  EXPECT_EQ(a.Parameters()[2].to_floats(), b.Parameters()[2].to_floats());
   // A truncated weights file.
   fs::copy(dir.path() / "ok", dir.path() / "c2", fs::copy_options::recursive);
   fs::resize_file(dir.path() / "c2" / "model.safetensors", 1000);
