@@ -1,0 +1,144 @@
+// The reference platform's text-summarization fine-tuning script (Llama, summarization prompts),
+// rewritten line for line against the moreh C++ API. Turning parallelism on is one line:
+//   moreh::option::enable_advanced_parallelization();
+// `moreh-run train ...` runs this same trainer (cli/moreh_run.cc links this file).
+#include "examples/text_summarization_for_ap.h"
+
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+
+#include "runtime/data/dataset.h"
+#include "runtime/data/tokenizer.h"
+#include "runtime/log.h"
+#include "runtime/models/llama.h"
+#include "runtime/optim.h"
+#include "runtime/option.h"
+
+namespace moreh::examples {
+
+// Compose pad token mask / mask pad tokens / the formatted prompt: runtime/data/dataset.h
+// (CreateMask, MaskPads, SummarizationPrompt) implement the reference's helpers.
+
+struct Args {
+  std::string model_name_or_path;
+  std::string dataset = "examples/data/man_summaries.jsonl";
+  int num_train_epochs = 1;
+  int batch_size = 8;
+  int block_size = 1024;
+  double lr = 0.00001;
+  int log_interval = 10;
+  std::string save_model_dir = "./outputs";
+  int64_t max_steps = -1;
+  uint64_t seed = 0;
+  bool no_shuffle = false;
+};
+
+static void AddFlags(CLI::App& app, Args& a) {
+  app.add_option("--model-name-or-path", a.model_name_or_path,
+                 "model directory (config.json, weights, tokenizer.model)")
+      ->required();
+  app.add_option("--dataset", a.dataset, "JSONL with 'article' and 'highlights', or a .txt file");
+  app.add_option("--num-train-epochs", a.num_train_epochs, "num training epochs")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--batch-size", a.batch_size, "train batch size")->check(CLI::PositiveNumber);
+  app.add_option("--block-size", a.block_size, "max input token length")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--lr", a.lr, "learning rate")->check(CLI::NonNegativeNumber);
+  app.add_option("--log-interval", a.log_interval, "log interval")->check(CLI::PositiveNumber);
+  app.add_option("--save-model-dir", a.save_model_dir, "path to save model");
+  app.add_option("--max-steps", a.max_steps, "stop after this many steps (-1: all)");
+  app.add_option("--seed", a.seed, "shuffle seed, and init seed for a model without weights");
+  app.add_flag("--no-shuffle", a.no_shuffle, "keep the dataset order");
+}
+
+static int Main(const Args& args) {
+  // Apply Advanced Parallelization
+  moreh::option::enable_advanced_parallelization();
+
+  // Load base model and tokenizer
+  auto tokenizer = moreh::data::Tokenizer::Load(args.model_name_or_path).value();
+  auto model = moreh::models::LlamaForCausalLM::from_pretrained(args.model_name_or_path, args.seed);
+
+  // Set pad token
+  tokenizer.set_pad_id(0);
+
+  // Load the dataset and tokenize the prompts
+  const bool text =
+      args.dataset.size() > 4 && args.dataset.compare(args.dataset.size() - 4, 4, ".txt") == 0;
+  moreh::data::TokenizedDataset dataset =
+      text ? moreh::data::TokenizeTextFile(args.dataset, tokenizer, args.block_size).value()
+           : moreh::data::TokenizeRecords(
+                 moreh::data::ReadJsonl(args.dataset, {"article", "highlights"}).value(), tokenizer,
+                 args.block_size,
+                 [](const moreh::data::Record& r) { return moreh::data::SummarizationPrompt(r); })
+                 .value();
+
+  // Create a DataLoader for the training set
+  moreh::data::DataLoader train_dataloader(&dataset, args.batch_size, !args.no_shuffle, args.seed);
+
+  // Define AdamW optimizer
+  moreh::optim::AdamW optim(model.Parameters(), args.lr);
+
+  // Calculate total training steps
+  int64_t total_step = train_dataloader.size() * args.num_train_epochs;
+  if (args.max_steps >= 0 && args.max_steps < total_step) total_step = args.max_steps;
+
+  // Start training
+  int64_t global_step = 0;
+  for (int epoch = 0; epoch < args.num_train_epochs && global_step < total_step; ++epoch) {
+    train_dataloader.set_epoch(epoch);
+    for (int64_t step = 1; step <= train_dataloader.size() && global_step < total_step; ++step) {
+      const moreh::Tensor input_ids = train_dataloader.Batch(step - 1);
+      const moreh::Tensor labels = moreh::data::MaskPads(input_ids, tokenizer.pad_id());
+      const moreh::Tensor attn_mask = moreh::data::CreateMask(input_ids, tokenizer.pad_id());
+      auto outputs = model(input_ids, attn_mask, labels);
+      moreh::Tensor loss = outputs.loss;
+      loss.backward();
+
+      optim.step();
+      model.ZeroGrad();
+      ++global_step;
+      if (global_step % args.log_interval == 0) {
+        spdlog::info("[Step {}/{}] Loss: {}", global_step, total_step, loss.item());
+      }
+    }
+  }
+  std::printf("Training Done\n");
+  std::printf("Saving Model...\n");
+  std::fflush(stdout);
+
+  // Save trained model
+  model.save_pretrained(args.save_model_dir);
+  std::printf("Model saved in '%s'\n", args.save_model_dir.c_str());
+  return 0;
+}
+
+int TextSummarizationMain(int argc, char** argv, const char* program) {
+  moreh::InitLogging();
+  CLI::App app{"LLaMA2 FineTuning", program};
+  Args args;
+  AddFlags(app, args);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    return Main(args);
+  } catch (const moreh::OutOfMemoryError& e) {
+    std::fprintf(stderr, "RuntimeError: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  }
+}
+
+}  // namespace moreh::examples
+
+#ifndef MOREH_TRAINER_NO_MAIN
+int main(int argc, char** argv) {
+  return moreh::examples::TextSummarizationMain(argc, argv, "text_summarization_for_ap");
+}
+#endif
