@@ -1,8 +1,8 @@
 #include "runtime/log.h"
 
-#include <mutex>
-
 #include <spdlog/spdlog.h>
+
+#include <mutex>
 
 namespace moreh {
 

@@ -1,10 +1,10 @@
 #include "runtime/option.h"
 
+#include <spdlog/spdlog.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-
-#include <spdlog/spdlog.h>
 
 #include "runtime/log.h"
 
@@ -23,8 +23,9 @@ void enable_advanced_parallelization() {
   InitLogging();
   g_enabled = true;
   if (EnvSetting() == 0) {
-    spdlog::info("Advanced Parallelization requested by the program but turned off by "
-                 "MOREH_ENABLE_ADVANCED_PARALLELIZATION=0.");
+    spdlog::info(
+        "Advanced Parallelization requested by the program but turned off by "
+        "MOREH_ENABLE_ADVANCED_PARALLELIZATION=0.");
     return;
   }
   // Multi-device execution arrives with the planner and the worker daemons; until then the choice
