@@ -4,6 +4,13 @@
 //                              (converted to the input's dtype), optional DIR/dout.npy (gradient of
 //                              graph output 0). Writes DIR/out<k>.npy and DIR/grad<i>.npy for every
 //                              float input that output 0 depends on.
+//   moreh_op_runner train DIR  DIR/request.json {"model": dir with config.json and tokenizer.model,
+//                              "dataset": JSONL, "examples": B, "block_size": T, "steps": S,
+//                              "lr": x, "seed": n}. Initialises the model from the seed, saves it
+//                              as a checkpoint in DIR/ckpt (with tokenizer.model), tokenizes the
+//                              first B summarization prompts (DIR/input_ids.npy), and trains S
+//                              AdamW steps on that batch: DIR/losses.npy (loss before each update)
+//                              and DIR/grad_<name>.npy (the first step's gradients).
 //   moreh_op_runner block DIR  DIR/config.json (a Llama config), DIR/x.npy [B,T,C], optional
 //                              DIR/mask.npy [B,T], DIR/<hf name>.npy for the 9 weights of
 //                              model.layers.0, DIR/dout.npy. Runs LlamaDecoderLayer forward and
@@ -15,8 +22,10 @@
 #include <sstream>
 
 #include "runtime/autograd.h"
+#include "runtime/data/dataset.h"
 #include "runtime/executor.h"
 #include "runtime/models/llama.h"
+#include "runtime/optim.h"
 #include "runtime/tensor.h"
 #include "tests/reference/npy.h"
 
@@ -72,6 +81,47 @@ int RunOp(const fs::path& dir) {
   return 0;
 }
 
+int RunTrain(const fs::path& dir) {
+  const nlohmann::json j = nlohmann::json::parse(ReadFile(dir / "request.json"));
+  const std::string model_dir = j.at("model");
+  auto tok = moreh::data::Tokenizer::Load(model_dir).value();
+  tok.set_pad_id(0);
+  auto model = moreh::models::LlamaForCausalLM::from_pretrained(model_dir, j.at("seed"));
+  fs::create_directories(dir / "ckpt");
+  fs::copy_file(fs::path(model_dir) / "tokenizer.model", dir / "ckpt" / "tokenizer.model",
+                fs::copy_options::overwrite_existing);
+  model.save_pretrained((dir / "ckpt").string());
+  auto records = moreh::data::ReadJsonl(j.at("dataset"), {"article", "highlights"}).value();
+  records.resize(j.at("examples").get<size_t>());
+  const auto ds = moreh::data::TokenizeRecords(records, tok, j.at("block_size"),
+                                               [](const moreh::data::Record& r) {
+                                                 return moreh::data::SummarizationPrompt(r);
+                                               })
+                      .value();
+  moreh::data::DataLoader loader(&ds, static_cast<int64_t>(records.size()), false, 0);
+  const moreh::Tensor ids = loader.Batch(0);
+  WriteNpy((dir / "input_ids.npy").string(), ids.data());
+  moreh::optim::AdamW opt(model.Parameters(), j.at("lr").get<double>());
+  std::vector<float> losses;
+  const int steps = j.at("steps");
+  for (int s = 0; s < steps; ++s) {
+    auto out = model(ids, moreh::data::CreateMask(ids, 0), moreh::data::MaskPads(ids, 0));
+    out.loss.backward();
+    if (s == 0) {
+      moreh::Sync();
+      for (auto& [name, p] : model.NamedParameters()) {
+        WriteNpy((dir / ("grad_" + name + ".npy")).string(), p.grad().data());
+      }
+    }
+    opt.step();
+    model.ZeroGrad();
+    losses.push_back(out.loss.item());
+  }
+  WriteNpy((dir / "losses.npy").string(),
+           moreh::runtime::Tensor::FromVector(losses, {static_cast<int64_t>(losses.size())}));
+  return 0;
+}
+
 int RunBlock(const fs::path& dir) {
   const nlohmann::json j = nlohmann::json::parse(ReadFile(dir / "config.json"));
   moreh::models::LlamaConfig c;
@@ -108,13 +158,14 @@ int RunBlock(const fs::path& dir) {
 
 int main(int argc, char** argv) {
   if (argc != 3) {
-    std::cerr << "usage: moreh_op_runner op|block DIR\n";
+    std::cerr << "usage: moreh_op_runner op|block|train DIR\n";
     return 2;
   }
   try {
     const std::string mode = argv[1];
     if (mode == "op") return RunOp(argv[2]);
     if (mode == "block") return RunBlock(argv[2]);
+    if (mode == "train") return RunTrain(argv[2]);
     std::cerr << "moreh_op_runner: unknown mode '" << mode << "'\n";
     return 2;
   } catch (const std::exception& e) {

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Numerics against the real thing: our checkpoint loaded into transformers.LlamaForCausalLM.
+
+bin/moreh_op_runner train writes a checkpoint of the shipped small Llama (initialised from a fresh
+seed), the token ids of a batch of summarization prompts, our first-step gradients and the losses of
+20 AdamW steps. Here transformers loads that checkpoint, LlamaTokenizer tokenizes the same prompts
+(pad id 0, padding to the block, truncation), and we compare: token ids exactly, loss <= 1e-5
+relative, every parameter's gradient <= 1e-4 (max |ours - ref| / max |ref|), and after 20 steps of
+torch.optim.AdamW the loss trajectories within 1e-4 relative. f32 throughout.
+
+Run with the virtual environment scripts/setup makes (transformers pinned, Debian's torch):
+    .venv/bin/python tests/reference/check_against_transformers.py --runner build/bin/moreh_op_runner
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runner", required=True)
+    ap.add_argument("--source", default=os.path.join(os.path.dirname(__file__), "..", ".."))
+    ap.add_argument("--seed", type=int, default=int.from_bytes(os.urandom(4), "little"))
+    ap.add_argument("--steps", type=int, default=20)
+    a = ap.parse_args()
+    import transformers
+    from transformers import LlamaForCausalLM, LlamaTokenizer
+
+    torch.set_num_threads(2)
+    print(f"transformers {transformers.__version__}, torch {torch.__version__}, seed {a.seed}")
+    src = os.path.abspath(a.source)
+    failures, passed = [], []
+
+    def check(name, err, tol):
+        ok = err <= tol
+        print(f"{'PASS' if ok else 'FAIL'}  {name:48s} {err:.2e} (tol {tol:g})")
+        (passed if ok else failures).append(name)
+
+    with tempfile.TemporaryDirectory() as d:
+        req = {"model": os.path.join(src, "examples", "llama-mini"),
+               "dataset": os.path.join(src, "examples", "data", "man_summaries.jsonl"),
+               "examples": 4, "block_size": 96, "steps": a.steps, "lr": 1e-3, "seed": a.seed}
+        with open(os.path.join(d, "request.json"), "w") as f:
+            json.dump(req, f)
+        p = subprocess.run([a.runner, "train", d], capture_output=True, text=True)
+        if p.returncode != 0:
+            print(p.stdout, p.stderr)
+            sys.exit("runner failed")
+        ckpt = os.path.join(d, "ckpt")
+
+        # Tokenization: LlamaTokenizer on our tokenizer.model, as the reference script uses it.
+        tok = LlamaTokenizer.from_pretrained(ckpt, legacy=True)
+        tok.pad_token_id = 0
+        prompts = []
+        with open(req["dataset"]) as f:
+            for line in f:
+                r = json.loads(line)
+                prompts.append(f"[SUMMARIZE] {r['article']} [/SUMMARIZE]\n{r['highlights']}")
+                if len(prompts) == req["examples"]:
+                    break
+        ids = torch.tensor([tok(pp, padding="max_length", truncation=True,
+                                max_length=req["block_size"])["input_ids"] for pp in prompts])
+        ours_ids = np.load(os.path.join(d, "input_ids.npy"))
+        same = np.array_equal(ids.numpy(), ours_ids)
+        print(f"{'PASS' if same else 'FAIL'}  token ids equal LlamaTokenizer's")
+        (passed if same else failures).append("token ids")
+        ids = torch.from_numpy(ours_ids)  # compare numerics on identical inputs either way
+
+        model = LlamaForCausalLM.from_pretrained(ckpt, torch_dtype=torch.float32)
+        model.train()
+        mask = (ids != 0).long()
+        labels = ids.clone()
+        labels[mask == 0] = -100
+        opt = torch.optim.AdamW(model.parameters(), lr=req["lr"])
+        losses = []
+        for step in range(a.steps):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
+            loss.backward()
+            if step == 0:
+                worst = 0.0
+                for name, prm in model.named_parameters():
+                    g = np.load(os.path.join(d, f"grad_{name}.npy"))
+                    e = rel(g, prm.grad.numpy())
+                    worst = max(worst, e)
+                    if e > 1e-4:
+                        print(f"      gradient of {name}: {e:.2e}")
+                check("every parameter's gradient (worst)", worst, 1e-4)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+        ours = np.load(os.path.join(d, "losses.npy"))
+        check("loss (step 1)", rel(ours[0], losses[0]), 1e-5)
+        check(f"loss trajectory over {a.steps} AdamW steps", rel(ours, np.array(losses)), 1e-4)
+        print(f"losses ours {ours[0]:.6f} -> {ours[-1]:.6f}, transformers {losses[0]:.6f} -> "
+              f"{losses[-1]:.6f}")
+    print(f"{len(passed)} passed, {len(failures)} failed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
