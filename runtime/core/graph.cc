@@ -299,11 +299,4 @@ Status Graph::Validate() const {
   return Status::Ok();
 }
 
-std::string Status::ToString() const {
-  static constexpr const char* kNames[] = {
-      "OK",          "InvalidArgument",  "NotFound",           "ResourceExhausted",
-      "Unavailable", "DeadlineExceeded", "FailedPrecondition", "Internal"};
-  return ok() ? "OK" : std::string(kNames[static_cast<int>(code_)]) + ": " + message_;
-}
-
 }  // namespace moreh
