@@ -27,6 +27,47 @@ def rel(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
+def load_and_compare(runner, ckpt_dir, expected, tmp):
+    """Loads ckpt_dir with our runtime; returns the max abs difference from `expected`."""
+    out = os.path.join(tmp, "loaded_" + os.path.basename(ckpt_dir))
+    p = subprocess.run([runner, "load", ckpt_dir, out], capture_output=True, text=True)
+    if p.returncode != 0:
+        print(p.stderr)
+        return float("inf")
+    worst = 0.0
+    for name, value in expected.items():
+        got = np.load(os.path.join(out, name + ".npy"))
+        if got.shape != value.shape:
+            return float("inf")
+        worst = max(worst, float(np.abs(got.astype(np.float64) - value).max()))
+    return worst
+
+
+def write_spec_checkpoint(out_dir, ckpt, model):
+    """Writes config.json (bf16) and model.safetensors by hand, per the specification."""
+    import struct
+    os.makedirs(out_dir)
+    with open(os.path.join(ckpt, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["torch_dtype"] = "bfloat16"
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    header, blobs, offset, expected = {"__metadata__": {"format": "pt", "writer": "spec"}}, [], 0, {}
+    for name, prm in reversed(list(model.named_parameters())):
+        bf = prm.detach().to(torch.bfloat16)
+        raw = bf.view(torch.int16).numpy().tobytes()
+        header[name] = {"dtype": "BF16", "shape": list(bf.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+        expected[name] = bf.float().numpy()
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8 + 3)  # trailing spaces are allowed; alignment is not required
+    with open(os.path.join(out_dir, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+    return expected
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runner", required=True)
@@ -104,6 +145,19 @@ def main():
         check(f"loss trajectory over {a.steps} AdamW steps", rel(ours, np.array(losses)), 1e-4)
         print(f"losses ours {ours[0]:.6f} -> {ours[-1]:.6f}, transformers {losses[0]:.6f} -> "
               f"{losses[-1]:.6f}")
+
+        # transformers' own save (the safetensors library) loads into our runtime unchanged.
+        hf_dir = os.path.join(d, "hf_saved")
+        model.save_pretrained(hf_dir, safe_serialization=True, max_shard_size="2MB")
+        check("transformers-saved sharded checkpoint loads", load_and_compare(
+            a.runner, hf_dir, {n: p.detach().numpy() for n, p in model.named_parameters()}, d), 0)
+
+        # A checkpoint written by a minimal writer that follows the safetensors specification
+        # (struct + JSON, tensors in reverse order, header padded with spaces, bf16 weights).
+        spec_dir = os.path.join(d, "spec_written")
+        expect = write_spec_checkpoint(spec_dir, ckpt, model)
+        check("specification-written bf16 checkpoint loads", load_and_compare(
+            a.runner, spec_dir, expect, d), 0)
     print(f"{len(passed)} passed, {len(failures)} failed")
     sys.exit(1 if failures else 0)
 

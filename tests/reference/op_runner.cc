@@ -11,6 +11,7 @@
 //                              first B summarization prompts (DIR/input_ids.npy), and trains S
 //                              AdamW steps on that batch: DIR/losses.npy (loss before each update)
 //                              and DIR/grad_<name>.npy (the first step's gradients).
+//   moreh_op_runner load DIR OUT  from_pretrained(DIR); writes OUT/<name>.npy for every parameter.
 //   moreh_op_runner block DIR  DIR/config.json (a Llama config), DIR/x.npy [B,T,C], optional
 //                              DIR/mask.npy [B,T], DIR/<hf name>.npy for the 9 weights of
 //                              model.layers.0, DIR/dout.npy. Runs LlamaDecoderLayer forward and
@@ -122,6 +123,15 @@ int RunTrain(const fs::path& dir) {
   return 0;
 }
 
+int RunLoad(const fs::path& dir, const fs::path& out) {
+  const auto model = moreh::models::LlamaForCausalLM::from_pretrained(dir.string());
+  fs::create_directories(out);
+  for (const auto& [name, p] : model.NamedParameters()) {
+    WriteNpy((out / (name + ".npy")).string(), p.data());
+  }
+  return 0;
+}
+
 int RunBlock(const fs::path& dir) {
   const nlohmann::json j = nlohmann::json::parse(ReadFile(dir / "config.json"));
   moreh::models::LlamaConfig c;
@@ -157,8 +167,16 @@ int RunBlock(const fs::path& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 4 && std::string(argv[1]) == "load") {
+    try {
+      return RunLoad(argv[2], argv[3]);
+    } catch (const std::exception& e) {
+      std::cerr << "moreh_op_runner: " << e.what() << "\n";
+      return 1;
+    }
+  }
   if (argc != 3) {
-    std::cerr << "usage: moreh_op_runner op|block|train DIR\n";
+    std::cerr << "usage: moreh_op_runner op|block|train DIR | load DIR OUT\n";
     return 2;
   }
   try {
