@@ -84,6 +84,7 @@ class LlamaForCausalLM {
   std::vector<std::pair<std::string, Tensor>> NamedParameters() const;
   std::vector<Tensor> Parameters() const;
   void ZeroGrad();
+  void zero_grad() { ZeroGrad(); }  // PyTorch's name, set_to_none semantics
   const LlamaConfig& config() const { return config_; }
 
  private:

@@ -206,6 +206,16 @@ TEST(Checkpoint, BadDirectoriesNameTheFileAndProblem) {
   const auto a = models::LlamaForCausalLM::from_pretrained(dir / "c1", 9);
   const models::LlamaForCausalLM b(more, 9);
   EXPECT_EQ(a.Parameters()[2].to_floats(), b.Parameters()[2].to_floats());
+  // A tensor stored with an integer dtype.
+  {
+    std::vector<std::pair<std::string, Tensor>> ts;
+    for (const auto& [name, p] : model.NamedParameters()) {
+      ts.emplace_back(name, name == "model.norm.weight" ? p.data().To(DType::kI32) : p.data());
+    }
+    ASSERT_TRUE(SaveCheckpoint(dir / "c3", ts, model.config().ToJson()).ok());
+    EXPECT_ERROR_MENTIONS(models::LlamaForCausalLM::from_pretrained(dir / "c3"), "model.norm.weight",
+                          "integer dtype i32");
+  }
   // A truncated weights file.
   fs::copy(dir.path() / "ok", dir.path() / "c2", fs::copy_options::recursive);
   fs::resize_file(dir.path() / "c2" / "model.safetensors", 1000);

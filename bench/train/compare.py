@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""bench/run train: `moreh-run train` on the shipped model and data against the PyTorch peer
+(bench/train/torch_train.py), in the same run. Ours: time to the first step and steady tokens/s
+from the log's timestamps (one line per step), peak RSS of the process. Prints BENCH lines last."""
+import argparse
+import datetime
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def run_ours(a):
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.time()
+        p = subprocess.run([a.moreh_run, "train", "--model-name-or-path", a.model, "--dataset",
+                            a.dataset, "--block-size", str(a.block_size), "--batch-size",
+                            str(a.batch_size), "--lr", str(a.lr), "--max-steps", str(a.steps),
+                            "--log-interval", "1", "--no-shuffle", "--save-model-dir", out],
+                           capture_output=True, text=True,
+                           env=dict(os.environ, MOREH_NUM_THREADS=str(a.threads)))
+    if p.returncode != 0:
+        sys.exit("moreh-run failed:\n" + p.stderr[-2000:])
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    stamps = []
+    for line in (p.stdout + p.stderr).splitlines():
+        m = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})\] \[info\] \[Step (\d+)/", line)
+        if m:
+            stamps.append(datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp())
+    if len(stamps) != a.steps:
+        sys.exit(f"expected {a.steps} step lines, got {len(stamps)}")
+    steady = stamps[-1] - stamps[a.warmup - 1]
+    return {"impl": "moreh", "first_step_s": round(stamps[0] - t0, 3),
+            "tokens_per_s": round((a.steps - a.warmup) * a.batch_size * a.block_size / steady, 1),
+            "peak_rss_bytes": peak}
+
+
+def run_peer(a, tuned):
+    env = dict(os.environ)
+    if tuned:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+        env["GLIBC_TUNABLES"] = ("glibc.malloc.mmap_threshold=2147483647:"
+                                 "glibc.malloc.trim_threshold=4294967295")
+    p = subprocess.run([a.python, os.path.join(os.path.dirname(__file__), "torch_train.py"),
+                        "--model", a.model, "--dataset", a.dataset, "--block-size",
+                        str(a.block_size), "--batch-size", str(a.batch_size), "--steps",
+                        str(a.steps), "--warmup", str(a.warmup), "--lr", str(a.lr), "--threads",
+                        str(a.threads)], capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        sys.exit("peer failed:\n" + p.stderr[-2000:])
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    for k, v in [("--moreh-run", None), ("--python", None), ("--model", None), ("--dataset", None)]:
+        ap.add_argument(k, required=True)
+    ap.add_argument("--block-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    a = ap.parse_args()
+    ours = run_ours(a)
+    default = run_peer(a, tuned=False)
+    tuned = run_peer(a, tuned=True)
+    best = max(default, tuned, key=lambda r: r["tokens_per_s"])
+    print("moreh:           " + json.dumps(ours))
+    print("pytorch default: " + json.dumps(default))
+    print("pytorch tuned:   " + json.dumps(tuned))
+    print(f"BENCH train_vs_pytorch_default {ours['tokens_per_s'] / default['tokens_per_s']:.2f} x")
+    print(f"BENCH train_vs_pytorch {ours['tokens_per_s'] / best['tokens_per_s']:.2f} x")
+    print(f"BENCH train_first_step_s {ours['first_step_s']:.2f} s")
+    print(f"BENCH train_first_step_vs_pytorch {ours['first_step_s'] / best['first_step_s']:.2f} x")
+    print(f"BENCH train_peak_rss_vs_pytorch {ours['peak_rss_bytes'] / best['peak_rss_bytes']:.2f} x")
+
+
+if __name__ == "__main__":
+    main()
