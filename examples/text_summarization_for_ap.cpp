@@ -78,7 +78,7 @@ static int Main(const Args& args) {
   moreh::data::DataLoader train_dataloader(&dataset, args.batch_size, !args.no_shuffle, args.seed);
 
   // Define AdamW optimizer
-  moreh::optim::AdamW optim(model.Parameters(), args.lr);
+  moreh::optim::AdamW optim(model.parameters(), args.lr);
 
   // Calculate total training steps
   int64_t total_step = train_dataloader.size() * args.num_train_epochs;
@@ -97,7 +97,7 @@ static int Main(const Args& args) {
       loss.backward();
 
       optim.step();
-      model.ZeroGrad();
+      model.zero_grad();
       ++global_step;
       if (global_step % args.log_interval == 0) {
         spdlog::info("[Step {}/{}] Loss: {}", global_step, total_step, loss.item());

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <signal.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -140,6 +141,16 @@ Status SaveCheckpoint(const std::string& dir_in,
   const fs::path tmp =
       target.parent_path() / fmt::format(".{}.tmp-{}", target.filename().string(), ::getpid());
   fs::remove_all(tmp, ec);
+  // Temporary directories of saves that were killed (their process is gone) are removed.
+  const std::string stale_prefix = "." + target.filename().string() + ".tmp-";
+  for (const auto& e : fs::directory_iterator(target.parent_path(), ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind(stale_prefix, 0) != 0) continue;
+    const long pid = std::strtol(n.c_str() + stale_prefix.size(), nullptr, 10);
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+      fs::remove_all(e.path(), ec);
+    }
+  }
   if (!fs::create_directory(tmp, ec)) {
     return Invalid(tmp.string() + ": cannot create: " + ec.message());
   }

@@ -83,6 +83,7 @@ class LlamaForCausalLM {
                          const Tensor& labels = Tensor()) const;
   std::vector<std::pair<std::string, Tensor>> NamedParameters() const;
   std::vector<Tensor> Parameters() const;
+  std::vector<Tensor> parameters() const { return Parameters(); }  // PyTorch's name
   void ZeroGrad();
   void zero_grad() { ZeroGrad(); }  // PyTorch's name, set_to_none semantics
   const LlamaConfig& config() const { return config_; }

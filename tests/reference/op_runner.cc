@@ -12,6 +12,9 @@
 //                              AdamW steps on that batch: DIR/losses.npy (loss before each update)
 //                              and DIR/grad_<name>.npy (the first step's gradients).
 //   moreh_op_runner load DIR OUT  from_pretrained(DIR); writes OUT/<name>.npy for every parameter.
+//   moreh_op_runner save DIR CONFIG_DIR SEED [loop]  save_pretrained a model initialised from SEED
+//                              with CONFIG_DIR's config into DIR, in 1 MB shards; with "loop",
+//                              again and again until killed (for the atomic-save test).
 //   moreh_op_runner block DIR  DIR/config.json (a Llama config), DIR/x.npy [B,T,C], optional
 //                              DIR/mask.npy [B,T], DIR/<hf name>.npy for the 9 weights of
 //                              model.layers.0, DIR/dout.npy. Runs LlamaDecoderLayer forward and
@@ -132,6 +135,15 @@ int RunLoad(const fs::path& dir, const fs::path& out) {
   return 0;
 }
 
+int RunSave(const fs::path& dir, const fs::path& config_dir, uint64_t seed, bool loop) {
+  auto config = moreh::models::LlamaConfig::FromFile((config_dir / "config.json").string()).value();
+  const moreh::models::LlamaForCausalLM model(config, seed);
+  do {
+    model.save_pretrained(dir.string(), 1'000'000);
+  } while (loop);
+  return 0;
+}
+
 int RunBlock(const fs::path& dir) {
   const nlohmann::json j = nlohmann::json::parse(ReadFile(dir / "config.json"));
   moreh::models::LlamaConfig c;
@@ -167,9 +179,16 @@ int RunBlock(const fs::path& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 4 && std::string(argv[1]) == "load") {
+  if (argc >= 4 && std::string(argv[1]) != "op" && std::string(argv[1]) != "block" &&
+      std::string(argv[1]) != "train") {
     try {
-      return RunLoad(argv[2], argv[3]);
+      const std::string mode = argv[1];
+      if (mode == "load" && argc == 4) return RunLoad(argv[2], argv[3]);
+      if (mode == "save" && (argc == 5 || argc == 6)) {
+        return RunSave(argv[2], argv[3], std::stoull(argv[4]), argc == 6);
+      }
+      std::cerr << "moreh_op_runner: bad arguments for '" << mode << "'\n";
+      return 2;
     } catch (const std::exception& e) {
       std::cerr << "moreh_op_runner: " << e.what() << "\n";
       return 1;

@@ -213,8 +213,8 @@ TEST(Checkpoint, BadDirectoriesNameTheFileAndProblem) {
       ts.emplace_back(name, name == "model.norm.weight" ? p.data().To(DType::kI32) : p.data());
     }
     ASSERT_TRUE(SaveCheckpoint(dir / "c3", ts, model.config().ToJson()).ok());
-    EXPECT_ERROR_MENTIONS(models::LlamaForCausalLM::from_pretrained(dir / "c3"), "model.norm.weight",
-                          "integer dtype i32");
+    EXPECT_ERROR_MENTIONS(models::LlamaForCausalLM::from_pretrained(dir / "c3"),
+                          "model.norm.weight", "integer dtype i32");
   }
   // A truncated weights file.
   fs::copy(dir.path() / "ok", dir.path() / "c2", fs::copy_options::recursive);
