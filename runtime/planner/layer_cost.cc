@@ -1,0 +1,194 @@
+#include "runtime/planner/layer_cost.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <vector>
+
+#include "ops/op.h"
+#include "runtime/autograd.h"
+
+namespace moreh::planner {
+namespace {
+
+bool IsView(OpKind op) {
+  return op == OpKind::kReshape || op == OpKind::kTranspose || op == OpKind::kExpand;
+}
+
+int64_t Bytes(const ValueInfo& v) { return Numel(v.shape) * DTypeSize(v.dtype); }
+
+double OpTime(const Graph& g, const Node& n, const DeviceProfile& dev) {
+  if (IsView(n.op) || n.op == OpKind::kFill) return 0;
+  const ops::Cost c = ops::OpCost(g, n);
+  const bool gemm = n.op == OpKind::kMatMul;
+  const double eff = gemm ? dev.gemm_efficiency : dev.other_efficiency;
+  return std::max(c.flops / (dev.peak_flops * eff), c.bytes / dev.memory_bandwidth) +
+         dev.kernel_overhead_s;
+}
+
+// Fills times, FLOPs, saved bytes and transient peak from a graph whose first `num_fwd` nodes are
+// the forward. `params` are the weight inputs; `checkpoint` is the piece's input (kept under full
+// recomputation); `cheap` marks forward ops that selective recomputation re-runs.
+void Analyse(const Graph& g, size_t num_fwd, const std::set<int>& params, int checkpoint,
+             const DeviceProfile& dev, PieceCost* out) {
+  const auto& nodes = g.nodes();
+  const size_t nv = g.values().size();
+  std::vector<int> base(nv);
+  for (size_t v = 0; v < nv; ++v) {
+    const Value& val = g.values()[v];
+    base[v] = (val.producer >= 0 && IsView(nodes[val.producer].op))
+                  ? base[nodes[val.producer].inputs[0]]
+                  : static_cast<int>(v);
+  }
+  std::vector<int> last_use(nv, -1);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    for (int v : nodes[i].inputs) last_use[base[v]] = static_cast<int>(i);
+  }
+  // Forward values read by the backward: saved activations.
+  std::set<int> saved;
+  for (size_t i = num_fwd; i < nodes.size(); ++i) {
+    for (int v : nodes[i].inputs) {
+      const int b = base[v];
+      const int p = g.values()[b].producer;
+      const bool from_forward = (p >= 0 && static_cast<size_t>(p) < num_fwd) || b == checkpoint;
+      if (from_forward && !params.count(b)) saved.insert(b);
+    }
+  }
+  double cheap_time = 0;
+  int64_t cheap_bytes = 0;
+  for (size_t i = 0; i < num_fwd; ++i) {
+    const Node& n = nodes[i];
+    const double t = OpTime(g, n, dev);
+    out->fwd_time += t;
+    out->fwd_flops += ops::OpCost(g, n).flops;
+    out->num_ops += !IsView(n.op);
+    if (n.op == OpKind::kRmsNorm || n.op == OpKind::kSwiGlu) {
+      cheap_time += t;
+      if (saved.count(n.outputs[0])) cheap_bytes += Bytes(g.info(n.outputs[0]));
+    }
+  }
+  for (size_t i = num_fwd; i < nodes.size(); ++i) {
+    out->bwd_time += OpTime(g, nodes[i], dev);
+    out->bwd_flops += ops::OpCost(g, nodes[i]).flops;
+    out->num_ops += !IsView(nodes[i].op);
+  }
+  int64_t saved_bytes = 0;
+  for (int v : saved) saved_bytes += Bytes(g.info(v));
+  out->saved_bytes[kRecomputeNone] = saved_bytes;
+  out->saved_bytes[kRecomputeSelective] = saved_bytes - cheap_bytes;
+  out->saved_bytes[kRecomputeFull] = checkpoint >= 0 ? Bytes(g.info(checkpoint)) : saved_bytes;
+  out->recompute_time[kRecomputeSelective] = cheap_time;
+  out->recompute_time[kRecomputeFull] = out->fwd_time;
+  // Backward temporaries: live backward-produced values (weight gradients go to their buffers).
+  std::set<int> weight_grads;
+  for (int v : g.outputs()) weight_grads.insert(base[v]);
+  int64_t live = 0, peak = 0;
+  std::vector<int64_t> sizes(nv, 0);
+  for (size_t i = num_fwd; i < nodes.size(); ++i) {
+    for (int v : nodes[i].outputs) {
+      if (base[v] != v || weight_grads.count(v)) continue;
+      sizes[v] = Bytes(g.info(v));
+      live += sizes[v];
+    }
+    peak = std::max(peak, live);
+    for (int v : nodes[i].inputs) {
+      const int b = base[v];
+      if (sizes[b] > 0 && last_use[b] == static_cast<int>(i)) {
+        live -= sizes[b];
+        sizes[b] = 0;
+      }
+    }
+  }
+  out->transient_bytes = peak;
+}
+
+// Differentiates `out` w.r.t. `wrt` seeded by a fresh input, marking the weight gradients as graph
+// outputs. Returns the number of forward nodes.
+size_t AppendBackward(Graph* g, int out, const std::vector<int>& wrt, std::set<int>* grads) {
+  const size_t num_fwd = g->nodes().size();
+  const int seed = g->AddInput(g->info(out), "dout");
+  for (int gv : runtime::BuildBackward(g, out, seed, wrt)) {
+    if (gv >= 0) {
+      g->MarkOutput(gv);
+      grads->insert(gv);
+    }
+  }
+  return num_fwd;
+}
+
+std::string DT(DType d) { return std::string(DTypeName(d)); }
+}  // namespace
+
+PieceCost DecoderLayerCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dt,
+                           const DeviceProfile& dev) {
+  const int64_t C = c.hidden_size, D = c.head_dim();
+  const int64_t H = c.num_attention_heads / tp, Hkv = c.num_key_value_heads / tp;
+  const int64_t I = c.intermediate_size / tp;
+  Graph g;
+  ops::GraphBuilder gb(&g);
+  const int x = g.AddInput({dt, {b, t, C}}, "x");
+  auto W = [&](Shape s) { return g.AddInput({dt, std::move(s)}); };
+  const int ln1 = W({C}), wq = W({H * D, C}), wk = W({Hkv * D, C}), wv = W({Hkv * D, C});
+  const int wo = W({C, H * D}), ln2 = W({C}), wg = W({I, C}), wu = W({I, C}), wd = W({C, I});
+  const Attrs lin{{"trans_b", int64_t{1}}};
+  const Attrs eps{{"eps", c.rms_norm_eps}};
+  const Attrs rope{{"theta", c.rope_theta}};
+  int h = gb.Emit1(OpKind::kRmsNorm, {x, ln1}, eps);
+  int q = gb.Reshape(gb.Emit1(OpKind::kMatMul, {h, wq}, lin), {b, t, H, D});
+  int k = gb.Reshape(gb.Emit1(OpKind::kMatMul, {h, wk}, lin), {b, t, Hkv, D});
+  const int v = gb.Reshape(gb.Emit1(OpKind::kMatMul, {h, wv}, lin), {b, t, Hkv, D});
+  q = gb.Emit1(OpKind::kRotary, {q}, rope);
+  k = gb.Emit1(OpKind::kRotary, {k}, rope);
+  const int a = gb.Reshape(gb.Emit(OpKind::kAttention, {q, k, v}, {{"causal", int64_t{1}}})[0],
+                           {b, t, H * D});
+  const int x1 = gb.Add(x, gb.Emit1(OpKind::kMatMul, {a, wo}, lin));
+  h = gb.Emit1(OpKind::kRmsNorm, {x1, ln2}, eps);
+  const int m = gb.Emit1(OpKind::kSwiGlu, {gb.Emit1(OpKind::kMatMul, {h, wg}, lin),
+                                           gb.Emit1(OpKind::kMatMul, {h, wu}, lin)});
+  const int out = gb.Add(x1, gb.Emit1(OpKind::kMatMul, {m, wd}, lin));
+  const std::vector<int> weights{ln1, wq, wk, wv, wo, ln2, wg, wu, wd};
+  std::vector<int> wrt = weights;
+  wrt.push_back(x);
+  std::set<int> grads;
+  const size_t num_fwd = AppendBackward(&g, out, wrt, &grads);
+  PieceCost cost;
+  Analyse(g, num_fwd, std::set<int>(weights.begin(), weights.end()), x, dev, &cost);
+  for (int w : weights) cost.params += Numel(g.info(w).shape);
+  if (tp > 1) cost.tp_allreduce_bytes = b * t * C * DTypeSize(dt);
+  (void)DT;
+  return cost;
+}
+
+PieceCost HeadCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dt,
+                   const DeviceProfile& dev) {
+  const int64_t C = c.hidden_size, V = (c.vocab_size + tp - 1) / tp;
+  Graph g;
+  ops::GraphBuilder gb(&g);
+  const int x = g.AddInput({dt, {b, t, C}}, "x");
+  const int norm = g.AddInput({dt, {C}}), head = g.AddInput({dt, {V, C}});
+  const int labels = g.AddInput({DType::kI64, {b, t}});
+  const int h = gb.Emit1(OpKind::kRmsNorm, {x, norm}, {{"eps", c.rms_norm_eps}});
+  const int logits = gb.Emit1(OpKind::kMatMul, {h, head}, {{"trans_b", int64_t{1}}});
+  const int loss = gb.Emit(OpKind::kCrossEntropy, {logits, labels}, {{"shift", int64_t{1}}})[0];
+  std::set<int> grads;
+  const size_t num_fwd = AppendBackward(&g, loss, {norm, head, x}, &grads);
+  PieceCost cost;
+  Analyse(g, num_fwd, {norm, head}, x, dev, &cost);
+  cost.params = C + (c.tie_word_embeddings ? 0 : V * C);
+  return cost;
+}
+
+PieceCost EmbeddingCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dt,
+                        const DeviceProfile& dev) {
+  const int64_t C = c.hidden_size, V = (c.vocab_size + tp - 1) / tp;
+  PieceCost cost;
+  const double bytes = static_cast<double>(b * t * C * DTypeSize(dt));
+  cost.fwd_time = bytes / dev.memory_bandwidth + dev.kernel_overhead_s;
+  cost.bwd_time = (2 * bytes + static_cast<double>(V * C * DTypeSize(dt))) / dev.memory_bandwidth +
+                  dev.kernel_overhead_s;
+  cost.params = V * C;
+  cost.num_ops = 2;
+  return cost;
+}
+
+}  // namespace moreh::planner

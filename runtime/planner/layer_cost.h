@@ -1,0 +1,41 @@
+// Costs of the pieces of a Llama training step, taken from the real step graph: one decoder layer
+// (sharded for a tensor-parallel degree) and the head (final norm, lm_head, cross-entropy),
+// recorded with the same ops the runtime executes, then differentiated by the same autograd. FLOPs
+// and bytes come from each op's cost function; saved activations from liveness over that graph (a
+// forward value is saved when a backward node reads it; views count once, with their base). Pure
+// functions.
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/core/dtype.h"
+#include "runtime/models/llama.h"
+#include "runtime/planner/cluster.h"
+
+namespace moreh::planner {
+
+// Recomputation levels, as on the reference platform.
+enum Recompute : int { kRecomputeNone = 0, kRecomputeSelective = 1, kRecomputeFull = 2 };
+
+struct PieceCost {
+  double fwd_time = 0, bwd_time = 0;  // seconds per micro-batch on one device (roofline)
+  double fwd_flops = 0, bwd_flops = 0;
+  int64_t saved_bytes[3] = {0, 0, 0};    // activations kept from forward to backward, per level
+  double recompute_time[3] = {0, 0, 0};  // extra backward time per level
+  int64_t transient_bytes = 0;           // peak of backward temporaries (gradients of activations)
+  int64_t params = 0;                    // parameters on one tensor-parallel shard
+  int64_t tp_allreduce_bytes = 0;  // bytes of each TP all-reduce (4 per layer per micro-batch)
+  int num_ops = 0;
+};
+
+// One decoder layer for micro-batch [b, t] under tensor parallelism `tp` (heads, key/value heads
+// and the MLP split tp ways, Megatron style), computing in `dtype`.
+PieceCost DecoderLayerCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dtype,
+                           const DeviceProfile& dev);
+// Final RMSNorm + lm_head (vocabulary split tp ways) + cross-entropy; and the embedding lookup.
+PieceCost HeadCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dtype,
+                   const DeviceProfile& dev);
+PieceCost EmbeddingCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dtype,
+                        const DeviceProfile& dev);
+
+}  // namespace moreh::planner

@@ -1,0 +1,466 @@
+#include "runtime/planner/planner.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "runtime/core/error.h"
+#include "runtime/log.h"
+#include "runtime/planner/layer_cost.h"
+
+namespace moreh::planner {
+namespace {
+
+struct Costs {
+  PieceCost layer, head, embed;
+};
+
+// Layer costs depend only on (batch per device, tp): computed once per pair and shared.
+class CostCache {
+ public:
+  CostCache(const TrainJob& job, const ClusterSpec& cl) : job_(job), cl_(cl) {}
+  const Costs& Get(int b, int tp) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = cache_.find({b, tp});
+    if (it != cache_.end()) return it->second;
+    Costs c;
+    c.layer = DecoderLayerCost(job_.model, b, job_.seq_len, tp, job_.compute_dtype, cl_.device);
+    c.head = HeadCost(job_.model, b, job_.seq_len, tp, job_.compute_dtype, cl_.device);
+    c.embed = EmbeddingCost(job_.model, b, job_.seq_len, tp, job_.compute_dtype, cl_.device);
+    return cache_.emplace(std::make_pair(b, tp), c).first->second;
+  }
+
+ private:
+  const TrainJob& job_;
+  const ClusterSpec& cl_;
+  std::mutex mu_;
+  std::map<std::pair<int, int>, Costs> cache_;
+};
+
+double RingAllReduce(double bytes, int n, double bw, double lat) {
+  if (n <= 1 || bytes <= 0) return 0;
+  return 2.0 * (n - 1) / n * bytes / bw + 2.0 * (n - 1) * lat;
+}
+
+struct StageMemory {
+  double per_layer;  // bytes one more layer adds to this stage
+  double fixed;      // bytes independent of the layer count
+};
+
+// Per-device bytes of stage s. Mixed precision: bf16 weights (2) and gradients (2), f32 master
+// weights and AdamW m, v (12); f32: weights 4, gradients 4, m and v 8.
+StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candidate& c,
+                       const Costs& k, int s) {
+  const bool mixed = job.compute_dtype != DType::kF32;
+  const double dp = c.dp;
+  const double w = mixed ? 2 : 4, gsz = mixed ? 2 : 4, opt = mixed ? 12 : 8;
+  const double w_per = c.distribute_low_prec_param ? w / dp : w;
+  const double g_per = c.distribute_param ? gsz / dp : gsz;
+  const double o_per = c.distribute_param ? opt / dp : opt;
+  const double per_param = w_per + g_per + o_per;
+  const int p = c.num_stages;
+  const double inflight = std::min(c.num_micro_batches, p - s);
+  StageMemory m;
+  m.per_layer = static_cast<double>(k.layer.params) * per_param +
+                static_cast<double>(k.layer.saved_bytes[c.recompute]) * inflight;
+  double fixed = static_cast<double>(cl.device.reserved_bytes);
+  // Working set of one layer's backward; under full recomputation its forward activations too.
+  double transient = static_cast<double>(k.layer.transient_bytes);
+  if (c.recompute == kRecomputeFull) transient += static_cast<double>(k.layer.saved_bytes[0]);
+  if (c.recompute == kRecomputeSelective) {
+    transient += static_cast<double>(k.layer.saved_bytes[0] - k.layer.saved_bytes[1]);
+  }
+  // Gathered compute weights and the gradient bucket of one layer when sharded.
+  if (c.distribute_low_prec_param) transient += static_cast<double>(k.layer.params) * w;
+  if (c.distribute_param) fixed += static_cast<double>(k.layer.params) * gsz;
+  if (s == 0) fixed += static_cast<double>(k.embed.params) * per_param;
+  if (s == p - 1) {
+    fixed +=
+        static_cast<double>(k.head.params) * per_param + static_cast<double>(k.head.saved_bytes[0]);
+    transient = std::max(transient, static_cast<double>(k.head.transient_bytes));
+  }
+  if (p > 1) {  // activation send/receive buffers
+    fixed += 2.0 * static_cast<double>(c.batch_per_device * job.seq_len * job.model.hidden_size *
+                                       DTypeSize(job.compute_dtype));
+  }
+  m.fixed = fixed + transient;
+  return m;
+}
+
+// Splits the layers into contiguous stages balancing predicted time within the memory budget.
+// Returns false (with *why) when they cannot fit.
+bool PartitionStages(const TrainJob& job, const ClusterSpec& cl, const Candidate& c, const Costs& k,
+                     double budget, double layer_time, const std::vector<double>& extra_time,
+                     std::vector<int>* layers, std::string* why) {
+  const int p = c.num_stages, L = static_cast<int>(job.model.num_hidden_layers);
+  std::vector<int> max_layers(p);
+  int64_t total_max = 0;
+  for (int s = 0; s < p; ++s) {
+    const StageMemory m = StageBytes(job, cl, c, k, s);
+    const double room = budget - m.fixed;
+    max_layers[s] = room <= 0 ? 0 : static_cast<int>(std::min<double>(L, room / m.per_layer));
+    if (max_layers[s] < 1) {
+      *why = fmt::format("stage {} needs {:.2f} GiB before any layer (budget {:.2f} GiB)", s,
+                         (m.fixed + m.per_layer) / (1 << 30), budget / (1 << 30));
+      return false;
+    }
+    total_max += max_layers[s];
+  }
+  if (total_max < L) {
+    *why = fmt::format("only {} of {} layers fit in {:.2f} GiB per device", total_max, L,
+                       budget / (1 << 30));
+    return false;
+  }
+  auto count = [&](double t, std::vector<int>* n) {
+    int64_t sum = 0;
+    for (int s = 0; s < p; ++s) {
+      const double room = t - extra_time[s];
+      (*n)[s] = room <= 0 ? 0 : std::min(max_layers[s], static_cast<int>(room / layer_time + 1e-9));
+      sum += (*n)[s];
+    }
+    return sum;
+  };
+  double lo = 0, hi = L * layer_time + *std::max_element(extra_time.begin(), extra_time.end());
+  std::vector<int> n(p);
+  for (int it = 0; it < 60 && hi - lo > 1e-9 * hi; ++it) {
+    const double mid = 0.5 * (lo + hi);
+    (count(mid, &n) >= L ? hi : lo) = mid;
+  }
+  count(hi, &n);
+  int64_t sum = 0;
+  for (int x : n) sum += x;
+  while (sum > L) {  // drop layers from the slowest stages
+    int worst = -1;
+    for (int s = 0; s < p; ++s) {
+      if (n[s] > 1 && (worst < 0 || n[s] * layer_time + extra_time[s] >
+                                        n[worst] * layer_time + extra_time[worst])) {
+        worst = s;
+      }
+    }
+    if (worst < 0) break;
+    --n[worst];
+    --sum;
+  }
+  for (int s = 0; s < p; ++s) {
+    if (n[s] < 1 || sum != L) {
+      *why = "cannot give every stage a layer";
+      return false;
+    }
+  }
+  *layers = n;
+  return true;
+}
+
+}  // namespace
+
+double ModelFlopsPerToken(const models::LlamaConfig& c, int64_t seq_len) {
+  return 6.0 * static_cast<double>(c.NumParameters()) +
+         12.0 * static_cast<double>(c.num_hidden_layers * c.hidden_size * seq_len);
+}
+
+PlannerOptions PlannerOptions::FromEnvironment() {
+  PlannerOptions o;
+  if (const char* v = std::getenv("MOREH_ADVANCED_PARALLELIZATION_MAX_PARALLEL_COMPILE_THREADS")) {
+    o.threads = std::max(0, std::atoi(v));
+  }
+  if (const char* v = std::getenv("MOREH_ADVANCED_PARALLELIZATION_MEMORY_USAGE_CORRECTION_RATIO")) {
+    const int r = std::atoi(v);
+    if (r > 0 && r <= 100) o.memory_usage_ratio = r / 100.0;
+  }
+  if (const char* v = std::getenv("MOREH_ADVANCED_PARALLELIZATION_DETAILED_LOG")) {
+    o.detailed_log = std::atoi(v);
+  }
+  return o;
+}
+
+std::string Candidate::Describe() const {
+  return fmt::format(
+      "num_stages : {}, num_micro_batches : {}, batch_per_device : {}, {}, recomputation : {}, "
+      "distribute_param : {}, distribute_low_prec_param : {}",
+      num_stages, num_micro_batches, batch_per_device,
+      tp == 1 ? std::string("No TP") : fmt::format("TP : {}", tp), recompute, distribute_param,
+      distribute_low_prec_param);
+}
+
+static Candidate Evaluate(const TrainJob& job, const ClusterSpec& cl, const PlannerOptions& o,
+                          Candidate c, CostCache& cache) {
+  const Costs& k = cache.Get(c.batch_per_device, c.tp);
+  const double budget = static_cast<double>(cl.device.memory_bytes) * o.memory_usage_ratio;
+  const int p = c.num_stages;
+  const DeviceProfile& dev = cl.device;
+  // Links: TP inside a node; DP and PP groups cross nodes once tp * dp exceeds a node.
+  const double tp_ar = RingAllReduce(static_cast<double>(k.layer.tp_allreduce_bytes), c.tp,
+                                     cl.intra_node_bandwidth, cl.intra_node_latency);
+  const bool dp_inter = c.tp * c.dp > cl.devices_per_node;
+  const bool pp_inter = c.tp * c.dp >= cl.devices_per_node && cl.num_devices > cl.devices_per_node;
+  const double layer_fwd = k.layer.fwd_time + 2 * tp_ar;
+  const double layer_bwd = k.layer.bwd_time + 2 * tp_ar + k.layer.recompute_time[c.recompute];
+  std::vector<double> extra(p, 0);
+  extra[0] += k.embed.fwd_time + k.embed.bwd_time;
+  extra[p - 1] += k.head.fwd_time + k.head.bwd_time;
+  std::vector<int> layers;
+  if (!PartitionStages(job, cl, c, k, budget, layer_fwd + layer_bwd, extra, &layers, &c.reason)) {
+    c.feasible = false;
+    // Still report the memory of an even split, to say how far off it is.
+    int64_t worst = 0;
+    for (int s = 0; s < p; ++s) {
+      const StageMemory m = StageBytes(job, cl, c, k, s);
+      const double n = std::ceil(static_cast<double>(job.model.num_hidden_layers) / p);
+      worst = std::max(worst, static_cast<int64_t>(m.fixed + n * m.per_layer));
+    }
+    c.peak_bytes = worst;
+    return c;
+  }
+  c.stage_layers = layers;
+  std::vector<double> fwd(p), bwd(p), rec(p, 0);
+  c.peak_bytes = 0;
+  double dp_max = 0, opt_max = 0;
+  const bool mixed = job.compute_dtype != DType::kF32;
+  for (int s = 0; s < p; ++s) {
+    fwd[s] = layers[s] * layer_fwd + (s == 0 ? k.embed.fwd_time : 0) +
+             (s == p - 1 ? k.head.fwd_time : 0);
+    bwd[s] = layers[s] * layer_bwd + (s == 0 ? k.embed.bwd_time : 0) +
+             (s == p - 1 ? k.head.bwd_time : 0);
+    const StageMemory m = StageBytes(job, cl, c, k, s);
+    const int64_t bytes = static_cast<int64_t>(m.fixed + layers[s] * m.per_layer);
+    c.stage_peak_bytes.push_back(bytes);
+    c.peak_bytes = std::max(c.peak_bytes, bytes);
+    const double params = static_cast<double>(layers[s] * k.layer.params) +
+                          (s == 0 ? k.embed.params : 0) + (s == p - 1 ? k.head.params : 0);
+    // Gradient reduction over DP (reduce-scatter + all-gather when sharded: the same volume);
+    // modelled without overlap with the backward, which makes it an upper bound.
+    dp_max =
+        std::max(dp_max, RingAllReduce(params * (mixed ? 2 : 4), c.dp,
+                                       dp_inter ? cl.inter_node_bandwidth : cl.intra_node_bandwidth,
+                                       dp_inter ? cl.inter_node_latency : cl.intra_node_latency));
+    const double opt_params = c.distribute_param ? params / c.dp : params;
+    opt_max = std::max(opt_max, opt_params * (mixed ? 30.0 : 24.0) / dev.memory_bandwidth);
+  }
+  const double act_bytes = static_cast<double>(
+      c.batch_per_device * job.seq_len * job.model.hidden_size * DTypeSize(job.compute_dtype));
+  const double send =
+      p > 1 ? act_bytes / (pp_inter ? cl.inter_node_bandwidth : cl.intra_node_bandwidth) +
+                  (pp_inter ? cl.inter_node_latency : cl.intra_node_latency)
+            : 0;
+  const auto table = OneFOneB(p, c.num_micro_batches, false);
+  c.pipeline_time = SimulatePipeline(table, fwd, bwd, rec, send);
+  double ideal = 0;
+  for (int s = 0; s < p; ++s) ideal = std::max(ideal, (fwd[s] + bwd[s]) * c.num_micro_batches);
+  c.bubble_fraction = c.pipeline_time > 0 ? 1.0 - ideal / c.pipeline_time : 0;
+  c.dp_time = dp_max;
+  c.optimizer_time = opt_max;
+  c.step_time = c.pipeline_time + c.dp_time + c.optimizer_time;
+  c.tokens_per_s = static_cast<double>(job.global_batch * job.seq_len) / c.step_time;
+  c.mfu = c.tokens_per_s * ModelFlopsPerToken(job.model, job.seq_len) /
+          (static_cast<double>(cl.num_devices) * dev.peak_flops);
+  c.feasible = c.peak_bytes <= budget;
+  if (!c.feasible) c.reason = "exceeds the memory budget";
+  return c;
+}
+
+Candidate EvaluateCandidate(const TrainJob& job, const ClusterSpec& cluster,
+                            const PlannerOptions& options, Candidate c) {
+  CostCache cache(job, cluster);
+  return Evaluate(job, cluster, options, c, cache);
+}
+
+namespace {
+std::vector<Candidate> Enumerate(const TrainJob& job, const ClusterSpec& cl,
+                                 const PlannerOptions& o) {
+  std::vector<Candidate> out;
+  const int D = cl.num_devices;
+  const auto& m = job.model;
+  if (!o.advanced_parallelization) {  // plain data parallelism: one replica per device
+    Candidate c;
+    c.dp = D;
+    c.batch_per_device = static_cast<int>(std::max<int64_t>(1, job.global_batch / D));
+    out.push_back(c);
+    return out;
+  }
+  const int max_tp = o.max_tp > 0 ? std::min(o.max_tp, cl.devices_per_node) : cl.devices_per_node;
+  for (int tp = 1; tp <= max_tp; tp *= 2) {
+    if (D % tp || m.num_attention_heads % tp || m.num_key_value_heads % tp ||
+        m.intermediate_size % tp) {
+      continue;
+    }
+    const int max_pp = !o.pipeline ? 1
+                                   : std::min<int>(o.max_stages > 0 ? o.max_stages : D,
+                                                   static_cast<int>(m.num_hidden_layers));
+    for (int pp = 1; pp <= max_pp; ++pp) {
+      if ((D / tp) % pp) continue;
+      const int dp = D / tp / pp;
+      if (job.global_batch % dp) continue;
+      const int64_t per_dp = job.global_batch / dp;
+      for (int64_t bpd = 1; bpd <= per_dp; ++bpd) {
+        if (per_dp % bpd) continue;
+        const int64_t mb = per_dp / bpd;
+        if (o.max_micro_batches > 0 && mb > o.max_micro_batches) continue;
+        if (pp > 1 && mb < pp) continue;  // fewer micro-batches than stages only idles devices
+        for (int r : o.recompute_levels) {
+          for (int dist = 0; dist < (o.distribute_param && dp > 1 ? 3 : 1); ++dist) {
+            Candidate c;
+            c.tp = tp;
+            c.num_stages = pp;
+            c.dp = dp;
+            c.batch_per_device = static_cast<int>(bpd);
+            c.num_micro_batches = static_cast<int>(mb);
+            c.recompute = r;
+            c.distribute_param = dist >= 1;
+            c.distribute_low_prec_param = dist == 2;
+            out.push_back(c);
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+}  // namespace
+
+Plan PlanTraining(const TrainJob& job, const ClusterSpec& cl, const PlannerOptions& o) {
+  InitLogging();
+  cl.Validate().ThrowIfError();
+  job.model.Validate().ThrowIfError();
+  MOREH_CHECK(job.global_batch > 0 && job.seq_len > 0,
+              "planner: batch ({}) and sequence ({}) must be positive", job.global_batch,
+              job.seq_len);
+  Plan plan;
+  plan.device_memory = cl.device.memory_bytes;
+  plan.budget_bytes = static_cast<double>(cl.device.memory_bytes) * o.memory_usage_ratio;
+  std::vector<Candidate> cands = Enumerate(job, cl, o);
+  if (o.log && o.advanced_parallelization) {
+    spdlog::info("Got DBs from backend for auto config.");
+    spdlog::info("The number of candidates is {}.", cands.size());
+    spdlog::info("Parallel Graph Compile start...");
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  CostCache cache(job, cl);
+  int threads = o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
+  threads = std::max(1, std::min<int>(threads, static_cast<int>(cands.size())));
+  std::atomic<size_t> next{0};
+  std::vector<std::thread> pool;
+  std::exception_ptr error;
+  std::mutex error_mu;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      try {
+        for (size_t i = next++; i < cands.size(); i = next++) {
+          cands[i] = Evaluate(job, cl, o, cands[i], cache);
+        }
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mu);
+        error = std::current_exception();
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  if (error) std::rethrow_exception(error);
+  const auto t1 = std::chrono::steady_clock::now();
+  plan.compile_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
+  for (const Candidate& c : cands) plan.num_feasible += c.feasible;
+  if (o.log && o.advanced_parallelization) {
+    spdlog::info("Elapsed Time to compile all candidates = {} [ms]",
+                 static_cast<int64_t>(plan.compile_ms));
+    spdlog::info("Parallel Graph Compile finished.");
+    spdlog::info("The number of possible candidates is {}.", plan.num_feasible);
+    spdlog::info("SelectBestGraphFromCandidates start...");
+  }
+  const Candidate* best = nullptr;
+  const Candidate* smallest = nullptr;
+  for (const Candidate& c : cands) {
+    if (!smallest || c.peak_bytes < smallest->peak_bytes) smallest = &c;
+    if (c.feasible && (!best || c.step_time < best->step_time)) best = &c;
+  }
+  const auto t2 = std::chrono::steady_clock::now();
+  plan.select_ms = std::chrono::duration<double, std::milli>(t2 - t1).count();
+  if (o.log && o.advanced_parallelization) {
+    spdlog::info("Elapsed Time to compute cost for survived candidates = {} [ms]",
+                 static_cast<int64_t>(plan.select_ms));
+    spdlog::info("SelectBestGraphFromCandidates finished.");
+  }
+  if (o.detailed_log >= 1) {
+    for (const Candidate& c : cands) {
+      spdlog::info("  {} | {} | peak {:.2f} GiB | step {:.3f} s | {:.0f} tokens/s | MFU {:.1f}%{}",
+                   c.Describe(), c.feasible ? "ok" : "infeasible",
+                   static_cast<double>(c.peak_bytes) / (1 << 30), c.step_time, c.tokens_per_s,
+                   100 * c.mfu, c.feasible ? "" : " (" + c.reason + ")");
+    }
+  }
+  plan.candidates = std::move(cands);
+  if (!best) {
+    const int64_t requested = smallest ? smallest->peak_bytes : 0;
+    if (o.detailed_log >= 2) std::ofstream("autoconfig_log.dump") << plan.ToJson();
+    throw OutOfMemoryError(cl.device.name, requested, static_cast<int64_t>(plan.budget_bytes),
+                           cl.device.memory_bytes);
+  }
+  plan.chosen = *best;
+  plan.schedule =
+      OneFOneB(best->num_stages, best->num_micro_batches, best->recompute == kRecomputeFull);
+  if (o.log && o.advanced_parallelization) {
+    spdlog::info("Configuration for parallelism is selected.");
+    spdlog::info("{}", plan.chosen.Describe());
+  }
+  if (o.detailed_log >= 2) std::ofstream("autoconfig_log.dump") << plan.ToJson();
+  return plan;
+}
+
+std::string Plan::ToJson() const {
+  using json = nlohmann::json;
+  auto cj = [](const Candidate& c) {
+    return json{{"num_stages", c.num_stages},
+                {"num_micro_batches", c.num_micro_batches},
+                {"batch_per_device", c.batch_per_device},
+                {"tp", c.tp},
+                {"dp", c.dp},
+                {"recomputation", c.recompute},
+                {"distribute_param", c.distribute_param},
+                {"distribute_low_prec_param", c.distribute_low_prec_param},
+                {"feasible", c.feasible},
+                {"reason", c.reason},
+                {"stage_layers", c.stage_layers},
+                {"stage_peak_bytes", c.stage_peak_bytes},
+                {"peak_bytes", c.peak_bytes},
+                {"step_time_s", c.step_time},
+                {"pipeline_time_s", c.pipeline_time},
+                {"bubble_fraction", c.bubble_fraction},
+                {"dp_time_s", c.dp_time},
+                {"optimizer_time_s", c.optimizer_time},
+                {"tokens_per_s", c.tokens_per_s},
+                {"mfu", c.mfu}};
+  };
+  json j;
+  j["device_memory_bytes"] = device_memory;
+  j["budget_bytes"] = budget_bytes;
+  j["compile_ms"] = compile_ms;
+  j["num_candidates"] = candidates.size();
+  j["num_feasible"] = num_feasible;
+  if (chosen.feasible) j["chosen"] = cj(chosen);
+  json all = json::array();
+  for (const Candidate& c : candidates) all.push_back(cj(c));
+  j["candidates"] = std::move(all);
+  json sched = json::array();
+  for (const auto& stage : schedule) {
+    json steps = json::array();
+    for (const auto& s : stage) {
+      steps.push_back({{"micro_batch", s.micro_batch},
+                       {"phase", s.phase == Phase::kForward    ? "forward"
+                                 : s.phase == Phase::kBackward ? "backward"
+                                                               : "recompute"}});
+    }
+    sched.push_back(std::move(steps));
+  }
+  j["schedule"] = std::move(sched);
+  return j.dump(2);
+}
+
+}  // namespace moreh::planner
