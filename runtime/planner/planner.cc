@@ -71,14 +71,26 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
   const int p = c.num_stages;
   const double inflight = std::min(c.num_micro_batches, p - s);
   StageMemory m;
+  // Unfused attention keeps the T x T probabilities unless the attention core is recomputed
+  // (selective recomputation is exactly that, as in Megatron-LM).
+  const double probs = job.flash_attention
+                           ? 0.0
+                           : static_cast<double>(c.batch_per_device) *
+                                 static_cast<double>(job.model.num_attention_heads / c.tp) *
+                                 static_cast<double>(job.seq_len * job.seq_len) *
+                                 DTypeSize(job.compute_dtype);
   m.per_layer = static_cast<double>(k.layer.params) * per_param +
-                static_cast<double>(k.layer.saved_bytes[c.recompute]) * inflight;
+                (static_cast<double>(k.layer.saved_bytes[c.recompute]) +
+                 (c.recompute == kRecomputeNone ? probs : 0.0)) *
+                    inflight;
   double fixed = static_cast<double>(cl.device.reserved_bytes);
   // Working set of one layer's backward; under full recomputation its forward activations too.
   double transient = static_cast<double>(k.layer.transient_bytes);
-  if (c.recompute == kRecomputeFull) transient += static_cast<double>(k.layer.saved_bytes[0]);
+  if (c.recompute == kRecomputeFull) {
+    transient += static_cast<double>(k.layer.saved_bytes[0]) + probs;
+  }
   if (c.recompute == kRecomputeSelective) {
-    transient += static_cast<double>(k.layer.saved_bytes[0] - k.layer.saved_bytes[1]);
+    transient += static_cast<double>(k.layer.saved_bytes[0] - k.layer.saved_bytes[1]) + probs;
   }
   // Gathered compute weights and the gradient bucket of one layer when sharded.
   if (c.distribute_low_prec_param) transient += static_cast<double>(k.layer.params) * w;
@@ -203,8 +215,18 @@ static Candidate Evaluate(const TrainJob& job, const ClusterSpec& cl, const Plan
                                      cl.intra_node_bandwidth, cl.intra_node_latency);
   const bool dp_inter = c.tp * c.dp > cl.devices_per_node;
   const bool pp_inter = c.tp * c.dp >= cl.devices_per_node && cl.num_devices > cl.devices_per_node;
-  const double layer_fwd = k.layer.fwd_time + 2 * tp_ar;
-  const double layer_bwd = k.layer.bwd_time + 2 * tp_ar + k.layer.recompute_time[c.recompute];
+  // Unfused attention moves the T x T scores through memory: about 4 passes forward (write scores,
+  // softmax read and write, read for P V) and 6 backward.
+  double attn_pass = 0;
+  if (!job.flash_attention) {
+    attn_pass = static_cast<double>(c.batch_per_device) * job.model.num_attention_heads / c.tp *
+                static_cast<double>(job.seq_len * job.seq_len) * DTypeSize(job.compute_dtype) /
+                dev.memory_bandwidth;
+  }
+  const double layer_fwd = k.layer.fwd_time + 2 * tp_ar + 4 * attn_pass;
+  const double layer_bwd = k.layer.bwd_time + 2 * tp_ar + 6 * attn_pass +
+                           k.layer.recompute_time[c.recompute] +
+                           (c.recompute == kRecomputeFull ? 4 * attn_pass : 0);
   std::vector<double> extra(p, 0);
   extra[0] += k.embed.fwd_time + k.embed.bwd_time;
   extra[p - 1] += k.head.fwd_time + k.head.bwd_time;

@@ -24,6 +24,9 @@ struct TrainJob {
   // bf16: mixed precision (bf16 weights, activations and gradients; f32 master weights and AdamW
   // states). f32: everything f32 (the CPU backend today).
   DType compute_dtype = DType::kBF16;
+  // false: attention materializes the T x T probabilities (as systems without a fused flash kernel
+  // do; used to model published measurements of such systems). The runtime's own kernel is fused.
+  bool flash_attention = true;
 };
 
 // User limits (the reference platform's enable_advanced_parallelization options and environment).
