@@ -4,9 +4,9 @@
 // the paper's own (t, p, batch) must be within 20 % of the paper's measurement, using the paper's
 // FLOP formula 96 B s l h^2 (1 + s / 6h + V / 16 l h). GPT's 4h MLP is modelled as a SwiGLU MLP of
 // the same FLOPs (3 h I = 8 h^2, I = 8h/3 rounded to the TP degree).
-#include <cmath>
-
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 #include "runtime/planner/planner.h"
 
@@ -20,9 +20,9 @@ struct Published {
 };
 
 ClusterSpec A100Cluster(int gpus) {
-  ClusterSpec c = ClusterSpec::FromFile(std::string(MOREH_SOURCE_DIR) +
-                                        "/examples/clusters/dgx-a100.json")
-                      .value();
+  ClusterSpec c =
+      ClusterSpec::FromFile(std::string(MOREH_SOURCE_DIR) + "/examples/clusters/dgx-a100.json")
+          .value();
   c.num_devices = gpus;
   return c;
 }
@@ -72,10 +72,11 @@ TEST(PlannerVsMegatron, PublishedThroughputWithin20Percent) {
   for (const Published& m : table) {
     Candidate c;
     const double pred = PredictedTflops(m, &c);
-    std::printf("%-6s paper %5.0f TFLOP/s/GPU, predicted %6.1f (step %.2f s, bubble %.0f%%, "
-                "peak %.1f GiB%s)\n",
-                m.name, m.tflops, pred, c.step_time, 100 * c.bubble_fraction,
-                static_cast<double>(c.peak_bytes) / (1 << 30), c.feasible ? "" : ", infeasible");
+    std::printf(
+        "%-6s paper %5.0f TFLOP/s/GPU, predicted %6.1f (step %.2f s, bubble %.0f%%, "
+        "peak %.1f GiB%s)\n",
+        m.name, m.tflops, pred, c.step_time, 100 * c.bubble_fraction,
+        static_cast<double>(c.peak_bytes) / (1 << 30), c.feasible ? "" : ", infeasible");
     EXPECT_NEAR(pred, m.tflops, 0.2 * m.tflops) << m.name;
     // The planner's own choice for the same job and cluster is predicted at least as fast.
     PlannerOptions o;

@@ -7,6 +7,8 @@
 
 #include <chrono>
 
+#include "runtime/core/allocator.h"
+#include "runtime/optim.h"
 #include "runtime/planner/layer_cost.h"
 #include "tests/test_util.h"
 
@@ -115,6 +117,51 @@ TEST(Planner, ReferenceJobApOffIsOutOfMemoryApOnFits) {
   ASSERT_EQ(plan.schedule.size(), static_cast<size_t>(plan.chosen.num_stages));
   for (const auto& stage : plan.schedule) {
     EXPECT_GE(stage.size(), 2u * plan.chosen.num_micro_batches);
+  }
+}
+
+// The memory model against the runtime itself: a real f32 training step of examples/llama-mini on
+// the CPU device, its allocator's measured peak, and the planner's prediction for the same
+// one-device plan. The prediction must never be below the measurement (a plan that runs out of
+// memory is the worst failure) and within 15 % above it (measured 6-10 % on 2026-11-27).
+TEST(PlannerMemory, PredictsTheCpuRuntimesPeak) {
+  const auto cfg =
+      models::LlamaConfig::FromFile(kSource + "/examples/llama-mini/config.json").value();
+  for (const auto& [B, T] : std::vector<std::pair<int64_t, int64_t>>{{8, 128}, {4, 256}}) {
+    runtime::Allocator* cpu = runtime::CpuAllocator();
+    const int64_t base = cpu->live_bytes();
+    int64_t measured = 0;
+    {
+      models::LlamaForCausalLM model(cfg, 0);
+      optim::AdamW opt(model.Parameters(), 1e-3);
+      std::vector<int64_t> ids(B * T);
+      for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>(i % 4000 + 5);
+      const Tensor x = Tensor::FromVector(ids, {B, T});
+      for (int s = 0; s < 2; ++s) {  // the second step holds optimizer state from the start
+        cpu->ResetPeak();
+        auto o = model(x, Tensor(), x);
+        o.loss.backward();
+        opt.step();
+        opt.zero_grad();
+        o.loss.item();
+      }
+      measured = cpu->peak_bytes() - base;
+    }
+    TrainJob job;
+    job.model = cfg;
+    job.global_batch = B;
+    job.seq_len = T;
+    job.compute_dtype = DType::kF32;
+    ClusterSpec cl = ClusterSpec::FromFile(kSource + "/examples/clusters/local-cpu.json").value();
+    cl.num_devices = cl.devices_per_node = 1;
+    cl.device.memory_bytes = int64_t{1} << 40;
+    Candidate c;
+    c.batch_per_device = static_cast<int>(B);
+    PlannerOptions o;
+    o.log = false;
+    const Candidate r = EvaluateCandidate(job, cl, o, c);
+    EXPECT_GE(r.peak_bytes, measured) << "B=" << B << " T=" << T;
+    EXPECT_LE(r.peak_bytes, 1.15 * measured) << "B=" << B << " T=" << T;
   }
 }
 
