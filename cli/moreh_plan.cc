@@ -9,8 +9,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include "runtime/log.h"
+#include "runtime/planner/plan_svg.h"
 #include "runtime/planner/planner.h"
 
 namespace moreh::cli {
@@ -38,6 +40,8 @@ int PlanMain(int argc, char** argv) {
   app.add_option("--ap", ap, "advanced parallelization on, or off (plain data parallelism)")
       ->check(CLI::IsMember({"on", "off"}));
   app.add_flag("--json", as_json, "print the plan as JSON");
+  std::string svg;
+  app.add_option("--svg", svg, "also write a picture of the chosen plan (SVG) to this file");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -76,6 +80,11 @@ int PlanMain(int argc, char** argv) {
     opts.advanced_parallelization = ap == "on";
     opts.log = !as_json;
     const planner::Plan plan = planner::PlanTraining(job, cluster, opts);
+    if (!svg.empty()) {
+      std::ofstream out(svg);
+      out << planner::PlanToSvg(plan, cluster);
+      MOREH_CHECK(out.good(), "{}: cannot write the picture", svg);
+    }
     if (as_json) {
       std::printf("%s\n", plan.ToJson().c_str());
       return 0;

@@ -5,12 +5,15 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 
 #include "runtime/log.h"
 
 namespace moreh::option {
 namespace {
 std::atomic<bool> g_enabled{false};
+std::mutex g_mu;
+AdvancedParallelizationOptions g_options;  // guarded by g_mu
 
 int EnvSetting() {  // -1 unset, 0 off, 1 on
   const char* v = std::getenv("MOREH_ENABLE_ADVANCED_PARALLELIZATION");
@@ -31,6 +34,19 @@ void enable_advanced_parallelization() {
   // Multi-device execution arrives with the planner and the worker daemons; until then the choice
   // is recorded and the job runs on one device.
   spdlog::info("Advanced Parallelization is enabled (this build runs the job on one device).");
+}
+
+void enable_advanced_parallelization(const AdvancedParallelizationOptions& options) {
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    g_options = options;
+  }
+  enable_advanced_parallelization();
+}
+
+AdvancedParallelizationOptions advanced_parallelization_options() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  return g_options;
 }
 
 void disable_advanced_parallelization() { g_enabled = false; }

@@ -16,6 +16,7 @@
 
 #include "runtime/core/error.h"
 #include "runtime/log.h"
+#include "runtime/option.h"
 #include "runtime/planner/layer_cost.h"
 
 namespace moreh::planner {
@@ -192,6 +193,19 @@ PlannerOptions PlannerOptions::FromEnvironment() {
   if (const char* v = std::getenv("MOREH_ADVANCED_PARALLELIZATION_DETAILED_LOG")) {
     o.detailed_log = std::atoi(v);
   }
+  return o;
+}
+
+PlannerOptions PlannerOptions::FromUserOptions() {
+  PlannerOptions o = FromEnvironment();
+  const option::AdvancedParallelizationOptions u = option::advanced_parallelization_options();
+  o.advanced_parallelization = option::advanced_parallelization_enabled();
+  o.pipeline = u.pipeline;
+  o.max_stages = u.max_stages;
+  o.max_micro_batches = u.max_micro_batches;
+  o.recompute_levels = u.recomputation;
+  o.distribute_param = u.distribute_parameters;
+  o.max_tp = u.max_tp;
   return o;
 }
 

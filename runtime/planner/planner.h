@@ -46,6 +46,8 @@ struct PlannerOptions {
 
   // Reads the MOREH_ADVANCED_PARALLELIZATION_* variables over the defaults.
   static PlannerOptions FromEnvironment();
+  // The user's switch and limits (moreh::option) plus the environment.
+  static PlannerOptions FromUserOptions();
 };
 
 struct Candidate {

@@ -9,6 +9,7 @@
 
 #include "runtime/core/allocator.h"
 #include "runtime/optim.h"
+#include "runtime/option.h"
 #include "runtime/planner/layer_cost.h"
 #include "tests/test_util.h"
 
@@ -184,6 +185,28 @@ TEST(Planner, SearchIsFast) {
   const double s70 = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_LT(s70, 2.0);
   EXPECT_TRUE(p70.chosen.feasible);
+}
+
+TEST(Planner, UserLimitsAreHonoured) {
+  option::AdvancedParallelizationOptions u;
+  u.pipeline = false;
+  u.recomputation = {2};
+  u.max_tp = 2;
+  option::enable_advanced_parallelization(u);
+  PlannerOptions o = PlannerOptions::FromUserOptions();
+  o.log = false;
+  TrainJob job;
+  job.model = Llama2("13b");
+  job.global_batch = 64;
+  job.seq_len = 1024;
+  const Plan plan = PlanTraining(job, ReferenceCluster(32), o);
+  for (const Candidate& c : plan.candidates) {
+    EXPECT_EQ(c.num_stages, 1);
+    EXPECT_EQ(c.recompute, 2);
+    EXPECT_LE(c.tp, 2);
+  }
+  option::enable_advanced_parallelization(option::AdvancedParallelizationOptions{});
+  option::disable_advanced_parallelization();
 }
 
 TEST(Planner, BadInputIsNamed) {

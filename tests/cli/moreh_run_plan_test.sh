@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# moreh-run plan: the reference job's dry run (log lines, JSON, picture), AP off out of memory,
+# and bad flags. usage: moreh_run_plan_test.sh <moreh-run> <source dir>
+set -uo pipefail
+RUN=$1
+SRC=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+check() { if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; fail=1; fi; }
+M=(--model-name-or-path "$SRC/examples/models/llama-2-13b" --batch-size 64 --block-size 1024)
+
+"$RUN" plan "${M[@]}" --device-size 4xLarge --svg "$tmp/plan.svg" >"$tmp/out" 2>&1
+check "plan exits 0" "[[ $? -eq 0 ]]"
+for line in "Got DBs from backend for auto config." "The number of candidates is " \
+    "Parallel Graph Compile start..." "Elapsed Time to compile all candidates = " \
+    "Parallel Graph Compile finished." "The number of possible candidates is " \
+    "SelectBestGraphFromCandidates start..." "SelectBestGraphFromCandidates finished." \
+    "Configuration for parallelism is selected." "] [info] num_stages : " "chosen: num_stages"; do
+  check "log: $line" "grep -qF -- '$line' '$tmp/out'"
+done
+check "picture written" "grep -q '<svg' '$tmp/plan.svg'"
+"$RUN" plan "${M[@]}" --device-size 4xLarge --json >"$tmp/plan.json" 2>"$tmp/err"
+check "json plan" "python3 -c \"import json,sys; p=json.load(open('$tmp/plan.json')); assert p['chosen']['feasible']; assert p['num_candidates'] > 100; assert len(p['schedule']) == p['chosen']['num_stages']\""
+"$RUN" plan "${M[@]}" --device-size 4xLarge --ap off >"$tmp/off" 2>&1
+rc=$?
+check "AP off: exit 1" "[[ $rc -eq 1 ]]"
+check "AP off: OUT_OF_MEMORY with bytes" "grep -q 'Error Code 4: OUT_OF_MEMORY' '$tmp/off' && grep -q 'Memory requested : ' '$tmp/off'"
+"$RUN" plan "${M[@]}" --device-size Enormous >"$tmp/bad" 2>&1
+check "unknown device size named" "[[ $? -ne 0 ]] && grep -q \"unknown device size 'Enormous'\" '$tmp/bad'"
+"$RUN" plan "${M[@]}" --cluster "$tmp/nope.json" >"$tmp/bad" 2>&1
+check "missing cluster file named" "[[ $? -ne 0 ]] && grep -q 'nope.json: cannot open' '$tmp/bad'"
+"$RUN" plan --batch-size 8 --block-size 16 --device-size Small >"$tmp/bad" 2>&1
+check "model required" "[[ $? -ne 0 ]]"
+"$RUN" plan --model-name-or-path "$SRC/examples/llama-mini" --batch-size 8 --block-size 256 \
+  --cluster "$SRC/examples/clusters/local-cpu.json" --dtype f32 >"$tmp/cpu" 2>&1
+check "local CPU cluster plan" "[[ $? -eq 0 ]] && grep -q 'chosen:' '$tmp/cpu'"
+exit $fail
