@@ -1,0 +1,262 @@
+#include "runtime/comm/ucx_transport.h"
+
+#include <fmt/format.h>
+#include <poll.h>
+#include <ucp/api/ucp.h>
+
+#include <algorithm>
+#include <map>
+
+namespace moreh::comm {
+
+struct RequestState {
+  void* ucx = nullptr;  // UCX request handle while in flight
+  bool done = false;
+  ucs_status_t status = UCS_OK;
+  int peer = -1;
+  bool send = false;
+  size_t expected = 0, received = 0;
+};
+
+namespace {
+void SendDone(void* request, ucs_status_t status, void* user) {
+  auto* s = static_cast<RequestState*>(user);
+  s->done = true;
+  s->status = status;
+}
+void RecvDone(void* request, ucs_status_t status, const ucp_tag_recv_info_t* info, void* user) {
+  auto* s = static_cast<RequestState*>(user);
+  s->done = true;
+  s->status = status;
+  if (info) s->received = info->length;
+}
+}  // namespace
+
+struct Peer {
+  ucp_ep_h ep = nullptr;
+  bool failed = false;
+  ucs_status_t error = UCS_OK;
+};
+
+struct UcxTransport::Impl {
+  ucp_context_h context = nullptr;
+  ucp_worker_h worker = nullptr;
+  int efd = -1;
+  std::map<int, Peer> peers;
+  std::vector<Request> live;  // requests the transport must keep alive until UCX releases them
+};
+
+namespace {
+void PeerFailed(void* arg, ucp_ep_h, ucs_status_t status) {
+  auto* p = static_cast<Peer*>(arg);
+  p->failed = true;
+  p->error = status;
+}
+
+Status Ucx(ucs_status_t s, const std::string& what) {
+  if (s == UCS_OK) return Status::Ok();
+  return Status(StatusCode::kUnavailable, what + ": " + ucs_status_string(s));
+}
+}  // namespace
+
+UcxTransport::UcxTransport(int rank) : rank_(rank), impl_(std::make_unique<Impl>()) {}
+
+StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Create(int rank) {
+  std::unique_ptr<UcxTransport> t(new UcxTransport(rank));
+  ucp_config_t* config = nullptr;
+  Status s = Ucx(ucp_config_read(nullptr, nullptr, &config), "ucp_config_read");
+  if (!s.ok()) return s;
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES;
+  params.features = UCP_FEATURE_TAG | UCP_FEATURE_WAKEUP;
+  s = Ucx(ucp_init(&params, config, &t->impl_->context), "ucp_init");
+  ucp_config_release(config);
+  if (!s.ok()) return s;
+  ucp_worker_params_t wp{};
+  wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  wp.thread_mode = UCS_THREAD_MODE_SINGLE;
+  s = Ucx(ucp_worker_create(t->impl_->context, &wp, &t->impl_->worker), "ucp_worker_create");
+  if (!s.ok()) return s;
+  s = Ucx(ucp_worker_get_efd(t->impl_->worker, &t->impl_->efd), "ucp_worker_get_efd");
+  if (!s.ok()) return s;
+  ucp_address_t* addr = nullptr;
+  size_t len = 0;
+  s = Ucx(ucp_worker_get_address(t->impl_->worker, &addr, &len), "ucp_worker_get_address");
+  if (!s.ok()) return s;
+  t->address_.assign(reinterpret_cast<const char*>(addr), len);
+  ucp_worker_release_address(t->impl_->worker, addr);
+  return t;
+}
+
+UcxTransport::~UcxTransport() {
+  if (!impl_ || !impl_->worker) return;
+  for (auto& [rank, p] : impl_->peers) {
+    if (!p.ep) continue;
+    ucp_request_param_t prm{};
+    prm.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    prm.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    void* r = ucp_ep_close_nbx(p.ep, &prm);
+    if (UCS_PTR_IS_PTR(r)) {
+      for (int i = 0; i < 1000 && ucp_request_check_status(r) == UCS_INPROGRESS; ++i) {
+        ucp_worker_progress(impl_->worker);
+      }
+      ucp_request_free(r);
+    }
+  }
+  for (auto& r : impl_->live) {
+    if (r->ucx && !r->done) ucp_request_cancel(impl_->worker, r->ucx);
+  }
+  for (int i = 0; i < 100; ++i) ucp_worker_progress(impl_->worker);
+  for (auto& r : impl_->live) {
+    if (r->ucx && r->done) ucp_request_free(r->ucx);
+  }
+  ucp_worker_destroy(impl_->worker);
+  ucp_cleanup(impl_->context);
+}
+
+Status UcxTransport::Connect(int peer, const std::string& address) {
+  if (address.empty()) return Status::InvalidArgument(fmt::format("peer {}: empty address", peer));
+  Peer& p = impl_->peers[peer];
+  if (p.ep) return Status::Ok();
+  ucp_ep_params_t ep{};
+  ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                  UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  ep.address = reinterpret_cast<const ucp_address_t*>(address.data());
+  ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+  ep.err_handler.cb = PeerFailed;
+  ep.err_handler.arg = &p;
+  return Ucx(ucp_ep_create(impl_->worker, &ep, &p.ep), fmt::format("connect to rank {}", peer));
+}
+
+bool UcxTransport::connected(int peer) const {
+  auto it = impl_->peers.find(peer);
+  return it != impl_->peers.end() && it->second.ep && !it->second.failed;
+}
+
+StatusOr<Request> UcxTransport::Send(int peer, const void* buf, size_t bytes, uint32_t channel,
+                                     uint32_t seq) {
+  auto it = impl_->peers.find(peer);
+  if (it == impl_->peers.end() || !it->second.ep) {
+    return Status(StatusCode::kFailedPrecondition, fmt::format("rank {} is not connected", peer));
+  }
+  if (it->second.failed) {
+    return Status(StatusCode::kUnavailable, fmt::format("rank {} is unreachable ({})", peer,
+                                                        ucs_status_string(it->second.error)));
+  }
+  auto st = std::make_shared<RequestState>();
+  st->peer = peer;
+  st->send = true;
+  ucp_request_param_t prm{};
+  prm.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+  prm.cb.send = SendDone;
+  prm.user_data = st.get();
+  void* r = ucp_tag_send_nbx(it->second.ep, buf, bytes, MakeTag(rank_, channel, seq), &prm);
+  if (UCS_PTR_IS_ERR(r)) {
+    return Status(StatusCode::kUnavailable,
+                  fmt::format("send to rank {}: {}", peer, ucs_status_string(UCS_PTR_STATUS(r))));
+  }
+  if (r == nullptr) {
+    st->done = true;
+  } else {
+    st->ucx = r;
+    impl_->live.push_back(st);
+  }
+  return st;
+}
+
+StatusOr<Request> UcxTransport::Recv(int peer, void* buf, size_t bytes, uint32_t channel,
+                                     uint32_t seq) {
+  auto st = std::make_shared<RequestState>();
+  st->peer = peer;
+  st->expected = bytes;
+  ucp_request_param_t prm{};
+  prm.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+  prm.cb.recv = RecvDone;
+  prm.user_data = st.get();
+  void* r =
+      ucp_tag_recv_nbx(impl_->worker, buf, bytes, MakeTag(peer, channel, seq), ~uint64_t{0}, &prm);
+  if (UCS_PTR_IS_ERR(r)) {
+    return Status(StatusCode::kUnavailable, fmt::format("receive from rank {}: {}", peer,
+                                                        ucs_status_string(UCS_PTR_STATUS(r))));
+  }
+  if (r == nullptr) {
+    st->done = true;
+    st->received = bytes;
+  } else {
+    st->ucx = r;
+    impl_->live.push_back(st);
+  }
+  return st;
+}
+
+Status UcxTransport::Wait(const Request& r, std::chrono::milliseconds timeout) {
+  return WaitAll({r}, timeout);
+}
+
+Status UcxTransport::WaitAll(const std::vector<Request>& reqs, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  Status result = Status::Ok();
+  while (true) {
+    while (ucp_worker_progress(impl_->worker) != 0) {
+    }
+    bool all = true;
+    for (const Request& r : reqs) {
+      if (r->done) {
+        if (r->status != UCS_OK && result.ok()) {
+          result = Status(StatusCode::kUnavailable,
+                          fmt::format("{} rank {} failed: {}", r->send ? "send to" : "receive from",
+                                      r->peer, ucs_status_string(r->status)));
+        } else if (!r->send && r->status == UCS_OK && r->received != r->expected && result.ok()) {
+          result = Status::InvalidArgument(fmt::format(
+              "rank {} sent {} bytes where {} were expected", r->peer, r->received, r->expected));
+        }
+        continue;
+      }
+      all = false;
+      auto p = impl_->peers.find(r->peer);
+      if (p != impl_->peers.end() && p->second.failed && result.ok()) {
+        result =
+            Status(StatusCode::kUnavailable, fmt::format("rank {} is unreachable ({})", r->peer,
+                                                         ucs_status_string(p->second.error)));
+      }
+    }
+    if (all) break;
+    const auto now = std::chrono::steady_clock::now();
+    if (result.ok() && now >= deadline) {
+      std::string who;
+      for (const Request& r : reqs) {
+        if (!r->done) who += (who.empty() ? "" : ", ") + std::to_string(r->peer);
+      }
+      result = Status(StatusCode::kDeadlineExceeded,
+                      fmt::format("rank {}: no progress with rank(s) {} within {} ms", rank_, who,
+                                  timeout.count()));
+    }
+    if (!result.ok()) {
+      for (const Request& r : reqs) {
+        if (!r->done && r->ucx) ucp_request_cancel(impl_->worker, r->ucx);
+      }
+      for (int i = 0; i < 1000; ++i) {
+        ucp_worker_progress(impl_->worker);
+        if (std::all_of(reqs.begin(), reqs.end(), [](const Request& r) { return r->done; })) break;
+      }
+      break;
+    }
+    if (ucp_worker_arm(impl_->worker) == UCS_ERR_BUSY) continue;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
+    pollfd pfd{impl_->efd, POLLIN, 0};
+    ::poll(&pfd, 1, static_cast<int>(std::clamp<int64_t>(left, 1, 100)));
+  }
+  // Release completed UCX requests.
+  auto& live = impl_->live;
+  for (auto& r : live) {
+    if (r->done && r->ucx) {
+      ucp_request_free(r->ucx);
+      r->ucx = nullptr;
+    }
+  }
+  live.erase(std::remove_if(live.begin(), live.end(), [](const Request& r) { return !r->ucx; }),
+             live.end());
+  return result;
+}
+
+}  // namespace moreh::comm

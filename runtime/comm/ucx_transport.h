@@ -1,0 +1,59 @@
+// UcxTransport: point-to-point bulk data between processes over UCX's tag API (shared memory, CMA
+// or TCP on one host; InfiniBand or CUDA transports where UCX finds them).
+//
+// One UCP context and worker per transport. Worker addresses are exchanged out of band (the control
+// plane, or files in tests): address() gives this side's, Connect(peer, bytes) makes an endpoint.
+// Send/Recv are non-blocking and return a Request; Wait/WaitAll progress the worker until the
+// requests complete, sleeping on the worker's event fd between events (no core burnt while idle),
+// and fail with Unavailable/DeadlineExceeded naming the peer when it is gone or silent past the
+// timeout. Tags carry the sender's rank, a channel (job, stage, micro-batch, tensor) and a sequence
+// number, so receives match one sender. Not thread-safe: one thread drives a transport.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/core/status.h"
+
+namespace moreh::comm {
+
+// 16 bits of sender rank, 16 bits of channel, 32 bits of sequence.
+inline uint64_t MakeTag(int src_rank, uint32_t channel, uint32_t seq) {
+  return (static_cast<uint64_t>(src_rank & 0xffff) << 48) |
+         (static_cast<uint64_t>(channel & 0xffff) << 32) | seq;
+}
+
+struct RequestState;  // internal
+using Request = std::shared_ptr<RequestState>;
+
+class UcxTransport {
+ public:
+  static StatusOr<std::unique_ptr<UcxTransport>> Create(int rank);
+  ~UcxTransport();
+  UcxTransport(const UcxTransport&) = delete;
+  UcxTransport& operator=(const UcxTransport&) = delete;
+
+  int rank() const { return rank_; }
+  const std::string& address() const { return address_; }
+  Status Connect(int peer, const std::string& address);
+  bool connected(int peer) const;
+
+  // `buf` must stay valid until the request completes.
+  StatusOr<Request> Send(int peer, const void* buf, size_t bytes, uint32_t channel, uint32_t seq);
+  StatusOr<Request> Recv(int peer, void* buf, size_t bytes, uint32_t channel, uint32_t seq);
+  Status Wait(const Request& r, std::chrono::milliseconds timeout);
+  // Waits for all; on failure cancels the rest and returns the first error.
+  Status WaitAll(const std::vector<Request>& reqs, std::chrono::milliseconds timeout);
+
+ private:
+  struct Impl;
+  explicit UcxTransport(int rank);
+  int rank_;
+  std::string address_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace moreh::comm
