@@ -7,7 +7,7 @@
 
 namespace moreh::comm {
 namespace {
-constexpr int64_t kMinSegmentBytes = 256 << 10;
+constexpr int64_t kMinSegmentBytes = 1 << 20;
 constexpr int kMaxSegments = 512;
 
 std::vector<int64_t> Blocks(int64_t count, int n) {
@@ -114,18 +114,27 @@ Status RingCollectives::AllReduce(const void* in, void* out, int64_t count, DTyp
   if (!s.ok() || count < 0) return s.ok() ? Status::InvalidArgument("negative count") : s;
   const uint32_t op = op_seq_++;
   const int n = size();
-  std::vector<float> work(static_cast<size_t>(count));
-  ConvertElements(in, dt, work.data(), DType::kF32, count);
+  // f32 runs in `out` itself; bf16 goes through an f32 buffer so partial sums stay f32.
+  std::vector<float> tmp;
+  float* work = static_cast<float*>(out);
+  if (dt == DType::kF32) {
+    if (in != out) std::memcpy(out, in, static_cast<size_t>(count) * 4);
+  } else {
+    tmp.resize(static_cast<size_t>(count));
+    ConvertElements(in, dt, tmp.data(), DType::kF32, count);
+    work = tmp.data();
+  }
   const std::vector<int64_t> off = Blocks(count, n);
   if (n > 1) {
-    s = RingReduceScatter(work.data(), off, op);
-    if (s.ok()) s = RingAllGather(reinterpret_cast<char*>(work.data()), off, 4, op);
+    s = RingReduceScatter(work, off, op);
+    if (s.ok()) s = RingAllGather(reinterpret_cast<char*>(work), off, 4, op);
     if (!s.ok()) return s;
   }
   if (rop == ReduceOp::kAvg) {
-    for (float& x : work) x /= static_cast<float>(n);
+    const float inv = 1.0f / static_cast<float>(n);
+    for (int64_t i = 0; i < count; ++i) work[i] *= inv;
   }
-  ConvertElements(work.data(), DType::kF32, out, dt, count);
+  if (dt != DType::kF32) ConvertElements(work, DType::kF32, out, dt, count);
   return Status::Ok();
 }
 

@@ -1,11 +1,11 @@
 #include "runtime/comm/ucx_transport.h"
 
 #include <fmt/format.h>
-#include <poll.h>
 #include <ucp/api/ucp.h>
 
 #include <algorithm>
 #include <map>
+#include <thread>
 
 namespace moreh::comm {
 
@@ -41,7 +41,6 @@ struct Peer {
 struct UcxTransport::Impl {
   ucp_context_h context = nullptr;
   ucp_worker_h worker = nullptr;
-  int efd = -1;
   std::map<int, Peer> peers;
   std::vector<Request> live;  // requests the transport must keep alive until UCX releases them
 };
@@ -68,7 +67,10 @@ StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Create(int rank) {
   if (!s.ok()) return s;
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES;
-  params.features = UCP_FEATURE_TAG | UCP_FEATURE_WAKEUP;
+  // No UCP_FEATURE_WAKEUP: it restricts UCX to transports with event notification (TCP on one
+  // host), which measured 3.2 GB/s where shared memory and CMA give 11 GB/s. Idle waits back off
+  // with sleeps instead (WaitAll).
+  params.features = UCP_FEATURE_TAG;
   s = Ucx(ucp_init(&params, config, &t->impl_->context), "ucp_init");
   ucp_config_release(config);
   if (!s.ok()) return s;
@@ -76,8 +78,6 @@ StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Create(int rank) {
   wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
   wp.thread_mode = UCS_THREAD_MODE_SINGLE;
   s = Ucx(ucp_worker_create(t->impl_->context, &wp, &t->impl_->worker), "ucp_worker_create");
-  if (!s.ok()) return s;
-  s = Ucx(ucp_worker_get_efd(t->impl_->worker, &t->impl_->efd), "ucp_worker_get_efd");
   if (!s.ok()) return s;
   ucp_address_t* addr = nullptr;
   size_t len = 0;
@@ -114,17 +114,19 @@ UcxTransport::~UcxTransport() {
   ucp_cleanup(impl_->context);
 }
 
-Status UcxTransport::Connect(int peer, const std::string& address) {
+Status UcxTransport::Connect(int peer, const std::string& address, bool detect_peer_failure) {
   if (address.empty()) return Status::InvalidArgument(fmt::format("peer {}: empty address", peer));
   Peer& p = impl_->peers[peer];
   if (p.ep) return Status::Ok();
   ucp_ep_params_t ep{};
-  ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
-                  UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
   ep.address = reinterpret_cast<const ucp_address_t*>(address.data());
-  ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
-  ep.err_handler.cb = PeerFailed;
-  ep.err_handler.arg = &p;
+  if (detect_peer_failure) {
+    ep.field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+    ep.err_handler.cb = PeerFailed;
+    ep.err_handler.arg = &p;
+  }
   return Ucx(ucp_ep_create(impl_->worker, &ep, &p.ep), fmt::format("connect to rank {}", peer));
 }
 
@@ -196,9 +198,11 @@ Status UcxTransport::Wait(const Request& r, std::chrono::milliseconds timeout) {
 Status UcxTransport::WaitAll(const std::vector<Request>& reqs, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   Status result = Status::Ok();
+  int idle = 0;  // consecutive progress calls that found nothing to do
   while (true) {
-    while (ucp_worker_progress(impl_->worker) != 0) {
-    }
+    unsigned events = 0;
+    while (unsigned n = ucp_worker_progress(impl_->worker)) events += n;
+    idle = events ? 0 : idle + 1;
     bool all = true;
     for (const Request& r : reqs) {
       if (r->done) {
@@ -223,10 +227,14 @@ Status UcxTransport::WaitAll(const std::vector<Request>& reqs, std::chrono::mill
     if (all) break;
     const auto now = std::chrono::steady_clock::now();
     if (result.ok() && now >= deadline) {
-      std::string who;
+      std::vector<int> peers;
       for (const Request& r : reqs) {
-        if (!r->done) who += (who.empty() ? "" : ", ") + std::to_string(r->peer);
+        if (!r->done && std::find(peers.begin(), peers.end(), r->peer) == peers.end()) {
+          peers.push_back(r->peer);
+        }
       }
+      std::string who;
+      for (int p : peers) who += (who.empty() ? "" : ", ") + std::to_string(p);
       result = Status(StatusCode::kDeadlineExceeded,
                       fmt::format("rank {}: no progress with rank(s) {} within {} ms", rank_, who,
                                   timeout.count()));
@@ -241,10 +249,12 @@ Status UcxTransport::WaitAll(const std::vector<Request>& reqs, std::chrono::mill
       }
       break;
     }
-    if (ucp_worker_arm(impl_->worker) == UCS_ERR_BUSY) continue;
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
-    pollfd pfd{impl_->efd, POLLIN, 0};
-    ::poll(&pfd, 1, static_cast<int>(std::clamp<int64_t>(left, 1, 100)));
+    // Spin briefly (transfers complete in microseconds), then sleep with a growing back-off up
+    // to 1 ms so an idle wait costs almost no CPU.
+    if (idle > 64) {
+      const int64_t us = std::min<int64_t>(1000, int64_t{1} << std::min(10, (idle - 64) / 8));
+      std::this_thread::sleep_for(std::chrono::microseconds(us));
+    }
   }
   // Release completed UCX requests.
   auto& live = impl_->live;

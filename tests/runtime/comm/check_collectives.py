@@ -5,6 +5,7 @@ sum/avg, reduce-scatter, all-gather, broadcast, barrier), 8 ranks in a 2x2x2 gri
 dies mid-collective (every other rank must report an error naming a peer within the timeout).
 Ends with 'N passed, M failed'."""
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -29,6 +30,9 @@ def run(binary, world, test, timeout_ms=10000, limit=120):
                 return None, time.time() - t0
             outs.append((p.returncode, out))
         return outs, time.time() - t0
+
+
+os.environ.setdefault("UCX_LOG_LEVEL", "error")
 
 
 def main():
@@ -57,17 +61,18 @@ def main():
     verdict(ok, f"2x2x2 grid groups on 8 ranks ({secs:.1f} s)",
             "hung" if outs is None else " | ".join(o.strip() for _, o in outs)[-2000:])
     timeout_ms = 3000
-    outs, secs = run(a.binary, 4, "die", timeout_ms=timeout_ms, limit=60)
-    if outs is None:
-        verdict(False, "a rank dies mid-collective", "the survivors hung")
-    else:
+    for test in ("die", "die_detect"):
+      outs, secs = run(a.binary, 4, test, timeout_ms=timeout_ms, limit=60)
+      if outs is None:
+        verdict(False, f"{test}: a rank dies mid-collective", "the survivors hung")
+      else:
         survivors = outs[:-1]
         named = all(rc == 3 and re.search(r"rank\(?s?\)? \d", out) for rc, out in survivors)
         times = [float(m.group(1)) for _, out in survivors
                  for m in [re.search(r"after ([\d.]+) s", out)] if m]
         in_time = len(times) == len(survivors) and max(times) <= timeout_ms / 1000 + 2.0
-        verdict(named and in_time, f"a rank dies mid-collective: every survivor errs naming a peer "
-                f"within the timeout ({', '.join(f'{t:.1f}' for t in times)} s)",
+        verdict(named and in_time, f"{test}: a rank dies mid-collective, every survivor errs "
+                f"naming a peer within the timeout ({', '.join(f'{t:.1f}' for t in times)} s)",
                 " | ".join(o.strip() for _, o in survivors))
     print(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)

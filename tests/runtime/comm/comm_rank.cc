@@ -98,7 +98,8 @@ void TestOthers(RingCollectives& c, int world) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int rank = -1, world = 0, timeout_ms = 10000;
+  int rank = -1, world = 0, timeout_ms = 10000, iters = 20;
+  int64_t size = 1 << 20;
   std::string dir, test;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
@@ -107,6 +108,8 @@ int main(int argc, char** argv) {
     if (k == "--dir") dir = v;
     if (k == "--test") test = v;
     if (k == "--timeout-ms") timeout_ms = std::stoi(v);
+    if (k == "--size") size = std::stoll(v);
+    if (k == "--iters") iters = std::stoi(v);
   }
   if (rank < 0 || world < 1 || dir.empty() || test.empty()) {
     std::fprintf(stderr, "usage: moreh_comm_rank --rank R --world N --dir D --test T\n");
@@ -131,7 +134,7 @@ int main(int argc, char** argv) {
     std::ifstream in(f, std::ios::binary);
     std::stringstream ss;
     ss << in.rdbuf();
-    Status s = tr.Connect(p, ss.str());
+    Status s = tr.Connect(p, ss.str(), test == "die_detect");
     if (!s.ok()) Die(s);
   }
   std::vector<int> all(world);
@@ -153,7 +156,59 @@ int main(int argc, char** argv) {
       if (!s.ok()) Die(s);
       Check(x == expect, "group all_reduce dim " + std::to_string(static_cast<int>(d)));
     }
-  } else if (test == "die") {  // the last rank leaves in the middle of a 64 MiB all-reduce
+  } else if (test == "bench_p2p") {  // rank 0 streams `iters` messages of `size` bytes to rank 1
+    std::vector<char> buf(static_cast<size_t>(size), 1);
+    constexpr int kWindow = 16;
+    auto run = [&](int n, uint32_t base) {
+      for (int i = 0; i < n; i += kWindow) {
+        std::vector<Request> reqs;
+        for (int j = i; j < std::min(n, i + kWindow); ++j) {
+          auto r = rank == 0 ? tr.Send(1, buf.data(), buf.size(), 3, base + j)
+                             : tr.Recv(0, buf.data(), buf.size(), 3, base + j);
+          if (!r.ok()) Die(r.status());
+          reqs.push_back(r.value());
+        }
+        Status s = tr.WaitAll(reqs, timeout);
+        if (!s.ok()) Die(s);
+      }
+    };
+    run(std::max(2, iters / 10), 0);  // warm-up
+    RingCollectives sync(&tr, all, 4, timeout);
+    if (Status s = sync.Barrier(); !s.ok()) Die(s);
+    const auto t0 = std::chrono::steady_clock::now();
+    run(iters, 1 << 20);
+    if (Status s = sync.Barrier(); !s.ok()) Die(s);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (rank == 1) {
+      std::printf("{\"bytes\": %lld, \"iters\": %d, \"mb_per_s\": %.1f}\n",
+                  static_cast<long long>(size), iters,
+                  static_cast<double>(size) * iters / (1 << 20) / secs);
+    }
+  } else if (test == "bench_allreduce") {
+    RingCollectives c(&tr, all, 5, timeout);
+    std::vector<float> buf(static_cast<size_t>(size / 4), 1.0f);
+    for (int i = 0; i < 2; ++i) {
+      if (Status s = c.AllReduce(buf.data(), buf.data(), size / 4, DType::kF32, ReduceOp::kSum);
+          !s.ok())
+        Die(s);
+    }
+    if (Status s = c.Barrier(); !s.ok()) Die(s);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < iters; ++i) {
+      if (Status s = c.AllReduce(buf.data(), buf.data(), size / 4, DType::kF32, ReduceOp::kSum);
+          !s.ok())
+        Die(s);
+    }
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
+    if (rank == 0) {
+      std::printf("{\"bytes\": %lld, \"seconds\": %.5f, \"busbw_gb_per_s\": %.3f}\n",
+                  static_cast<long long>(size), secs,
+                  2.0 * (world - 1) / world * static_cast<double>(size) / secs / 1e9);
+    }
+  } else if (test == "die" ||
+             test == "die_detect") {  // the last rank leaves in the middle of a 64 MiB all-reduce
     RingCollectives c(&tr, all, 2, timeout);
     std::vector<float> big(16 << 20, 1.0f);
     if (rank == world - 1) {
