@@ -65,6 +65,20 @@ def main():
         peer = perftest_bw(size, iters)
         print(f"p2p {size >> 20} MiB: ours {ours['mb_per_s']:.0f} MB/s, ucx_perftest {peer:.0f} MB/s")
         lines.append(f"BENCH p2p_bw_vs_ucx_perftest_{size >> 20}MiB {ours['mb_per_s'] / peer:.2f} x")
+    ours = ranks(a.binary, 2, "bench_lat", ["--size", "8", "--iters", "20000"])
+    port = random.randint(20000, 40000)
+    srv = subprocess.Popen(["ucx_perftest", "-t", "tag_lat", "-s", "8", "-n", "20000", "-p", str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import time
+    time.sleep(0.5)
+    out = subprocess.run(["ucx_perftest", "127.0.0.1", "-t", "tag_lat", "-s", "8", "-n", "20000",
+                          "-p", str(port)], capture_output=True, text=True, timeout=300).stdout
+    srv.wait(timeout=30)
+    m = re.search(r"Final:\s+\d+\s+[\d.]+\s+([\d.]+)", out)
+    peer_lat = float(m.group(1))
+    print(f"p2p latency 8 B: ours {ours['latency_us']:.2f} us, ucx_perftest {peer_lat:.2f} us")
+    # A ratio of latencies: lower is better.
+    lines.append(f"BENCH p2p_latency_vs_ucx_perftest {ours['latency_us'] / peer_lat:.2f} x")
     ours = ranks(a.binary, 4, "bench_allreduce", ["--size", str(64 << 20), "--iters", "10"])
     peer = gloo(a.python, 4, 64 << 20, 10)
     print(f"all-reduce 64 MiB x 4 ranks: ours {ours['busbw_gb_per_s']:.2f} GB/s bus, "

@@ -67,12 +67,13 @@ def main():
         verdict(False, f"{test}: a rank dies mid-collective", "the survivors hung")
       else:
         survivors = outs[:-1]
-        named = all(rc == 3 and re.search(r"rank\(?s?\)? \d", out) for rc, out in survivors)
+        named = all(rc == 3 and re.search(r"rank\(?s?\)? \d", out) and "REBUILT ok" in out
+                    for rc, out in survivors)
         times = [float(m.group(1)) for _, out in survivors
                  for m in [re.search(r"after ([\d.]+) s", out)] if m]
         in_time = len(times) == len(survivors) and max(times) <= timeout_ms / 1000 + 2.0
         verdict(named and in_time, f"{test}: a rank dies mid-collective, every survivor errs "
-                f"naming a peer within the timeout ({', '.join(f'{t:.1f}' for t in times)} s)",
+                f"naming a peer within the timeout, then rebuild the group ({', '.join(f'{t:.1f}' for t in times)} s)",
                 " | ".join(o.strip() for _, o in survivors))
     print(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
