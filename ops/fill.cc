@@ -21,8 +21,7 @@ const OpDef kFillDef = {
         },
     .grad = nullptr,
     .kernels = {[](std::span<const Tensor>, std::span<Tensor> out, const Attrs& a) {
-      out[0] =
-          Tensor::Full(out[0].shape(), out[0].dtype(), a.GetFloat("value"), out[0].allocator());
+      out[0].Fill(a.GetFloat("value"));
     }},
 };
 

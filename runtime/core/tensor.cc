@@ -1,5 +1,6 @@
 #include "runtime/core/tensor.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "runtime/core/error.h"
@@ -55,25 +56,34 @@ Tensor Tensor::Zeros(const Shape& shape, DType dtype, Allocator* alloc) {
 
 Tensor Tensor::Full(const Shape& shape, DType dtype, double value, Allocator* alloc) {
   Tensor t = Empty(shape, dtype, alloc);
-  const int64_t n = t.numel();
-  if (IsInteger(dtype)) {
-    const int64_t v = static_cast<int64_t>(value);
-    for (int64_t i = 0; i < n; ++i)
-      ConvertElements(&v, DType::kI64, static_cast<char*>(t.raw_data()) + i * DTypeSize(dtype),
-                      dtype, 1);
-  } else {
-    const float v = static_cast<float>(value);
-    if (dtype == DType::kF32) {
-      float* p = t.data<float>();
-      for (int64_t i = 0; i < n; ++i) p[i] = v;
-    } else {
+  t.Fill(value);
+  return t;
+}
+
+void Tensor::Fill(double value) {
+  MOREH_CHECK(defined(), "Tensor::Fill: undefined tensor");
+  const Tensor c = Contiguous();
+  const int64_t n = c.numel();
+  switch (dtype_) {
+    case DType::kF32:
+      std::fill_n(c.data<float>(), n, static_cast<float>(value));
+      break;
+    case DType::kI32:
+      std::fill_n(c.data<int32_t>(), n, static_cast<int32_t>(value));
+      break;
+    case DType::kI64:
+      std::fill_n(c.data<int64_t>(), n, static_cast<int64_t>(value));
+      break;
+    case DType::kBF16:
+    case DType::kF16: {
+      const float v = static_cast<float>(value);
       uint16_t h;
-      ConvertElements(&v, DType::kF32, &h, dtype, 1);
-      uint16_t* p = t.data_u16();
-      for (int64_t i = 0; i < n; ++i) p[i] = h;
+      ConvertElements(&v, DType::kF32, &h, dtype_, 1);
+      std::fill_n(c.data_u16(), n, h);
+      break;
     }
   }
-  return t;
+  if (c.buffer() != buffer_ || !is_contiguous()) CopyFrom(c);
 }
 
 Tensor Tensor::FromData(const void* data, const Shape& shape, DType dtype, Allocator* alloc) {

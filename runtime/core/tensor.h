@@ -88,6 +88,7 @@ class Tensor {
   Tensor Clone() const;       // always a compact copy
   Tensor To(DType dtype) const;
   void CopyFrom(const Tensor& src);  // same shape; any dtype; strided either side
+  void Fill(double value);           // every element (converted to the dtype)
   std::vector<float> ToFloats() const;
   std::vector<int64_t> ToInts() const;
 
