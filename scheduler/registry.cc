@@ -1,0 +1,212 @@
+#include "scheduler/registry.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <random>
+
+namespace moreh::scheduler {
+
+bool SecretsEqual(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  const size_t n = std::max(a.size(), b.size());
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff |= x ^ y;
+  }
+  return diff == 0;
+}
+
+std::string RandomSecret() {
+  std::random_device rd;
+  std::string s;
+  for (int i = 0; i < 4; ++i) s += fmt::format("{:08x}", rd());
+  return s;
+}
+
+Status Registry::RegisterWorker(Node node, Clock::time_point now) {
+  if (node.name.empty()) return Status::InvalidArgument("register_worker: empty node name");
+  if (node.devices.empty()) return Status::InvalidArgument("register_worker: no devices");
+  for (size_t i = 0; i < node.devices.size(); ++i) {
+    const Device& d = node.devices[i];
+    if (d.memory_bytes <= 0 || (d.kind != "cpu" && d.kind != "cuda")) {
+      return Status::InvalidArgument(
+          fmt::format("register_worker: device {} needs kind cpu|cuda and positive memory", i));
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (node.devices[j].id == d.id) {
+        return Status::InvalidArgument(fmt::format("register_worker: device id {} twice", d.id));
+      }
+    }
+  }
+  auto old = nodes_.find(node.name);
+  if (old != nodes_.end()) {  // re-registration: keep leases of devices that still exist
+    for (Device& d : node.devices) {
+      for (const Device& o : old->second.devices) {
+        if (o.id == d.id) d.lease = o.lease;
+      }
+    }
+  }
+  for (Device& d : node.devices) {
+    if (d.lease && !leases_.count(d.lease)) d.lease = 0;
+  }
+  node.last_heartbeat = now;
+  node.alive = true;
+  nodes_[node.name] = std::move(node);
+  return Status::Ok();
+}
+
+Status Registry::Heartbeat(const std::string& name, Clock::time_point now) {
+  auto it = nodes_.find(name);
+  if (it == nodes_.end())
+    return Status::NotFound("heartbeat from unregistered node '" + name + "'");
+  if (!it->second.alive)
+    return Status::NotFound("node '" + name + "' was declared dead; register again");
+  it->second.last_heartbeat = now;
+  return Status::Ok();
+}
+
+std::vector<uint64_t> Registry::ReapDead(Clock::time_point now, Clock::duration dead_after) {
+  std::vector<uint64_t> hit;
+  for (auto& [name, n] : nodes_) {
+    if (!n.alive || now - n.last_heartbeat <= dead_after) continue;
+    n.alive = false;
+    for (const Device& d : n.devices) {
+      if (d.lease && std::find(hit.begin(), hit.end(), d.lease) == hit.end())
+        hit.push_back(d.lease);
+    }
+  }
+  return hit;
+}
+
+int Registry::FreeDevices() const {
+  int n = 0;
+  for (const auto& [name, node] : nodes_) {
+    if (!node.alive) continue;
+    for (const Device& d : node.devices) n += d.lease == 0;
+  }
+  return n;
+}
+
+StatusOr<Lease> Registry::Allocate(const std::string& token, const std::string& request_id,
+                                   int num_devices, Clock::duration ttl, Clock::time_point now) {
+  if (token.empty() || request_id.empty()) {
+    return Status::InvalidArgument("allocate: token and request_id are required");
+  }
+  if (num_devices < 1) return Status::InvalidArgument("allocate: num_devices must be >= 1");
+  for (const auto& [id, l] : leases_) {
+    if (l.token == token && l.request_id == request_id) return l;  // a retry: same grant
+  }
+  if (FreeDevices() < num_devices) {
+    return Status(
+        StatusCode::kResourceExhausted,
+        fmt::format("allocate: {} devices requested, {} free", num_devices, FreeDevices()));
+  }
+  // Fewest nodes: a single node with enough free devices (the tightest fit), else the emptiest
+  // nodes first.
+  std::vector<std::pair<int, Node*>> free;
+  for (auto& [name, n] : nodes_) {
+    if (!n.alive) continue;
+    int f = 0;
+    for (const Device& d : n.devices) f += d.lease == 0;
+    if (f > 0) free.emplace_back(f, &n);
+  }
+  std::sort(free.begin(), free.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second->name < b.second->name;
+  });
+  std::vector<Node*> chosen;
+  Node* single = nullptr;
+  for (auto& [f, n] : free) {
+    if (f >= num_devices && (!single || f < static_cast<int>(std::count_if(
+                                                single->devices.begin(), single->devices.end(),
+                                                [](const Device& d) { return d.lease == 0; })))) {
+      single = n;
+    }
+  }
+  if (single) {
+    chosen.push_back(single);
+  } else {
+    int have = 0;
+    for (auto& [f, n] : free) {
+      if (have >= num_devices) break;
+      chosen.push_back(n);
+      have += f;
+    }
+  }
+  Lease l;
+  l.id = next_lease_++;
+  l.secret = RandomSecret();
+  l.token = token;
+  l.request_id = request_id;
+  l.expiry = now + ttl;
+  for (Node* n : chosen) {
+    for (Device& d : n->devices) {
+      if (static_cast<int>(l.devices.size()) == num_devices) break;
+      if (d.lease) continue;
+      d.lease = l.id;
+      l.devices.emplace_back(n->name, d.id);
+    }
+  }
+  leases_[l.id] = l;
+  return l;
+}
+
+Status Registry::Renew(uint64_t id, const std::string& secret, Clock::duration ttl,
+                       Clock::time_point now) {
+  auto it = leases_.find(id);
+  if (it == leases_.end() || !SecretsEqual(it->second.secret, secret)) {
+    return Status::NotFound(fmt::format("no lease {} with that secret", id));
+  }
+  it->second.expiry = now + ttl;
+  return Status::Ok();
+}
+
+void Registry::Free(uint64_t id) {
+  for (auto& [name, n] : nodes_) {
+    for (Device& d : n.devices) {
+      if (d.lease == id) d.lease = 0;
+    }
+  }
+  leases_.erase(id);
+}
+
+Status Registry::Release(uint64_t id, const std::string& secret) {
+  auto it = leases_.find(id);
+  if (it == leases_.end() || !SecretsEqual(it->second.secret, secret)) {
+    return Status::NotFound(fmt::format("no lease {} with that secret", id));
+  }
+  Free(id);
+  return Status::Ok();
+}
+
+std::vector<uint64_t> Registry::ExpireLeases(Clock::time_point now) {
+  std::vector<uint64_t> gone;
+  for (const auto& [id, l] : leases_) {
+    if (now > l.expiry) gone.push_back(id);
+  }
+  for (uint64_t id : gone) Free(id);
+  return gone;
+}
+
+nlohmann::json Registry::ToJson() const {
+  nlohmann::json nodes = nlohmann::json::array();
+  for (const auto& [name, n] : nodes_) {
+    nlohmann::json devs = nlohmann::json::array();
+    for (const Device& d : n.devices) {
+      devs.push_back({{"id", d.id},
+                      {"kind", d.kind},
+                      {"name", d.name},
+                      {"memory_bytes", d.memory_bytes},
+                      {"lease", d.lease}});
+    }
+    nodes.push_back({{"name", name},
+                     {"address", n.address},
+                     {"alive", n.alive},
+                     {"devices", devs},
+                     {"profile", n.profile}});
+  }
+  return {{"nodes", nodes}, {"num_leases", leases_.size()}, {"free_devices", FreeDevices()}};
+}
+
+}  // namespace moreh::scheduler

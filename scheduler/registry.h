@@ -1,0 +1,80 @@
+// The scheduler's state: registered nodes and their devices, liveness from heartbeats, and leases
+// of devices granted to clients. Pure logic with explicit time, so it is tested without sockets;
+// the server (scheduler_server.h) owns one and calls it from its single event-loop thread.
+// Not thread-safe.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "runtime/core/status.h"
+
+namespace moreh::scheduler {
+
+using Clock = std::chrono::steady_clock;
+
+struct Device {
+  int id = 0;
+  std::string kind;  // "cpu" or "cuda"
+  std::string name;
+  int64_t memory_bytes = 0;
+  uint64_t lease = 0;  // 0: free
+};
+
+struct Node {
+  std::string name;
+  std::string address;  // host:port of the worker's control endpoint
+  std::vector<Device> devices;
+  nlohmann::json profile;  // the worker's measured device profile (the planner's "DB")
+  Clock::time_point last_heartbeat;
+  bool alive = true;
+};
+
+struct Lease {
+  uint64_t id = 0;
+  std::string secret;
+  std::string token;
+  std::string request_id;
+  std::vector<std::pair<std::string, int>> devices;  // (node, device id)
+  Clock::time_point expiry;
+};
+
+class Registry {
+ public:
+  // Adds or replaces (re-registration) a node; devices keep their leases across re-registration.
+  Status RegisterWorker(Node node, Clock::time_point now);
+  Status Heartbeat(const std::string& node, Clock::time_point now);
+  // Marks nodes silent for longer than dead_after as dead; their devices leave the pool. Returns
+  // the leases that held devices on them (their holders must be told).
+  std::vector<uint64_t> ReapDead(Clock::time_point now, Clock::duration dead_after);
+
+  // num_devices packed onto the fewest nodes. The same (token, request_id) returns the same lease
+  // (a retried request is never granted twice). ResourceExhausted when the pool is too small.
+  StatusOr<Lease> Allocate(const std::string& token, const std::string& request_id, int num_devices,
+                           Clock::duration ttl, Clock::time_point now);
+  Status Renew(uint64_t lease, const std::string& secret, Clock::duration ttl,
+               Clock::time_point now);
+  Status Release(uint64_t lease, const std::string& secret);
+  std::vector<uint64_t> ExpireLeases(Clock::time_point now);
+
+  const std::map<std::string, Node>& nodes() const { return nodes_; }
+  const std::map<uint64_t, Lease>& leases() const { return leases_; }
+  int FreeDevices() const;
+  nlohmann::json ToJson() const;  // the cluster view (moreh-smi --cluster)
+
+ private:
+  void Free(uint64_t lease);
+  std::map<std::string, Node> nodes_;
+  std::map<uint64_t, Lease> leases_;
+  uint64_t next_lease_ = 1;
+};
+
+// Constant-time comparison of secrets.
+bool SecretsEqual(const std::string& a, const std::string& b);
+std::string RandomSecret();
+
+}  // namespace moreh::scheduler

@@ -1,0 +1,342 @@
+#include "scheduler/scheduler_server.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio.hpp>
+#include <deque>
+#include <fstream>
+#include <set>
+
+#include "runtime/net/framing.h"
+#include "runtime/planner/cluster.h"
+#include "scheduler/registry.h"
+
+namespace moreh::scheduler {
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using json = nlohmann::json;
+
+inline constexpr int kProtocolVersion = 1;
+
+Status SchedulerConfig::Validate() const {
+  if (port < 0 || port > 65535)
+    return Status::InvalidArgument(fmt::format("port {} out of range", port));
+  boost::system::error_code ec;
+  const auto addr = asio::ip::make_address(host, ec);
+  if (ec) return Status::InvalidArgument("listen address '" + host + "' is not an IP address");
+  if (!addr.is_loopback() && cluster_key.empty()) {
+    return Status::InvalidArgument("refusing to listen on " + host + " without a cluster key");
+  }
+  if (heartbeat_period.count() <= 0 || dead_after <= heartbeat_period || lease_ttl.count() <= 0 ||
+      idle_timeout.count() <= 0) {
+    return Status::InvalidArgument("periods must be positive and dead_after > heartbeat_period");
+  }
+  return Status::Ok();
+}
+
+class Connection;
+
+struct SchedulerServer::Impl {
+  SchedulerConfig config;
+  asio::io_context io;
+  tcp::acceptor acceptor{io};
+  asio::signal_set signals{io, SIGINT, SIGTERM};
+  asio::steady_timer tick{io};
+  Registry registry;
+  std::set<std::shared_ptr<Connection>> connections;
+
+  void Accept();
+  void Tick();
+  void NotifyLeaseLost(uint64_t lease, const std::string& why);
+};
+
+// One peer. Reads frames, answers each in order with one write in flight.
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(tcp::socket socket, SchedulerServer::Impl* server)
+      : socket_(std::move(socket)), timer_(socket_.get_executor()), server_(server) {}
+  void Start() {
+    ResetIdle();
+    Read();
+  }
+  void Send(const json& m) {
+    out_.push_back(net::EncodeFrame(m));
+    if (out_.size() == 1) Write();
+  }
+  void Close() {
+    boost::system::error_code ec;
+    timer_.cancel();
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+    socket_.close(ec);
+    server_->connections.erase(shared_from_this());
+  }
+  const std::string& role() const { return role_; }
+  const std::string& node() const { return node_; }
+  const std::set<uint64_t>& leases() const { return leases_; }
+
+ private:
+  void ResetIdle() {
+    timer_.expires_after(server_->config.idle_timeout);
+    timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (!ec) self->Close();
+    });
+  }
+  void Read() {
+    socket_.async_read_some(
+        asio::buffer(buf_), [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+          if (ec) return self->Close();
+          Status s = self->decoder_.Feed(std::string_view(self->buf_.data(), n));
+          while (s.ok() && self->decoder_.HasMessage()) {
+            self->ResetIdle();
+            s = self->Handle(self->decoder_.Pop());
+          }
+          if (!s.ok()) return self->Fail(s);
+          if (!self->closing_) self->Read();
+        });
+  }
+  void Write() {
+    asio::async_write(socket_, asio::buffer(out_.front()),
+                      [self = shared_from_this()](boost::system::error_code ec, size_t) {
+                        if (ec) return self->Close();
+                        self->out_.pop_front();
+                        if (!self->out_.empty()) return self->Write();
+                        if (self->closing_) self->Close();
+                      });
+  }
+  // Answers with an error and closes once it is written.
+  void Fail(const Status& s) {
+    closing_ = true;
+    Send({{"type", "error"}, {"message", s.message()}});
+  }
+  Status Handle(const json& m);
+
+  tcp::socket socket_;
+  asio::steady_timer timer_;
+  SchedulerServer::Impl* server_;
+  net::FrameDecoder decoder_;
+  std::array<char, 16384> buf_;
+  std::deque<std::string> out_;
+  bool closing_ = false;
+  std::string role_;  // "" until hello
+  std::string token_, node_;
+  std::set<uint64_t> leases_;
+};
+
+namespace {
+template <typename T>
+Status Get(const json& m, const char* key, T* out) {
+  const auto it = m.find(key);
+  if (it == m.end()) return Status::InvalidArgument(fmt::format("'{}' is missing", key));
+  try {
+    *out = it->get<T>();
+  } catch (const std::exception&) {
+    return Status::InvalidArgument(fmt::format("'{}' has the wrong type", key));
+  }
+  return Status::Ok();
+}
+}  // namespace
+
+Status Connection::Handle(const json& m) {
+  const std::string type = m["type"].get<std::string>();
+  const auto now = Clock::now();
+  Registry& reg = server_->registry;
+  if (role_.empty()) {  // authentication comes before anything else is read
+    if (type != "hello") return Status::InvalidArgument("the first message must be 'hello'");
+    int version = 0;
+    std::string role;
+    Status s = Get(m, "version", &version);
+    if (s.ok()) s = Get(m, "role", &role);
+    if (!s.ok()) return s;
+    if (version != kProtocolVersion) {
+      return Status::InvalidArgument(
+          fmt::format("protocol version {} (this scheduler speaks {})", version, kProtocolVersion));
+    }
+    if (role == "worker") {
+      std::string key;
+      if (!Get(m, "key", &key).ok() || !SecretsEqual(key, server_->config.cluster_key)) {
+        return Status::InvalidArgument("wrong cluster key");
+      }
+    } else if (role == "client") {
+      s = Get(m, "token", &token_);
+      if (!s.ok() || token_.empty()) return Status::InvalidArgument("a client needs a token");
+    } else {
+      return Status::InvalidArgument("role must be 'worker' or 'client'");
+    }
+    role_ = role;
+    Send({{"type", "hello_ok"}, {"version", kProtocolVersion}});
+    return Status::Ok();
+  }
+  auto reply_error = [&](const Status& s) {
+    Send({{"type", "error"}, {"request", type}, {"message", s.message()}});
+    return Status::Ok();  // a refused request keeps the connection
+  };
+  if (role_ == "worker" && type == "register_worker") {
+    Node n;
+    Status s = Get(m, "node", &n.name);
+    if (s.ok()) s = Get(m, "address", &n.address);
+    if (!s.ok()) return reply_error(s);
+    const auto devs = m.find("devices");
+    if (devs == m.end() || !devs->is_array())
+      return reply_error(Status::InvalidArgument("'devices' must be an array"));
+    for (const json& d : *devs) {
+      Device dev;
+      if (!d.is_object()) return reply_error(Status::InvalidArgument("a device must be an object"));
+      s = Get(d, "id", &dev.id);
+      if (s.ok()) s = Get(d, "kind", &dev.kind);
+      if (s.ok()) s = Get(d, "name", &dev.name);
+      if (s.ok()) s = Get(d, "memory_bytes", &dev.memory_bytes);
+      if (!s.ok()) return reply_error(s);
+      n.devices.push_back(dev);
+    }
+    n.profile = m.value("profile", json::object());
+    s = reg.RegisterWorker(n, now);
+    if (!s.ok()) return reply_error(s);
+    node_ = n.name;
+    spdlog::info("worker '{}' registered ({} devices) at {}", n.name, n.devices.size(), n.address);
+    Send({{"type", "register_ok"},
+          {"heartbeat_period_ms", server_->config.heartbeat_period.count()}});
+    return Status::Ok();
+  }
+  if (role_ == "worker" && type == "heartbeat") {
+    Status s = reg.Heartbeat(node_, now);
+    if (!s.ok()) return reply_error(s);
+    Send({{"type", "heartbeat_ok"}});
+    return Status::Ok();
+  }
+  if (role_ == "client" && type == "allocate") {
+    std::string request_id, size;
+    int num = 0;
+    Status s = Get(m, "request_id", &request_id);
+    if (!s.ok()) return reply_error(s);
+    if (m.contains("device_size")) {
+      s = Get(m, "device_size", &size);
+      num = s.ok() ? planner::DeviceSizeCount(size) : 0;
+      if (s.ok() && num < 0) s = Status::InvalidArgument("unknown device size '" + size + "'");
+    } else {
+      s = Get(m, "num_devices", &num);
+    }
+    if (!s.ok()) return reply_error(s);
+    auto lease = reg.Allocate(token_, request_id, num, server_->config.lease_ttl, now);
+    if (!lease.ok()) return reply_error(lease.status());
+    leases_.insert(lease->id);
+    json devices = json::array();
+    for (const auto& [node, id] : lease->devices) {
+      devices.push_back(
+          {{"node", node}, {"address", reg.nodes().at(node).address}, {"device", id}});
+    }
+    Send({{"type", "allocate_ok"},
+          {"lease", lease->id},
+          {"secret", lease->secret},
+          {"ttl_ms", server_->config.lease_ttl.count()},
+          {"devices", devices}});
+    return Status::Ok();
+  }
+  if (role_ == "client" && (type == "renew" || type == "release")) {
+    uint64_t lease = 0;
+    std::string secret;
+    Status s = Get(m, "lease", &lease);
+    if (s.ok()) s = Get(m, "secret", &secret);
+    if (s.ok()) {
+      s = type == "renew" ? reg.Renew(lease, secret, server_->config.lease_ttl, now)
+                          : reg.Release(lease, secret);
+    }
+    if (!s.ok()) return reply_error(s);
+    if (type == "release") leases_.erase(lease);
+    Send({{"type", type + "_ok"}});
+    return Status::Ok();
+  }
+  if (type == "cluster_status") {
+    Send({{"type", "cluster_status_ok"}, {"cluster", reg.ToJson()}});
+    return Status::Ok();
+  }
+  return Status::InvalidArgument("unknown message type '" + type + "' for a " + role_);
+}
+
+void SchedulerServer::Impl::Accept() {
+  acceptor.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
+    if (!acceptor.is_open()) return;
+    if (!ec) {
+      auto c = std::make_shared<Connection>(std::move(socket), this);
+      connections.insert(c);
+      c->Start();
+    }
+    Accept();
+  });
+}
+
+void SchedulerServer::Impl::NotifyLeaseLost(uint64_t lease, const std::string& why) {
+  for (const auto& c : connections) {
+    if (c->leases().count(lease))
+      c->Send({{"type", "lease_lost"}, {"lease", lease}, {"reason", why}});
+  }
+}
+
+void SchedulerServer::Impl::Tick() {
+  tick.expires_after(config.heartbeat_period);
+  tick.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    const auto now = Clock::now();
+    for (uint64_t l : registry.ReapDead(now, config.dead_after)) {
+      NotifyLeaseLost(l, "a worker of the lease stopped responding");
+    }
+    for (const auto& [name, n] : registry.nodes()) {
+      if (!n.alive && now - n.last_heartbeat <= config.dead_after + config.heartbeat_period) {
+        spdlog::warn("worker '{}' is dead (no heartbeat for {} ms)", name,
+                     config.dead_after.count());
+      }
+    }
+    for (uint64_t l : registry.ExpireLeases(now)) NotifyLeaseLost(l, "the lease expired");
+    Tick();
+  });
+}
+
+SchedulerServer::SchedulerServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SchedulerServer::~SchedulerServer() = default;
+
+StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Create(SchedulerConfig config) {
+  Status s = config.Validate();
+  if (!s.ok()) return s;
+  auto impl = std::make_unique<Impl>();
+  impl->config = std::move(config);
+  boost::system::error_code ec;
+  const tcp::endpoint ep(asio::ip::make_address(impl->config.host), impl->config.port);
+  impl->acceptor.open(ep.protocol(), ec);
+  if (!ec) impl->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) impl->acceptor.bind(ep, ec);
+  if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return Status(StatusCode::kUnavailable,
+                  fmt::format("cannot listen on {}:{}: {}", impl->config.host, impl->config.port,
+                              ec.message()));
+  }
+  if (!impl->config.port_file.empty()) {
+    const std::string tmp = impl->config.port_file + ".tmp";
+    std::ofstream(tmp) << impl->acceptor.local_endpoint().port() << "\n";
+    std::rename(tmp.c_str(), impl->config.port_file.c_str());
+  }
+  return std::unique_ptr<SchedulerServer>(new SchedulerServer(std::move(impl)));
+}
+
+int SchedulerServer::port() const { return impl_->acceptor.local_endpoint().port(); }
+
+void SchedulerServer::Run() {
+  impl_->signals.async_wait([this](boost::system::error_code, int) { Stop(); });
+  impl_->Accept();
+  impl_->Tick();
+  spdlog::info("moreh-scheduler listening on {}:{}", impl_->config.host, port());
+  impl_->io.run();
+}
+
+void SchedulerServer::Stop() {
+  asio::post(impl_->io, [this] {
+    boost::system::error_code ec;
+    impl_->acceptor.close(ec);
+    impl_->tick.cancel();
+    impl_->signals.cancel();
+    auto conns = impl_->connections;
+    for (const auto& c : conns) c->Close();
+  });
+}
+
+}  // namespace moreh::scheduler
