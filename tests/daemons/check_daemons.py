@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""The scheduler and worker daemons as real processes on 127.0.0.1: 4 workers register; allocate
+and release (packed onto the fewest nodes); a retried request is granted once; bad messages
+(unauthenticated, wrong key, oversized, truncated, deeply nested, garbage, unknown type, wrong
+version) are refused and the daemon stays up; kill -9 of a worker marks it dead within the
+configured time, its devices leave the pool and the lease holder is told; a lease that is not
+renewed expires and frees its devices; the scheduler restarted: workers re-register. Ends with
+'N passed, M failed'."""
+import argparse
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+KEY = "test-cluster-key-" + os.urandom(8).hex()
+
+
+class Conn:
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.buf = b""
+
+    def send_raw(self, data):
+        self.s.sendall(data)
+
+    def send(self, msg):
+        body = json.dumps(msg).encode()
+        self.s.sendall(struct.pack(">I", len(body)) + body)
+
+    def recv(self, timeout=5):
+        self.s.settimeout(timeout)
+        while True:
+            if len(self.buf) >= 4:
+                n = struct.unpack(">I", self.buf[:4])[0]
+                if len(self.buf) >= 4 + n:
+                    m = json.loads(self.buf[4:4 + n])
+                    self.buf = self.buf[4 + n:]
+                    return m
+            chunk = self.s.recv(65536)
+            if not chunk:
+                return None
+            self.buf += chunk
+
+    def closed(self, timeout=5):
+        self.s.settimeout(timeout)
+        try:
+            while True:
+                if not self.s.recv(65536):
+                    return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+
+def client(port, token="user-token"):
+    c = Conn(port)
+    c.send({"type": "hello", "version": 1, "role": "client", "token": token})
+    assert c.recv()["type"] == "hello_ok"
+    return c
+
+
+def status(port):
+    c = client(port)
+    c.send({"type": "cluster_status"})
+    return c.recv()["cluster"]
+
+
+def wait_for(pred, secs):
+    t0 = time.time()
+    while time.time() - t0 < secs:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    a = ap.parse_args()
+    results = []
+
+    def check(name, ok, detail=""):
+        results.append(ok)
+        print(f"{'PASS' if ok else 'FAIL'}  {name}{'' if ok else '  ' + str(detail)}")
+
+    with tempfile.TemporaryDirectory() as d:
+        key_file = os.path.join(d, "key")
+        with open(key_file, "w") as f:
+            f.write(KEY + "\n")
+        port_file = os.path.join(d, "port")
+        sched_cmd = [os.path.join(a.bin, "moreh-scheduler"), "--key-file", key_file, "--port-file",
+                     port_file, "--heartbeat-ms", "200", "--dead-after-ms", "1000",
+                     "--lease-ttl-ms", "1500"]
+        sched = subprocess.Popen(sched_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs = [sched]
+        try:
+            assert wait_for(lambda: os.path.exists(port_file), 10), "scheduler did not start"
+            port = int(open(port_file).read())
+            workers = []
+            for i in range(4):
+                workers.append(subprocess.Popen(
+                    [os.path.join(a.bin, "moreh-worker"), "--scheduler", f"127.0.0.1:{port}",
+                     "--devices", "cpu:2:256M", "--node", f"node{i}", "--key-file", key_file],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs += workers
+            ok = wait_for(lambda: sum(n["alive"] for n in status(port)["nodes"]) == 4, 15)
+            st = status(port)
+            check("4 workers register", ok and st["free_devices"] == 8, st)
+            check("workers report a measured profile",
+                  all(n["profile"].get("gemm_flops_f32", 0) > 1e8 for n in st["nodes"]), st)
+
+            c = client(port)
+            c.send({"type": "allocate", "request_id": "r1", "device_size": "Medium"})
+            g = c.recv()
+            check("allocate Medium (2 devices) on one node", g["type"] == "allocate_ok" and
+                  len({x["node"] for x in g["devices"]}) == 1 and len(g["devices"]) == 2, g)
+            c.send({"type": "allocate", "request_id": "r1", "device_size": "Medium"})
+            g2 = c.recv()
+            check("a retried request is granted once", g2.get("lease") == g["lease"] and
+                  status(port)["free_devices"] == 6, g2)
+            c.send({"type": "allocate", "request_id": "r2", "num_devices": 7})
+            g3 = c.recv()
+            check("too many devices is refused", g3["type"] == "error" and "free" in g3["message"], g3)
+            c.send({"type": "allocate", "request_id": "r3", "device_size": "Huge"})
+            check("unknown device size named", "unknown device size 'Huge'" in c.recv().get("message", ""))
+            c.send({"type": "release", "lease": g["lease"], "secret": "wrong"})
+            check("release with a wrong secret refused", c.recv()["type"] == "error")
+            c.send({"type": "release", "lease": g["lease"], "secret": g["secret"]})
+            check("release frees the devices", c.recv()["type"] == "release_ok" and
+                  status(port)["free_devices"] == 8)
+
+            # Bad input: each refused, the daemon stays up.
+            bad = [
+                ("unauthenticated request", lambda k: k.send({"type": "cluster_status"})),
+                ("wrong cluster key", lambda k: k.send({"type": "hello", "version": 1, "role": "worker", "key": "nope"})),
+                ("wrong protocol version", lambda k: k.send({"type": "hello", "version": 99, "role": "client", "token": "t"})),
+                ("garbage bytes", lambda k: k.send_raw(struct.pack(">I", 9) + b"\x00\xffgarbage")),
+                ("not an object", lambda k: k.send_raw(struct.pack(">I", 2) + b"[]")),
+                ("oversized frame", lambda k: k.send_raw(struct.pack(">I", 64 << 20) + b"{")),
+                ("deeply nested", lambda k: k.send_raw((lambda b: struct.pack(">I", len(b)) + b)(
+                    b'{"type":"hello","x":' + b"[" * 200 + b"]" * 200 + b"}"))),
+            ]
+            for name, fn in bad:
+                k = Conn(port)
+                fn(k)
+                reply = k.recv()
+                check(f"{name}: error reply, connection closed",
+                      reply is not None and reply["type"] == "error" and k.closed(), reply)
+            k = Conn(port)
+            k.send_raw(struct.pack(">I", 100) + b'{"type": "hel')  # truncated, then hang up
+            k.s.close()
+            c2 = client(port)
+            c2.send({"type": "bogus"})
+            r = c2.recv()
+            check("unknown type refused", r["type"] == "error" and "unknown message type" in r["message"], r)
+            check("the daemon is up after all of it", sched.poll() is None and status(port)["free_devices"] == 8)
+
+            # kill -9 of a worker holding a lease.
+            c3 = client(port)
+            c3.send({"type": "allocate", "request_id": "big", "num_devices": 8})
+            big = c3.recv()
+            check("allocate all 8 devices (4 nodes)", big["type"] == "allocate_ok" and
+                  len({x["node"] for x in big["devices"]}) == 4, big)
+            t0 = time.time()
+            workers[3].send_signal(signal.SIGKILL)
+            workers[3].wait()
+            lost = c3.recv(timeout=5)
+            dt = time.time() - t0
+            check(f"killed worker: lease holder told within {dt:.1f} s",
+                  lost is not None and lost["type"] == "lease_lost" and dt < 3, lost)
+            st = status(port)
+            check("killed worker marked dead, its devices leave the pool",
+                  [n["alive"] for n in st["nodes"] if n["name"] == "node3"] == [False], st)
+            # Not renewed: the lease expires and the live devices are free again.
+            ok = wait_for(lambda: status(port)["free_devices"] == 6, 5)
+            check("an unrenewed lease expires and frees its devices", ok, status(port))
+
+            # Scheduler restart: workers come back on their own.
+            sched.send_signal(signal.SIGTERM)
+            sched.wait(timeout=10)
+            os.remove(port_file)
+            sched_cmd2 = [x if x != "--port-file" else x for x in sched_cmd] + ["--port", str(port)]
+            sched = subprocess.Popen(sched_cmd2, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(sched)
+            ok = wait_for(lambda: os.path.exists(port_file), 10) and wait_for(
+                lambda: sum(n["alive"] for n in status(port)["nodes"]) == 3, 15)
+            check("scheduler restarted: the 3 live workers re-register", ok)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+    passed = sum(results)
+    print(f"{passed} passed, {len(results) - passed} failed")
+    sys.exit(0 if passed == len(results) else 1)
+
+
+if __name__ == "__main__":
+    main()
