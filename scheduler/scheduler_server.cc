@@ -49,6 +49,9 @@ struct SchedulerServer::Impl {
   void Accept();
   void Tick();
   void NotifyLeaseLost(uint64_t lease, const std::string& why);
+  // Tells the workers of a lease about it (they admit its holder) and, later, to drop its job.
+  void PushLease(const Lease& lease);
+  void DropLease(uint64_t lease);
 };
 
 // One peer. Reads frames, answers each in order with one write in flight.
@@ -219,7 +222,9 @@ Status Connection::Handle(const json& m) {
     if (!s.ok()) return reply_error(s);
     auto lease = reg.Allocate(token_, request_id, num, server_->config.lease_ttl, now);
     if (!lease.ok()) return reply_error(lease.status());
+    const bool fresh = !leases_.count(lease->id);
     leases_.insert(lease->id);
+    if (fresh) server_->PushLease(lease.value());
     json devices = json::array();
     for (const auto& [node, id] : lease->devices) {
       devices.push_back(
@@ -242,7 +247,10 @@ Status Connection::Handle(const json& m) {
                           : reg.Release(lease, secret);
     }
     if (!s.ok()) return reply_error(s);
-    if (type == "release") leases_.erase(lease);
+    if (type == "release") {
+      leases_.erase(lease);
+      server_->DropLease(lease);
+    }
     Send({{"type", type + "_ok"}});
     return Status::Ok();
   }
@@ -267,8 +275,29 @@ void SchedulerServer::Impl::Accept() {
 
 void SchedulerServer::Impl::NotifyLeaseLost(uint64_t lease, const std::string& why) {
   for (const auto& c : connections) {
-    if (c->leases().count(lease))
+    if (c->leases().count(lease)) {
       c->Send({{"type", "lease_lost"}, {"lease", lease}, {"reason", why}});
+    }
+  }
+  DropLease(lease);
+}
+
+void SchedulerServer::Impl::PushLease(const Lease& lease) {
+  for (const auto& c : connections) {
+    if (c->role() != "worker") continue;
+    json devices = json::array();
+    for (const auto& [node, id] : lease.devices) {
+      if (node == c->node()) devices.push_back(id);
+    }
+    if (devices.empty()) continue;
+    c->Send({{"type", "lease_granted"}, {"lease", lease.id}, {"secret", lease.secret},
+             {"devices", devices}});
+  }
+}
+
+void SchedulerServer::Impl::DropLease(uint64_t lease) {
+  for (const auto& c : connections) {
+    if (c->role() == "worker") c->Send({{"type", "drop_lease"}, {"lease", lease}});
   }
 }
 

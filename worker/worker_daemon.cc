@@ -8,10 +8,15 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <map>
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "runtime/core/error.h"
+#include "runtime/executor.h"
+#include "runtime/net/base64.h"
 #include "runtime/net/framing.h"
+#include "scheduler/registry.h"
 
 namespace moreh::worker {
 namespace asio = boost::asio;
@@ -96,6 +101,13 @@ struct WorkerDaemon::Impl {
   std::chrono::milliseconds heartbeat{1000};
   int backoff_ms = 100;
   bool stopping = false;
+  struct Grant {
+    std::string secret;
+    std::vector<int> devices;
+  };
+  std::map<uint64_t, Grant> leases;                             // pushed by the scheduler
+  std::vector<std::unique_ptr<runtime::Allocator>> allocators;  // one per device, its capacity
+  asio::thread_pool jobs{1};  // graphs run here, so heartbeats never wait on a job
 
   void Connect();
   void Retry(const std::string& why);
@@ -174,6 +186,13 @@ void WorkerDaemon::Impl::OnMessage(const json& m) {
     spdlog::info("registered with the scheduler as '{}' ({} x {} of {} bytes)", config.node_name,
                  config.devices.count, config.devices.kind, config.devices.memory_bytes);
     Beat();
+  } else if (type == "lease_granted") {
+    Grant g;
+    g.secret = m.value("secret", std::string());
+    for (const auto& d : m.value("devices", json::array())) g.devices.push_back(d.get<int>());
+    leases[m.value("lease", uint64_t{0})] = std::move(g);
+  } else if (type == "drop_lease") {
+    leases.erase(m.value("lease", uint64_t{0}));
   } else if (type == "error") {
     spdlog::error("scheduler: {}", m.value("message", std::string("?")));
     if (m.value("request", std::string()) == "heartbeat") Retry("re-registering");
@@ -189,46 +208,159 @@ void WorkerDaemon::Impl::Beat() {
   });
 }
 
-// Clients holding a lease connect here; today the endpoint answers hello and ping (the
-// reference's "Connecting to resources" step), frames checked as everywhere.
+// Clients holding a lease connect here: hello with the lease and its secret (pushed by the
+// scheduler), then ping or run_graph on a device of the lease. A graph runs on the job thread
+// against the device's allocator, so an out-of-memory comes back as an error and the daemon serves
+// on; frames are checked as everywhere.
+class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
+ public:
+  ClientConnection(tcp::socket s, WorkerDaemon::Impl* w) : socket_(std::move(s)), w_(w) {}
+  void Start() { Read(); }
+
+ private:
+  void Read() {
+    socket_.async_read_some(
+        asio::buffer(buf_), [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+          if (ec) return;
+          Status s = self->decoder_.Feed(std::string_view(self->buf_.data(), n));
+          while (s.ok() && self->decoder_.HasMessage()) s = self->Handle(self->decoder_.Pop());
+          if (!s.ok()) {
+            self->closing_ = true;
+            self->Send({{"type", "error"}, {"message", s.message()}});
+            return;
+          }
+          self->Read();
+        });
+  }
+  void Send(const json& m) {
+    out_.push_back(net::EncodeFrame(m));
+    if (out_.size() == 1) Write();
+  }
+  void Write() {
+    asio::async_write(socket_, asio::buffer(out_.front()),
+                      [self = shared_from_this()](boost::system::error_code ec, size_t) {
+                        if (ec) return;
+                        self->out_.pop_front();
+                        if (!self->out_.empty()) return self->Write();
+                        if (self->closing_) {
+                          boost::system::error_code ignored;
+                          self->socket_.close(ignored);
+                        }
+                      });
+  }
+  Status Handle(const json& m);
+
+  tcp::socket socket_;
+  WorkerDaemon::Impl* w_;
+  net::FrameDecoder decoder_;
+  std::array<char, 65536> buf_;
+  std::deque<std::string> out_;
+  bool closing_ = false;
+  uint64_t lease_ = 0;
+};
+
+namespace {
+StatusOr<runtime::Tensor> DecodeTensor(const json& j, runtime::Allocator* alloc) {
+  DType dt;
+  if (!j.is_object() || !j.contains("dtype") || !j["dtype"].is_string() ||
+      !ParseDType(j["dtype"].get<std::string>(), &dt) || !j.contains("shape") ||
+      !j["shape"].is_array() || !j.contains("data") || !j["data"].is_string()) {
+    return Status::InvalidArgument("a tensor needs 'dtype', 'shape' and base64 'data'");
+  }
+  Shape shape;
+  for (const json& d : j["shape"]) {
+    if (!d.is_number_integer() || d.get<int64_t>() < 0) return Status::InvalidArgument("bad shape");
+    shape.push_back(d.get<int64_t>());
+  }
+  auto bytes = net::Base64Decode(j["data"].get<std::string>());
+  if (!bytes.ok()) return bytes.status();
+  if (static_cast<int64_t>(bytes->size()) != Numel(shape) * DTypeSize(dt)) {
+    return Status::InvalidArgument(fmt::format("tensor data has {} bytes, {} needs {}",
+                                               bytes->size(), ShapeToString(shape),
+                                               Numel(shape) * DTypeSize(dt)));
+  }
+  return runtime::Tensor::FromData(bytes->data(), shape, dt, alloc);
+}
+
+json EncodeTensor(const runtime::Tensor& t) {
+  const runtime::Tensor c = t.Contiguous();
+  return {{"dtype", DTypeName(c.dtype())},
+          {"shape", c.shape()},
+          {"data", net::Base64Encode(std::string_view(static_cast<const char*>(c.raw_data()),
+                                                      static_cast<size_t>(c.nbytes())))}};
+}
+}  // namespace
+
+Status ClientConnection::Handle(const json& m) {
+  const std::string type = m["type"];
+  if (lease_ == 0) {
+    if (type != "hello") return Status::InvalidArgument("the first message must be 'hello'");
+    const uint64_t lease = m.value("lease", uint64_t{0});
+    const std::string secret = m.value("secret", std::string());
+    auto it = w_->leases.find(lease);
+    if (m.value("version", 0) != 1 || it == w_->leases.end() ||
+        !scheduler::SecretsEqual(it->second.secret, secret)) {
+      return Status::InvalidArgument("no valid lease presented");
+    }
+    lease_ = lease;
+    Send({{"type", "hello_ok"}});
+    return Status::Ok();
+  }
+  if (type == "ping") {
+    Send({{"type", "ping_ok"}});
+    return Status::Ok();
+  }
+  if (type != "run_graph") return Status::InvalidArgument("unknown message type '" + type + "'");
+  auto it = w_->leases.find(lease_);
+  if (it == w_->leases.end()) {
+    Send({{"type", "error"}, {"request", type}, {"message", "the lease was dropped"}});
+    return Status::Ok();
+  }
+  const int device = m.value("device", -1);
+  if (std::find(it->second.devices.begin(), it->second.devices.end(), device) ==
+      it->second.devices.end()) {
+    Send({{"type", "error"},
+          {"request", type},
+          {"message", fmt::format("device {} is not part of lease {}", device, lease_)}});
+    return Status::Ok();
+  }
+  runtime::Allocator* alloc = w_->allocators.at(static_cast<size_t>(device)).get();
+  // Decode and run on the job thread; the reply is posted back to the event loop.
+  asio::post(w_->jobs, [self = shared_from_this(), m, alloc] {
+    json reply;
+    try {
+      auto graph = Graph::FromJson(m.at("graph").dump());
+      graph.status().ThrowIfError();
+      std::vector<runtime::Tensor> inputs;
+      for (const json& t : m.value("inputs", json::array())) {
+        auto x = DecodeTensor(t, alloc);
+        x.status().ThrowIfError();
+        inputs.push_back(std::move(x.value()));
+      }
+      auto compiled = runtime::Compile(std::move(graph.value()));
+      runtime::Executor ex(alloc);
+      alloc->ResetPeak();
+      const auto outs = ex.Run(*compiled, std::move(inputs));
+      json jo = json::array();
+      for (const auto& o : outs) jo.push_back(EncodeTensor(o));
+      reply = {{"type", "run_graph_ok"}, {"outputs", jo}, {"peak_bytes", alloc->peak_bytes()}};
+    } catch (const OutOfMemoryError& e) {
+      reply = {{"type", "error"},
+               {"request", "run_graph"},
+               {"code", "OUT_OF_MEMORY"},
+               {"message", e.what()}};
+    } catch (const std::exception& e) {
+      reply = {{"type", "error"}, {"request", "run_graph"}, {"message", e.what()}};
+    }
+    asio::post(self->socket_.get_executor(), [self, reply] { self->Send(reply); });
+  });
+  return Status::Ok();
+}
+
 void WorkerDaemon::Impl::AcceptClients() {
   acceptor.async_accept([this](boost::system::error_code ec, tcp::socket s) {
     if (!acceptor.is_open()) return;
-    if (!ec) {
-      auto sock = std::make_shared<tcp::socket>(std::move(s));
-      auto dec = std::make_shared<net::FrameDecoder>();
-      auto rbuf = std::make_shared<std::array<char, 4096>>();
-      auto loop = std::make_shared<std::function<void()>>();
-      *loop = [sock, dec, rbuf, loop]() {
-        sock->async_read_some(asio::buffer(*rbuf), [sock, dec, rbuf, loop](
-                                                       boost::system::error_code ec, size_t n) {
-          if (ec) return;
-          Status st = dec->Feed(std::string_view(rbuf->data(), n));
-          std::string reply;
-          while (st.ok() && dec->HasMessage()) {
-            const json m = dec->Pop();
-            const std::string t = m["type"];
-            reply += net::EncodeFrame(
-                t == "hello" || t == "ping"
-                    ? json{{"type", t + "_ok"}}
-                    : json{{"type", "error"}, {"message", "unknown message type '" + t + "'"}});
-          }
-          if (!st.ok()) reply += net::EncodeFrame({{"type", "error"}, {"message", st.message()}});
-          auto data = std::make_shared<std::string>(std::move(reply));
-          asio::async_write(*sock, asio::buffer(*data),
-                            [sock, data, loop, ok = st.ok()](boost::system::error_code ec, size_t) {
-                              if (ec || !ok) {
-                                boost::system::error_code ignored;
-                                sock->close(ignored);
-                                *loop = nullptr;  // break the cycle
-                                return;
-                              }
-                              (*loop)();
-                            });
-        });
-      };
-      (*loop)();
-    }
+    if (!ec) std::make_shared<ClientConnection>(std::move(s), this)->Start();
     AcceptClients();
   });
 }
@@ -249,6 +381,11 @@ StatusOr<std::unique_ptr<WorkerDaemon>> WorkerDaemon::Create(WorkerConfig config
   if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return Status(StatusCode::kUnavailable, "cannot listen: " + ec.message());
   impl->profile = impl->config.measure_profile ? MeasureProfile() : json::object();
+  for (int d = 0; d < impl->config.devices.count; ++d) {
+    impl->allocators.push_back(std::make_unique<runtime::Allocator>(
+        fmt::format("{}:{}:{}", impl->config.node_name, impl->config.devices.kind, d),
+        impl->config.devices.memory_bytes));
+  }
   return std::unique_ptr<WorkerDaemon>(new WorkerDaemon(std::move(impl)));
 }
 
@@ -260,6 +397,7 @@ void WorkerDaemon::Run() {
     i.timer.cancel();
     i.acceptor.close(ec);
     i.sched.close(ec);
+    i.jobs.stop();
   });
   i.AcceptClients();
   i.Connect();

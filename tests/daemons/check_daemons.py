@@ -130,6 +130,43 @@ def main():
             check("too many devices is refused", g3["type"] == "error" and "free" in g3["message"], g3)
             c.send({"type": "allocate", "request_id": "r3", "device_size": "Huge"})
             check("unknown device size named", "unknown device size 'Huge'" in c.recv().get("message", ""))
+            # The lease's worker admits its holder and runs a graph on a leased device.
+            host, wport = g["devices"][0]["address"].rsplit(":", 1)
+            dev = g["devices"][0]["device"]
+            time.sleep(0.2)  # the grant reaches the worker through the scheduler
+            w = Conn(int(wport))
+            w.send({"type": "hello", "version": 1, "lease": g["lease"], "secret": "wrong"})
+            check("worker refuses a wrong lease secret", w.recv()["type"] == "error" and w.closed())
+            w = Conn(int(wport))
+            w.send({"type": "hello", "version": 1, "lease": g["lease"], "secret": g["secret"]})
+            check("worker admits the lease holder", w.recv()["type"] == "hello_ok")
+            graph = {"format": "moreh-graph", "version": 1,
+                     "values": [{"dtype": "f32", "shape": [2, 2]}, {"dtype": "f32", "shape": [2, 2]},
+                                {"dtype": "f32", "shape": [2, 2]}],
+                     "inputs": [0, 1], "outputs": [2],
+                     "nodes": [{"op": "matmul", "inputs": [0, 1], "outputs": [2], "attrs": {}}]}
+            import base64
+            def t(vals):
+                return {"dtype": "f32", "shape": [2, 2],
+                        "data": base64.b64encode(struct.pack("<4f", *vals)).decode()}
+            w.send({"type": "run_graph", "device": dev, "graph": graph,
+                    "inputs": [t([1, 2, 3, 4]), t([5, 6, 7, 8])]})
+            r = w.recv(timeout=20)
+            out = struct.unpack("<4f", base64.b64decode(r["outputs"][0]["data"])) if r.get("outputs") else None
+            check("run_graph on the worker returns the result", out == (19.0, 22.0, 43.0, 50.0), r)
+            big = {"format": "moreh-graph", "version": 1, "values": [{"dtype": "f32", "shape": [100000000]}],
+                   "inputs": [], "outputs": [0],
+                   "nodes": [{"op": "fill", "inputs": [], "outputs": [0],
+                              "attrs": {"shape": {"ints": [100000000]}, "dtype": {"str": "f32"},
+                                        "value": {"float": 1.0}}}]}
+            w.send({"type": "run_graph", "device": dev, "graph": big, "inputs": []})
+            r = w.recv(timeout=20)
+            check("out of memory on the device comes back as the error", r["type"] == "error" and
+                  r.get("code") == "OUT_OF_MEMORY" and "Memory requested : 400000000 bytes" in r["message"], r)
+            w.send({"type": "run_graph", "device": 99, "graph": graph, "inputs": []})
+            check("a device outside the lease is refused", "not part of lease" in w.recv().get("message", ""))
+            w.send({"type": "ping"})
+            check("the worker serves on after the error", w.recv()["type"] == "ping_ok")
             c.send({"type": "release", "lease": g["lease"], "secret": "wrong"})
             check("release with a wrong secret refused", c.recv()["type"] == "error")
             c.send({"type": "release", "lease": g["lease"], "secret": g["secret"]})
