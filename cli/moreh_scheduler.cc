@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   app.add_option("--port", c.port, "listen port (0: chosen by the OS)");
   app.add_option("--port-file", c.port_file, "write the chosen port here");
   app.add_option("--key-file", key_file, "cluster key file (else MOREH_CLUSTER_KEY)");
+  app.add_option("--state-dir", c.state_dir, "directory of the persisted state (SQLite)");
   app.add_option("--heartbeat-ms", heartbeat_ms)->check(CLI::PositiveNumber);
   app.add_option("--dead-after-ms", dead_after_ms)->check(CLI::PositiveNumber);
   app.add_option("--lease-ttl-ms", lease_ttl_ms)->check(CLI::PositiveNumber);

@@ -80,6 +80,24 @@ std::vector<uint64_t> Registry::ReapDead(Clock::time_point now, Clock::duration 
   return hit;
 }
 
+void Registry::RestoreNode(Node n) {
+  n.alive = false;
+  n.last_heartbeat = Clock::now();
+  nodes_[n.name] = std::move(n);
+}
+
+void Registry::RestoreLease(Lease l) {
+  for (const auto& [node, id] : l.devices) {
+    auto it = nodes_.find(node);
+    if (it == nodes_.end()) continue;
+    for (Device& d : it->second.devices) {
+      if (d.id == id) d.lease = l.id;
+    }
+  }
+  next_lease_ = std::max(next_lease_, l.id + 1);
+  leases_[l.id] = std::move(l);
+}
+
 int Registry::FreeDevices() const {
   int n = 0;
   for (const auto& [name, node] : nodes_) {

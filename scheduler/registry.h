@@ -4,6 +4,7 @@
 // Not thread-safe.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -60,6 +61,12 @@ class Registry {
                Clock::time_point now);
   Status Release(uint64_t lease, const std::string& secret);
   std::vector<uint64_t> ExpireLeases(Clock::time_point now);
+
+  // Restoring persisted state (StateStore::Load): nodes come back dead until they re-register.
+  void RestoreNode(Node n);
+  void RestoreLease(Lease l);
+  void set_next_lease(uint64_t id) { next_lease_ = std::max(next_lease_, id); }
+  uint64_t next_lease() const { return next_lease_; }
 
   const std::map<std::string, Node>& nodes() const { return nodes_; }
   const std::map<uint64_t, Lease>& leases() const { return leases_; }

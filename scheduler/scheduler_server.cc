@@ -11,6 +11,7 @@
 #include "runtime/net/framing.h"
 #include "runtime/planner/cluster.h"
 #include "scheduler/registry.h"
+#include "scheduler/state_store.h"
 
 namespace moreh::scheduler {
 namespace asio = boost::asio;
@@ -44,7 +45,13 @@ struct SchedulerServer::Impl {
   asio::signal_set signals{io, SIGINT, SIGTERM};
   asio::steady_timer tick{io};
   Registry registry;
+  std::unique_ptr<StateStore> store;  // null: in memory only
   std::set<std::shared_ptr<Connection>> connections;
+
+  // Persists a change; a failing disk is logged loudly (the in-memory state stays authoritative).
+  void Persist(const Status& s) {
+    if (!s.ok()) spdlog::error("scheduler state: {}", s.message());
+  }
 
   void Accept();
   void Tick();
@@ -195,6 +202,7 @@ Status Connection::Handle(const json& m) {
     n.profile = m.value("profile", json::object());
     s = reg.RegisterWorker(n, now);
     if (!s.ok()) return reply_error(s);
+    if (server_->store) server_->Persist(server_->store->SaveNode(reg.nodes().at(n.name)));
     node_ = n.name;
     spdlog::info("worker '{}' registered ({} devices) at {}", n.name, n.devices.size(), n.address);
     Send({{"type", "register_ok"},
@@ -224,7 +232,11 @@ Status Connection::Handle(const json& m) {
     if (!lease.ok()) return reply_error(lease.status());
     const bool fresh = !leases_.count(lease->id);
     leases_.insert(lease->id);
-    if (fresh) server_->PushLease(lease.value());
+    if (fresh) {
+      if (server_->store)
+        server_->Persist(server_->store->SaveLease(lease.value(), reg.next_lease()));
+      server_->PushLease(lease.value());
+    }
     json devices = json::array();
     for (const auto& [node, id] : lease->devices) {
       devices.push_back(
@@ -250,6 +262,9 @@ Status Connection::Handle(const json& m) {
     if (type == "release") {
       leases_.erase(lease);
       server_->DropLease(lease);
+      if (server_->store) server_->Persist(server_->store->DeleteLease(lease));
+    } else if (server_->store) {
+      server_->Persist(server_->store->SaveLease(reg.leases().at(lease), reg.next_lease()));
     }
     Send({{"type", type + "_ok"}});
     return Status::Ok();
@@ -290,7 +305,9 @@ void SchedulerServer::Impl::PushLease(const Lease& lease) {
       if (node == c->node()) devices.push_back(id);
     }
     if (devices.empty()) continue;
-    c->Send({{"type", "lease_granted"}, {"lease", lease.id}, {"secret", lease.secret},
+    c->Send({{"type", "lease_granted"},
+             {"lease", lease.id},
+             {"secret", lease.secret},
              {"devices", devices}});
   }
 }
@@ -315,7 +332,10 @@ void SchedulerServer::Impl::Tick() {
                      config.dead_after.count());
       }
     }
-    for (uint64_t l : registry.ExpireLeases(now)) NotifyLeaseLost(l, "the lease expired");
+    for (uint64_t l : registry.ExpireLeases(now)) {
+      NotifyLeaseLost(l, "the lease expired");
+      if (store) Persist(store->DeleteLease(l));
+    }
     Tick();
   });
 }
@@ -328,6 +348,15 @@ StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Create(SchedulerConf
   if (!s.ok()) return s;
   auto impl = std::make_unique<Impl>();
   impl->config = std::move(config);
+  if (!impl->config.state_dir.empty()) {
+    auto store = StateStore::Open(impl->config.state_dir);
+    if (!store.ok()) return store.status();
+    impl->store = std::move(store.value());
+    Status l = impl->store->Load(&impl->registry);
+    if (!l.ok()) return l;
+    spdlog::info("state loaded from {}: {} nodes, {} leases", impl->store->path(),
+                 impl->registry.nodes().size(), impl->registry.leases().size());
+  }
   boost::system::error_code ec;
   const tcp::endpoint ep(asio::ip::make_address(impl->config.host), impl->config.port);
   impl->acceptor.open(ep.protocol(), ec);

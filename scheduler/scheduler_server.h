@@ -20,6 +20,7 @@ struct SchedulerConfig {
   int port = 0;             // 0: chosen by the OS
   std::string port_file;    // where the chosen port is written (for scripts and tests)
   std::string cluster_key;  // required for a non-loopback bind
+  std::string state_dir;    // SQLite state (scheduler.db); empty: in memory only
   std::chrono::milliseconds heartbeat_period{1000};
   std::chrono::milliseconds dead_after{5000};
   std::chrono::milliseconds lease_ttl{30000};

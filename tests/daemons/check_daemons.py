@@ -95,9 +95,10 @@ def main():
         with open(key_file, "w") as f:
             f.write(KEY + "\n")
         port_file = os.path.join(d, "port")
+        state_dir = os.path.join(d, "state")
         sched_cmd = [os.path.join(a.bin, "moreh-scheduler"), "--key-file", key_file, "--port-file",
                      port_file, "--heartbeat-ms", "200", "--dead-after-ms", "1000",
-                     "--lease-ttl-ms", "1500"]
+                     "--lease-ttl-ms", "1500", "--state-dir", state_dir]
         sched = subprocess.Popen(sched_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs = [sched]
         try:
@@ -219,16 +220,42 @@ def main():
             ok = wait_for(lambda: status(port)["free_devices"] == 6, 5)
             check("an unrenewed lease expires and frees its devices", ok, status(port))
 
-            # Scheduler restart: workers come back on their own.
-            sched.send_signal(signal.SIGTERM)
+            # Scheduler crash (kill -9) and restart: the lease survives, workers re-register.
+            c4 = client(port)
+            c4.send({"type": "allocate", "request_id": "persist", "device_size": "Medium"})
+            kept = c4.recv()
+            sched.send_signal(signal.SIGKILL)
             sched.wait(timeout=10)
             os.remove(port_file)
-            sched_cmd2 = [x if x != "--port-file" else x for x in sched_cmd] + ["--port", str(port)]
-            sched = subprocess.Popen(sched_cmd2, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            sched = subprocess.Popen(sched_cmd + ["--port", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(sched)
-            ok = wait_for(lambda: os.path.exists(port_file), 10) and wait_for(
-                lambda: sum(n["alive"] for n in status(port)["nodes"]) == 3, 15)
-            check("scheduler restarted: the 3 live workers re-register", ok)
+            ok = wait_for(lambda: os.path.exists(port_file), 10)
+            c5 = client(port)
+            renewed = []
+
+            def renew_and_count():  # the holder keeps its lease alive while workers come back
+                c5.send({"type": "renew", "lease": kept["lease"], "secret": kept["secret"]})
+                renewed.append(c5.recv()["type"])
+                return sum(n["alive"] for n in status(port)["nodes"]) == 3
+
+            ok = ok and wait_for(renew_and_count, 15)
+            check("scheduler killed and restarted: the 3 live workers re-register", ok)
+            st = status(port)
+            check("the lease survives the crash", kept["type"] == "allocate_ok" and
+                  renewed and set(renewed) == {"renew_ok"} and st["num_leases"] >= 1, (renewed, st))
+            c5.send({"type": "release", "lease": kept["lease"], "secret": kept["secret"]})
+            check("the restored lease releases with its secret", c5.recv()["type"] == "release_ok")
+            # A corrupt database: the scheduler refuses to start, and says why.
+            sched.send_signal(signal.SIGTERM)
+            sched.wait(timeout=10)
+            for f in os.listdir(state_dir):
+                os.remove(os.path.join(state_dir, f))
+            with open(os.path.join(state_dir, "scheduler.db"), "wb") as f:
+                f.write(b"this is not a database" * 100)
+            p = subprocess.run(sched_cmd, capture_output=True, text=True, timeout=20)
+            check("a corrupt database stops the start with a clear message",
+                  p.returncode != 0 and "corrupt" in (p.stdout + p.stderr), p.stdout + p.stderr)
         finally:
             for p in procs:
                 if p.poll() is None:

@@ -1,0 +1,177 @@
+#include "scheduler/state_store.h"
+
+#include <fmt/format.h>
+#include <sqlite3.h>
+
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+namespace moreh::scheduler {
+namespace {
+using json = nlohmann::json;
+
+int64_t WallMs(Clock::time_point t) {
+  const auto now_steady = Clock::now();
+  const auto now_wall = std::chrono::system_clock::now();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             (now_wall + (t - now_steady)).time_since_epoch())
+      .count();
+}
+
+Clock::time_point FromWallMs(int64_t ms) {
+  const auto wall = std::chrono::system_clock::time_point(std::chrono::milliseconds(ms));
+  return Clock::now() + (wall - std::chrono::system_clock::now());
+}
+
+// A prepared statement with RAII finalize.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) { sqlite3_prepare_v2(db, sql, -1, &s_, nullptr); }
+  ~Stmt() { sqlite3_finalize(s_); }
+  sqlite3_stmt* get() const { return s_; }
+
+ private:
+  sqlite3_stmt* s_ = nullptr;
+};
+}  // namespace
+
+StateStore::~StateStore() {
+  if (db_) sqlite3_close(db_);
+}
+
+Status StateStore::Exec(const std::string& sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    const std::string m = err ? err : "unknown error";
+    sqlite3_free(err);
+    return Status::Internal(fmt::format("{}: {}", path_, m));
+  }
+  return Status::Ok();
+}
+
+StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    return Status::InvalidArgument(dir + ": cannot create the state directory: " + ec.message());
+  std::unique_ptr<StateStore> s(new StateStore());
+  s->path_ = (std::filesystem::path(dir) / "scheduler.db").string();
+  if (sqlite3_open(s->path_.c_str(), &s->db_) != SQLITE_OK) {
+    return Status::Internal(s->path_ + ": cannot open: " + sqlite3_errmsg(s->db_));
+  }
+  {
+    Stmt check(s->db_, "PRAGMA integrity_check");
+    const int rc = check.get() ? sqlite3_step(check.get()) : SQLITE_ERROR;
+    const char* text = rc == SQLITE_ROW
+                           ? reinterpret_cast<const char*>(sqlite3_column_text(check.get(), 0))
+                           : nullptr;
+    if (!check.get() || rc != SQLITE_ROW || !text || std::string(text) != "ok") {
+      return Status::Internal(fmt::format(
+          "{}: the scheduler database is corrupt ({}); refusing to start with an empty state. "
+          "Restore it from a backup, or move it away to start afresh.",
+          s->path_, text ? text : sqlite3_errmsg(s->db_)));
+    }
+  }
+  Status st = s->Exec(
+      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+      "CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, address TEXT, devices TEXT,"
+      " profile TEXT);"
+      "CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, secret TEXT, token TEXT,"
+      " request_id TEXT, devices TEXT, expiry_ms INTEGER);"
+      "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER);");
+  if (!st.ok()) return st;
+  return s;
+}
+
+Status StateStore::SaveNode(const Node& n) {
+  json devices = json::array();
+  for (const Device& d : n.devices) {
+    devices.push_back(
+        {{"id", d.id}, {"kind", d.kind}, {"name", d.name}, {"memory_bytes", d.memory_bytes}});
+  }
+  Stmt q(db_, "INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?)");
+  const std::string dj = devices.dump(), pj = n.profile.dump();
+  sqlite3_bind_text(q.get(), 1, n.name.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(q.get(), 2, n.address.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(q.get(), 3, dj.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(q.get(), 4, pj.c_str(), -1, SQLITE_TRANSIENT);
+  if (sqlite3_step(q.get()) != SQLITE_DONE)
+    return Status::Internal(path_ + ": " + sqlite3_errmsg(db_));
+  return Status::Ok();
+}
+
+Status StateStore::SaveLease(const Lease& l, uint64_t next_lease_id) {
+  Status s = Exec("BEGIN IMMEDIATE");
+  if (!s.ok()) return s;
+  json devices = json::array();
+  for (const auto& [node, id] : l.devices) devices.push_back({node, id});
+  const std::string dj = devices.dump();
+  {
+    Stmt q(db_, "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?)");
+    sqlite3_bind_int64(q.get(), 1, static_cast<int64_t>(l.id));
+    sqlite3_bind_text(q.get(), 2, l.secret.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(q.get(), 3, l.token.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(q.get(), 4, l.request_id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(q.get(), 5, dj.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(q.get(), 6, WallMs(l.expiry));
+    Stmt m(db_, "INSERT OR REPLACE INTO meta VALUES ('next_lease', ?)");
+    sqlite3_bind_int64(m.get(), 1, static_cast<int64_t>(next_lease_id));
+    if (sqlite3_step(q.get()) != SQLITE_DONE || sqlite3_step(m.get()) != SQLITE_DONE) {
+      const std::string err = sqlite3_errmsg(db_);
+      Exec("ROLLBACK").ThrowIfError();
+      return Status::Internal(path_ + ": " + err);
+    }
+  }
+  return Exec("COMMIT");
+}
+
+Status StateStore::DeleteLease(uint64_t id) {
+  Stmt q(db_, "DELETE FROM leases WHERE id = ?");
+  sqlite3_bind_int64(q.get(), 1, static_cast<int64_t>(id));
+  if (sqlite3_step(q.get()) != SQLITE_DONE)
+    return Status::Internal(path_ + ": " + sqlite3_errmsg(db_));
+  return Status::Ok();
+}
+
+Status StateStore::Load(Registry* r) {
+  try {
+    Stmt nodes(db_, "SELECT name, address, devices, profile FROM nodes");
+    while (sqlite3_step(nodes.get()) == SQLITE_ROW) {
+      Node n;
+      n.name = reinterpret_cast<const char*>(sqlite3_column_text(nodes.get(), 0));
+      n.address = reinterpret_cast<const char*>(sqlite3_column_text(nodes.get(), 1));
+      for (const json& d :
+           json::parse(reinterpret_cast<const char*>(sqlite3_column_text(nodes.get(), 2)))) {
+        n.devices.push_back({d.at("id").get<int>(), d.at("kind").get<std::string>(),
+                             d.at("name").get<std::string>(), d.at("memory_bytes").get<int64_t>(),
+                             0});
+      }
+      n.profile = json::parse(reinterpret_cast<const char*>(sqlite3_column_text(nodes.get(), 3)));
+      r->RestoreNode(std::move(n));
+    }
+    Stmt leases(db_, "SELECT id, secret, token, request_id, devices, expiry_ms FROM leases");
+    while (sqlite3_step(leases.get()) == SQLITE_ROW) {
+      Lease l;
+      l.id = static_cast<uint64_t>(sqlite3_column_int64(leases.get(), 0));
+      l.secret = reinterpret_cast<const char*>(sqlite3_column_text(leases.get(), 1));
+      l.token = reinterpret_cast<const char*>(sqlite3_column_text(leases.get(), 2));
+      l.request_id = reinterpret_cast<const char*>(sqlite3_column_text(leases.get(), 3));
+      for (const json& d :
+           json::parse(reinterpret_cast<const char*>(sqlite3_column_text(leases.get(), 4)))) {
+        l.devices.emplace_back(d.at(0).get<std::string>(), d.at(1).get<int>());
+      }
+      l.expiry = FromWallMs(sqlite3_column_int64(leases.get(), 5));
+      r->RestoreLease(std::move(l));
+    }
+    Stmt meta(db_, "SELECT value FROM meta WHERE key = 'next_lease'");
+    if (sqlite3_step(meta.get()) == SQLITE_ROW) {
+      r->set_next_lease(static_cast<uint64_t>(sqlite3_column_int64(meta.get(), 0)));
+    }
+  } catch (const std::exception& e) {
+    return Status::Internal(path_ + ": a stored row is malformed (" + e.what() + ")");
+  }
+  return Status::Ok();
+}
+
+}  // namespace moreh::scheduler
