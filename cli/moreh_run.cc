@@ -11,10 +11,12 @@ int main(int argc, char** argv) {
     std::fprintf(argc < 2 ? stderr : stdout,
                  "usage: moreh-run train [--model-name-or-path DIR] [--dataset FILE] ...\n"
                  "  train   fine-tune a Llama model (see moreh-run train --help)\n"
-                 "  plan    choose a parallel configuration, dry run (moreh-run plan --help)\n");
+                 "  plan    choose a parallel configuration, dry run (moreh-run plan --help)\n"
+                 "  connect request the virtual device, connect to its workers, release (check)\n");
     return argc < 2 ? 2 : 0;
   }
   if (std::strcmp(argv[1], "plan") == 0) return moreh::cli::PlanMain(argc - 1, argv + 1);
+  if (std::strcmp(argv[1], "connect") == 0) return moreh::cli::ConnectMain(argc - 1, argv + 1);
   if (std::strcmp(argv[1], "train") == 0) {
     return moreh::examples::TextSummarizationMain(argc - 1, argv + 1, "moreh-run train");
   }

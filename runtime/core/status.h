@@ -56,6 +56,10 @@ class [[nodiscard]] StatusOr {
     status_.ThrowIfError();
     return *value_;
   }
+  const T& value() const& {
+    status_.ThrowIfError();
+    return *value_;
+  }
   T&& value() && {
     status_.ThrowIfError();
     return std::move(*value_);

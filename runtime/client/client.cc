@@ -1,0 +1,204 @@
+#include "runtime/client/client.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio.hpp>
+#include <cstdlib>
+#include <mutex>
+#include <random>
+
+#include "runtime/log.h"
+#include "runtime/net/framing.h"
+#include "runtime/planner/cluster.h"
+
+namespace moreh::client {
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using json = nlohmann::json;
+
+namespace {
+// A blocking framed connection.
+class Channel {
+ public:
+  explicit Channel(asio::io_context& io) : socket_(io) {}
+  Status Open(const std::string& address) {
+    const size_t colon = address.rfind(':');
+    if (colon == std::string::npos)
+      return Status::InvalidArgument("address '" + address + "' is not HOST:PORT");
+    boost::system::error_code ec;
+    tcp::resolver resolver(socket_.get_executor());
+    auto eps = resolver.resolve(address.substr(0, colon), address.substr(colon + 1), ec);
+    if (!ec) asio::connect(socket_, eps, ec);
+    if (ec)
+      return Status(StatusCode::kUnavailable,
+                    fmt::format("cannot connect to {}: {}", address, ec.message()));
+    return Status::Ok();
+  }
+  StatusOr<json> Call(const json& m) {
+    boost::system::error_code ec;
+    asio::write(socket_, asio::buffer(net::EncodeFrame(m)), ec);
+    if (ec) return Status(StatusCode::kUnavailable, "send failed: " + ec.message());
+    return Receive();
+  }
+  StatusOr<json> Receive() {
+    while (!decoder_.HasMessage()) {
+      boost::system::error_code ec;
+      const size_t n = socket_.read_some(asio::buffer(buf_), ec);
+      if (ec) return Status(StatusCode::kUnavailable, "connection lost: " + ec.message());
+      Status s = decoder_.Feed(std::string_view(buf_.data(), n));
+      if (!s.ok()) return s;
+    }
+    return decoder_.Pop();
+  }
+  void Close() {
+    boost::system::error_code ec;
+    socket_.close(ec);
+  }
+
+ private:
+  tcp::socket socket_;
+  net::FrameDecoder decoder_;
+  std::array<char, 16384> buf_;
+};
+
+Status ReplyError(const StatusOr<json>& r, const std::string& what) {
+  if (!r.ok()) return r.status();
+  if (r.value().value("type", std::string()) == "error") {
+    return Status(StatusCode::kFailedPrecondition,
+                  what + ": " + r.value().value("message", std::string("?")));
+  }
+  return Status::Ok();
+}
+}  // namespace
+
+struct Client::Impl {
+  asio::io_context io;
+  std::unique_ptr<Channel> scheduler;
+  std::vector<std::unique_ptr<Channel>> workers;
+  std::string secret;
+  std::mutex mu;  // guards the scheduler channel between the renew thread and the destructor
+  std::atomic<bool> stop{false};
+  std::thread renewer;
+};
+
+Client::Client() : impl_(std::make_unique<Impl>()) {}
+
+StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions o) {
+  InitLogging();
+  std::unique_ptr<Client> c(new Client());
+  if (const char* t = std::getenv("MOREH_TOKEN")) o.token = t;
+  if (o.scheduler.empty()) {
+    if (const char* s = std::getenv("MOREH_SCHEDULER")) o.scheduler = s;
+  }
+  const int num_devices = planner::DeviceSizeCount(o.device_size);
+  if (num_devices < 1)
+    return Status::InvalidArgument("unknown device size '" + o.device_size + "'");
+  spdlog::info("Requesting resources for MoAI Accelerator from the server...");
+  if (o.scheduler.empty()) {
+    LocalClusterConfig lc = o.local;
+    lc.num_workers =
+        std::max(lc.num_workers, (num_devices + lc.devices_per_worker - 1) / lc.devices_per_worker);
+    auto cluster = LocalCluster::Start(lc);
+    if (!cluster.ok()) return cluster.status();
+    c->local_ = std::move(cluster.value());
+    o.scheduler = c->local_->scheduler_address();
+  }
+  c->scheduler_ = o.scheduler;
+  Impl& im = *c->impl_;
+  im.scheduler = std::make_unique<Channel>(im.io);
+  Status s = im.scheduler->Open(o.scheduler);
+  if (!s.ok()) return s;
+  s = ReplyError(im.scheduler->Call(
+                     {{"type", "hello"}, {"version", 1}, {"role", "client"}, {"token", o.token}}),
+                 "scheduler");
+  if (!s.ok()) return s;
+  // The request id makes a retried allocation idempotent; workers may still be registering.
+  std::random_device rd;
+  const std::string request_id = fmt::format("{:08x}{:08x}", rd(), rd());
+  const auto deadline = std::chrono::steady_clock::now() + o.wait_for_devices;
+  json grant;
+  while (true) {
+    auto r = im.scheduler->Call(
+        {{"type", "allocate"}, {"request_id", request_id}, {"device_size", o.device_size}});
+    if (!r.ok()) return r.status();
+    if (r.value()["type"] == "allocate_ok") {
+      grant = r.value();
+      break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      return Status(StatusCode::kResourceExhausted, "the server could not grant " + o.device_size +
+                                                        ": " +
+                                                        r.value().value("message", std::string()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  c->lease_ = grant["lease"].get<uint64_t>();
+  im.secret = grant["secret"].get<std::string>();
+  spdlog::info("Initializing the worker daemon for MoAI Accelerator");
+  std::vector<std::string> addresses;
+  for (const json& d : grant["devices"]) {
+    c->devices_.push_back({d["node"], d["address"], d["device"]});
+    if (std::find(addresses.begin(), addresses.end(), d["address"].get<std::string>()) ==
+        addresses.end()) {
+      addresses.push_back(d["address"]);
+    }
+  }
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    spdlog::info("[{}/{}] Connecting to resources on the server ({})...", i + 1, addresses.size(),
+                 addresses[i]);
+    // The grant reaches the worker through the scheduler: retry hello briefly.
+    Status hs;
+    for (int attempt = 0; attempt < 50; ++attempt) {
+      auto ch = std::make_unique<Channel>(im.io);
+      hs = ch->Open(addresses[i]);
+      if (hs.ok()) {
+        hs = ReplyError(
+            ch->Call(
+                {{"type", "hello"}, {"version", 1}, {"lease", c->lease_}, {"secret", im.secret}}),
+            addresses[i]);
+      }
+      if (hs.ok()) {
+        im.workers.push_back(std::move(ch));
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (!hs.ok()) return hs;
+  }
+  spdlog::info("Establishing links to the resources...");
+  for (auto& w : im.workers) {
+    s = ReplyError(w->Call({{"type", "ping"}}), "worker");
+    if (!s.ok()) return s;
+  }
+  const int64_t ttl_ms = grant.value("ttl_ms", int64_t{30000});
+  im.renewer = std::thread([&im, lease = c->lease_, ttl_ms] {
+    while (!im.stop) {
+      for (int64_t t = 0; t < ttl_ms / 3 && !im.stop; t += 20) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      if (im.stop) break;
+      std::lock_guard<std::mutex> lock(im.mu);
+      auto r = im.scheduler->Call({{"type", "renew"}, {"lease", lease}, {"secret", im.secret}});
+      if (!r.ok()) spdlog::warn("renewing the lease: {}", r.status().message());
+    }
+  });
+  spdlog::info("MoAI Accelerator is ready to use.");
+  return c;
+}
+
+Client::~Client() {
+  Impl& im = *impl_;
+  im.stop = true;
+  if (im.renewer.joinable()) im.renewer.join();
+  if (lease_ && im.scheduler) {
+    std::lock_guard<std::mutex> lock(im.mu);
+    auto r = im.scheduler->Call({{"type", "release"}, {"lease", lease_}, {"secret", im.secret}});
+    (void)r;
+  }
+  for (auto& w : im.workers) w->Close();
+  if (im.scheduler) im.scheduler->Close();
+  if (local_) local_->Stop();
+}
+
+}  // namespace moreh::client

@@ -1,0 +1,57 @@
+// The client side of the control plane: asks the scheduler for the user's virtual device, connects
+// to the granted workers, keeps the lease alive, and releases it at the end, logging each step in
+// the reference platform's words:
+//   [info] Requesting resources for MoAI Accelerator from the server...
+//   [info] Initializing the worker daemon for MoAI Accelerator
+//   [info] [1/4] Connecting to resources on the server (127.0.0.1:40123)...
+//   [info] Establishing links to the resources...
+//   [info] MoAI Accelerator is ready to use.
+// With no scheduler configured (MOREH_SCHEDULER unset and none given) an embedded local cluster is
+// started (local_cluster.h) and stopped with the client. Not thread-safe (one internal thread
+// renews the lease).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "runtime/client/local_cluster.h"
+#include "runtime/core/status.h"
+
+namespace moreh::client {
+
+struct ClientOptions {
+  std::string scheduler;             // HOST:PORT; empty: MOREH_SCHEDULER, else a local cluster
+  std::string token = "local-user";  // MOREH_TOKEN overrides
+  std::string device_size = "Small";
+  LocalClusterConfig local;  // used for the embedded cluster
+  std::chrono::milliseconds wait_for_devices{20000};
+};
+
+struct GrantedDevice {
+  std::string node, address;
+  int device = 0;
+};
+
+class Client {
+ public:
+  static StatusOr<std::unique_ptr<Client>> Connect(ClientOptions options);
+  ~Client();  // releases the lease, stops an embedded cluster
+  uint64_t lease() const { return lease_; }
+  const std::vector<GrantedDevice>& devices() const { return devices_; }
+  const std::string& scheduler() const { return scheduler_; }
+  struct Impl;
+
+ private:
+  Client();
+  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<LocalCluster> local_;
+  std::string scheduler_;
+  uint64_t lease_ = 0;
+  std::vector<GrantedDevice> devices_;
+};
+
+}  // namespace moreh::client
