@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""bench/run connect: request -> ready for 4 and 32 local workers. A scheduler and the workers run
+first (1 CPU device each); `moreh-run connect --scheduler ...` then requests Large (4 devices) or
+4xLarge (32), connects to every granted worker and establishes the links; the time is taken from
+its own log timestamps, from 'Requesting resources' to 'MoAI Accelerator is ready to use.'. The
+peer is the reference platform's log (../shared/reference/moai-ap-guide.md): 4.9 s from
+'Requesting resources' to 'ready' for 4 devices; quoted, not measured here."""
+import datetime
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+BIN = sys.argv[1]
+
+
+def stamp(line):
+    m = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})\]", line)
+    return datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+
+
+def run(workers, size, reps=5):
+    with tempfile.TemporaryDirectory() as d:
+        key = os.path.join(d, "key")
+        open(key, "w").write(os.urandom(16).hex())
+        pf = os.path.join(d, "port")
+        procs = [subprocess.Popen([f"{BIN}/moreh-scheduler", "--key-file", key, "--port-file", pf],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        try:
+            while not os.path.exists(pf):
+                time.sleep(0.01)
+            port = int(open(pf).read())
+            for i in range(workers):
+                procs.append(subprocess.Popen(
+                    [f"{BIN}/moreh-worker", "--scheduler", f"127.0.0.1:{port}", "--key-file", key,
+                     "--node", f"n{i}", "--devices", "cpu:1:64M", "--no-profile"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            times = []
+            for _ in range(reps):
+                out = subprocess.run([f"{BIN}/moreh-run", "connect", "--scheduler", f"127.0.0.1:{port}",
+                                      "--device-size", size], capture_output=True, text=True).stdout
+                lines = out.splitlines()
+                t0 = next(stamp(l) for l in lines if "Requesting resources" in l)
+                t1 = next(stamp(l) for l in lines if "is ready to use" in l)
+                times.append(1000 * (t1 - t0))
+            return sorted(times)[len(times) // 2]
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+
+
+ms4 = run(4, "Large")
+ms32 = run(32, "4xLarge")
+print(f"request -> ready: 4 workers {ms4:.0f} ms, 32 workers {ms32:.0f} ms (median of 5); "
+      f"reference platform's log: 4.9 s for 4")
+print(f"BENCH connect_4_workers_ms {ms4:.0f} ms")
+print(f"BENCH connect_32_workers_ms {ms32:.0f} ms")
+print(f"BENCH connect_4_workers_vs_reference_platform {4900 / max(ms4, 1):.0f} x")
