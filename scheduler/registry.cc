@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "runtime/planner/cluster.h"
+
 #include <algorithm>
 #include <random>
 
@@ -98,6 +100,68 @@ void Registry::RestoreLease(Lease l) {
   leases_[l.id] = std::move(l);
 }
 
+UserState& Registry::User(const std::string& token) {
+  UserState& u = users_[token];
+  if (u.devices.empty()) {
+    u.devices.push_back({0, "Small"});
+    u.current = 0;
+  }
+  return u;
+}
+
+StatusOr<int> Registry::AddVirtualDevice(const std::string& token, const std::string& size) {
+  if (planner::DeviceSizeCount(size) < 1) return Status::InvalidArgument("unknown device size '" + size + "'");
+  UserState& u = User(token);
+  if (static_cast<int>(u.devices.size()) >= kMaxVirtualDevices) {
+    return Status::InvalidArgument(fmt::format("a user holds at most {} virtual devices", kMaxVirtualDevices));
+  }
+  int id = 0;
+  for (const auto& d : u.devices) id = std::max(id, d.id + 1);
+  u.devices.push_back({id, size});
+  return id;
+}
+
+Status Registry::RemoveVirtualDevice(const std::string& token, int id) {
+  UserState& u = User(token);
+  auto it = std::find_if(u.devices.begin(), u.devices.end(), [&](const auto& d) { return d.id == id; });
+  if (it == u.devices.end()) return Status::NotFound(fmt::format("no virtual device {}", id));
+  if (u.devices.size() == 1) return Status::InvalidArgument("the last virtual device cannot be removed");
+  if (LeaseOfVirtualDevice(token, id)) return Status::InvalidArgument(fmt::format("virtual device {} is in use", id));
+  u.devices.erase(it);
+  if (u.current == id) u.current = u.devices.front().id;
+  return Status::Ok();
+}
+
+Status Registry::SwitchVirtualDevice(const std::string& token, int id) {
+  UserState& u = User(token);
+  for (const auto& d : u.devices) {
+    if (d.id == id) {
+      u.current = id;
+      return Status::Ok();
+    }
+  }
+  return Status::NotFound(fmt::format("no virtual device {}", id));
+}
+
+Status Registry::SetCurrentSize(const std::string& token, const std::string& size) {
+  if (planner::DeviceSizeCount(size) < 1) return Status::InvalidArgument("unknown device size '" + size + "'");
+  UserState& u = User(token);
+  if (LeaseOfVirtualDevice(token, u.current)) {
+    return Status::InvalidArgument("the current virtual device is in use; its size cannot change now");
+  }
+  for (auto& d : u.devices) {
+    if (d.id == u.current) d.size = size;
+  }
+  return Status::Ok();
+}
+
+const Lease* Registry::LeaseOfVirtualDevice(const std::string& token, int vdev) const {
+  for (const auto& [id, l] : leases_) {
+    if (l.token == token && l.vdev == vdev) return &l;
+  }
+  return nullptr;
+}
+
 int Registry::FreeDevices() const {
   int n = 0;
   for (const auto& [name, node] : nodes_) {
@@ -108,7 +172,8 @@ int Registry::FreeDevices() const {
 }
 
 StatusOr<Lease> Registry::Allocate(const std::string& token, const std::string& request_id,
-                                   int num_devices, Clock::duration ttl, Clock::time_point now) {
+                                   int num_devices, Clock::duration ttl, Clock::time_point now,
+                                   int vdev, int64_t pid) {
   if (token.empty() || request_id.empty()) {
     return Status::InvalidArgument("allocate: token and request_id are required");
   }
@@ -158,6 +223,8 @@ StatusOr<Lease> Registry::Allocate(const std::string& token, const std::string& 
   l.token = token;
   l.request_id = request_id;
   l.expiry = now + ttl;
+  l.vdev = vdev;
+  l.pid = pid;
   for (Node* n : chosen) {
     for (Device& d : n->devices) {
       if (static_cast<int>(l.devices.size()) == num_devices) break;

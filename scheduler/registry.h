@@ -35,8 +35,23 @@ struct Node {
   bool alive = true;
 };
 
+// A user's virtual device: a size (a name from the device-size table). A token holds up to
+// kMaxVirtualDevices, one of them current; one process may use a virtual device at a time.
+struct VirtualDevice {
+  int id = 0;
+  std::string size = "Small";
+};
+inline constexpr int kMaxVirtualDevices = 5;
+
+struct UserState {
+  std::vector<VirtualDevice> devices;
+  int current = 0;  // id of the current virtual device
+};
+
 struct Lease {
   uint64_t id = 0;
+  int vdev = -1;   // the virtual device it serves (-1: a direct request)
+  int64_t pid = 0; // the client process
   std::string secret;
   std::string token;
   std::string request_id;
@@ -56,7 +71,8 @@ class Registry {
   // num_devices packed onto the fewest nodes. The same (token, request_id) returns the same lease
   // (a retried request is never granted twice). ResourceExhausted when the pool is too small.
   StatusOr<Lease> Allocate(const std::string& token, const std::string& request_id, int num_devices,
-                           Clock::duration ttl, Clock::time_point now);
+                           Clock::duration ttl, Clock::time_point now, int vdev = -1,
+                           int64_t pid = 0);
   Status Renew(uint64_t lease, const std::string& secret, Clock::duration ttl,
                Clock::time_point now);
   Status Release(uint64_t lease, const std::string& secret);
@@ -68,6 +84,17 @@ class Registry {
   void set_next_lease(uint64_t id) { next_lease_ = std::max(next_lease_, id); }
   uint64_t next_lease() const { return next_lease_; }
 
+  // Virtual devices of a token (created with one Small device on first use).
+  UserState& User(const std::string& token);
+  StatusOr<int> AddVirtualDevice(const std::string& token, const std::string& size);
+  Status RemoveVirtualDevice(const std::string& token, int id);
+  Status SwitchVirtualDevice(const std::string& token, int id);
+  Status SetCurrentSize(const std::string& token, const std::string& size);
+  // The lease currently holding the token's virtual device `vdev`, or nullptr.
+  const Lease* LeaseOfVirtualDevice(const std::string& token, int vdev) const;
+  const std::map<std::string, UserState>& users() const { return users_; }
+  void RestoreUser(const std::string& token, UserState u) { users_[token] = std::move(u); }
+
   const std::map<std::string, Node>& nodes() const { return nodes_; }
   const std::map<uint64_t, Lease>& leases() const { return leases_; }
   int FreeDevices() const;
@@ -77,6 +104,7 @@ class Registry {
   void Free(uint64_t lease);
   std::map<std::string, Node> nodes_;
   std::map<uint64_t, Lease> leases_;
+  std::map<std::string, UserState> users_;
   uint64_t next_lease_ = 1;
 };
 

@@ -215,12 +215,55 @@ Status Connection::Handle(const json& m) {
     Send({{"type", "heartbeat_ok"}});
     return Status::Ok();
   }
+  if (role_ == "client" && type.rfind("vdev_", 0) == 0) {
+    Status s = Status::Ok();
+    if (type == "vdev_add") {
+      std::string size;
+      s = Get(m, "size", &size);
+      if (s.ok()) s = reg.AddVirtualDevice(token_, size).status();
+    } else if (type == "vdev_remove" || type == "vdev_switch") {
+      int id = 0;
+      s = Get(m, "id", &id);
+      if (s.ok()) s = type == "vdev_remove" ? reg.RemoveVirtualDevice(token_, id) : reg.SwitchVirtualDevice(token_, id);
+    } else if (type == "vdev_set_size") {
+      std::string size;
+      s = Get(m, "size", &size);
+      if (s.ok()) s = reg.SetCurrentSize(token_, size);
+    } else if (type != "vdev_list") {
+      return Status::InvalidArgument("unknown message type '" + type + "'");
+    }
+    if (!s.ok()) return reply_error(s);
+    const UserState& u = reg.User(token_);
+    if (server_->store && type != "vdev_list") server_->Persist(server_->store->SaveUser(token_, u));
+    json list = json::array();
+    for (const auto& d : u.devices) {
+      const Lease* l = reg.LeaseOfVirtualDevice(token_, d.id);
+      list.push_back({{"id", d.id}, {"size", d.size}, {"num_devices", planner::DeviceSizeCount(d.size)},
+                      {"current", d.id == u.current}, {"pid", l ? l->pid : 0}, {"lease", l ? l->id : 0}});
+    }
+    Send({{"type", "vdevs"}, {"devices", list}, {"current", u.current}});
+    return Status::Ok();
+  }
   if (role_ == "client" && type == "allocate") {
     std::string request_id, size;
     int num = 0;
+    int vdev = -1;
     Status s = Get(m, "request_id", &request_id);
     if (!s.ok()) return reply_error(s);
-    if (m.contains("device_size")) {
+    if (!m.contains("device_size") && !m.contains("num_devices")) {
+      // The user's current virtual device; one process at a time.
+      const UserState& u = reg.User(token_);
+      vdev = u.current;
+      for (const auto& d : u.devices) {
+        if (d.id == u.current) size = d.size;
+      }
+      const Lease* held = reg.LeaseOfVirtualDevice(token_, vdev);
+      if (held && held->request_id != request_id) {
+        Send({{"type", "busy"}, {"pid", held->pid}, {"vdev", vdev}});
+        return Status::Ok();
+      }
+      num = planner::DeviceSizeCount(size);
+    } else if (m.contains("device_size")) {
       s = Get(m, "device_size", &size);
       num = s.ok() ? planner::DeviceSizeCount(size) : 0;
       if (s.ok() && num < 0) s = Status::InvalidArgument("unknown device size '" + size + "'");
@@ -228,7 +271,8 @@ Status Connection::Handle(const json& m) {
       s = Get(m, "num_devices", &num);
     }
     if (!s.ok()) return reply_error(s);
-    auto lease = reg.Allocate(token_, request_id, num, server_->config.lease_ttl, now);
+    auto lease = reg.Allocate(token_, request_id, num, server_->config.lease_ttl, now, vdev,
+                              m.value("pid", int64_t{0}));
     if (!lease.ok()) return reply_error(lease.status());
     const bool fresh = !leases_.count(lease->id);
     leases_.insert(lease->id);

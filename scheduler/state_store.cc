@@ -79,7 +79,8 @@ StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir) {
       " profile TEXT);"
       "CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, secret TEXT, token TEXT,"
       " request_id TEXT, devices TEXT, expiry_ms INTEGER);"
-      "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER);");
+      "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER);"
+      "CREATE TABLE IF NOT EXISTS users (token TEXT PRIMARY KEY, state TEXT);");
   if (!st.ok()) return st;
   return s;
 }
@@ -106,7 +107,7 @@ Status StateStore::SaveLease(const Lease& l, uint64_t next_lease_id) {
   if (!s.ok()) return s;
   json devices = json::array();
   for (const auto& [node, id] : l.devices) devices.push_back({node, id});
-  const std::string dj = devices.dump();
+  const std::string dj = json{{"devices", devices}, {"vdev", l.vdev}, {"pid", l.pid}}.dump();
   {
     Stmt q(db_, "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?)");
     sqlite3_bind_int64(q.get(), 1, static_cast<int64_t>(l.id));
@@ -134,6 +135,17 @@ Status StateStore::DeleteLease(uint64_t id) {
   return Status::Ok();
 }
 
+Status StateStore::SaveUser(const std::string& token, const UserState& u) {
+  json devices = json::array();
+  for (const auto& d : u.devices) devices.push_back({{"id", d.id}, {"size", d.size}});
+  const std::string sj = json{{"current", u.current}, {"devices", devices}}.dump();
+  Stmt q(db_, "INSERT OR REPLACE INTO users VALUES (?, ?)");
+  sqlite3_bind_text(q.get(), 1, token.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(q.get(), 2, sj.c_str(), -1, SQLITE_TRANSIENT);
+  if (sqlite3_step(q.get()) != SQLITE_DONE) return Status::Internal(path_ + ": " + sqlite3_errmsg(db_));
+  return Status::Ok();
+}
+
 Status StateStore::Load(Registry* r) {
   try {
     Stmt nodes(db_, "SELECT name, address, devices, profile FROM nodes");
@@ -157,12 +169,23 @@ Status StateStore::Load(Registry* r) {
       l.secret = reinterpret_cast<const char*>(sqlite3_column_text(leases.get(), 1));
       l.token = reinterpret_cast<const char*>(sqlite3_column_text(leases.get(), 2));
       l.request_id = reinterpret_cast<const char*>(sqlite3_column_text(leases.get(), 3));
-      for (const json& d :
-           json::parse(reinterpret_cast<const char*>(sqlite3_column_text(leases.get(), 4)))) {
+      const json lj =
+          json::parse(reinterpret_cast<const char*>(sqlite3_column_text(leases.get(), 4)));
+      for (const json& d : lj.at("devices")) {
         l.devices.emplace_back(d.at(0).get<std::string>(), d.at(1).get<int>());
       }
+      l.vdev = lj.value("vdev", -1);
+      l.pid = lj.value("pid", int64_t{0});
       l.expiry = FromWallMs(sqlite3_column_int64(leases.get(), 5));
       r->RestoreLease(std::move(l));
+    }
+    Stmt users(db_, "SELECT token, state FROM users");
+    while (sqlite3_step(users.get()) == SQLITE_ROW) {
+      const json uj = json::parse(reinterpret_cast<const char*>(sqlite3_column_text(users.get(), 1)));
+      UserState u;
+      u.current = uj.at("current").get<int>();
+      for (const json& d : uj.at("devices")) u.devices.push_back({d.at("id").get<int>(), d.at("size").get<std::string>()});
+      r->RestoreUser(reinterpret_cast<const char*>(sqlite3_column_text(users.get(), 0)), std::move(u));
     }
     Stmt meta(db_, "SELECT value FROM meta WHERE key = 'next_lease'");
     if (sqlite3_step(meta.get()) == SQLITE_ROW) {

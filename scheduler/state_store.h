@@ -23,6 +23,7 @@ class StateStore {
   Status SaveNode(const Node& n);
   Status SaveLease(const Lease& l, uint64_t next_lease_id);
   Status DeleteLease(uint64_t id);
+  Status SaveUser(const std::string& token, const UserState& u);
   // Fills `r` with the stored nodes (dead) and leases.
   Status Load(Registry* r);
   const std::string& path() const { return path_; }

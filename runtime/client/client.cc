@@ -2,12 +2,14 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <boost/asio.hpp>
 #include <cstdlib>
 #include <mutex>
 #include <random>
 
+#include "runtime/client/channel.h"
 #include "runtime/log.h"
 #include "runtime/net/framing.h"
 #include "runtime/planner/cluster.h"
@@ -17,60 +19,7 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 using json = nlohmann::json;
 
-namespace {
-// A blocking framed connection.
-class Channel {
- public:
-  explicit Channel(asio::io_context& io) : socket_(io) {}
-  Status Open(const std::string& address) {
-    const size_t colon = address.rfind(':');
-    if (colon == std::string::npos)
-      return Status::InvalidArgument("address '" + address + "' is not HOST:PORT");
-    boost::system::error_code ec;
-    tcp::resolver resolver(socket_.get_executor());
-    auto eps = resolver.resolve(address.substr(0, colon), address.substr(colon + 1), ec);
-    if (!ec) asio::connect(socket_, eps, ec);
-    if (ec)
-      return Status(StatusCode::kUnavailable,
-                    fmt::format("cannot connect to {}: {}", address, ec.message()));
-    return Status::Ok();
-  }
-  StatusOr<json> Call(const json& m) {
-    boost::system::error_code ec;
-    asio::write(socket_, asio::buffer(net::EncodeFrame(m)), ec);
-    if (ec) return Status(StatusCode::kUnavailable, "send failed: " + ec.message());
-    return Receive();
-  }
-  StatusOr<json> Receive() {
-    while (!decoder_.HasMessage()) {
-      boost::system::error_code ec;
-      const size_t n = socket_.read_some(asio::buffer(buf_), ec);
-      if (ec) return Status(StatusCode::kUnavailable, "connection lost: " + ec.message());
-      Status s = decoder_.Feed(std::string_view(buf_.data(), n));
-      if (!s.ok()) return s;
-    }
-    return decoder_.Pop();
-  }
-  void Close() {
-    boost::system::error_code ec;
-    socket_.close(ec);
-  }
-
- private:
-  tcp::socket socket_;
-  net::FrameDecoder decoder_;
-  std::array<char, 16384> buf_;
-};
-
-Status ReplyError(const StatusOr<json>& r, const std::string& what) {
-  if (!r.ok()) return r.status();
-  if (r.value().value("type", std::string()) == "error") {
-    return Status(StatusCode::kFailedPrecondition,
-                  what + ": " + r.value().value("message", std::string("?")));
-  }
-  return Status::Ok();
-}
-}  // namespace
+namespace {}  // namespace
 
 struct Client::Impl {
   asio::io_context io;
@@ -118,6 +67,7 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions o) {
   const std::string request_id = fmt::format("{:08x}{:08x}", rd(), rd());
   const auto deadline = std::chrono::steady_clock::now() + o.wait_for_devices;
   json grant;
+  bool announced_wait = false;
   while (true) {
     auto r = im.scheduler->Call(
         {{"type", "allocate"}, {"request_id", request_id}, {"device_size", o.device_size}});

@@ -26,9 +26,10 @@ namespace moreh::client {
 struct ClientOptions {
   std::string scheduler;             // HOST:PORT; empty: MOREH_SCHEDULER, else a local cluster
   std::string token = "local-user";  // MOREH_TOKEN overrides
-  std::string device_size = "Small";
+  std::string device_size;   // empty: the user's current virtual device (embedded cluster: Small)
   LocalClusterConfig local;  // used for the embedded cluster
-  std::chrono::milliseconds wait_for_devices{20000};
+  // How long to wait for devices (workers registering, or another process on the virtual device).
+  std::chrono::milliseconds wait_for_devices{600000};
 };
 
 struct GrantedDevice {

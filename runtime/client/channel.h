@@ -1,0 +1,38 @@
+// Channel: a blocking, framed control connection (runtime/net/framing.h) for clients and tools:
+// Open(HOST:PORT), Call(message) -> reply, Receive(). Not thread-safe.
+#pragma once
+
+#include <array>
+#include <memory>
+#include <utility>
+#include <boost/asio.hpp>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "runtime/core/status.h"
+#include "runtime/net/framing.h"
+
+namespace moreh::client {
+
+class Channel {
+ public:
+  explicit Channel(boost::asio::io_context& io) : socket_(io) {}
+  Status Open(const std::string& address);
+  StatusOr<nlohmann::json> Call(const nlohmann::json& m);
+  StatusOr<nlohmann::json> Receive();
+  void Close();
+
+ private:
+  boost::asio::ip::tcp::socket socket_;
+  net::FrameDecoder decoder_;
+  std::array<char, 16384> buf_;
+};
+
+// Connects to a scheduler as a client with `token` (hello); errors name the address.
+StatusOr<std::unique_ptr<Channel>> ConnectScheduler(boost::asio::io_context& io,
+                                                    const std::string& address,
+                                                    const std::string& token);
+// A reply of type "error" as a Status naming `what`.
+Status ReplyError(const StatusOr<nlohmann::json>& r, const std::string& what);
+
+}  // namespace moreh::client
