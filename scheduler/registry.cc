@@ -2,10 +2,10 @@
 
 #include <fmt/format.h>
 
-#include "runtime/planner/cluster.h"
-
 #include <algorithm>
 #include <random>
+
+#include "runtime/planner/cluster.h"
 
 namespace moreh::scheduler {
 
@@ -110,10 +110,12 @@ UserState& Registry::User(const std::string& token) {
 }
 
 StatusOr<int> Registry::AddVirtualDevice(const std::string& token, const std::string& size) {
-  if (planner::DeviceSizeCount(size) < 1) return Status::InvalidArgument("unknown device size '" + size + "'");
+  if (planner::DeviceSizeCount(size) < 1)
+    return Status::InvalidArgument("unknown device size '" + size + "'");
   UserState& u = User(token);
   if (static_cast<int>(u.devices.size()) >= kMaxVirtualDevices) {
-    return Status::InvalidArgument(fmt::format("a user holds at most {} virtual devices", kMaxVirtualDevices));
+    return Status::InvalidArgument(
+        fmt::format("a user holds at most {} virtual devices", kMaxVirtualDevices));
   }
   int id = 0;
   for (const auto& d : u.devices) id = std::max(id, d.id + 1);
@@ -123,10 +125,13 @@ StatusOr<int> Registry::AddVirtualDevice(const std::string& token, const std::st
 
 Status Registry::RemoveVirtualDevice(const std::string& token, int id) {
   UserState& u = User(token);
-  auto it = std::find_if(u.devices.begin(), u.devices.end(), [&](const auto& d) { return d.id == id; });
+  auto it =
+      std::find_if(u.devices.begin(), u.devices.end(), [&](const auto& d) { return d.id == id; });
   if (it == u.devices.end()) return Status::NotFound(fmt::format("no virtual device {}", id));
-  if (u.devices.size() == 1) return Status::InvalidArgument("the last virtual device cannot be removed");
-  if (LeaseOfVirtualDevice(token, id)) return Status::InvalidArgument(fmt::format("virtual device {} is in use", id));
+  if (u.devices.size() == 1)
+    return Status::InvalidArgument("the last virtual device cannot be removed");
+  if (LeaseOfVirtualDevice(token, id))
+    return Status::InvalidArgument(fmt::format("virtual device {} is in use", id));
   u.devices.erase(it);
   if (u.current == id) u.current = u.devices.front().id;
   return Status::Ok();
@@ -144,10 +149,12 @@ Status Registry::SwitchVirtualDevice(const std::string& token, int id) {
 }
 
 Status Registry::SetCurrentSize(const std::string& token, const std::string& size) {
-  if (planner::DeviceSizeCount(size) < 1) return Status::InvalidArgument("unknown device size '" + size + "'");
+  if (planner::DeviceSizeCount(size) < 1)
+    return Status::InvalidArgument("unknown device size '" + size + "'");
   UserState& u = User(token);
   if (LeaseOfVirtualDevice(token, u.current)) {
-    return Status::InvalidArgument("the current virtual device is in use; its size cannot change now");
+    return Status::InvalidArgument(
+        "the current virtual device is in use; its size cannot change now");
   }
   for (auto& d : u.devices) {
     if (d.id == u.current) d.size = size;

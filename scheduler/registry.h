@@ -50,8 +50,8 @@ struct UserState {
 
 struct Lease {
   uint64_t id = 0;
-  int vdev = -1;   // the virtual device it serves (-1: a direct request)
-  int64_t pid = 0; // the client process
+  int vdev = -1;    // the virtual device it serves (-1: a direct request)
+  int64_t pid = 0;  // the client process
   std::string secret;
   std::string token;
   std::string request_id;

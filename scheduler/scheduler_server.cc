@@ -224,7 +224,9 @@ Status Connection::Handle(const json& m) {
     } else if (type == "vdev_remove" || type == "vdev_switch") {
       int id = 0;
       s = Get(m, "id", &id);
-      if (s.ok()) s = type == "vdev_remove" ? reg.RemoveVirtualDevice(token_, id) : reg.SwitchVirtualDevice(token_, id);
+      if (s.ok())
+        s = type == "vdev_remove" ? reg.RemoveVirtualDevice(token_, id)
+                                  : reg.SwitchVirtualDevice(token_, id);
     } else if (type == "vdev_set_size") {
       std::string size;
       s = Get(m, "size", &size);
@@ -234,12 +236,17 @@ Status Connection::Handle(const json& m) {
     }
     if (!s.ok()) return reply_error(s);
     const UserState& u = reg.User(token_);
-    if (server_->store && type != "vdev_list") server_->Persist(server_->store->SaveUser(token_, u));
+    if (server_->store && type != "vdev_list")
+      server_->Persist(server_->store->SaveUser(token_, u));
     json list = json::array();
     for (const auto& d : u.devices) {
       const Lease* l = reg.LeaseOfVirtualDevice(token_, d.id);
-      list.push_back({{"id", d.id}, {"size", d.size}, {"num_devices", planner::DeviceSizeCount(d.size)},
-                      {"current", d.id == u.current}, {"pid", l ? l->pid : 0}, {"lease", l ? l->id : 0}});
+      list.push_back({{"id", d.id},
+                      {"size", d.size},
+                      {"num_devices", planner::DeviceSizeCount(d.size)},
+                      {"current", d.id == u.current},
+                      {"pid", l ? l->pid : 0},
+                      {"lease", l ? l->id : 0}});
     }
     Send({{"type", "vdevs"}, {"devices", list}, {"current", u.current}});
     return Status::Ok();

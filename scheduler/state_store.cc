@@ -142,7 +142,8 @@ Status StateStore::SaveUser(const std::string& token, const UserState& u) {
   Stmt q(db_, "INSERT OR REPLACE INTO users VALUES (?, ?)");
   sqlite3_bind_text(q.get(), 1, token.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(q.get(), 2, sj.c_str(), -1, SQLITE_TRANSIENT);
-  if (sqlite3_step(q.get()) != SQLITE_DONE) return Status::Internal(path_ + ": " + sqlite3_errmsg(db_));
+  if (sqlite3_step(q.get()) != SQLITE_DONE)
+    return Status::Internal(path_ + ": " + sqlite3_errmsg(db_));
   return Status::Ok();
 }
 
@@ -181,11 +182,14 @@ Status StateStore::Load(Registry* r) {
     }
     Stmt users(db_, "SELECT token, state FROM users");
     while (sqlite3_step(users.get()) == SQLITE_ROW) {
-      const json uj = json::parse(reinterpret_cast<const char*>(sqlite3_column_text(users.get(), 1)));
+      const json uj =
+          json::parse(reinterpret_cast<const char*>(sqlite3_column_text(users.get(), 1)));
       UserState u;
       u.current = uj.at("current").get<int>();
-      for (const json& d : uj.at("devices")) u.devices.push_back({d.at("id").get<int>(), d.at("size").get<std::string>()});
-      r->RestoreUser(reinterpret_cast<const char*>(sqlite3_column_text(users.get(), 0)), std::move(u));
+      for (const json& d : uj.at("devices"))
+        u.devices.push_back({d.at("id").get<int>(), d.at("size").get<std::string>()});
+      r->RestoreUser(reinterpret_cast<const char*>(sqlite3_column_text(users.get(), 0)),
+                     std::move(u));
     }
     Stmt meta(db_, "SELECT value FROM meta WHERE key = 'next_lease'");
     if (sqlite3_step(meta.get()) == SQLITE_ROW) {

@@ -3,11 +3,11 @@
 #pragma once
 
 #include <array>
-#include <memory>
-#include <utility>
 #include <boost/asio.hpp>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 
 #include "runtime/core/status.h"
 #include "runtime/net/framing.h"

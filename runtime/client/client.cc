@@ -40,11 +40,14 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions o) {
   if (o.scheduler.empty()) {
     if (const char* s = std::getenv("MOREH_SCHEDULER")) o.scheduler = s;
   }
-  const int num_devices = planner::DeviceSizeCount(o.device_size);
-  if (num_devices < 1)
+  if (!o.device_size.empty() && planner::DeviceSizeCount(o.device_size) < 1) {
     return Status::InvalidArgument("unknown device size '" + o.device_size + "'");
+  }
   spdlog::info("Requesting resources for MoAI Accelerator from the server...");
   if (o.scheduler.empty()) {
+    // The embedded cluster has no users yet: its size comes from the options (or Small).
+    if (o.device_size.empty()) o.device_size = "Small";
+    const int num_devices = planner::DeviceSizeCount(o.device_size);
     LocalClusterConfig lc = o.local;
     lc.num_workers =
         std::max(lc.num_workers, (num_devices + lc.devices_per_worker - 1) / lc.devices_per_worker);
@@ -68,18 +71,39 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions o) {
   const auto deadline = std::chrono::steady_clock::now() + o.wait_for_devices;
   json grant;
   bool announced_wait = false;
+  std::string last_error;
   while (true) {
-    auto r = im.scheduler->Call(
-        {{"type", "allocate"}, {"request_id", request_id}, {"device_size", o.device_size}});
+    json req = {
+        {"type", "allocate"}, {"request_id", request_id}, {"pid", static_cast<int64_t>(getpid())}};
+    if (!o.device_size.empty()) req["device_size"] = o.device_size;  // else: the virtual device
+    auto r = im.scheduler->Call(req);
     if (!r.ok()) return r.status();
-    if (r.value()["type"] == "allocate_ok") {
+    const std::string type = r.value().value("type", std::string());
+    if (type == "allocate_ok") {
       grant = r.value();
       break;
     }
+    if (type == "busy") {
+      if (!announced_wait) {
+        const int64_t pid = r.value().value("pid", int64_t{0});
+        spdlog::info(
+            "The virtual device is in use by process {}; this process will resume "
+            "automatically after process {} terminates.",
+            pid, pid);
+        announced_wait = true;
+      }
+      last_error = "the virtual device is busy";
+    } else {
+      last_error = r.value().value("message", std::string("?"));
+      if (last_error.find("unknown device size") != std::string::npos) {
+        return Status::InvalidArgument(last_error);
+      }
+    }
     if (std::chrono::steady_clock::now() > deadline) {
-      return Status(StatusCode::kResourceExhausted, "the server could not grant " + o.device_size +
-                                                        ": " +
-                                                        r.value().value("message", std::string()));
+      return Status(StatusCode::kDeadlineExceeded,
+                    fmt::format("the server could not grant {} within {} ms: {}",
+                                o.device_size.empty() ? "the virtual device" : o.device_size,
+                                o.wait_for_devices.count(), last_error));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
