@@ -2,12 +2,17 @@
 // Open(HOST:PORT), Call(message) -> reply, Receive(). Not thread-safe.
 #pragma once
 
+// Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>, so the standard
+// headers must come first (and clang-format must not sort boost in among them).
+// clang-format off
 #include <array>
-#include <boost/asio.hpp>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
+
+#include <boost/asio.hpp>
+#include <nlohmann/json.hpp>
+// clang-format on
 
 #include "runtime/core/status.h"
 #include "runtime/net/framing.h"
