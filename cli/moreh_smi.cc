@@ -35,11 +35,8 @@ int main(int argc, char** argv) {
   dev->add_option("--rm", rm_id, "remove this one (by id)");
   dev->add_option("--switch", switch_id, "make this one current (by id)");
   CLI11_PARSE(app, argc, argv);
-  const std::string address = moreh::cli::SchedulerAddress(scheduler);
-  if (address.empty())
-    return Fail("no scheduler configured (set MOREH_SCHEDULER or pass --scheduler)");
   boost::asio::io_context io;
-  auto ch = moreh::client::ConnectScheduler(io, address, moreh::cli::UserToken());
+  auto ch = moreh::cli::ConnectAsUser(io, scheduler);
   if (!ch.ok()) return Fail(ch.status().message());
   auto st = ch.value()->Call({{"type", "cluster_status"}});
   if (!st.ok()) return Fail(st.status().message());

@@ -26,11 +26,8 @@ int main(int argc, char** argv) {
   app.add_option("--scheduler", scheduler, "HOST:PORT (default: MOREH_SCHEDULER)");
   app.add_option("--size", size, "the new size (Small ... 48xLarge); without it, a menu");
   CLI11_PARSE(app, argc, argv);
-  const std::string address = moreh::cli::SchedulerAddress(scheduler);
-  if (address.empty())
-    return Fail("no scheduler configured (set MOREH_SCHEDULER or pass --scheduler)");
   boost::asio::io_context io;
-  auto ch = moreh::client::ConnectScheduler(io, address, moreh::cli::UserToken());
+  auto ch = moreh::cli::ConnectAsUser(io, scheduler);
   if (!ch.ok()) return Fail(ch.status().message());
   auto cur = ch.value()->Call({{"type", "vdev_list"}});
   if (!cur.ok()) return Fail(cur.status().message());

@@ -3,7 +3,10 @@
 #pragma once
 
 #include <cstdlib>
+#include <memory>
 #include <string>
+
+#include "runtime/client/channel.h"
 
 namespace moreh::cli {
 
@@ -16,6 +19,18 @@ inline std::string SchedulerAddress(const std::string& flag) {
 inline std::string UserToken() {
   const char* env = std::getenv("MOREH_TOKEN");
   return env && *env ? env : "local-user";
+}
+
+// The user tools' connection: the configured scheduler as this user, or an error saying what to
+// set.
+inline StatusOr<std::unique_ptr<client::Channel>> ConnectAsUser(boost::asio::io_context& io,
+                                                                const std::string& scheduler_flag) {
+  const std::string address = SchedulerAddress(scheduler_flag);
+  if (address.empty()) {
+    return Status::InvalidArgument(
+        "no scheduler configured (set MOREH_SCHEDULER or pass --scheduler)");
+  }
+  return client::ConnectScheduler(io, address, UserToken());
 }
 
 }  // namespace moreh::cli
