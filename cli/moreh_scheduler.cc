@@ -2,6 +2,8 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "cli/key_file.h"
 #include "runtime/log.h"
@@ -18,11 +20,42 @@ int main(int argc, char** argv) {
   app.add_option("--port-file", c.port_file, "write the chosen port here");
   app.add_option("--key-file", key_file, "cluster key file (else MOREH_CLUSTER_KEY)");
   app.add_option("--state-dir", c.state_dir, "directory of the persisted state (SQLite)");
+  std::string config_file;
+  app.add_option("--config", config_file,
+                 "JSON config (host, port, state_dir, key_file, heartbeat_ms, dead_after_ms, "
+                 "lease_ttl_ms, idle_timeout_ms); flags given on the command line win");
   app.add_option("--heartbeat-ms", heartbeat_ms)->check(CLI::PositiveNumber);
   app.add_option("--dead-after-ms", dead_after_ms)->check(CLI::PositiveNumber);
   app.add_option("--lease-ttl-ms", lease_ttl_ms)->check(CLI::PositiveNumber);
   app.add_option("--idle-timeout-ms", idle_ms)->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
+  if (!config_file.empty()) {
+    std::ifstream in(config_file);
+    const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (!in.is_open() || j.is_discarded() || !j.is_object()) {
+      spdlog::error("{}: {}", config_file, in.is_open() ? "not a JSON object" : "cannot open");
+      return 2;
+    }
+    auto take = [&](const char* key, auto* out, const char* flag) {
+      if (!j.contains(key) || app.count(flag) > 0) return true;
+      try {
+        *out = j.at(key).get<std::decay_t<decltype(*out)>>();
+        return true;
+      } catch (const std::exception&) {
+        spdlog::error("{}: '{}' has the wrong type", config_file, key);
+        return false;
+      }
+    };
+    if (!take("host", &c.host, "--host") || !take("port", &c.port, "--port") ||
+        !take("state_dir", &c.state_dir, "--state-dir") ||
+        !take("key_file", &key_file, "--key-file") ||
+        !take("heartbeat_ms", &heartbeat_ms, "--heartbeat-ms") ||
+        !take("dead_after_ms", &dead_after_ms, "--dead-after-ms") ||
+        !take("lease_ttl_ms", &lease_ttl_ms, "--lease-ttl-ms") ||
+        !take("idle_timeout_ms", &idle_ms, "--idle-timeout-ms")) {
+      return 2;
+    }
+  }
   auto key = moreh::cli::ReadClusterKey(key_file);
   if (!key.ok()) {
     spdlog::error("{}", key.status().message());

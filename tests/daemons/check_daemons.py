@@ -256,6 +256,25 @@ def main():
             p = subprocess.run(sched_cmd, capture_output=True, text=True, timeout=20)
             check("a corrupt database stops the start with a clear message",
                   p.returncode != 0 and "corrupt" in (p.stdout + p.stderr), p.stdout + p.stderr)
+            # A JSON config file configures the scheduler; a wrong one is refused by name.
+            cfg = os.path.join(d, "sched.json")
+            with open(cfg, "w") as f:
+                json.dump({"port": 0, "key_file": key_file, "state_dir": os.path.join(d, "state2"),
+                           "heartbeat_ms": 300}, f)
+            pf2 = os.path.join(d, "port2")
+            p2 = subprocess.Popen([os.path.join(a.bin, "moreh-scheduler"), "--config", cfg,
+                                   "--port-file", pf2], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+            procs.append(p2)
+            ok = wait_for(lambda: os.path.exists(pf2), 10)
+            check("a JSON config file configures the scheduler", ok and os.path.exists(
+                os.path.join(d, "state2", "scheduler.db")) and status(int(open(pf2).read()))["nodes"] == [])
+            with open(cfg, "w") as f:
+                json.dump({"port": "x"}, f)
+            p = subprocess.run([os.path.join(a.bin, "moreh-scheduler"), "--config", cfg],
+                               capture_output=True, text=True, timeout=20)
+            check("a malformed config is refused by name",
+                  p.returncode == 2 and "'port' has the wrong type" in p.stdout + p.stderr, p.stdout + p.stderr)
         finally:
             for p in procs:
                 if p.poll() is None:
