@@ -29,6 +29,8 @@ int main(int argc, char** argv) {
   bool list = false, cluster = false;
   app.add_option("--scheduler", scheduler, "HOST:PORT (default: MOREH_SCHEDULER)");
   app.add_flag("--cluster", cluster, "nodes and devices of the cluster");
+  bool reset = false;
+  app.add_flag("--reset", reset, "end the job holding your current virtual device");
   auto* dev = app.add_subcommand("device", "manage your virtual devices");
   dev->add_flag("--list", list, "list them");
   dev->add_option("--add", add, "add one of this size");
@@ -57,7 +59,7 @@ int main(int argc, char** argv) {
                 cl["num_leases"].get<int>());
     return 0;
   }
-  json req = {{"type", "vdev_list"}};
+  json req = {{"type", reset ? "vdev_reset" : "vdev_list"}};
   try {
     if (!add.empty()) req = {{"type", "vdev_add"}, {"size", add}};
     if (!rm_id.empty()) req = {{"type", "vdev_remove"}, {"id", std::stoi(rm_id)}};

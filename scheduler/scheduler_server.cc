@@ -231,6 +231,16 @@ Status Connection::Handle(const json& m) {
       std::string size;
       s = Get(m, "size", &size);
       if (s.ok()) s = reg.SetCurrentSize(token_, size);
+    } else if (type == "vdev_reset") {  // moreh-smi --reset: end the job stuck on the device
+      const UserState& cu = reg.User(token_);
+      if (const Lease* l = reg.LeaseOfVirtualDevice(token_, cu.current)) {
+        const uint64_t id = l->id;
+        s = reg.Release(id, l->secret);
+        if (s.ok()) {
+          server_->NotifyLeaseLost(id, "reset by the user (moreh-smi --reset)");
+          if (server_->store) server_->Persist(server_->store->DeleteLease(id));
+        }
+      }
     } else if (type != "vdev_list") {
       return Status::InvalidArgument("unknown message type '" + type + "'");
     }

@@ -108,6 +108,20 @@ def main():
             check(f"a second process waits ({waited:.1f} s), says so, then runs",
                   second.returncode == 0 and msg in second.stdout + second.stderr and waited > 1.0,
                   second.stdout + second.stderr)
+            # moreh-smi --reset frees a device held by a stuck process.
+            stuck = subprocess.Popen([f"{B}/moreh-run", "connect", "--hold-seconds", "30"], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+            before = run("moreh-smi").stdout
+            run("moreh-smi", "--reset")
+            after = run("moreh-smi").stdout
+            t0 = time.time()
+            third = run("moreh-run", "connect")
+            stuck.kill()
+            stuck.wait()
+            check("moreh-smi --reset frees the device of a stuck process",
+                  f"in use by process {stuck.pid}" in before and "idle" in after and
+                  third.returncode == 0 and time.time() - t0 < 5, (before, after, third.stderr))
         finally:
             for p in procs:
                 p.kill()
