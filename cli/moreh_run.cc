@@ -1,22 +1,44 @@
 // moreh-run: the launcher. `moreh-run train <flags>` runs the built-in trainer, the same code as
 // examples/text_summarization_for_ap.cpp (run `moreh-run train --help` for its flags).
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "cli/moreh_plan.h"
 #include "examples/text_summarization_for_ap.h"
 
 int main(int argc, char** argv) {
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
-    std::fprintf(argc < 2 ? stderr : stdout,
-                 "usage: moreh-run train [--model-name-or-path DIR] [--dataset FILE] ...\n"
-                 "  train   fine-tune a Llama model (see moreh-run train --help)\n"
-                 "  plan    choose a parallel configuration, dry run (moreh-run plan --help)\n"
-                 "  connect request the virtual device, connect to its workers, release (check)\n");
+    std::fprintf(
+        argc < 2 ? stderr : stdout,
+        "usage: moreh-run train [--model-name-or-path DIR] [--dataset FILE] ...\n"
+        "  train   fine-tune a Llama model (see moreh-run train --help)\n"
+        "  plan    choose a parallel configuration, dry run (moreh-run plan --help)\n"
+        "  connect request the virtual device, connect to its workers, release (check)\n"
+        "  cluster up|down|status   a local cluster in the background\n"
+        "  [--scheduler HOST:PORT] [--device-size NAME] -- PROGRAM ARGS...   run a program\n");
     return argc < 2 ? 2 : 0;
   }
   if (std::strcmp(argv[1], "plan") == 0) return moreh::cli::PlanMain(argc - 1, argv + 1);
   if (std::strcmp(argv[1], "connect") == 0) return moreh::cli::ConnectMain(argc - 1, argv + 1);
+  if (std::strcmp(argv[1], "cluster") == 0) return moreh::cli::ClusterMain(argc - 1, argv + 1);
+  // moreh-run [--scheduler HOST:PORT] [--device-size NAME] -- PROGRAM ARGS...
+  std::string scheduler, size;
+  int i = 1;
+  for (; i < argc && std::strcmp(argv[i], "--") != 0; i += 2) {
+    if (i + 1 >= argc) break;
+    if (std::strcmp(argv[i], "--scheduler") == 0)
+      scheduler = argv[i + 1];
+    else if (std::strcmp(argv[i], "--device-size") == 0)
+      size = argv[i + 1];
+    else
+      break;
+  }
+  if (i < argc && std::strcmp(argv[i], "--") == 0 && i + 1 < argc) {
+    if (!size.empty()) setenv("MOREH_DEVICE_SIZE", size.c_str(), 1);
+    return moreh::cli::RunProgramMain(scheduler, size, argv + i + 1);
+  }
   if (std::strcmp(argv[1], "train") == 0) {
     return moreh::examples::TextSummarizationMain(argc - 1, argv + 1, "moreh-run train");
   }

@@ -1,4 +1,5 @@
-// The scheduler a tool talks to and the user's token: --scheduler, else MOREH_SCHEDULER; the token
+// The scheduler a tool talks to and the user's token: --scheduler, else MOREH_SCHEDULER, else the
+// cluster of `moreh-run cluster up`; the token
 // from MOREH_TOKEN, else "local-user" (the client's default).
 #pragma once
 
@@ -7,13 +8,15 @@
 #include <string>
 
 #include "runtime/client/channel.h"
+#include "runtime/client/local_cluster.h"
 
 namespace moreh::cli {
 
 inline std::string SchedulerAddress(const std::string& flag) {
   if (!flag.empty()) return flag;
   const char* env = std::getenv("MOREH_SCHEDULER");
-  return env ? env : "";
+  if (env && *env) return env;
+  return client::RecordedLocalScheduler();  // a cluster started by `moreh-run cluster up`
 }
 
 inline std::string UserToken() {

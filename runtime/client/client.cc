@@ -40,6 +40,7 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions o) {
   if (o.scheduler.empty()) {
     if (const char* s = std::getenv("MOREH_SCHEDULER")) o.scheduler = s;
   }
+  if (o.scheduler.empty()) o.scheduler = RecordedLocalScheduler();  // moreh-run cluster up
   if (!o.device_size.empty() && planner::DeviceSizeCount(o.device_size) < 1) {
     return Status::InvalidArgument("unknown device size '" + o.device_size + "'");
   }

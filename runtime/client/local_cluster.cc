@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
 
@@ -22,13 +24,17 @@ std::string ExecutableDir() {
 }
 
 namespace {
-pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& log, bool detached) {
   const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid != 0) return pid;
-  // Child: die with the parent, quietly log to a file, then exec.
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() != parent) _exit(1);
+  // Child: die with the parent (unless detached), quietly log to a file, then exec.
+  if (detached) {
+    setsid();
+  } else {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+  }
   FILE* f = std::freopen(log.c_str(), "w", stdout);
   if (f) dup2(fileno(stdout), STDERR_FILENO);
   std::vector<char*> args;
@@ -50,6 +56,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterCo
     }
   }
   std::unique_ptr<LocalCluster> lc(new LocalCluster());
+  lc->detached_ = c.detached;
   std::random_device rd;
   lc->dir_ =
       (fs::temp_directory_path() / fmt::format("moreh-cluster-{}-{:08x}", getpid(), rd())).string();
@@ -63,7 +70,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterCo
   const std::string port_file = lc->dir_ + "/port";
   lc->pids_.push_back(Spawn({bin + "/moreh-scheduler", "--key-file", key_file, "--port-file",
                              port_file, "--heartbeat-ms", "500", "--dead-after-ms", "3000"},
-                            lc->dir_ + "/scheduler.log"));
+                            lc->dir_ + "/scheduler.log", c.detached));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (!fs::exists(port_file)) {
     if (std::chrono::steady_clock::now() > deadline) {
@@ -79,7 +86,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterCo
         Spawn({bin + "/moreh-worker", "--scheduler", lc->scheduler_address(), "--key-file",
                key_file, "--node", fmt::format("local{}", i), "--devices",
                fmt::format("cpu:{}:{}", c.devices_per_worker, c.device_memory)},
-              fmt::format("{}/worker{}.log", lc->dir_, i)));
+              fmt::format("{}/worker{}.log", lc->dir_, i), c.detached));
   }
   return lc;
 }
@@ -103,6 +110,27 @@ void LocalCluster::Stop() {
   if (!dir_.empty()) fs::remove_all(dir_, ec);
 }
 
-LocalCluster::~LocalCluster() { Stop(); }
+LocalCluster::~LocalCluster() {
+  if (!detached_) Stop();
+}
+
+std::string LocalClusterStateFile() {
+  const char* home = std::getenv("MOREH_HOME");
+  std::string dir = home && *home
+                        ? home
+                        : std::string(std::getenv("HOME") ? std::getenv("HOME") : ".") + "/.moreh";
+  return dir + "/local-cluster.json";
+}
+
+std::string RecordedLocalScheduler() {
+  std::ifstream in(LocalClusterStateFile());
+  if (!in) return "";
+  const auto j = nlohmann::json::parse(in, nullptr, false);
+  if (!j.is_object() || !j.contains("scheduler") || !j.contains("pids") || j["pids"].empty())
+    return "";
+  const pid_t sched = j["pids"][0].get<pid_t>();
+  if (kill(sched, 0) != 0) return "";
+  return j["scheduler"].get<std::string>();
+}
 
 }  // namespace moreh::client

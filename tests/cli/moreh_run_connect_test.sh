@@ -7,6 +7,7 @@ RUN=$1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 unset MOREH_SCHEDULER
+export MOREH_HOME="$tmp"  # no recorded local cluster of the user interferes
 fail=0
 check() { if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; fail=1; fi; }
 daemons_of() {  # daemons started for the cluster whose scheduler listens on port $1
