@@ -12,6 +12,9 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#ifdef MOREH_WITH_CUDA
+#include "kernels/cuda/device_info.h"
+#endif
 #include "runtime/core/error.h"
 #include "runtime/executor.h"
 #include "runtime/net/base64.h"
@@ -25,13 +28,28 @@ using json = nlohmann::json;
 
 StatusOr<DeviceSpec> ParseDevices(const std::string& spec) {
   DeviceSpec d;
+  if (spec == "cuda:all") {
+#ifdef MOREH_WITH_CUDA
+    d.kind = "cuda";
+    d.count = kernels::cuda::DeviceCount();
+    if (d.count < 1) {
+      return Status::InvalidArgument("--devices cuda:all: no CUDA device is visible on this node");
+    }
+    d.memory_bytes = kernels::cuda::DeviceMemoryBytes(0);
+    return d;
+#else
+    return Status::InvalidArgument(
+        "--devices cuda:all: this moreh-worker was built without CUDA (MOREH_ENABLE_CUDA)");
+#endif
+  }
   const size_t a = spec.find(':'), b = spec.find(':', a == std::string::npos ? a : a + 1);
   if (a == std::string::npos || b == std::string::npos) {
     return Status::InvalidArgument("--devices '" + spec + "' must be cpu:COUNT:MEMORY");
   }
   d.kind = spec.substr(0, a);
   if (d.kind != "cpu") {
-    return Status::InvalidArgument("--devices kind '" + d.kind + "' is not supported here (cpu)");
+    return Status::InvalidArgument("--devices kind '" + d.kind +
+                                   "' is not supported (cpu:COUNT:MEMORY or cuda:all)");
   }
   try {
     d.count = std::stoi(spec.substr(a + 1, b - a - 1));
@@ -142,10 +160,16 @@ void WorkerDaemon::Impl::Connect() {
     Send({{"type", "hello"}, {"version", 1}, {"role", "worker"}, {"key", config.cluster_key}});
     json devices = json::array();
     for (int i = 0; i < config.devices.count; ++i) {
-      devices.push_back({{"id", i},
-                         {"kind", config.devices.kind},
-                         {"name", fmt::format("{}:{}", config.devices.kind, i)},
-                         {"memory_bytes", config.devices.memory_bytes}});
+      std::string name = fmt::format("{}:{}", config.devices.kind, i);
+      int64_t memory = config.devices.memory_bytes;
+#ifdef MOREH_WITH_CUDA
+      if (config.devices.kind == "cuda") {  // each GPU as the driver reports it
+        name = kernels::cuda::DeviceName(i);
+        memory = kernels::cuda::DeviceMemoryBytes(i);
+      }
+#endif
+      devices.push_back(
+          {{"id", i}, {"kind", config.devices.kind}, {"name", name}, {"memory_bytes", memory}});
     }
     Send({{"type", "register_worker"},
           {"node", config.node_name},

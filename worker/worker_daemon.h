@@ -1,9 +1,11 @@
 // The worker daemon (moreh-worker): one per node. Owns the node's devices (`cpu:N:MEM` for
-// development and tests), measures a device profile at start-up (GEMM FLOP/s, memory bandwidth:
-// the planner's "DB"), registers with the scheduler using the cluster key, heartbeats, and
-// re-registers whenever the scheduler connection drops (scheduler restarts included). It listens
-// on its own control endpoint for clients holding a lease (today: hello/ping, the connection step
-// of a job; running stage programs arrives with [ap-end-to-end]). One event-loop thread.
+// development and tests, or `cuda:all`: every visible GPU with its name and memory, in builds with
+// CUDA; running graphs on them arrives with the CUDA kernels), measures a device profile at
+// start-up (GEMM FLOP/s, memory bandwidth: the planner's "DB"), registers with the scheduler using
+// the cluster key, heartbeats, and re-registers whenever the scheduler connection drops (scheduler
+// restarts included). It listens on its own control endpoint for clients holding a lease (today:
+// hello/ping, the connection step of a job; running stage programs arrives with [ap-end-to-end]).
+// One event-loop thread.
 #pragma once
 
 #include <chrono>

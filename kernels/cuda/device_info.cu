@@ -13,4 +13,16 @@ int DeviceCount() {
   return n;
 }
 
+int64_t DeviceMemoryBytes(int i) {
+  cudaDeviceProp p;
+  if (cudaGetDeviceProperties(&p, i) != cudaSuccess) return 0;
+  return static_cast<int64_t>(p.totalGlobalMem);
+}
+
+std::string DeviceName(int i) {
+  cudaDeviceProp p;
+  if (cudaGetDeviceProperties(&p, i) != cudaSuccess) return "";
+  return p.name;
+}
+
 }  // namespace moreh::kernels::cuda

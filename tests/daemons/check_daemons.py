@@ -256,6 +256,19 @@ def main():
             p = subprocess.run(sched_cmd, capture_output=True, text=True, timeout=20)
             check("a corrupt database stops the start with a clear message",
                   p.returncode != 0 and "corrupt" in (p.stdout + p.stderr), p.stdout + p.stderr)
+            # cuda:all: every visible GPU registers; with none (or a build without CUDA) the worker
+            # says so and exits.
+            p = subprocess.Popen([os.path.join(a.bin, "moreh-worker"), "--scheduler", "127.0.0.1:1",
+                                  "--devices", "cuda:all", "--key-file", key_file, "--no-profile"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            try:
+                msg = p.communicate(timeout=5)[0]
+                check("cuda:all without a GPU is refused by name", p.returncode == 2 and (
+                    "no CUDA device is visible" in msg or "built without CUDA" in msg), msg)
+            except subprocess.TimeoutExpired:  # GPUs found: the worker runs (and retries the
+                p.kill()                       # unreachable scheduler)
+                p.wait()
+                check("cuda:all with GPUs starts the worker", True)
             # A JSON config file configures the scheduler; a wrong one is refused by name.
             cfg = os.path.join(d, "sched.json")
             with open(cfg, "w") as f:
