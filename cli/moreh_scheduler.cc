@@ -23,7 +23,8 @@ int main(int argc, char** argv) {
   std::string config_file;
   app.add_option("--config", config_file,
                  "JSON config (host, port, state_dir, key_file, heartbeat_ms, dead_after_ms, "
-                 "lease_ttl_ms, idle_timeout_ms); flags given on the command line win");
+                 "lease_ttl_ms, idle_timeout_ms, device_sizes {name: devices}); flags given on "
+                 "the command line win");
   app.add_option("--heartbeat-ms", heartbeat_ms)->check(CLI::PositiveNumber);
   app.add_option("--dead-after-ms", dead_after_ms)->check(CLI::PositiveNumber);
   app.add_option("--lease-ttl-ms", lease_ttl_ms)->check(CLI::PositiveNumber);
@@ -37,7 +38,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     auto take = [&](const char* key, auto* out, const char* flag) {
-      if (!j.contains(key) || app.count(flag) > 0) return true;
+      if (!j.contains(key) || (*flag && app.count(flag) > 0)) return true;
       try {
         *out = j.at(key).get<std::decay_t<decltype(*out)>>();
         return true;
@@ -52,7 +53,8 @@ int main(int argc, char** argv) {
         !take("heartbeat_ms", &heartbeat_ms, "--heartbeat-ms") ||
         !take("dead_after_ms", &dead_after_ms, "--dead-after-ms") ||
         !take("lease_ttl_ms", &lease_ttl_ms, "--lease-ttl-ms") ||
-        !take("idle_timeout_ms", &idle_ms, "--idle-timeout-ms")) {
+        !take("idle_timeout_ms", &idle_ms, "--idle-timeout-ms") ||
+        !take("device_sizes", &c.device_sizes, "")) {
       return 2;
     }
   }

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <random>
 
 #include "runtime/planner/cluster.h"
@@ -100,6 +101,24 @@ void Registry::RestoreLease(Lease l) {
   leases_[l.id] = std::move(l);
 }
 
+namespace {
+std::string Lower(std::string s) {
+  for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return s;
+}
+}  // namespace
+
+void Registry::set_device_sizes(std::map<std::string, int> sizes) {
+  sizes_.clear();
+  for (auto& [name, n] : sizes) sizes_[Lower(name)] = n;
+}
+
+int Registry::SizeCount(const std::string& name) const {
+  if (sizes_.empty()) return planner::DeviceSizeCount(name);
+  auto it = sizes_.find(Lower(name));
+  return it == sizes_.end() ? -1 : it->second;
+}
+
 UserState& Registry::User(const std::string& token) {
   UserState& u = users_[token];
   if (u.devices.empty()) {
@@ -110,8 +129,7 @@ UserState& Registry::User(const std::string& token) {
 }
 
 StatusOr<int> Registry::AddVirtualDevice(const std::string& token, const std::string& size) {
-  if (planner::DeviceSizeCount(size) < 1)
-    return Status::InvalidArgument("unknown device size '" + size + "'");
+  if (SizeCount(size) < 1) return Status::InvalidArgument("unknown device size '" + size + "'");
   UserState& u = User(token);
   if (static_cast<int>(u.devices.size()) >= kMaxVirtualDevices) {
     return Status::InvalidArgument(
@@ -149,8 +167,7 @@ Status Registry::SwitchVirtualDevice(const std::string& token, int id) {
 }
 
 Status Registry::SetCurrentSize(const std::string& token, const std::string& size) {
-  if (planner::DeviceSizeCount(size) < 1)
-    return Status::InvalidArgument("unknown device size '" + size + "'");
+  if (SizeCount(size) < 1) return Status::InvalidArgument("unknown device size '" + size + "'");
   UserState& u = User(token);
   if (LeaseOfVirtualDevice(token, u.current)) {
     return Status::InvalidArgument(

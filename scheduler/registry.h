@@ -95,6 +95,11 @@ class Registry {
   const std::map<std::string, UserState>& users() const { return users_; }
   void RestoreUser(const std::string& token, UserState u) { users_[token] = std::move(u); }
 
+  // The device-size table (name -> devices, names matched case-insensitively). Empty: the
+  // reference platform's (planner::DeviceSizeCount). Replaceable through the scheduler's config.
+  void set_device_sizes(std::map<std::string, int> sizes);
+  int SizeCount(const std::string& name) const;  // -1 for an unknown name
+
   const std::map<std::string, Node>& nodes() const { return nodes_; }
   const std::map<uint64_t, Lease>& leases() const { return leases_; }
   int FreeDevices() const;
@@ -105,6 +110,7 @@ class Registry {
   std::map<std::string, Node> nodes_;
   std::map<uint64_t, Lease> leases_;
   std::map<std::string, UserState> users_;
+  std::map<std::string, int> sizes_;  // lower-case names
   uint64_t next_lease_ = 1;
 };
 

@@ -253,7 +253,7 @@ Status Connection::Handle(const json& m) {
       const Lease* l = reg.LeaseOfVirtualDevice(token_, d.id);
       list.push_back({{"id", d.id},
                       {"size", d.size},
-                      {"num_devices", planner::DeviceSizeCount(d.size)},
+                      {"num_devices", reg.SizeCount(d.size)},
                       {"current", d.id == u.current},
                       {"pid", l ? l->pid : 0},
                       {"lease", l ? l->id : 0}});
@@ -279,10 +279,10 @@ Status Connection::Handle(const json& m) {
         Send({{"type", "busy"}, {"pid", held->pid}, {"vdev", vdev}});
         return Status::Ok();
       }
-      num = planner::DeviceSizeCount(size);
+      num = reg.SizeCount(size);
     } else if (m.contains("device_size")) {
       s = Get(m, "device_size", &size);
-      num = s.ok() ? planner::DeviceSizeCount(size) : 0;
+      num = s.ok() ? reg.SizeCount(size) : 0;
       if (s.ok() && num < 0) s = Status::InvalidArgument("unknown device size '" + size + "'");
     } else {
       s = Get(m, "num_devices", &num);
@@ -409,6 +409,11 @@ StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Create(SchedulerConf
   if (!s.ok()) return s;
   auto impl = std::make_unique<Impl>();
   impl->config = std::move(config);
+  for (const auto& [name, n] : impl->config.device_sizes) {
+    if (n < 1)
+      return Status::InvalidArgument(fmt::format("device size '{}' of {} devices", name, n));
+  }
+  impl->registry.set_device_sizes(impl->config.device_sizes);
   if (!impl->config.state_dir.empty()) {
     auto store = StateStore::Open(impl->config.state_dir);
     if (!store.ok()) return store.status();

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -25,6 +26,7 @@ struct SchedulerConfig {
   std::chrono::milliseconds dead_after{5000};
   std::chrono::milliseconds lease_ttl{30000};
   std::chrono::milliseconds idle_timeout{30000};
+  std::map<std::string, int> device_sizes;  // replaces the reference platform's table when set
   Status Validate() const;
 };
 

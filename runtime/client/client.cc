@@ -41,14 +41,13 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions o) {
     if (const char* s = std::getenv("MOREH_SCHEDULER")) o.scheduler = s;
   }
   if (o.scheduler.empty()) o.scheduler = RecordedLocalScheduler();  // moreh-run cluster up
-  if (!o.device_size.empty() && planner::DeviceSizeCount(o.device_size) < 1) {
-    return Status::InvalidArgument("unknown device size '" + o.device_size + "'");
-  }
   spdlog::info("Requesting resources for MoAI Accelerator from the server...");
   if (o.scheduler.empty()) {
     // The embedded cluster has no users yet: its size comes from the options (or Small).
     if (o.device_size.empty()) o.device_size = "Small";
     const int num_devices = planner::DeviceSizeCount(o.device_size);
+    if (num_devices < 1)
+      return Status::InvalidArgument("unknown device size '" + o.device_size + "'");
     LocalClusterConfig lc = o.local;
     lc.num_workers =
         std::max(lc.num_workers, (num_devices + lc.devices_per_worker - 1) / lc.devices_per_worker);

@@ -273,7 +273,7 @@ def main():
             cfg = os.path.join(d, "sched.json")
             with open(cfg, "w") as f:
                 json.dump({"port": 0, "key_file": key_file, "state_dir": os.path.join(d, "state2"),
-                           "heartbeat_ms": 300}, f)
+                           "heartbeat_ms": 300, "device_sizes": {"Pair": 2, "Quad": 4}}, f)
             pf2 = os.path.join(d, "port2")
             p2 = subprocess.Popen([os.path.join(a.bin, "moreh-scheduler"), "--config", cfg,
                                    "--port-file", pf2], stdout=subprocess.DEVNULL,
@@ -282,6 +282,14 @@ def main():
             ok = wait_for(lambda: os.path.exists(pf2), 10)
             check("a JSON config file configures the scheduler", ok and os.path.exists(
                 os.path.join(d, "state2", "scheduler.db")) and status(int(open(pf2).read()))["nodes"] == [])
+            c6 = client(int(open(pf2).read()))
+            c6.send({"type": "vdev_set_size", "size": "quad"})
+            r6 = c6.recv()
+            c6.send({"type": "vdev_set_size", "size": "Small"})
+            r7 = c6.recv()
+            check("the config replaces the device-size table (names case-insensitive)",
+                  r6["type"] == "vdevs" and r6["devices"][0]["num_devices"] == 4 and
+                  r7["type"] == "error", (r6, r7))
             with open(cfg, "w") as f:
                 json.dump({"port": "x"}, f)
             p = subprocess.run([os.path.join(a.bin, "moreh-scheduler"), "--config", cfg],
