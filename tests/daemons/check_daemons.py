@@ -200,6 +200,19 @@ def main():
             check("unknown type refused", r["type"] == "error" and "unknown message type" in r["message"], r)
             check("the daemon is up after all of it", sched.poll() is None and status(port)["free_devices"] == 8)
 
+            # A client killed with -9 stops renewing: its lease expires and the devices come back.
+            holder = subprocess.Popen([os.path.join(a.bin, "moreh-run"), "connect", "--scheduler",
+                                       f"127.0.0.1:{port}", "--device-size", "Medium",
+                                       "--hold-seconds", "30"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            held = wait_for(lambda: status(port)["free_devices"] == 6, 10)
+            time.sleep(1.0)  # past one TTL: the live client renews, so the lease stays
+            still_held = status(port)["free_devices"] == 6
+            holder.kill()
+            holder.wait()
+            freed = wait_for(lambda: status(port)["free_devices"] == 8, 5)
+            check("a killed client's lease expires and frees its devices", held and still_held and freed)
+
             # kill -9 of a worker holding a lease.
             c3 = client(port)
             c3.send({"type": "allocate", "request_id": "big", "num_devices": 8})
