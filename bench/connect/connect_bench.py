@@ -6,6 +6,7 @@ its own log timestamps, from 'Requesting resources' to 'MoAI Accelerator is read
 peer is the reference platform's log (../shared/reference/moai-ap-guide.md): 4.9 s from
 'Requesting resources' to 'ready' for 4 devices; quoted, not measured here. Then 100 concurrent
 clients allocate and release one device each against one scheduler: allocations per second."""
+import contextlib
 import datetime
 import os
 import re
@@ -22,7 +23,9 @@ def stamp(line):
     return datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
 
 
-def run(workers, size, reps=5):
+@contextlib.contextmanager
+def local_cluster(workers, devices):
+    """A scheduler and `workers` workers of `devices` CPU devices each; yields the scheduler port."""
     with tempfile.TemporaryDirectory() as d:
         key = os.path.join(d, "key")
         open(key, "w").write(os.urandom(16).hex())
@@ -36,23 +39,26 @@ def run(workers, size, reps=5):
             for i in range(workers):
                 procs.append(subprocess.Popen(
                     [f"{BIN}/moreh-worker", "--scheduler", f"127.0.0.1:{port}", "--key-file", key,
-                     "--node", f"n{i}", "--devices", "cpu:1:64M", "--no-profile"],
+                     "--node", f"n{i}", "--devices", f"cpu:{devices}:64M", "--no-profile"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            times = []
-            for _ in range(reps):
-                out = subprocess.run([f"{BIN}/moreh-run", "connect", "--scheduler", f"127.0.0.1:{port}",
-                                      "--device-size", size], capture_output=True, text=True).stdout
-                lines = out.splitlines()
-                t0 = next(stamp(l) for l in lines if "Requesting resources" in l)
-                t1 = next(stamp(l) for l in lines if "is ready to use" in l)
-                times.append(1000 * (t1 - t0))
-            return sorted(times)[len(times) // 2]
+            yield port
         finally:
             for p in procs:
                 p.kill()
                 p.wait()
 
 
+def run(workers, size, reps=5):
+    with local_cluster(workers, 1) as port:
+        times = []
+        for _ in range(reps):
+            out = subprocess.run([f"{BIN}/moreh-run", "connect", "--scheduler", f"127.0.0.1:{port}",
+                                  "--device-size", size], capture_output=True, text=True).stdout
+            lines = out.splitlines()
+            t0 = next(stamp(l) for l in lines if "Requesting resources" in l)
+            t1 = next(stamp(l) for l in lines if "is ready to use" in l)
+            times.append(1000 * (t1 - t0))
+        return sorted(times)[len(times) // 2]
 
 
 def allocations_per_second(clients=100, seconds=3.0):
@@ -62,61 +68,43 @@ def allocations_per_second(clients=100, seconds=3.0):
     import socket
     import struct
     import threading
-    with tempfile.TemporaryDirectory() as d:
-        key = os.path.join(d, "key")
-        open(key, "w").write(os.urandom(16).hex())
-        pf = os.path.join(d, "port")
-        procs = [subprocess.Popen([f"{BIN}/moreh-scheduler", "--key-file", key, "--port-file", pf],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-        try:
-            while not os.path.exists(pf):
-                time.sleep(0.01)
-            port = int(open(pf).read())
-            for i in range(8):
-                procs.append(subprocess.Popen(
-                    [f"{BIN}/moreh-worker", "--scheduler", f"127.0.0.1:{port}", "--key-file", key,
-                     "--node", f"n{i}", "--devices", "cpu:16:64M", "--no-profile"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            time.sleep(1.0)
-            counts = [0] * clients
-            stop = time.time() + seconds
+    with local_cluster(8, 16) as port:
+        time.sleep(1.0)
+        counts = [0] * clients
+        stop = time.time() + seconds
 
-            def worker(k):
-                s = socket.create_connection(("127.0.0.1", port))
-                buf = b""
+        def worker(k):
+            s = socket.create_connection(("127.0.0.1", port))
+            buf = b""
 
-                def call(m):
-                    nonlocal buf
-                    b = js.dumps(m).encode()
-                    s.sendall(struct.pack(">I", len(b)) + b)
-                    while True:
-                        if len(buf) >= 4:
-                            n = struct.unpack(">I", buf[:4])[0]
-                            if len(buf) >= 4 + n:
-                                r = js.loads(buf[4:4 + n])
-                                buf = buf[4 + n:]
-                                return r
-                        buf += s.recv(65536)
-                call({"type": "hello", "version": 1, "role": "client", "token": f"u{k}"})
-                i = 0
-                while time.time() < stop:
-                    r = call({"type": "allocate", "request_id": f"{k}-{i}", "num_devices": 1})
-                    i += 1
-                    if r["type"] == "allocate_ok":
-                        call({"type": "release", "lease": r["lease"], "secret": r["secret"]})
-                        counts[k] += 1
-                s.close()
-            threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
-            t0 = time.time()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            return sum(counts) / (time.time() - t0)
-        finally:
-            for p in procs:
-                p.kill()
-                p.wait()
+            def call(m):
+                nonlocal buf
+                b = js.dumps(m).encode()
+                s.sendall(struct.pack(">I", len(b)) + b)
+                while True:
+                    if len(buf) >= 4:
+                        n = struct.unpack(">I", buf[:4])[0]
+                        if len(buf) >= 4 + n:
+                            r = js.loads(buf[4:4 + n])
+                            buf = buf[4 + n:]
+                            return r
+                    buf += s.recv(65536)
+            call({"type": "hello", "version": 1, "role": "client", "token": f"u{k}"})
+            i = 0
+            while time.time() < stop:
+                r = call({"type": "allocate", "request_id": f"{k}-{i}", "num_devices": 1})
+                i += 1
+                if r["type"] == "allocate_ok":
+                    call({"type": "release", "lease": r["lease"], "secret": r["secret"]})
+                    counts[k] += 1
+            s.close()
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+        t0 = time.time()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return sum(counts) / (time.time() - t0)
 
 
 ms4 = run(4, "Large")
