@@ -1,5 +1,6 @@
-// cross_entropy(logits[..., V], labels[...] int; ignore_index=-100, shift=0) -> (loss[] f32, lse[N]
-// f32) Mean over the rows whose label is not ignore_index (NaN when there are none, as in PyTorch).
+// cross_entropy(logits[..., V], labels[...] int; ignore_index=-100, shift=0, reduction_sum=0) ->
+// (loss[] f32, lse[N] f32) Mean over the rows whose label is not ignore_index (NaN when there are
+// none, as in PyTorch); with reduction_sum=1 their sum (pipeline stages weight micro-batches).
 // shift=1 is Hugging Face's causal-LM shift: logits [B, T, V] at t are scored against
 // labels[b, t + 1]; position T-1 is ignored. Fused log-softmax; probabilities are never stored.
 // cross_entropy_backward(dloss, logits, labels, lse; same attrs) -> dlogits.
@@ -68,8 +69,12 @@ const OpDef kCrossEntropyDef = {
       const double total = kernels::cpu::CrossEntropyForward(
           out[1].data<float>(), logits.data<float>(), labels.data<int64_t>(), labels.numel(), v,
           a.GetInt("ignore_index", -100), &count);
-      out[0].data<float>()[0] = count > 0 ? static_cast<float>(total / static_cast<double>(count))
-                                          : std::numeric_limits<float>::quiet_NaN();
+      if (a.GetInt("reduction_sum", 0)) {
+        out[0].data<float>()[0] = static_cast<float>(total);
+      } else {
+        out[0].data<float>()[0] = count > 0 ? static_cast<float>(total / static_cast<double>(count))
+                                            : std::numeric_limits<float>::quiet_NaN();
+      }
     }},
 };
 
@@ -99,7 +104,9 @@ const OpDef kCrossEntropyBackwardDef = {
       const int64_t* lp = labels.data<int64_t>();
       for (int64_t i = 0; i < labels.numel(); ++i) count += lp[i] != ignore;
       const float dloss = AsF32(in[0]).data<float>()[0];
-      const float scale = count > 0 ? dloss / static_cast<float>(count) : 0.0f;
+      const float scale = a.GetInt("reduction_sum", 0) ? dloss
+                          : count > 0                  ? dloss / static_cast<float>(count)
+                                                       : 0.0f;
       const Tensor lse = AsF32(in[3]);
       WriteF32(out[0], [&](float* d) {
         kernels::cpu::CrossEntropyBackward(d, logits.data<float>(), lp, lse.data<float>(),

@@ -225,6 +225,9 @@ Status UcxTransport::WaitAll(const std::vector<Request>& reqs, std::chrono::mill
       }
     }
     if (all) break;
+    if (result.ok() && abort_ != nullptr && abort_->load(std::memory_order_relaxed)) {
+      result = Status(StatusCode::kUnavailable, fmt::format("rank {}: the job was aborted", rank_));
+    }
     const auto now = std::chrono::steady_clock::now();
     if (result.ok() && now >= deadline) {
       std::vector<int> peers;

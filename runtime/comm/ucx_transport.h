@@ -10,6 +10,7 @@
 // sequence number, so receives match one sender. Not thread-safe: one thread drives a transport.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -51,6 +52,9 @@ class UcxTransport {
   Status Wait(const Request& r, std::chrono::milliseconds timeout);
   // Waits for all; on failure cancels the rest and returns the first error.
   Status WaitAll(const std::vector<Request>& reqs, std::chrono::milliseconds timeout);
+  // While *flag is true (set from any thread), every wait fails at once with Unavailable, so a job
+  // blocked on a peer can be abandoned. nullptr: none.
+  void set_abort_flag(const std::atomic<bool>* flag) { abort_ = flag; }
 
  private:
   struct Impl;
@@ -58,6 +62,7 @@ class UcxTransport {
   int rank_;
   std::string address_;
   std::unique_ptr<Impl> impl_;
+  const std::atomic<bool>* abort_ = nullptr;
 };
 
 }  // namespace moreh::comm

@@ -1,0 +1,252 @@
+#include "runtime/parallel/stage_graph.h"
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_map>
+
+#include "ops/op.h"
+#include "runtime/autograd.h"
+#include "runtime/core/error.h"
+
+namespace moreh::parallel {
+namespace {
+
+Shape ParamShape(const models::LlamaConfig& c, const std::string& name) {
+  const int64_t C = c.hidden_size, I = c.intermediate_size;
+  const int64_t kv = c.num_key_value_heads * c.head_dim();
+  auto ends = [&](const char* suffix) {
+    const std::string s(suffix);
+    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+  };
+  if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return {c.vocab_size, C};
+  if (name == "model.norm.weight" || ends("layernorm.weight")) return {C};
+  if (ends("q_proj.weight") || ends("o_proj.weight")) return {C, C};
+  if (ends("k_proj.weight") || ends("v_proj.weight")) return {kv, C};
+  if (ends("gate_proj.weight") || ends("up_proj.weight")) return {I, C};
+  if (ends("down_proj.weight")) return {C, I};
+  throw Error(fmt::format("no parameter '{}' in a Llama model", name));
+}
+
+const char* const kLayerParams[] = {
+    "input_layernorm.weight",  "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+    "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
+    "mlp.gate_proj.weight",    "mlp.up_proj.weight",      "mlp.down_proj.weight"};
+
+bool IsView(OpKind op) {
+  return op == OpKind::kReshape || op == OpKind::kTranspose || op == OpKind::kExpand;
+}
+
+// The decoder layer of models/llama.cc (LlamaDecoderLayer::Forward), node for node.
+int EmitDecoderLayer(ops::GraphBuilder& gb, const models::LlamaConfig& c, int x, int mask,
+                     const int* w) {
+  const ValueInfo xi = gb.info(x);
+  const int64_t B = xi.shape[0], T = xi.shape[1], D = c.head_dim();
+  const Attrs lin{{"trans_a", int64_t{0}}, {"trans_b", int64_t{1}}};
+  const Attrs eps{{"eps", c.rms_norm_eps}};
+  const Attrs rope{
+      {"theta", c.rope_theta}, {"position_offset", int64_t{0}}, {"inverse", int64_t{0}}};
+  auto linear = [&](int a, int weight) { return gb.Emit1(OpKind::kMatMul, {a, weight}, lin); };
+  int h = gb.Emit1(OpKind::kRmsNorm, {x, w[0]}, eps);
+  int q = gb.Reshape(linear(h, w[1]), {B, T, c.num_attention_heads, D});
+  int k = gb.Reshape(linear(h, w[2]), {B, T, c.num_key_value_heads, D});
+  const int v = gb.Reshape(linear(h, w[3]), {B, T, c.num_key_value_heads, D});
+  q = gb.Emit1(OpKind::kRotary, {q}, rope);
+  k = gb.Emit1(OpKind::kRotary, {k}, rope);
+  std::vector<int> qkv{q, k, v};
+  if (mask >= 0) qkv.push_back(mask);
+  const int att = gb.Emit(OpKind::kAttention, qkv,
+                          {{"causal", int64_t{1}}, {"scale", 1.0 / std::sqrt(double(D))}})[0];
+  const int a = gb.Reshape(att, {B, T, c.hidden_size});
+  const int x1 = gb.Add(x, linear(a, w[4]));
+  h = gb.Emit1(OpKind::kRmsNorm, {x1, w[5]}, eps);
+  const int m = gb.Emit1(OpKind::kSwiGlu, {linear(h, w[6]), linear(h, w[7])});
+  return gb.Add(x1, linear(m, w[8]));
+}
+
+}  // namespace
+
+std::vector<std::string> StageParameterNames(const StageSpec& s) {
+  std::vector<std::string> names;
+  if (s.first) names.push_back("model.embed_tokens.weight");
+  for (int l = s.first_layer; l < s.first_layer + s.num_layers; ++l) {
+    for (const char* p : kLayerParams) names.push_back(fmt::format("model.layers.{}.{}", l, p));
+  }
+  if (s.last) {
+    names.push_back("model.norm.weight");
+    if (!s.model.tie_word_embeddings) names.push_back("lm_head.weight");
+  }
+  return names;
+}
+
+SubProgram ExtractProgram(const Graph& src, const std::vector<int>& nodes,
+                          const std::vector<int>& inputs, const std::vector<int>& outputs) {
+  SubProgram p;
+  std::unordered_map<int, int> map;
+  for (int v : inputs) {
+    MOREH_CHECK(!map.count(v), "ExtractProgram: value {} given twice as an input", v);
+    map[v] = p.graph.AddInput(src.info(v), src.value(v).name);
+  }
+  for (int i : nodes) {
+    const Node& n = src.nodes().at(i);
+    std::vector<int> in;
+    for (int v : n.inputs) {
+      auto it = map.find(v);
+      MOREH_CHECK(it != map.end(),
+                  "ExtractProgram: node {} ({}) reads value {}, which is neither "
+                  "an input nor computed earlier",
+                  i, OpName(n.op), v);
+      in.push_back(it->second);
+    }
+    std::vector<ValueInfo> infos;
+    for (int v : n.outputs) infos.push_back(src.info(v));
+    const std::vector<int> out = p.graph.AddNode(n.op, std::move(in), n.attrs, std::move(infos));
+    for (size_t k = 0; k < out.size(); ++k) map[n.outputs[k]] = out[k];
+  }
+  for (int v : outputs) {
+    auto it = map.find(v);
+    MOREH_CHECK(it != map.end(), "ExtractProgram: output value {} is not computed", v);
+    p.graph.MarkOutput(it->second);
+  }
+  p.inputs = inputs;
+  p.outputs = outputs;
+  return p;
+}
+
+StageProgram BuildStageProgram(const StageSpec& s) {
+  const models::LlamaConfig& c = s.model;
+  c.Validate().ThrowIfError();
+  const int L = static_cast<int>(c.num_hidden_layers);
+  MOREH_CHECK(s.first_layer >= 0 && s.num_layers >= 0 && s.first_layer + s.num_layers <= L,
+              "stage layers [{}, {}) outside the model's {} layers", s.first_layer,
+              s.first_layer + s.num_layers, L);
+  MOREH_CHECK(!s.first || s.first_layer == 0, "the first stage must start at layer 0, not {}",
+              s.first_layer);
+  MOREH_CHECK(!s.last || s.first_layer + s.num_layers == L,
+              "the last stage must end at layer {}, not {}", L, s.first_layer + s.num_layers);
+  MOREH_CHECK(s.micro_batch > 0 && s.seq_len > 0, "micro-batch {} and sequence {} must be positive",
+              s.micro_batch, s.seq_len);
+  MOREH_CHECK(s.recompute >= kRecomputeNone && s.recompute <= kRecomputeFull,
+              "recomputation level {} (0 none, 1 selective, 2 full)", s.recompute);
+  MOREH_CHECK(!c.tie_word_embeddings || (s.first && s.last),
+              "tied word embeddings across pipeline stages are not supported; use one stage");
+  StageProgram p;
+  p.spec = s;
+  p.params = StageParameterNames(s);
+  Graph& g = p.full;
+  ops::GraphBuilder gb(&g);
+  std::unordered_map<std::string, int> w;
+  for (const std::string& n : p.params) {
+    const int v = g.AddInput({DType::kF32, ParamShape(c, n)}, n);
+    p.param_values.push_back(v);
+    w[n] = v;
+  }
+  const int64_t B = s.micro_batch, T = s.seq_len, C = c.hidden_size;
+  if (s.first) {
+    p.ids = g.AddInput({DType::kI64, {B, T}}, "input_ids");
+  } else {
+    p.activation = g.AddInput({DType::kF32, {B, T, C}}, "activation");
+  }
+  p.mask = g.AddInput({DType::kI64, {B, T}}, "attention_mask");
+  if (s.last) {
+    p.labels = g.AddInput({DType::kI64, {B, T}}, "labels");
+    p.loss_weight = g.AddInput({DType::kF32, {}}, "loss_weight");
+  }
+  int x = s.first ? gb.Emit1(OpKind::kEmbedding, {w.at("model.embed_tokens.weight"), p.ids})
+                  : p.activation;
+  for (int l = s.first_layer; l < s.first_layer + s.num_layers; ++l) {
+    int lw[9];
+    for (int k = 0; k < 9; ++k) lw[k] = w.at(fmt::format("model.layers.{}.{}", l, kLayerParams[k]));
+    x = EmitDecoderLayer(gb, c, x, p.mask, lw);
+  }
+  if (s.last) {
+    const int h =
+        gb.Emit1(OpKind::kRmsNorm, {x, w.at("model.norm.weight")}, {{"eps", c.rms_norm_eps}});
+    const int head = w.at(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+    const int logits =
+        gb.Emit1(OpKind::kMatMul, {h, head}, {{"trans_a", int64_t{0}}, {"trans_b", int64_t{1}}});
+    const int ce = gb.Emit(
+        OpKind::kCrossEntropy, {logits, p.labels},
+        {{"ignore_index", int64_t{-100}}, {"shift", int64_t{1}}, {"reduction_sum", int64_t{1}}})[0];
+    x = gb.Emit1(OpKind::kMul, {ce, p.loss_weight});
+  }
+  p.out = x;
+  p.num_forward_nodes = static_cast<int>(g.nodes().size());
+  int seed;
+  if (s.last) {
+    seed = gb.Emit1(OpKind::kFill, {},
+                    {{"shape", Shape{}}, {"dtype", std::string("f32")}, {"value", 1.0}});
+  } else {
+    p.grad_in = g.AddInput({DType::kF32, {B, T, C}}, "grad_in");
+    seed = p.grad_in;
+  }
+  std::vector<int> wrt = p.param_values;
+  if (!s.first) wrt.push_back(p.activation);
+  std::vector<int> grads = runtime::BuildBackward(&g, p.out, seed, wrt);
+  if (!s.first) {
+    p.grad_out = grads.back();
+    grads.pop_back();
+  }
+  p.param_grads = grads;
+
+  // Cut: which forward nodes the backward program recomputes.
+  const int nf = p.num_forward_nodes;
+  const auto& nodes = g.nodes();
+  auto recomputable = [&](int i) {
+    if (s.recompute == kRecomputeFull) return true;
+    if (s.recompute == kRecomputeSelective) {
+      const OpKind op = nodes[i].op;
+      return op == OpKind::kRmsNorm || op == OpKind::kSwiGlu || IsView(op);
+    }
+    return false;
+  };
+  std::vector<char> in_backward(nodes.size(), 0);
+  std::vector<int> work;
+  for (size_t i = nf; i < nodes.size(); ++i) {
+    in_backward[i] = 1;
+    work.insert(work.end(), nodes[i].inputs.begin(), nodes[i].inputs.end());
+  }
+  while (!work.empty()) {
+    const int v = work.back();
+    work.pop_back();
+    const int pr = g.value(v).producer;
+    if (pr < 0 || pr >= nf || in_backward[pr] || !recomputable(pr)) continue;
+    in_backward[pr] = 1;
+    work.insert(work.end(), nodes[pr].inputs.begin(), nodes[pr].inputs.end());
+  }
+  std::vector<char> needed(g.values().size(), 0);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (in_backward[i]) {
+      for (int v : nodes[i].inputs) needed[v] = 1;
+    }
+  }
+  std::vector<int> bwd_outputs;
+  if (p.grad_out >= 0) bwd_outputs.push_back(p.grad_out);
+  for (int v : p.param_grads) {
+    if (v >= 0) bwd_outputs.push_back(v);
+  }
+  // A backward output that is a graph input (a stage without layers passes grad_in through).
+  for (int v : bwd_outputs) needed[v] = needed[v] || g.value(v).producer < 0;
+  std::vector<int> saved, bwd_inputs, fwd_inputs, fwd_nodes, bwd_nodes;
+  for (int v : g.inputs()) {
+    if (needed[v]) bwd_inputs.push_back(v);
+    if (v != p.grad_in) fwd_inputs.push_back(v);
+  }
+  for (size_t v = 0; v < g.values().size(); ++v) {
+    const int pr = g.value(static_cast<int>(v)).producer;
+    if (needed[v] && pr >= 0 && pr < nf && !in_backward[pr]) saved.push_back(static_cast<int>(v));
+  }
+  bwd_inputs.insert(bwd_inputs.end(), saved.begin(), saved.end());
+  std::vector<int> fwd_outputs{p.out};
+  for (int v : saved) {
+    if (v != p.out) fwd_outputs.push_back(v);
+  }
+  for (int i = 0; i < nf; ++i) fwd_nodes.push_back(i);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (in_backward[i]) bwd_nodes.push_back(static_cast<int>(i));
+  }
+  p.forward = ExtractProgram(g, fwd_nodes, fwd_inputs, fwd_outputs);
+  p.backward = ExtractProgram(g, bwd_nodes, bwd_inputs, bwd_outputs);
+  return p;
+}
+
+}  // namespace moreh::parallel

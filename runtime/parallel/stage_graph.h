@@ -1,0 +1,77 @@
+// Stage programs: the step graph of one pipeline stage of a Llama model, split into the programs a
+// device runs per micro-batch.
+//
+// A stage owns a contiguous range of decoder layers; the first stage also owns the embedding, the
+// last the final norm, the LM head and the loss. Its training step for one micro-batch is recorded
+// once as a graph (forward, then autograd's backward, seeded by the gradient arriving from the next
+// stage or, on the last stage, by 1) and then cut in two:
+//   forward:  params, data in (token ids on the first stage, the previous stage's activation
+//             otherwise), key mask, (labels and loss weight on the last) -> activation out (the
+//             weighted loss on the last) and the values the backward needs ("saved");
+//   backward: params, saved values, data inputs it reads, gradient from the next stage
+//             -> gradient for the previous stage (not on the first), parameter gradients.
+// Recomputation moves forward nodes into the backward program: full (every forward node: only the
+// stage's inputs are kept between the two) or selective (RMSNorm and SwiGLU, as the planner models
+// it). The loss weight is count(mb labels) / count(global batch labels), so the sum of the weighted
+// micro-batch losses over the pipeline and the data-parallel replicas is the one-device mean.
+// Pure functions; the result is plain data (graphs serialize to JSON).
+#pragma once
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "runtime/core/graph.h"
+#include "runtime/models/llama.h"
+
+namespace moreh::parallel {
+
+enum RecomputeLevel : int { kRecomputeNone = 0, kRecomputeSelective = 1, kRecomputeFull = 2 };
+
+struct StageSpec {
+  models::LlamaConfig model;
+  int first_layer = 0;
+  int num_layers = 0;
+  bool first = true, last = true;
+  int64_t micro_batch = 1, seq_len = 1;
+  int recompute = kRecomputeNone;
+};
+
+// A graph cut out of a larger one: which values of the source graph its inputs and outputs are.
+struct SubProgram {
+  Graph graph;
+  std::vector<int> inputs;   // source value id of each graph input, in order
+  std::vector<int> outputs;  // source value id of each graph output, in order
+};
+
+// The data inputs a stage's programs may read, by role.
+enum class DataRole { kParam, kIds, kActivation, kMask, kLabels, kLossWeight, kGradIn };
+
+struct StageProgram {
+  StageSpec spec;
+  Graph full;  // forward + backward, for reference
+  int num_forward_nodes = 0;
+  SubProgram forward, backward;
+  std::vector<std::string> params;  // owned parameters (Hugging Face names)
+  std::vector<int> param_values;    // their value ids in `full`
+  // Value ids in `full` of the data inputs (-1 where the stage has none).
+  int ids = -1, activation = -1, mask = -1, labels = -1, loss_weight = -1, grad_in = -1;
+  int out = -1;                  // activation out, or the weighted loss on the last stage
+  int grad_out = -1;             // gradient for the previous stage (-1 on the first)
+  std::vector<int> param_grads;  // per parameter (-1: unused by this stage)
+};
+
+// Hugging Face names of the parameters a stage owns, embedding first, in a fixed order.
+std::vector<std::string> StageParameterNames(const StageSpec& spec);
+
+// Throws moreh::Error for a spec that does not describe a stage of the model.
+StageProgram BuildStageProgram(const StageSpec& spec);
+
+// Extracts `nodes` (source node indices, ascending) as a graph whose inputs are `inputs` (source
+// value ids, in this order) and whose outputs are `outputs`. Throws when a node reads a value that
+// is neither an input nor produced by an earlier extracted node.
+SubProgram ExtractProgram(const Graph& src, const std::vector<int>& nodes,
+                          const std::vector<int>& inputs, const std::vector<int>& outputs);
+
+}  // namespace moreh::parallel

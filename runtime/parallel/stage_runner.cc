@@ -1,0 +1,204 @@
+#include "runtime/parallel/stage_runner.h"
+
+#include <chrono>
+#include <cstring>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "runtime/core/error.h"
+
+namespace moreh::parallel {
+namespace {
+using clk = std::chrono::steady_clock;
+double Since(clk::time_point t) { return std::chrono::duration<double>(clk::now() - t).count(); }
+}  // namespace
+
+UcxPipeLinks::UcxPipeLinks(comm::UcxTransport* t, int prev_rank, int next_rank,
+                           std::chrono::milliseconds timeout)
+    : t_(t), prev_(prev_rank), next_(next_rank), timeout_(timeout) {}
+
+void UcxPipeLinks::Send(int peer, uint32_t kind, int mb, const runtime::Tensor& t) {
+  MOREH_CHECK(peer >= 0, "pipeline: no {} stage to send to", kind == 1 ? "next" : "previous");
+  auto r = t_->Send(peer, t.raw_data(), static_cast<size_t>(t.nbytes()), kind, Seq(mb));
+  if (!r.ok()) throw Error("pipeline send: " + r.status().message());
+  pending_.push_back(*r);
+  in_flight_.push_back(t);
+}
+
+void UcxPipeLinks::Recv(int peer, uint32_t kind, int mb, runtime::Tensor* t) {
+  MOREH_CHECK(peer >= 0, "pipeline: no {} stage to receive from", kind == 1 ? "previous" : "next");
+  auto r = t_->Recv(peer, t->raw_data(), static_cast<size_t>(t->nbytes()), kind, Seq(mb));
+  if (!r.ok()) throw Error("pipeline receive: " + r.status().message());
+  Status s = t_->Wait(*r, timeout_);
+  if (!s.ok()) {
+    throw Error(fmt::format("pipeline: waiting for the {} of micro-batch {} from rank {}: {}",
+                            kind == 1 ? "activation" : "gradient", mb, peer, s.message()));
+  }
+}
+
+void UcxPipeLinks::Flush() {
+  Status s = t_->WaitAll(pending_, timeout_);
+  pending_.clear();
+  in_flight_.clear();
+  if (!s.ok()) throw Error("pipeline: completing sends: " + s.message());
+}
+
+StageRunner::StageRunner(StageProgram program, runtime::Allocator* alloc, optim::AdamWOptions adamw,
+                         int dp_size, int dp_rank, bool distribute)
+    : program_(std::move(program)),
+      alloc_(alloc ? alloc : runtime::CpuAllocator()),
+      adamw_(adamw),
+      dp_size_(dp_size),
+      dp_rank_(dp_rank),
+      distribute_(distribute && dp_size > 1),
+      exec_(alloc_) {
+  MOREH_CHECK(dp_size >= 1 && dp_rank >= 0 && dp_rank < dp_size, "data-parallel rank {} of {}",
+              dp_rank, dp_size);
+  fwd_ = runtime::Compile(program_.forward.graph);
+  bwd_ = runtime::Compile(program_.backward.graph);
+  const Graph& g = program_.full;
+  for (size_t i = 0; i < program_.param_values.size(); ++i) {
+    offsets_.push_back(num_params_);
+    num_params_ += Numel(g.info(program_.param_values[i]).shape);
+    param_index_[program_.param_values[i]] = static_cast<int>(i);
+  }
+  offsets_.push_back(num_params_);
+  // Padded to a multiple of the group (and of 16 floats) so every shard has the same length.
+  const int64_t unit = 16 * dp_size_;
+  padded_ = (num_params_ + unit - 1) / unit * unit;
+  shard_ = distribute_ ? padded_ / dp_size_ : padded_;
+  flat_params_ = runtime::Tensor::Zeros({padded_}, DType::kF32, alloc_);
+  flat_grads_ = runtime::Tensor::Zeros({padded_}, DType::kF32, alloc_);
+  m_ = runtime::Tensor::Zeros({shard_}, DType::kF32, alloc_);
+  v_ = runtime::Tensor::Zeros({shard_}, DType::kF32, alloc_);
+  for (size_t i = 0; i < program_.param_values.size(); ++i) {
+    const Shape& shape = g.info(program_.param_values[i]).shape;
+    params_.push_back(flat_params_.Slice(0, offsets_[i], offsets_[i + 1]).View(shape));
+    grads_.push_back(flat_grads_.Slice(0, offsets_[i], offsets_[i + 1]).View(shape));
+  }
+}
+
+runtime::Tensor StageRunner::parameter(size_t i) const { return params_.at(i); }
+
+double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& steps,
+                                    const std::vector<MicroBatch>& mbs, PipeLinks* links) {
+  const StageProgram& p = program_;
+  const int64_t B = p.spec.micro_batch, T = p.spec.seq_len, C = p.spec.model.hidden_size;
+  double loss = 0;
+  for (const planner::ScheduleStep& st : steps) {
+    if (st.phase == planner::Phase::kRecompute) continue;  // inside the backward program
+    MOREH_CHECK(st.micro_batch >= 0 && st.micro_batch < static_cast<int>(mbs.size()),
+                "schedule names micro-batch {} of {}", st.micro_batch, mbs.size());
+    const MicroBatch& mb = mbs[st.micro_batch];
+    if (st.phase == planner::Phase::kForward) {
+      auto& stash = stash_[st.micro_batch];
+      if (p.activation >= 0) {
+        runtime::Tensor a = runtime::Tensor::Empty({B, T, C}, DType::kF32, alloc_);
+        const auto t0 = clk::now();
+        links->RecvForward(st.micro_batch, &a);
+        stats_.wait_s += Since(t0);
+        stash[p.activation] = a;
+      }
+      if (p.ids >= 0) stash[p.ids] = mb.ids;
+      stash[p.mask] = mb.mask;
+      if (p.labels >= 0) {
+        stash[p.labels] = mb.labels;
+        stash[p.loss_weight] = mb.loss_weight;
+      }
+      std::vector<runtime::Tensor> in;
+      for (int v : p.forward.inputs) {
+        auto it = param_index_.find(v);
+        in.push_back(it != param_index_.end() ? params_[it->second] : stash.at(v));
+      }
+      const auto t0 = clk::now();
+      std::vector<runtime::Tensor> out = exec_.Run(*fwd_, std::move(in));
+      stats_.forward_s += Since(t0);
+      if (p.spec.last) {
+        loss += out[0].ToFloats()[0];
+      } else {
+        links->SendForward(st.micro_batch, out[0]);
+      }
+      // Keep only what the backward reads.
+      std::unordered_map<int, runtime::Tensor> keep;
+      for (size_t k = 1; k < out.size(); ++k) keep[p.forward.outputs[k]] = std::move(out[k]);
+      for (int v : p.backward.inputs) {
+        if (!param_index_.count(v) && v != p.grad_in && !keep.count(v)) keep[v] = stash.at(v);
+      }
+      stash = std::move(keep);
+    } else {
+      auto it_stash = stash_.find(st.micro_batch);
+      MOREH_CHECK(it_stash != stash_.end(),
+                  "schedule: backward of micro-batch {} before its forward", st.micro_batch);
+      auto& stash = it_stash->second;
+      if (p.grad_in >= 0) {
+        runtime::Tensor g = runtime::Tensor::Empty({B, T, C}, DType::kF32, alloc_);
+        const auto t0 = clk::now();
+        links->RecvBackward(st.micro_batch, &g);
+        stats_.wait_s += Since(t0);
+        stash[p.grad_in] = g;
+      }
+      std::vector<runtime::Tensor> in;
+      for (int v : p.backward.inputs) {
+        auto it = param_index_.find(v);
+        in.push_back(it != param_index_.end() ? params_[it->second] : stash.at(v));
+      }
+      stash_.erase(it_stash);  // the executor frees each saved value after its last use
+      const auto t0 = clk::now();
+      std::vector<runtime::Tensor> out = exec_.Run(*bwd_, std::move(in));
+      stats_.backward_s += Since(t0);
+      size_t k = 0;
+      if (p.grad_out >= 0) links->SendBackward(st.micro_batch, out[k++]);
+      for (size_t i = 0; i < p.param_grads.size(); ++i) {
+        if (p.param_grads[i] < 0) continue;
+        const runtime::Tensor g = out[k++].Contiguous();
+        float* acc = grads_[i].data<float>();
+        kernels::cpu::Add(acc, acc, g.data<float>(), g.numel(), g.numel());
+      }
+    }
+    stats_.peak_bytes = std::max(stats_.peak_bytes, alloc_->peak_bytes());
+  }
+  const auto t0 = clk::now();
+  links->Flush();
+  stats_.wait_s += Since(t0);
+  MOREH_CHECK(stash_.empty(), "schedule: {} micro-batch(es) ran forward without backward",
+              stash_.size());
+  return loss;
+}
+
+void StageRunner::Update(comm::Collectives* dp, double lr) {
+  const auto t0 = clk::now();
+  ++step_;
+  const kernels::cpu::AdamWParams hp{static_cast<float>(lr),
+                                     static_cast<float>(adamw_.beta1),
+                                     static_cast<float>(adamw_.beta2),
+                                     static_cast<float>(adamw_.eps),
+                                     static_cast<float>(adamw_.weight_decay),
+                                     step_};
+  float* P = flat_params_.data<float>();
+  float* G = flat_grads_.data<float>();
+  auto check = [](Status s, const char* what) {
+    if (!s.ok()) throw Error(fmt::format("data-parallel {}: {}", what, s.message()));
+  };
+  if (dp != nullptr && dp->size() > 1 && distribute_) {
+    // ZeRO: each replica updates its shard of the master weights, then all share the result.
+    runtime::Tensor g_shard = runtime::Tensor::Empty({shard_}, DType::kF32, alloc_);
+    check(dp->ReduceScatter(G, g_shard.data<float>(), shard_, DType::kF32, comm::ReduceOp::kSum),
+          "reduce-scatter");
+    float* p_shard = P + dp_rank_ * shard_;
+    kernels::cpu::AdamWStep(p_shard, m_.data<float>(), v_.data<float>(), g_shard.data<float>(),
+                            shard_, hp);
+    runtime::Tensor mine = runtime::Tensor::FromData(p_shard, {shard_}, DType::kF32, alloc_);
+    check(dp->AllGather(mine.data<float>(), P, shard_, DType::kF32), "all-gather");
+  } else {
+    if (dp != nullptr && dp->size() > 1) {
+      check(dp->AllReduce(G, G, padded_, DType::kF32, comm::ReduceOp::kSum), "all-reduce");
+    }
+    kernels::cpu::AdamWStep(P, m_.data<float>(), v_.data<float>(), G, padded_, hp);
+  }
+  ZeroGrad();
+  stats_.update_s += Since(t0);
+  stats_.peak_bytes = std::max(stats_.peak_bytes, alloc_->peak_bytes());
+}
+
+void StageRunner::ZeroGrad() { std::memset(flat_grads_.raw_data(), 0, padded_ * sizeof(float)); }
+
+}  // namespace moreh::parallel

@@ -1,0 +1,122 @@
+// StageRunner: one device's part of a pipeline-parallel, data-parallel training step.
+//
+// It holds the stage's parameters in one flat f32 buffer (each parameter a view of it), the
+// gradients in another, and the AdamW moments (whole, or only this replica's shard with
+// distribute_param), all from the device's allocator, so its capacity and peak are the device's.
+// RunMicroBatches plays the stage's row of the 1F1B table: a forward receives its input (token ids,
+// or the previous stage's activation through PipeLinks), runs the stage's forward program and keeps
+// the values the backward needs per micro-batch; a backward receives the next stage's gradient,
+// runs the backward program (recomputing what the plan said to recompute), sends the gradient on
+// and adds the parameter gradients into the flat buffer. Update() reduces the gradients over the
+// data-parallel group (all-reduce; or reduce-scatter, AdamW on the shard, all-gather with
+// distribute_param) and applies AdamW exactly as torch.optim.AdamW. Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "runtime/comm/collectives.h"
+#include "runtime/core/tensor.h"
+#include "runtime/executor.h"
+#include "runtime/optim.h"
+#include "runtime/parallel/stage_graph.h"
+#include "runtime/planner/schedule.h"
+
+namespace moreh::parallel {
+
+// One micro-batch's data as the stage needs it (undefined where the stage does not read it).
+struct MicroBatch {
+  runtime::Tensor ids;          // i64 [b, T], first stage
+  runtime::Tensor mask;         // i64 [b, T], every stage
+  runtime::Tensor labels;       // i64 [b, T], last stage
+  runtime::Tensor loss_weight;  // f32 [], last stage
+};
+
+// How a stage exchanges activations and gradients with its neighbours. Sends may complete later
+// (the tensor is kept alive until Flush); receives block. Errors throw moreh::Error naming the
+// peer.
+class PipeLinks {
+ public:
+  virtual ~PipeLinks() = default;
+  virtual void SendForward(int micro_batch, const runtime::Tensor& activation) = 0;
+  virtual void RecvForward(int micro_batch, runtime::Tensor* activation) = 0;
+  virtual void SendBackward(int micro_batch, const runtime::Tensor& grad) = 0;
+  virtual void RecvBackward(int micro_batch, runtime::Tensor* grad) = 0;
+  virtual void Flush() = 0;
+};
+
+// PipeLinks over UCX to the previous and next stage's ranks (-1: none). Tags carry the step, so a
+// message can never be taken for another step's.
+class UcxPipeLinks : public PipeLinks {
+ public:
+  UcxPipeLinks(comm::UcxTransport* t, int prev_rank, int next_rank,
+               std::chrono::milliseconds timeout);
+  void set_step(int64_t step) { step_ = step; }
+  void SendForward(int mb, const runtime::Tensor& a) override { Send(next_, 1, mb, a); }
+  void RecvForward(int mb, runtime::Tensor* a) override { Recv(prev_, 1, mb, a); }
+  void SendBackward(int mb, const runtime::Tensor& g) override { Send(prev_, 2, mb, g); }
+  void RecvBackward(int mb, runtime::Tensor* g) override { Recv(next_, 2, mb, g); }
+  void Flush() override;
+
+ private:
+  void Send(int peer, uint32_t kind, int mb, const runtime::Tensor& t);
+  void Recv(int peer, uint32_t kind, int mb, runtime::Tensor* t);
+  uint32_t Seq(int mb) const { return static_cast<uint32_t>(step_ * 4096 + mb); }
+  comm::UcxTransport* t_;
+  int prev_, next_;
+  std::chrono::milliseconds timeout_;
+  int64_t step_ = 0;
+  std::vector<comm::Request> pending_;
+  std::vector<runtime::Tensor> in_flight_;
+};
+
+struct StageStats {
+  double forward_s = 0, backward_s = 0, wait_s = 0, update_s = 0;
+  int64_t peak_bytes = 0;
+};
+
+class StageRunner {
+ public:
+  // dp_size / dp_rank: this replica's place in its data-parallel group (for the optimizer shard).
+  StageRunner(StageProgram program, runtime::Allocator* alloc, optim::AdamWOptions adamw,
+              int dp_size = 1, int dp_rank = 0, bool distribute_param = false);
+
+  const StageProgram& program() const { return program_; }
+  const std::vector<std::string>& param_names() const { return program_.params; }
+  int64_t num_params() const { return num_params_; }
+  // The i-th parameter (a view of the flat buffer). Write into it to load weights.
+  runtime::Tensor parameter(size_t i) const;
+
+  // Plays `steps` (this stage's row of the table; recompute entries are part of the backward) and
+  // returns the sum of the weighted losses on the last stage (0 elsewhere). Gradients accumulate.
+  double RunMicroBatches(const std::vector<planner::ScheduleStep>& steps,
+                         const std::vector<MicroBatch>& micro_batches, PipeLinks* links);
+  // Sums the gradients over `dp` (nullptr: one replica), applies AdamW, zeroes the gradients.
+  void Update(comm::Collectives* dp, double lr);
+  void ZeroGrad();
+  int64_t optimizer_steps() const { return step_; }
+  const StageStats& stats() const { return stats_; }
+  void ResetStats() { stats_ = StageStats(); }
+
+ private:
+  StageProgram program_;
+  runtime::Allocator* alloc_;
+  optim::AdamWOptions adamw_;
+  int dp_size_, dp_rank_;
+  bool distribute_;
+  std::shared_ptr<const runtime::CompiledGraph> fwd_, bwd_;
+  runtime::Executor exec_;
+  int64_t num_params_ = 0, padded_ = 0, shard_ = 0;
+  std::vector<int64_t> offsets_;  // per parameter, in the flat buffers
+  runtime::Tensor flat_params_, flat_grads_, m_, v_;
+  std::vector<runtime::Tensor> params_, grads_;  // views
+  std::unordered_map<int, int> param_index_;     // value id in program_.full -> parameter
+  std::unordered_map<int, std::unordered_map<int, runtime::Tensor>> stash_;  // per micro-batch
+  int64_t step_ = 0;
+  StageStats stats_;
+};
+
+}  // namespace moreh::parallel
