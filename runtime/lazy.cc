@@ -301,7 +301,10 @@ void Tensor::set_grad(Tensor g) {
               ToString());
   impl_->grad = g.impl_;
 }
-void Tensor::backward(const Tensor& gradient) const { R().Backward(*this, gradient); }
+void Tensor::backward(const Tensor& gradient) const {
+  if (Checked(impl_).backward_done) return;
+  R().Backward(*this, gradient);
+}
 
 runtime::Tensor Tensor::data() const {
   Checked(impl_);

@@ -23,6 +23,8 @@ struct TensorImpl {
   bool leaf = true;
   std::shared_ptr<TensorImpl> grad;
   std::string name;
+  // A loss whose backward already ran elsewhere (the distributed runtime): backward() is a no-op.
+  bool backward_done = false;
 };
 
 namespace lazy {

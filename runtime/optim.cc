@@ -1,6 +1,7 @@
 #include "runtime/optim.h"
 
 #include "runtime/lazy.h"
+#include "runtime/parallel/session.h"
 
 namespace moreh::optim {
 
@@ -13,6 +14,14 @@ AdamW::AdamW(std::vector<Tensor> params, AdamWOptions options)
       options_.beta1 >= 0 && options_.beta1 < 1 && options_.beta2 >= 0 && options_.beta2 < 1,
       "AdamW: betas ({}, {}) must be in [0, 1)", options_.beta1, options_.beta2);
   for (const Tensor& p : params_) {
+    if (auto s = parallel::SessionOfHandle(p)) {
+      MOREH_CHECK(params_.size() == 1, "AdamW: a distributed model's parameters() go alone");
+      session_ = s;
+      session_->SetOptimizer(options_);
+      return;
+    }
+  }
+  for (const Tensor& p : params_) {
     MOREH_CHECK(p.defined() && p.is_leaf() && p.dtype() == DType::kF32,
                 "AdamW: parameters must be f32 leaf tensors ({})", p.ToString());
   }
@@ -21,6 +30,11 @@ AdamW::AdamW(std::vector<Tensor> params, AdamWOptions options)
 }
 
 void AdamW::step() {
+  if (session_) {
+    session_->Update(options_.lr);  // on every worker; the state never leaves them
+    ++step_;
+    return;
+  }
   ++step_;
   const Tensor hp =
       Tensor::FromVector<float>({static_cast<float>(options_.lr), static_cast<float>(step_)}, {2});

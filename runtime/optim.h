@@ -3,9 +3,14 @@
 // step (moreh::Sync): the forward, backward and update run as one cached graph. Not thread-safe.
 #pragma once
 
+#include <memory>
 #include <vector>
 
 #include "runtime/tensor.h"
+
+namespace moreh::parallel {
+class Session;
+}
 
 namespace moreh::optim {
 
@@ -35,6 +40,8 @@ class AdamW {
  private:
   std::vector<Tensor> params_;
   std::vector<Tensor> m_, v_;
+  // Set when the parameters live on worker daemons: step() runs AdamW there.
+  std::shared_ptr<parallel::Session> session_;
   AdamWOptions options_;
   int64_t step_ = 0;
 };

@@ -31,9 +31,7 @@ void enable_advanced_parallelization() {
         "MOREH_ENABLE_ADVANCED_PARALLELIZATION=0.");
     return;
   }
-  // Multi-device execution arrives with the planner and the worker daemons; until then the choice
-  // is recorded and the job runs on one device.
-  spdlog::info("Advanced Parallelization is enabled (this build runs the job on one device).");
+  spdlog::info("Advanced Parallelization is enabled.");
 }
 
 void enable_advanced_parallelization(const AdvancedParallelizationOptions& options) {

@@ -300,8 +300,15 @@ Status Connection::Handle(const json& m) {
     }
     json devices = json::array();
     for (const auto& [node, id] : lease->devices) {
-      devices.push_back(
-          {{"node", node}, {"address", reg.nodes().at(node).address}, {"device", id}});
+      const Node& n = reg.nodes().at(node);
+      json d = {{"node", node}, {"address", n.address}, {"device", id}, {"profile", n.profile}};
+      for (const Device& dev : n.devices) {
+        if (dev.id != id) continue;
+        d["kind"] = dev.kind;
+        d["name"] = dev.name;
+        d["memory_bytes"] = dev.memory_bytes;
+      }
+      devices.push_back(std::move(d));
     }
     Send({{"type", "allocate_ok"},
           {"lease", lease->id},

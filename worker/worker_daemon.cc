@@ -19,6 +19,8 @@
 #include "runtime/executor.h"
 #include "runtime/net/base64.h"
 #include "runtime/net/framing.h"
+#include "runtime/net/tensor_codec.h"
+#include "runtime/parallel/stage_job.h"
 #include "scheduler/registry.h"
 
 namespace moreh::worker {
@@ -125,7 +127,9 @@ struct WorkerDaemon::Impl {
   };
   std::map<uint64_t, Grant> leases;                             // pushed by the scheduler
   std::vector<std::unique_ptr<runtime::Allocator>> allocators;  // one per device, its capacity
-  asio::thread_pool jobs{1};  // graphs run here, so heartbeats never wait on a job
+  // One job thread per device: graphs and pipeline stages run there, so heartbeats never wait on
+  // a job and the stages of one job on two devices of this node run side by side.
+  std::vector<std::unique_ptr<asio::thread_pool>> device_threads;
 
   void Connect();
   void Retry(const std::string& why);
@@ -245,10 +249,11 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   void Read() {
     socket_.async_read_some(
         asio::buffer(buf_), [self = shared_from_this()](boost::system::error_code ec, size_t n) {
-          if (ec) return;
+          if (ec) return self->EndJobs();
           Status s = self->decoder_.Feed(std::string_view(self->buf_.data(), n));
           while (s.ok() && self->decoder_.HasMessage()) s = self->Handle(self->decoder_.Pop());
           if (!s.ok()) {
+            self->EndJobs();
             self->closing_ = true;
             self->Send({{"type", "error"}, {"message", s.message()}});
             return;
@@ -273,6 +278,16 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
                       });
   }
   Status Handle(const json& m);
+  Status HandleJob(const std::string& type, const json& m, int device);
+  // The client is gone: its jobs stop (a stage blocked on a peer fails at once) and are dropped.
+  void EndJobs() {
+    for (auto& [d, job] : jobs_) job->Abort();
+    jobs_.clear();
+  }
+  void Reply(json m) {
+    asio::post(socket_.get_executor(),
+               [self = shared_from_this(), m = std::move(m)] { self->Send(m); });
+  }
 
   tcp::socket socket_;
   WorkerDaemon::Impl* w_;
@@ -281,39 +296,11 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   std::deque<std::string> out_;
   bool closing_ = false;
   uint64_t lease_ = 0;
+  std::map<int, std::shared_ptr<parallel::StageJob>> jobs_;  // by device; event loop only
 };
 
-namespace {
-StatusOr<runtime::Tensor> DecodeTensor(const json& j, runtime::Allocator* alloc) {
-  DType dt;
-  if (!j.is_object() || !j.contains("dtype") || !j["dtype"].is_string() ||
-      !ParseDType(j["dtype"].get<std::string>(), &dt) || !j.contains("shape") ||
-      !j["shape"].is_array() || !j.contains("data") || !j["data"].is_string()) {
-    return Status::InvalidArgument("a tensor needs 'dtype', 'shape' and base64 'data'");
-  }
-  Shape shape;
-  for (const json& d : j["shape"]) {
-    if (!d.is_number_integer() || d.get<int64_t>() < 0) return Status::InvalidArgument("bad shape");
-    shape.push_back(d.get<int64_t>());
-  }
-  auto bytes = net::Base64Decode(j["data"].get<std::string>());
-  if (!bytes.ok()) return bytes.status();
-  if (static_cast<int64_t>(bytes->size()) != Numel(shape) * DTypeSize(dt)) {
-    return Status::InvalidArgument(fmt::format("tensor data has {} bytes, {} needs {}",
-                                               bytes->size(), ShapeToString(shape),
-                                               Numel(shape) * DTypeSize(dt)));
-  }
-  return runtime::Tensor::FromData(bytes->data(), shape, dt, alloc);
-}
-
-json EncodeTensor(const runtime::Tensor& t) {
-  const runtime::Tensor c = t.Contiguous();
-  return {{"dtype", DTypeName(c.dtype())},
-          {"shape", c.shape()},
-          {"data", net::Base64Encode(std::string_view(static_cast<const char*>(c.raw_data()),
-                                                      static_cast<size_t>(c.nbytes())))}};
-}
-}  // namespace
+using net::DecodeTensor;
+using net::EncodeTensor;
 
 Status ClientConnection::Handle(const json& m) {
   const std::string type = m["type"];
@@ -334,7 +321,10 @@ Status ClientConnection::Handle(const json& m) {
     Send({{"type", "ping_ok"}});
     return Status::Ok();
   }
-  if (type != "run_graph") return Status::InvalidArgument("unknown message type '" + type + "'");
+  const bool job = type.rfind("job_", 0) == 0;
+  if (type != "run_graph" && !job) {
+    return Status::InvalidArgument("unknown message type '" + type + "'");
+  }
   auto it = w_->leases.find(lease_);
   if (it == w_->leases.end()) {
     Send({{"type", "error"}, {"request", type}, {"message", "the lease was dropped"}});
@@ -348,35 +338,110 @@ Status ClientConnection::Handle(const json& m) {
           {"message", fmt::format("device {} is not part of lease {}", device, lease_)}});
     return Status::Ok();
   }
+  if (job) return HandleJob(type, m, device);
   runtime::Allocator* alloc = w_->allocators.at(static_cast<size_t>(device)).get();
   // Decode and run on the job thread; the reply is posted back to the event loop.
-  asio::post(w_->jobs, [self = shared_from_this(), m, alloc] {
+  asio::post(
+      *w_->device_threads.at(static_cast<size_t>(device)), [self = shared_from_this(), m, alloc] {
+        json reply;
+        try {
+          auto graph = Graph::FromJson(m.at("graph").dump());
+          graph.status().ThrowIfError();
+          std::vector<runtime::Tensor> inputs;
+          for (const json& t : m.value("inputs", json::array())) {
+            auto x = DecodeTensor(t, alloc);
+            x.status().ThrowIfError();
+            inputs.push_back(std::move(x.value()));
+          }
+          auto compiled = runtime::Compile(std::move(graph.value()));
+          runtime::Executor ex(alloc);
+          alloc->ResetPeak();
+          const auto outs = ex.Run(*compiled, std::move(inputs));
+          json jo = json::array();
+          for (const auto& o : outs) jo.push_back(EncodeTensor(o));
+          reply = {{"type", "run_graph_ok"}, {"outputs", jo}, {"peak_bytes", alloc->peak_bytes()}};
+        } catch (const OutOfMemoryError& e) {
+          reply = {{"type", "error"},
+                   {"request", "run_graph"},
+                   {"code", "OUT_OF_MEMORY"},
+                   {"message", e.what()}};
+        } catch (const std::exception& e) {
+          reply = {{"type", "error"}, {"request", "run_graph"}, {"message", e.what()}};
+        }
+        asio::post(self->socket_.get_executor(), [self, reply] { self->Send(reply); });
+      });
+  return Status::Ok();
+}
+
+// Pipeline jobs (runtime/parallel/stage_job.h): job_setup builds the stage on the device's job
+// thread; job_connect / job_step / job_update / job_save run there too; job_end drops it. Replies
+// are "<type>_ok" or an error naming the problem (code OUT_OF_MEMORY when the stage does not fit).
+Status ClientConnection::HandleJob(const std::string& type, const json& m, int device) {
+  auto error = [&](const std::string& msg) {
+    Send({{"type", "error"}, {"request", type}, {"message", msg}});
+    return Status::Ok();
+  };
+  asio::thread_pool& thread = *w_->device_threads.at(static_cast<size_t>(device));
+  runtime::Allocator* alloc = w_->allocators.at(static_cast<size_t>(device)).get();
+  if (type == "job_setup") {
+    if (jobs_.count(device)) return error(fmt::format("device {} already runs a job", device));
+    auto a = parallel::StageAssignment::FromJson(m.value("assignment", json()));
+    if (!a.ok()) return error(a.status().message());
+    asio::post(thread, [self = shared_from_this(), a = std::move(a.value()), alloc, device] {
+      try {
+        std::shared_ptr<parallel::StageJob> job = parallel::StageJob::Create(a, alloc);
+        const json reply = {{"type", "job_setup_ok"},
+                            {"address", net::Base64Encode(job->address())},
+                            {"peak_bytes", alloc->peak_bytes()},
+                            {"live_bytes", alloc->live_bytes()}};
+        asio::post(self->socket_.get_executor(), [self, job, device, reply] {
+          self->jobs_[device] = job;
+          self->Send(reply);
+        });
+      } catch (const OutOfMemoryError& e) {
+        self->Reply({{"type", "error"},
+                     {"request", "job_setup"},
+                     {"code", "OUT_OF_MEMORY"},
+                     {"message", e.what()}});
+      } catch (const std::exception& e) {
+        self->Reply({{"type", "error"}, {"request", "job_setup"}, {"message", e.what()}});
+      }
+    });
+    return Status::Ok();
+  }
+  auto it = jobs_.find(device);
+  if (type == "job_end") {
+    if (it != jobs_.end()) {
+      it->second->Abort();
+      jobs_.erase(it);
+    }
+    Send({{"type", "job_end_ok"}});
+    return Status::Ok();
+  }
+  if (it == jobs_.end()) return error(fmt::format("no job on device {}; send job_setup", device));
+  if (type != "job_connect" && type != "job_step" && type != "job_update" && type != "job_save") {
+    return error("unknown message type '" + type + "'");
+  }
+  asio::post(thread, [self = shared_from_this(), job = it->second, type, m] {
     json reply;
     try {
-      auto graph = Graph::FromJson(m.at("graph").dump());
-      graph.status().ThrowIfError();
-      std::vector<runtime::Tensor> inputs;
-      for (const json& t : m.value("inputs", json::array())) {
-        auto x = DecodeTensor(t, alloc);
-        x.status().ThrowIfError();
-        inputs.push_back(std::move(x.value()));
+      if (type == "job_connect") {
+        job->Connect(m.value("peers", json()));
+      } else if (type == "job_step") {
+        reply = job->Step(m);
+      } else if (type == "job_update") {
+        reply = job->Update(m);
+      } else {
+        reply = job->Save(m);
       }
-      auto compiled = runtime::Compile(std::move(graph.value()));
-      runtime::Executor ex(alloc);
-      alloc->ResetPeak();
-      const auto outs = ex.Run(*compiled, std::move(inputs));
-      json jo = json::array();
-      for (const auto& o : outs) jo.push_back(EncodeTensor(o));
-      reply = {{"type", "run_graph_ok"}, {"outputs", jo}, {"peak_bytes", alloc->peak_bytes()}};
+      reply["type"] = type + "_ok";
     } catch (const OutOfMemoryError& e) {
-      reply = {{"type", "error"},
-               {"request", "run_graph"},
-               {"code", "OUT_OF_MEMORY"},
-               {"message", e.what()}};
+      reply = {
+          {"type", "error"}, {"request", type}, {"code", "OUT_OF_MEMORY"}, {"message", e.what()}};
     } catch (const std::exception& e) {
-      reply = {{"type", "error"}, {"request", "run_graph"}, {"message", e.what()}};
+      reply = {{"type", "error"}, {"request", type}, {"message", e.what()}};
     }
-    asio::post(self->socket_.get_executor(), [self, reply] { self->Send(reply); });
+    self->Reply(std::move(reply));
   });
   return Status::Ok();
 }
@@ -406,6 +471,7 @@ StatusOr<std::unique_ptr<WorkerDaemon>> WorkerDaemon::Create(WorkerConfig config
   if (ec) return Status(StatusCode::kUnavailable, "cannot listen: " + ec.message());
   impl->profile = impl->config.measure_profile ? MeasureProfile() : json::object();
   for (int d = 0; d < impl->config.devices.count; ++d) {
+    impl->device_threads.push_back(std::make_unique<asio::thread_pool>(1));
     impl->allocators.push_back(std::make_unique<runtime::Allocator>(
         fmt::format("{}:{}:{}", impl->config.node_name, impl->config.devices.kind, d),
         impl->config.devices.memory_bytes));
@@ -421,7 +487,7 @@ void WorkerDaemon::Run() {
     i.timer.cancel();
     i.acceptor.close(ec);
     i.sched.close(ec);
-    i.jobs.stop();
+    for (auto& t : i.device_threads) t->stop();
   });
   i.AcceptClients();
   i.Connect();

@@ -41,6 +41,11 @@ StatusOr<json> Channel::Receive() {
   return decoder_.Pop();
 }
 
+void Channel::Shutdown() {
+  boost::system::error_code ec;
+  socket_.shutdown(boost::asio::ip::tcp::socket::shutdown_both, ec);
+}
+
 void Channel::Close() {
   boost::system::error_code ec;
   socket_.close(ec);

@@ -26,6 +26,9 @@ class Channel {
   StatusOr<nlohmann::json> Call(const nlohmann::json& m);
   StatusOr<nlohmann::json> Receive();
   void Close();
+  // Ends the connection while another thread may be blocked in Call/Receive on it (which then
+  // returns an error); Close() afterwards.
+  void Shutdown();
 
  private:
   boost::asio::ip::tcp::socket socket_;

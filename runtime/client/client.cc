@@ -112,7 +112,16 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions o) {
   spdlog::info("Initializing the worker daemon for MoAI Accelerator");
   std::vector<std::string> addresses;
   for (const json& d : grant["devices"]) {
-    c->devices_.push_back({d["node"], d["address"], d["device"]});
+    GrantedDevice g{d["node"], d["address"], d["device"]};
+    g.kind = d.value("kind", std::string("cpu"));
+    g.name = d.value("name", std::string());
+    g.memory_bytes = d.value("memory_bytes", int64_t{0});
+    const json profile = d.value("profile", json::object());
+    if (profile.is_object()) {
+      g.gemm_flops = profile.value("gemm_flops_f32", 0.0);
+      g.memory_bandwidth = profile.value("memory_bandwidth", 0.0);
+    }
+    c->devices_.push_back(std::move(g));
     if (std::find(addresses.begin(), addresses.end(), d["address"].get<std::string>()) ==
         addresses.end()) {
       addresses.push_back(d["address"]);
@@ -159,6 +168,18 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions o) {
   });
   spdlog::info("MoAI Accelerator is ready to use.");
   return c;
+}
+
+StatusOr<std::unique_ptr<Channel>> Client::OpenWorker(const std::string& address) const {
+  auto ch = std::make_unique<Channel>(impl_->io);
+  Status s = ch->Open(address);
+  if (s.ok()) {
+    s = ReplyError(
+        ch->Call({{"type", "hello"}, {"version", 1}, {"lease", lease_}, {"secret", impl_->secret}}),
+        address);
+  }
+  if (!s.ok()) return s;
+  return ch;
 }
 
 Client::~Client() {

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "runtime/client/channel.h"
 #include "runtime/client/local_cluster.h"
 #include "runtime/core/status.h"
 
@@ -35,6 +36,9 @@ struct ClientOptions {
 struct GrantedDevice {
   std::string node, address;
   int device = 0;
+  std::string kind, name;  // "cpu" / "cuda"; the device's name
+  int64_t memory_bytes = 0;
+  double gemm_flops = 0, memory_bandwidth = 0;  // the node's measured start-up profile (0: none)
 };
 
 class Client {
@@ -44,6 +48,9 @@ class Client {
   uint64_t lease() const { return lease_; }
   const std::vector<GrantedDevice>& devices() const { return devices_; }
   const std::string& scheduler() const { return scheduler_; }
+  // A new control connection to a granted worker (hello done with the lease's secret), for callers
+  // that talk to several workers at once (one channel per thread).
+  StatusOr<std::unique_ptr<Channel>> OpenWorker(const std::string& address) const;
   struct Impl;
 
  private:

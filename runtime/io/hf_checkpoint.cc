@@ -131,11 +131,15 @@ StatusOr<runtime::Tensor> CheckpointReader::Read(const std::string& name,
   return f->Read(name, alloc);
 }
 
-Status SaveCheckpoint(const std::string& dir_in,
-                      const std::vector<std::pair<std::string, runtime::Tensor>>& tensors,
-                      const std::string& config_json, int64_t max_shard_bytes) {
+namespace {
+fs::path TargetOf(const std::string& dir_in) {
   const fs::path dir = fs::absolute(fs::path(dir_in)).lexically_normal();
-  const fs::path target = dir.has_filename() ? dir : dir.parent_path();
+  return dir.has_filename() ? dir : dir.parent_path();
+}
+}  // namespace
+
+StatusOr<std::string> BeginCheckpointSave(const std::string& dir_in) {
+  const fs::path target = TargetOf(dir_in);
   std::error_code ec;
   fs::create_directories(target.parent_path(), ec);
   const fs::path tmp =
@@ -154,39 +158,29 @@ Status SaveCheckpoint(const std::string& dir_in,
   if (!fs::create_directory(tmp, ec)) {
     return Invalid(tmp.string() + ": cannot create: " + ec.message());
   }
-  // Group into shards of at most max_shard_bytes (a tensor larger than that gets its own shard).
-  std::vector<std::vector<size_t>> shards(1);
-  int64_t current = 0, total = 0;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const int64_t b = tensors[i].second.nbytes();
-    if (!shards.back().empty() && current + b > max_shard_bytes) {
-      shards.emplace_back();
-      current = 0;
-    }
-    shards.back().push_back(i);
-    current += b;
-    total += b;
-  }
-  const std::map<std::string, std::string> meta{{"format", "pt"}};
-  json weight_map = json::object();
-  for (size_t s = 0; s < shards.size(); ++s) {
-    const std::string name = shards.size() == 1 ? "model.safetensors"
-                                                : fmt::format("model-{:05d}-of-{:05d}.safetensors",
-                                                              s + 1, shards.size());
-    std::vector<std::pair<std::string, runtime::Tensor>> part;
-    for (size_t i : shards[s]) {
-      part.push_back(tensors[i]);
-      weight_map[tensors[i].first] = name;
-    }
-    Status st = WriteSafetensors((tmp / name).string(), part, meta);
-    if (!st.ok()) {
-      fs::remove_all(tmp, ec);
-      return st;
-    }
+  return tmp.string();
+}
+
+void AbortCheckpointSave(const std::string& tmp) {
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+}
+
+Status CommitCheckpointSave(const std::string& tmp_in, const std::string& dir_in,
+                            const std::string& config_json,
+                            const std::vector<std::pair<std::string, std::string>>& weight_map,
+                            int64_t total_bytes) {
+  const fs::path tmp(tmp_in), target = TargetOf(dir_in);
+  std::error_code ec;
+  std::set<std::string> files;
+  json wm = json::object();
+  for (const auto& [tensor, file] : weight_map) {
+    files.insert(file);
+    wm[tensor] = file;
   }
   Status st = Status::Ok();
-  if (shards.size() > 1) {
-    const json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+  if (files.size() > 1 || (files.size() == 1 && *files.begin() != "model.safetensors")) {
+    const json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", wm}};
     st = WriteTextFile(tmp / "model.safetensors.index.json", index.dump(2));
   }
   if (st.ok()) st = WriteTextFile(tmp / "config.json", config_json);
@@ -223,6 +217,47 @@ Status SaveCheckpoint(const std::string& dir_in,
   }
   SyncDir(target.parent_path());
   return Status::Ok();
+}
+
+std::string ShardFileName(int index, int count) {
+  return count == 1 ? "model.safetensors"
+                    : fmt::format("model-{:05d}-of-{:05d}.safetensors", index + 1, count);
+}
+
+Status SaveCheckpoint(const std::string& dir,
+                      const std::vector<std::pair<std::string, runtime::Tensor>>& tensors,
+                      const std::string& config_json, int64_t max_shard_bytes) {
+  auto tmp = BeginCheckpointSave(dir);
+  if (!tmp.ok()) return tmp.status();
+  // Group into shards of at most max_shard_bytes (a tensor larger than that gets its own shard).
+  std::vector<std::vector<size_t>> shards(1);
+  int64_t current = 0, total = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const int64_t b = tensors[i].second.nbytes();
+    if (!shards.back().empty() && current + b > max_shard_bytes) {
+      shards.emplace_back();
+      current = 0;
+    }
+    shards.back().push_back(i);
+    current += b;
+    total += b;
+  }
+  const std::map<std::string, std::string> meta{{"format", "pt"}};
+  std::vector<std::pair<std::string, std::string>> weight_map;
+  for (size_t s = 0; s < shards.size(); ++s) {
+    const std::string name = ShardFileName(static_cast<int>(s), static_cast<int>(shards.size()));
+    std::vector<std::pair<std::string, runtime::Tensor>> part;
+    for (size_t i : shards[s]) {
+      part.push_back(tensors[i]);
+      weight_map.emplace_back(tensors[i].first, name);
+    }
+    Status st = WriteSafetensors((fs::path(*tmp) / name).string(), part, meta);
+    if (!st.ok()) {
+      AbortCheckpointSave(*tmp);
+      return st;
+    }
+  }
+  return CommitCheckpointSave(*tmp, dir, config_json, weight_map, total);
 }
 
 }  // namespace moreh::io

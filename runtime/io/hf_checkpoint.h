@@ -46,4 +46,19 @@ Status SaveCheckpoint(const std::string& dir,
                       const std::string& config_json,
                       int64_t max_shard_bytes = kDefaultMaxShardBytes);
 
+// The same save in phases, for checkpoints written by several processes (pipeline stages each
+// write their shard files): Begin makes the sibling temporary directory and returns its path;
+// the writers put their safetensors files in it; Commit writes the index (when the files are not
+// one model.safetensors) and config.json and swaps the directory in atomically. Abort removes it.
+StatusOr<std::string> BeginCheckpointSave(const std::string& dir);
+// weight_map: (tensor name, file name in the temporary directory); total_bytes: sum of tensor
+// bytes.
+Status CommitCheckpointSave(const std::string& tmp, const std::string& dir,
+                            const std::string& config_json,
+                            const std::vector<std::pair<std::string, std::string>>& weight_map,
+                            int64_t total_bytes);
+void AbortCheckpointSave(const std::string& tmp);
+// "model.safetensors" for one file, else "model-00002-of-00004.safetensors" (index from 0).
+std::string ShardFileName(int index, int count);
+
 }  // namespace moreh::io

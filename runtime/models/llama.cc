@@ -8,6 +8,9 @@
 #include "runtime/functional.h"
 #include "runtime/init.h"
 #include "runtime/io/hf_checkpoint.h"
+#include "runtime/lazy.h"
+#include "runtime/option.h"
+#include "runtime/parallel/session.h"
 
 namespace moreh::models {
 
@@ -115,9 +118,30 @@ LlamaForCausalLM::LlamaForCausalLM(LlamaConfig config, uint64_t seed, bool init)
   }
 }
 
+LlamaForCausalLM::LlamaForCausalLM(LlamaConfig config, RemoteTag) : config_(std::move(config)) {}
+
 LlamaForCausalLM LlamaForCausalLM::from_pretrained(const std::string& dir, uint64_t seed) {
   const std::string config_path = (std::filesystem::path(dir) / "config.json").string();
   LlamaConfig config = LlamaConfig::FromFile(config_path).value();
+  if (parallel::DistributedRequested()) {
+    // The weights stay where they are: each worker reads its own stage's tensors.
+    config.Validate().ThrowIfError();
+    const Status weights = io::CheckpointReader::Open(dir).status();
+    if (weights.code() == StatusCode::kNotFound) {
+      spdlog::info("{}: no weights; the workers initialise {} parameters from seed {}", dir,
+                   config.NumParameters(), seed);
+    } else {
+      weights.ThrowIfError();
+    }
+    LlamaForCausalLM model(config, RemoteTag{});
+    model.session_ = parallel::Session::Open(
+        {.model_dir = dir,
+         .seed = seed,
+         .advanced_parallelization = option::advanced_parallelization_enabled()},
+        config);
+    model.session_handle_ = parallel::MakeSessionHandle(model.session_);
+    return model;
+  }
   auto reader = io::CheckpointReader::Open(dir);
   if (reader.status().code() == StatusCode::kNotFound) {
     spdlog::info("{}: no weights; initialising {} parameters from seed {}", dir,
@@ -148,6 +172,7 @@ LlamaForCausalLM LlamaForCausalLM::from_pretrained(const std::string& dir, uint6
 }
 
 void LlamaForCausalLM::save_pretrained(const std::string& dir, int64_t max_shard_bytes) const {
+  if (session_) return session_->Save(dir);
   const DType dt = config_.checkpoint_dtype();
   std::vector<std::pair<std::string, runtime::Tensor>> tensors;
   for (const auto& [name, p] : NamedParameters()) tensors.emplace_back(name, p.data().To(dt));
@@ -158,6 +183,16 @@ LlamaOutput LlamaForCausalLM::operator()(const Tensor& input_ids, const Tensor& 
                                          const Tensor& labels) const {
   MOREH_CHECK(input_ids.dim() == 2, "LlamaForCausalLM: input_ids must be [B, T], got {}",
               input_ids.ToString());
+  if (session_) {
+    const float loss = static_cast<float>(session_->ForwardBackward(
+        input_ids.data(), attention_mask.defined() ? attention_mask.data() : runtime::Tensor(),
+        labels.defined() ? labels.data() : runtime::Tensor()));
+    LlamaOutput out;
+    // Computed already (forward and backward ran on the workers); backward() on it is a no-op.
+    out.loss = Tensor::FromData(runtime::Tensor::FromData(&loss, {}, DType::kF32), false, "loss");
+    out.loss.impl()->backward_done = true;
+    return out;
+  }
   Tensor x = F::embedding(input_ids, embed_tokens_);
   for (const auto& layer : layers_) x = layer.Forward(x, attention_mask);
   x = F::rms_norm(x, norm_, config_.rms_norm_eps);
@@ -178,6 +213,7 @@ std::vector<std::pair<std::string, Tensor>> LlamaForCausalLM::NamedParameters() 
 }
 
 std::vector<Tensor> LlamaForCausalLM::Parameters() const {
+  if (session_) return {session_handle_};
   std::vector<Tensor> p;
   for (auto& [n, t] : NamedParameters()) p.push_back(t);
   return p;

@@ -8,12 +8,17 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "runtime/core/status.h"
 #include "runtime/tensor.h"
+
+namespace moreh::parallel {
+class Session;
+}
 
 namespace moreh::models {
 
@@ -79,6 +84,8 @@ class LlamaForCausalLM {
   void save_pretrained(const std::string& dir, int64_t max_shard_bytes = 5'000'000'000) const;
 
   // input_ids, labels [B, T] (i64 or i32); attention_mask [B, T] or undefined.
+  // On the cluster (parallel/session.h) the forward and backward run on the workers when the model
+  // is called: the loss comes back computed; logits are not returned.
   LlamaOutput operator()(const Tensor& input_ids, const Tensor& attention_mask = Tensor(),
                          const Tensor& labels = Tensor()) const;
   std::vector<std::pair<std::string, Tensor>> NamedParameters() const;
@@ -87,12 +94,19 @@ class LlamaForCausalLM {
   void ZeroGrad();
   void zero_grad() { ZeroGrad(); }  // PyTorch's name, set_to_none semantics
   const LlamaConfig& config() const { return config_; }
+  // The distributed job when the parameters live on worker daemons (from_pretrained with advanced
+  // parallelization or a cluster configured), else null.
+  const std::shared_ptr<parallel::Session>& session() const { return session_; }
 
  private:
   LlamaForCausalLM(LlamaConfig config, uint64_t seed, bool initialize);
+  struct RemoteTag {};
+  LlamaForCausalLM(LlamaConfig config, RemoteTag);  // no local parameters
   LlamaConfig config_;
   Tensor embed_tokens_, norm_, lm_head_;
   std::vector<LlamaDecoderLayer> layers_;
+  std::shared_ptr<parallel::Session> session_;
+  Tensor session_handle_;
 };
 
 }  // namespace moreh::models

@@ -1,5 +1,6 @@
 #include "runtime/parallel/stage_runner.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -55,10 +56,17 @@ StageRunner::StageRunner(StageProgram program, runtime::Allocator* alloc, optim:
               dp_rank, dp_size);
   fwd_ = runtime::Compile(program_.forward.graph);
   bwd_ = runtime::Compile(program_.backward.graph);
-  const Graph& g = program_.full;
+  // Parameter shapes as the forward program declares them (every parameter is one of its inputs).
+  std::vector<Shape> shapes;
   for (size_t i = 0; i < program_.param_values.size(); ++i) {
+    const auto& in = program_.forward.inputs;
+    const auto it = std::find(in.begin(), in.end(), program_.param_values[i]);
+    MOREH_CHECK(it != in.end(), "stage program: parameter '{}' is not a forward input",
+                program_.params.at(i));
+    const Graph& fg = program_.forward.graph;
+    shapes.push_back(fg.info(fg.inputs()[it - in.begin()]).shape);
     offsets_.push_back(num_params_);
-    num_params_ += Numel(g.info(program_.param_values[i]).shape);
+    num_params_ += Numel(shapes.back());
     param_index_[program_.param_values[i]] = static_cast<int>(i);
   }
   offsets_.push_back(num_params_);
@@ -71,7 +79,7 @@ StageRunner::StageRunner(StageProgram program, runtime::Allocator* alloc, optim:
   m_ = runtime::Tensor::Zeros({shard_}, DType::kF32, alloc_);
   v_ = runtime::Tensor::Zeros({shard_}, DType::kF32, alloc_);
   for (size_t i = 0; i < program_.param_values.size(); ++i) {
-    const Shape& shape = g.info(program_.param_values[i]).shape;
+    const Shape& shape = shapes[i];
     params_.push_back(flat_params_.Slice(0, offsets_[i], offsets_[i + 1]).View(shape));
     grads_.push_back(flat_grads_.Slice(0, offsets_[i], offsets_[i + 1]).View(shape));
   }

@@ -343,7 +343,9 @@ std::vector<Candidate> Enumerate(const TrainJob& job, const ClusterSpec& cl,
         if (o.max_micro_batches > 0 && mb > o.max_micro_batches) continue;
         if (pp > 1 && mb < pp) continue;  // fewer micro-batches than stages only idles devices
         for (int r : o.recompute_levels) {
-          for (int dist = 0; dist < (o.distribute_param && dp > 1 ? 3 : 1); ++dist) {
+          for (int dist = 0;
+               dist < (o.distribute_param && dp > 1 ? (o.distribute_low_prec_param ? 3 : 2) : 1);
+               ++dist) {
             Candidate c;
             c.tp = tp;
             c.num_stages = pp;

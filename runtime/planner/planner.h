@@ -38,6 +38,7 @@ struct PlannerOptions {
   int max_tp = 0;             // 0: up to a node
   std::vector<int> recompute_levels = {0, 1, 2};
   bool distribute_param = true;
+  bool distribute_low_prec_param = true;  // candidates that also shard the low-precision weights
   int threads = 0;  // 0: MOREH_ADVANCED_PARALLELIZATION_MAX_PARALLEL_COMPILE_THREADS or all cores
   double memory_usage_ratio =
       0.8;               // MOREH_ADVANCED_PARALLELIZATION_MEMORY_USAGE_CORRECTION_RATIO / 100

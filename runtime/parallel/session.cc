@@ -1,0 +1,348 @@
+#include "runtime/parallel/session.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "runtime/client/client.h"
+#include "runtime/core/error.h"
+#include "runtime/io/hf_checkpoint.h"
+#include "runtime/net/tensor_codec.h"
+#include "runtime/option.h"
+#include "runtime/parallel/micro_batches.h"
+#include "runtime/parallel/stage_job.h"
+
+namespace moreh::parallel {
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+// Rows [B, B_full) become padding: id 0, mask 0, label -100. A padded row counts no label, so the
+// loss and every gradient equal the unpadded batch's.
+runtime::Tensor PadRows(const runtime::Tensor& t, int64_t rows, int64_t fill) {
+  if (!t.defined() || t.size(0) == rows) return t;
+  runtime::Tensor out = runtime::Tensor::Full({rows, t.size(1)}, DType::kI64, fill);
+  out.Slice(0, 0, t.size(0)).CopyFrom(t);
+  return out;
+}
+}  // namespace
+
+namespace {
+std::mutex handles_mu;
+std::map<const TensorImpl*, std::weak_ptr<Session>>& Handles() {
+  static auto* h = new std::map<const TensorImpl*, std::weak_ptr<Session>>();
+  return *h;
+}
+}  // namespace
+
+Tensor MakeSessionHandle(const std::shared_ptr<Session>& s) {
+  Tensor t = Tensor::FromData(runtime::Tensor::Zeros({1}, DType::kF32), /*requires_grad=*/true,
+                              "moreh.distributed_parameters");
+  std::lock_guard<std::mutex> lock(handles_mu);
+  auto& h = Handles();
+  for (auto it = h.begin(); it != h.end();) it = it->second.expired() ? h.erase(it) : std::next(it);
+  h[t.impl()] = s;
+  return t;
+}
+
+std::shared_ptr<Session> SessionOfHandle(const Tensor& t) {
+  if (!t.defined()) return nullptr;
+  std::lock_guard<std::mutex> lock(handles_mu);
+  auto it = Handles().find(t.impl());
+  return it == Handles().end() ? nullptr : it->second.lock();
+}
+
+bool DistributedRequested() {
+  return option::advanced_parallelization_enabled() || !Env("MOREH_SCHEDULER").empty() ||
+         !Env("MOREH_DEVICE_SIZE").empty() || !client::RecordedLocalScheduler().empty();
+}
+
+std::shared_ptr<Session> Session::Open(const SessionOptions& o, const models::LlamaConfig& config) {
+  std::shared_ptr<Session> s(new Session());
+  s->options_ = o;
+  s->config_ = config;
+  client::ClientOptions co;
+  co.scheduler = o.scheduler;
+  co.device_size = !o.device_size.empty() ? o.device_size : Env("MOREH_DEVICE_SIZE");
+  co.local.device_memory = !o.local_memory.empty()                    ? o.local_memory
+                           : !Env("MOREH_LOCAL_DEVICE_MEMORY").empty() ? Env("MOREH_LOCAL_DEVICE_MEMORY")
+                                                                       : "1G";
+  auto c = client::Client::Connect(co);
+  if (!c.ok()) throw Error("cannot reach the MoAI Accelerator: " + c.status().message());
+  s->client_ = std::move(c.value());
+  std::random_device rd;
+  s->job_id_ = (uint64_t{rd()} << 32 | rd()) & 0x7fffffffffffffffULL;
+  return s;
+}
+
+Session::~Session() {
+  for (Rank& r : ranks_) {
+    if (!r.channel) continue;
+    auto reply = r.channel->Call({{"type", "job_end"},
+                                  {"device", client_->devices()[r.device_index].device}});
+    (void)reply;
+    r.channel->Close();
+  }
+}
+
+planner::ClusterSpec Session::cluster() const {
+  const auto& devs = client_->devices();
+  planner::ClusterSpec c;
+  c.name = "granted virtual device";
+  c.num_devices = static_cast<int>(devs.size());
+  std::map<std::string, int> per_node;
+  c.device.memory_bytes = INT64_MAX;
+  double flops = 0, bw = 0;
+  for (const auto& d : devs) {
+    per_node[d.node]++;
+    c.device.memory_bytes = std::min(c.device.memory_bytes, d.memory_bytes);
+    flops = flops == 0 ? d.gemm_flops : std::min(flops, d.gemm_flops);
+    bw = bw == 0 ? d.memory_bandwidth : std::min(bw, d.memory_bandwidth);
+  }
+  c.devices_per_node = 1;
+  for (const auto& [n, k] : per_node) c.devices_per_node = std::max(c.devices_per_node, k);
+  if (c.num_devices % c.devices_per_node != 0) c.devices_per_node = 1;
+  c.device.name = devs.empty() ? "cpu" : (devs[0].name.empty() ? devs[0].kind : devs[0].name);
+  // The workers' start-up profile is what they achieved on a GEMM: efficiency 1 against it.
+  c.device.peak_flops = flops > 0 ? flops : 100e9;
+  c.device.gemm_efficiency = 1.0;
+  c.device.other_efficiency = 0.3;
+  c.device.memory_bandwidth = bw > 0 ? bw : 10e9;
+  c.device.kernel_overhead_s = 2e-5;
+  c.intra_node_bandwidth = 4e9;
+  c.intra_node_latency = 2e-5;
+  c.inter_node_bandwidth = 1e9;
+  c.inter_node_latency = 5e-5;
+  return c;
+}
+
+std::vector<json> Session::CallAll(const std::vector<json>& messages) const {
+  const size_t n = ranks_.size();
+  std::vector<StatusOr<json>> replies(n, Status::Internal("not run"));
+  std::mutex mu;
+  bool cut = false;
+  auto cut_all = [&] {
+    if (cut) return;
+    cut = true;
+    for (Rank& r : ranks_) r.channel->Shutdown();
+  };
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      StatusOr<json> r = ranks_[i].channel->Call(messages[i]);
+      Status s = client::ReplyError(r, "worker");
+      std::lock_guard<std::mutex> lock(mu);
+      replies[i] = s.ok() ? std::move(r) : StatusOr<json>(s);
+      if (!s.ok()) cut_all();  // the other workers drop the job instead of waiting for this one
+    });
+  }
+  for (auto& t : threads) t.join();
+  // The first failure in rank order that is not a consequence of the cut.
+  std::string first;
+  for (size_t i = 0; i < n && first.empty(); ++i) {
+    if (replies[i].ok()) continue;
+    const std::string& msg = replies[i].status().message();
+    if (msg.find("the job was aborted") != std::string::npos) continue;
+    const auto& d = client_->devices()[ranks_[i].device_index];
+    first = fmt::format("worker '{}' ({}, device {}, rank {}): {}", d.node, d.address, d.device, i,
+                        msg);
+  }
+  if (cut) {
+    for (Rank& r : ranks_) r.channel->Close();
+    ranks_.clear();  // the job is gone on every worker
+    throw Error(first.empty() ? "the distributed job failed" : first);
+  }
+  std::vector<json> out;
+  for (auto& r : replies) out.push_back(std::move(r.value()));
+  return out;
+}
+
+void Session::Setup(int64_t B, int64_t T) {
+  planner::TrainJob job;
+  job.model = config_;
+  job.global_batch = B;
+  job.seq_len = T;
+  job.compute_dtype = DType::kF32;  // the CPU backend computes in f32
+  planner::PlannerOptions po = planner::PlannerOptions::FromUserOptions();
+  po.advanced_parallelization = options_.advanced_parallelization;
+  po.max_tp = 1;                           // the runtime has no tensor parallelism yet
+  po.distribute_low_prec_param = false;    // no low-precision weight copy on an f32 device
+  const planner::ClusterSpec cl = cluster();
+  plan_ = planner::PlanTraining(job, cl, po);  // throws OutOfMemoryError when nothing fits
+  const planner::Candidate& c = plan_.chosen;
+  const int pp = c.num_stages, dp = c.dp, world = pp * dp;
+  MOREH_CHECK(world <= static_cast<int>(client_->devices().size()),
+              "the plan needs {} devices; {} were granted", world, client_->devices().size());
+  batch_ = B;
+  seq_len_ = T;
+  std::string ckpt;
+  if (io::CheckpointReader::Open(options_.model_dir).ok()) {
+    ckpt = fs::absolute(options_.model_dir).lexically_normal().string();
+  }
+  std::vector<json> programs;
+  for (int s = 0; s < pp; ++s) {
+    StageSpec spec;
+    spec.model = config_;
+    for (int k = 0; k < s; ++k) spec.first_layer += c.stage_layers[k];
+    spec.num_layers = c.stage_layers[s];
+    spec.first = s == 0;
+    spec.last = s == pp - 1;
+    spec.micro_batch = c.batch_per_device;
+    spec.seq_len = T;
+    spec.recompute = c.recompute;
+    programs.push_back(StageProgramToJson(BuildStageProgram(spec)));
+  }
+  std::vector<json> setup;
+  for (int r = 0; r < world; ++r) {
+    Rank rk;
+    rk.device_index = r;
+    rk.stage = r / dp;
+    rk.dp_rank = r % dp;
+    const auto& d = client_->devices()[r];
+    auto ch = client_->OpenWorker(d.address);
+    if (!ch.ok()) throw Error(fmt::format("worker '{}' ({}): {}", d.node, d.address,
+                                          ch.status().message()));
+    rk.channel = std::move(ch.value());
+    json a = {{"job", job_id_},
+              {"rank", r},
+              {"world", world},
+              {"stage", rk.stage},
+              {"num_stages", pp},
+              {"num_micro_batches", c.num_micro_batches},
+              {"dp_rank", rk.dp_rank},
+              {"prev_rank", rk.stage > 0 ? r - dp : -1},
+              {"next_rank", rk.stage < pp - 1 ? r + dp : -1},
+              {"distribute_param", c.distribute_param},
+              {"adamw",
+               {{"lr", adamw_.lr},
+                {"beta1", adamw_.beta1},
+                {"beta2", adamw_.beta2},
+                {"eps", adamw_.eps},
+                {"weight_decay", adamw_.weight_decay}}},
+              {"checkpoint_dir", ckpt},
+              {"seed", options_.seed},
+              {"timeout_ms", options_.timeout_ms},
+              {"program", programs[rk.stage]}};
+    json group = json::array();
+    for (int k = 0; k < dp; ++k) group.push_back(rk.stage * dp + k);
+    a["dp_group"] = group;
+    setup.push_back({{"type", "job_setup"}, {"device", d.device}, {"assignment", a}});
+    ranks_.push_back(std::move(rk));
+  }
+  const std::vector<json> replies = CallAll(setup);
+  json peers = json::array();
+  for (int r = 0; r < world; ++r) peers.push_back({{"rank", r}, {"address", replies[r]["address"]}});
+  std::vector<json> connect;
+  for (int r = 0; r < world; ++r) {
+    connect.push_back({{"type", "job_connect"},
+                       {"device", client_->devices()[r].device},
+                       {"peers", peers}});
+  }
+  CallAll(connect);
+  spdlog::info("Stage programs compiled and shipped to {} devices ({} stage(s) x {} replica(s), "
+               "{} micro-batch(es) of {})",
+               world, pp, dp, c.num_micro_batches, c.batch_per_device);
+}
+
+double Session::ForwardBackward(const runtime::Tensor& ids_in, const runtime::Tensor& mask_in,
+                                const runtime::Tensor& labels_in) {
+  MOREH_CHECK(ids_in.defined() && ids_in.dim() == 2, "input_ids must be [B, T], got {}",
+              ids_in.defined() ? ids_in.ToString() : "undefined");
+  MOREH_CHECK(labels_in.defined(),
+              "the distributed runtime trains: pass labels to the model so it returns the loss");
+  if (ranks_.empty()) {
+    MOREH_CHECK(step_ == 0, "the distributed job was lost after a failure; start the program again");
+    Setup(ids_in.size(0), ids_in.size(1));
+  }
+  MOREH_CHECK(ids_in.size(1) == seq_len_ && ids_in.size(0) <= batch_,
+              "batch {} does not fit the job compiled for [{}, {}]", ids_in.ToString(), batch_,
+              seq_len_);
+  const runtime::Tensor ids = PadRows(ids_in.To(DType::kI64), batch_, 0);
+  const runtime::Tensor labels = PadRows(labels_in.To(DType::kI64), batch_, -100);
+  const runtime::Tensor mask =
+      PadRows(mask_in.defined() ? mask_in.To(DType::kI64)
+                                : runtime::Tensor::Full(ids_in.shape(), DType::kI64, 1),
+              batch_, 0);
+  const planner::Candidate& c = plan_.chosen;
+  const auto split = SplitBatch(ids, mask, labels, c.dp, c.num_micro_batches);
+  std::vector<json> msgs;
+  for (size_t r = 0; r < ranks_.size(); ++r) {
+    const Rank& rk = ranks_[r];
+    json mbs = json::array();
+    for (const MicroBatch& mb : split[rk.dp_rank]) {
+      json j = {{"mask", net::EncodeTensor(mb.mask)}};
+      if (rk.stage == 0) j["ids"] = net::EncodeTensor(mb.ids);
+      if (rk.stage == c.num_stages - 1) {
+        j["labels"] = net::EncodeTensor(mb.labels);
+        j["loss_weight"] = net::EncodeTensor(mb.loss_weight);
+      }
+      mbs.push_back(std::move(j));
+    }
+    msgs.push_back({{"type", "job_step"},
+                    {"device", client_->devices()[rk.device_index].device},
+                    {"step", step_},
+                    {"micro_batches", std::move(mbs)}});
+  }
+  last_step_ = CallAll(msgs);
+  ++step_;
+  double loss = 0;
+  for (size_t r = 0; r < ranks_.size(); ++r) {
+    if (ranks_[r].stage == c.num_stages - 1) loss += last_step_[r].value("loss", 0.0);
+  }
+  return loss;
+}
+
+void Session::Update(double lr) {
+  MOREH_CHECK(!ranks_.empty(), "optimizer step before the first forward of the distributed job");
+  std::vector<json> msgs;
+  for (const Rank& rk : ranks_) {
+    msgs.push_back({{"type", "job_update"},
+                    {"device", client_->devices()[rk.device_index].device},
+                    {"lr", lr}});
+  }
+  CallAll(msgs);
+}
+
+void Session::Save(const std::string& dir) const {
+  MOREH_CHECK(!ranks_.empty(), "save_pretrained: the distributed job has not run a step");
+  const DType dt = config_.checkpoint_dtype();
+  auto tmp = io::BeginCheckpointSave(dir);
+  tmp.status().ThrowIfError();
+  std::vector<json> msgs;
+  for (const Rank& rk : ranks_) {
+    msgs.push_back({{"type", "job_save"},
+                    {"device", client_->devices()[rk.device_index].device},
+                    {"tmp_dir", *tmp},
+                    {"dtype", std::string(DTypeName(dt))}});
+  }
+  std::vector<json> replies;
+  try {
+    replies = CallAll(msgs);
+  } catch (...) {
+    io::AbortCheckpointSave(*tmp);
+    throw;
+  }
+  std::vector<std::pair<std::string, std::string>> weight_map;
+  int64_t total = 0;
+  for (const json& r : replies) {
+    const std::string file = r.value("file", std::string());
+    if (file.empty()) continue;
+    for (const json& n : r["tensors"]) weight_map.emplace_back(n.get<std::string>(), file);
+    total += r.value("bytes", int64_t{0});
+  }
+  io::CommitCheckpointSave(*tmp, dir, config_.ToJson(), weight_map, total).ThrowIfError();
+}
+
+}  // namespace moreh::parallel

@@ -1,0 +1,396 @@
+#include "runtime/parallel/stage_job.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+
+#include "runtime/core/error.h"
+#include "runtime/init.h"
+#include "runtime/io/hf_checkpoint.h"
+#include "runtime/io/safetensors.h"
+#include "runtime/net/base64.h"
+#include "runtime/net/tensor_codec.h"
+
+namespace moreh::parallel {
+using json = nlohmann::json;
+
+namespace {
+
+// Field access that throws moreh::Error naming the field.
+const json& Field(const json& j, const char* name) {
+  MOREH_CHECK(j.is_object() && j.contains(name), "missing field '{}'", name);
+  return j[name];
+}
+int64_t Int(const json& j, const char* name) {
+  const json& v = Field(j, name);
+  MOREH_CHECK(v.is_number_integer(), "field '{}' must be an integer", name);
+  return v.get<int64_t>();
+}
+double Num(const json& j, const char* name) {
+  const json& v = Field(j, name);
+  MOREH_CHECK(v.is_number(), "field '{}' must be a number", name);
+  return v.get<double>();
+}
+bool Bool(const json& j, const char* name) {
+  const json& v = Field(j, name);
+  MOREH_CHECK(v.is_boolean(), "field '{}' must be true or false", name);
+  return v.get<bool>();
+}
+std::string Str(const json& j, const char* name) {
+  const json& v = Field(j, name);
+  MOREH_CHECK(v.is_string(), "field '{}' must be a string", name);
+  return v.get<std::string>();
+}
+std::vector<int> Ints(const json& j, const char* name) {
+  const json& v = Field(j, name);
+  MOREH_CHECK(v.is_array(), "field '{}' must be an array", name);
+  std::vector<int> out;
+  for (const json& e : v) {
+    MOREH_CHECK(e.is_number_integer(), "field '{}' must hold integers", name);
+    out.push_back(e.get<int>());
+  }
+  return out;
+}
+
+json SubToJson(const SubProgram& s) {
+  return {{"graph", json::parse(s.graph.ToJson())}, {"inputs", s.inputs}, {"outputs", s.outputs}};
+}
+SubProgram SubFromJson(const json& j, const char* what) {
+  SubProgram s;
+  auto g = Graph::FromJson(Field(j, "graph").dump());
+  MOREH_CHECK(g.ok(), "{} graph: {}", what, g.status().message());
+  s.graph = std::move(g.value());
+  s.inputs = Ints(j, "inputs");
+  s.outputs = Ints(j, "outputs");
+  MOREH_CHECK(s.inputs.size() == s.graph.inputs().size() &&
+                  s.outputs.size() == s.graph.outputs().size(),
+              "{} program: {} inputs / {} outputs listed for a graph with {} / {}", what,
+              s.inputs.size(), s.outputs.size(), s.graph.inputs().size(),
+              s.graph.outputs().size());
+  return s;
+}
+
+StageProgram ProgramFromJson(const json& j) {
+  StageProgram p;
+  const json& spec = Field(j, "spec");
+  auto cfg = models::LlamaConfig::FromJson(Field(spec, "model").dump(), "stage spec");
+  MOREH_CHECK(cfg.ok(), "{}", cfg.status().message());
+  p.spec.model = cfg.value();
+  p.spec.first_layer = static_cast<int>(Int(spec, "first_layer"));
+  p.spec.num_layers = static_cast<int>(Int(spec, "num_layers"));
+  p.spec.first = Bool(spec, "first");
+  p.spec.last = Bool(spec, "last");
+  p.spec.micro_batch = Int(spec, "micro_batch");
+  p.spec.seq_len = Int(spec, "seq_len");
+  p.spec.recompute = static_cast<int>(Int(spec, "recompute"));
+  p.forward = SubFromJson(Field(j, "forward"), "forward");
+  p.backward = SubFromJson(Field(j, "backward"), "backward");
+  const json& names = Field(j, "params");
+  MOREH_CHECK(names.is_array(), "field 'params' must be an array");
+  for (const json& n : names) {
+    MOREH_CHECK(n.is_string(), "field 'params' must hold names");
+    p.params.push_back(n.get<std::string>());
+  }
+  p.param_values = Ints(j, "param_values");
+  p.param_grads = Ints(j, "param_grads");
+  p.num_forward_nodes = static_cast<int>(Int(j, "num_forward_nodes"));
+  p.ids = static_cast<int>(Int(j, "ids"));
+  p.activation = static_cast<int>(Int(j, "activation"));
+  p.mask = static_cast<int>(Int(j, "mask"));
+  p.labels = static_cast<int>(Int(j, "labels"));
+  p.loss_weight = static_cast<int>(Int(j, "loss_weight"));
+  p.grad_in = static_cast<int>(Int(j, "grad_in"));
+  p.out = static_cast<int>(Int(j, "out"));
+  p.grad_out = static_cast<int>(Int(j, "grad_out"));
+  // Consistency: every value a program reads has a source the runner knows.
+  MOREH_CHECK(p.params.size() == p.param_values.size() && p.params.size() == p.param_grads.size(),
+              "stage program: {} parameter names, {} values, {} gradients", p.params.size(),
+              p.param_values.size(), p.param_grads.size());
+  MOREH_CHECK(p.spec.first == (p.ids >= 0) && p.spec.first == (p.activation < 0) &&
+                  p.spec.last == (p.labels >= 0) && p.spec.last == (p.loss_weight >= 0) &&
+                  p.spec.last == (p.grad_in < 0) && p.spec.first == (p.grad_out < 0) && p.mask >= 0,
+              "stage program: data inputs do not match a {}{} stage", p.spec.first ? "first " : "",
+              p.spec.last ? "last" : "middle");
+  std::set<int> known(p.param_values.begin(), p.param_values.end());
+  for (int v : {p.ids, p.activation, p.mask, p.labels, p.loss_weight}) {
+    if (v >= 0) known.insert(v);
+  }
+  for (int v : p.forward.inputs) {
+    MOREH_CHECK(known.count(v), "stage program: forward input {} is neither a parameter nor data", v);
+  }
+  MOREH_CHECK(!p.forward.outputs.empty() && p.forward.outputs[0] == p.out,
+              "stage program: the forward's first output must be the stage output");
+  known.insert(p.forward.outputs.begin(), p.forward.outputs.end());
+  if (p.grad_in >= 0) known.insert(p.grad_in);
+  for (int v : p.backward.inputs) {
+    MOREH_CHECK(known.count(v), "stage program: backward input {} has no source", v);
+  }
+  std::vector<int> bo;
+  if (p.grad_out >= 0) bo.push_back(p.grad_out);
+  for (int v : p.param_grads) {
+    if (v >= 0) bo.push_back(v);
+  }
+  MOREH_CHECK(bo == p.backward.outputs,
+              "stage program: backward outputs must be the input gradient and parameter gradients");
+  return p;
+}
+
+}  // namespace
+
+json StageProgramToJson(const StageProgram& p) {
+  const StageSpec& s = p.spec;
+  return {{"spec",
+           {{"model", json::parse(s.model.ToJson())},
+            {"first_layer", s.first_layer},
+            {"num_layers", s.num_layers},
+            {"first", s.first},
+            {"last", s.last},
+            {"micro_batch", s.micro_batch},
+            {"seq_len", s.seq_len},
+            {"recompute", s.recompute}}},
+          {"forward", SubToJson(p.forward)},
+          {"backward", SubToJson(p.backward)},
+          {"params", p.params},
+          {"param_values", p.param_values},
+          {"param_grads", p.param_grads},
+          {"num_forward_nodes", p.num_forward_nodes},
+          {"ids", p.ids},
+          {"activation", p.activation},
+          {"mask", p.mask},
+          {"labels", p.labels},
+          {"loss_weight", p.loss_weight},
+          {"grad_in", p.grad_in},
+          {"out", p.out},
+          {"grad_out", p.grad_out}};
+}
+
+StatusOr<StageProgram> StageProgramFromJson(const json& j) {
+  try {
+    return ProgramFromJson(j);
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument(std::string("stage program: ") + e.what());
+  }
+}
+
+json StageAssignment::ToJson() const {
+  return {{"job", job},
+          {"rank", rank},
+          {"world", world},
+          {"stage", stage},
+          {"num_stages", num_stages},
+          {"num_micro_batches", num_micro_batches},
+          {"dp_rank", dp_rank},
+          {"dp_group", dp_group},
+          {"prev_rank", prev_rank},
+          {"next_rank", next_rank},
+          {"distribute_param", distribute_param},
+          {"adamw",
+           {{"lr", adamw.lr},
+            {"beta1", adamw.beta1},
+            {"beta2", adamw.beta2},
+            {"eps", adamw.eps},
+            {"weight_decay", adamw.weight_decay}}},
+          {"checkpoint_dir", checkpoint_dir},
+          {"seed", seed},
+          {"timeout_ms", timeout_ms},
+          {"program", StageProgramToJson(program)}};
+}
+
+StatusOr<StageAssignment> StageAssignment::FromJson(const json& j) {
+  try {
+    StageAssignment a;
+    a.job = static_cast<uint64_t>(Int(j, "job"));
+    a.rank = static_cast<int>(Int(j, "rank"));
+    a.world = static_cast<int>(Int(j, "world"));
+    a.stage = static_cast<int>(Int(j, "stage"));
+    a.num_stages = static_cast<int>(Int(j, "num_stages"));
+    a.num_micro_batches = static_cast<int>(Int(j, "num_micro_batches"));
+    a.dp_rank = static_cast<int>(Int(j, "dp_rank"));
+    a.dp_group = Ints(j, "dp_group");
+    a.prev_rank = static_cast<int>(Int(j, "prev_rank"));
+    a.next_rank = static_cast<int>(Int(j, "next_rank"));
+    a.distribute_param = Bool(j, "distribute_param");
+    const json& o = Field(j, "adamw");
+    a.adamw = {Num(o, "lr"), Num(o, "beta1"), Num(o, "beta2"), Num(o, "eps"),
+               Num(o, "weight_decay")};
+    a.checkpoint_dir = Str(j, "checkpoint_dir");
+    a.seed = static_cast<uint64_t>(Int(j, "seed"));
+    a.timeout_ms = Int(j, "timeout_ms");
+    MOREH_CHECK(a.world >= 1 && a.world <= 65535 && a.rank >= 0 && a.rank < a.world,
+                "rank {} of world {}", a.rank, a.world);
+    MOREH_CHECK(a.num_stages >= 1 && a.stage >= 0 && a.stage < a.num_stages,
+                "stage {} of {}", a.stage, a.num_stages);
+    MOREH_CHECK(a.num_micro_batches >= 1 && a.num_micro_batches <= 4096,
+                "num_micro_batches {} (1..4096)", a.num_micro_batches);
+    const int dp = static_cast<int>(a.dp_group.size());
+    MOREH_CHECK(dp >= 1 && a.dp_rank >= 0 && a.dp_rank < dp && a.dp_group[a.dp_rank] == a.rank,
+                "data-parallel rank {} in group of {} must be this rank ({})", a.dp_rank, dp,
+                a.rank);
+    for (int r : a.dp_group) MOREH_CHECK(r >= 0 && r < a.world, "dp_group rank {} out of range", r);
+    MOREH_CHECK((a.stage == 0) == (a.prev_rank < 0) &&
+                    (a.stage == a.num_stages - 1) == (a.next_rank < 0) &&
+                    a.prev_rank < a.world && a.next_rank < a.world,
+                "stage {} of {} with previous rank {} and next rank {}", a.stage, a.num_stages,
+                a.prev_rank, a.next_rank);
+    MOREH_CHECK(a.timeout_ms > 0 && a.timeout_ms <= 3600000, "timeout_ms {} (1..3600000)",
+                a.timeout_ms);
+    auto p = StageProgramFromJson(Field(j, "program"));
+    if (!p.ok()) return p.status();
+    a.program = std::move(p.value());
+    MOREH_CHECK(a.program.spec.first == (a.stage == 0) &&
+                    a.program.spec.last == (a.stage == a.num_stages - 1),
+                "the program is not for stage {} of {}", a.stage, a.num_stages);
+    return a;
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument(std::string("job_setup: ") + e.what());
+  }
+}
+
+std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Allocator* device) {
+  std::unique_ptr<StageJob> job(new StageJob());
+  job->a_ = a;
+  job->device_ = device;
+  job->runner_ =
+      std::make_unique<StageRunner>(a.program, device, a.adamw,
+                                    static_cast<int>(a.dp_group.size()), a.dp_rank,
+                                    a.distribute_param);
+  StageRunner& r = *job->runner_;
+  const auto& names = r.param_names();
+  if (!a.checkpoint_dir.empty()) {
+    auto reader = io::CheckpointReader::Open(a.checkpoint_dir);
+    reader.status().ThrowIfError();
+    for (size_t i = 0; i < names.size(); ++i) {
+      // Only this stage's tensors are read, each at its offset in its file.
+      auto t = reader->Read(names[i]);
+      MOREH_CHECK(t.ok(), "{}", t.status().message());
+      runtime::Tensor dst = r.parameter(i);
+      MOREH_CHECK(t->shape() == dst.shape(), "{}: tensor '{}' has shape {} but the model needs {}",
+                  a.checkpoint_dir, names[i], ShapeToString(t->shape()),
+                  ShapeToString(dst.shape()));
+      dst.CopyFrom(t.value());
+    }
+  } else {
+    const float std = a.program.spec.model.initializer_range;
+    for (size_t i = 0; i < names.size(); ++i) {
+      runtime::Tensor dst = r.parameter(i);
+      const std::string& n = names[i];
+      if (n.find("norm.weight") != std::string::npos) {
+        dst.Fill(1.0);
+      } else {
+        runtime::FillNormal(dst.data<float>(), 0, dst.numel(), a.seed, n, std);
+      }
+    }
+  }
+  job->table_ = planner::OneFOneB(a.num_stages, a.num_micro_batches, false);
+  auto t = comm::UcxTransport::Create(a.rank);
+  t.status().ThrowIfError();
+  job->transport_ = std::move(t.value());
+  job->transport_->set_abort_flag(&job->aborted_);
+  const auto timeout = std::chrono::milliseconds(a.timeout_ms);
+  job->links_ = std::make_unique<UcxPipeLinks>(job->transport_.get(), a.prev_rank, a.next_rank,
+                                               timeout);
+  if (a.dp_group.size() > 1) {
+    job->dp_ = std::make_unique<comm::RingCollectives>(job->transport_.get(), a.dp_group, 16,
+                                                       timeout);
+  }
+  return job;
+}
+
+StageJob::~StageJob() = default;
+
+void StageJob::Connect(const json& peers) {
+  MOREH_CHECK(peers.is_array(), "job_connect: 'peers' must be an array");
+  std::set<int> want(a_.dp_group.begin(), a_.dp_group.end());
+  want.erase(a_.rank);
+  if (a_.prev_rank >= 0) want.insert(a_.prev_rank);
+  if (a_.next_rank >= 0) want.insert(a_.next_rank);
+  for (const json& p : peers) {
+    const int rank = static_cast<int>(Int(p, "rank"));
+    auto address = net::Base64Decode(Str(p, "address"));
+    MOREH_CHECK(address.ok() && address->size() >= 16 && address->size() <= 65536,
+                "job_connect: rank {}: the address is not a UCX worker address", rank);
+    if (!want.count(rank)) continue;
+    Status s = transport_->Connect(rank, address.value());
+    MOREH_CHECK(s.ok(), "job_connect: rank {}: {}", rank, s.message());
+    want.erase(rank);
+  }
+  MOREH_CHECK(want.empty(), "job_connect: no address for rank {}", *want.begin());
+}
+
+json StageJob::Step(const json& m) {
+  const int64_t step = Int(m, "step");
+  const json& list = Field(m, "micro_batches");
+  MOREH_CHECK(list.is_array() && static_cast<int>(list.size()) == a_.num_micro_batches,
+              "job_step: {} micro-batches expected", a_.num_micro_batches);
+  const StageSpec& s = a_.program.spec;
+  const Shape bt{s.micro_batch, s.seq_len};
+  auto tensor = [&](const json& j, const char* name, DType dt, const Shape& shape) {
+    auto t = net::DecodeTensor(Field(j, name), device_);
+    MOREH_CHECK(t.ok(), "job_step: '{}': {}", name, t.status().message());
+    MOREH_CHECK(t->dtype() == dt && t->shape() == shape, "job_step: '{}' is {} but must be {}{}",
+                name, t->ToString(), DTypeName(dt), ShapeToString(shape));
+    return t.value();
+  };
+  std::vector<MicroBatch> mbs;
+  for (const json& j : list) {
+    MicroBatch mb;
+    mb.mask = tensor(j, "mask", DType::kI64, bt);
+    if (s.first) {
+      mb.ids = tensor(j, "ids", DType::kI64, bt);
+      const int64_t* ids = mb.ids.data<int64_t>();
+      for (int64_t i = 0; i < mb.ids.numel(); ++i) {
+        MOREH_CHECK(ids[i] >= 0 && ids[i] < s.model.vocab_size,
+                    "job_step: token id {} outside the vocabulary [0, {})", ids[i],
+                    s.model.vocab_size);
+      }
+    }
+    if (s.last) {
+      mb.labels = tensor(j, "labels", DType::kI64, bt);
+      mb.loss_weight = tensor(j, "loss_weight", DType::kF32, {});
+    }
+    mbs.push_back(std::move(mb));
+  }
+  runner_->ResetStats();
+  device_->ResetPeak();
+  links_->set_step(step);
+  const double loss = runner_->RunMicroBatches(table_[a_.stage], mbs, links_.get());
+  const StageStats& st = runner_->stats();
+  return {{"loss", loss},
+          {"forward_s", st.forward_s},
+          {"backward_s", st.backward_s},
+          {"wait_s", st.wait_s},
+          {"peak_bytes", st.peak_bytes}};
+}
+
+json StageJob::Update(const json& m) {
+  const double lr = Num(m, "lr");
+  MOREH_CHECK(lr >= 0 && std::isfinite(lr), "job_update: lr {} must be >= 0", lr);
+  runner_->Update(dp_.get(), lr);
+  return {{"update_s", runner_->stats().update_s}, {"peak_bytes", runner_->stats().peak_bytes}};
+}
+
+json StageJob::Save(const json& m) {
+  const std::string dir = Str(m, "tmp_dir");
+  DType dt;
+  MOREH_CHECK(ParseDType(Str(m, "dtype"), &dt) && IsFloating(dt), "job_save: dtype must be f32, "
+              "bf16 or f16");
+  MOREH_CHECK(std::filesystem::is_directory(dir), "job_save: '{}' is not a directory", dir);
+  if (a_.dp_rank != 0) return {{"file", ""}, {"tensors", json::array()}, {"bytes", 0}};
+  const std::string file = io::ShardFileName(a_.stage, a_.num_stages);
+  std::vector<std::pair<std::string, runtime::Tensor>> tensors;
+  int64_t bytes = 0;
+  for (size_t i = 0; i < runner_->param_names().size(); ++i) {
+    tensors.emplace_back(runner_->param_names()[i], runner_->parameter(i).To(dt));
+    bytes += tensors.back().second.nbytes();
+  }
+  io::WriteSafetensors((std::filesystem::path(dir) / file).string(), tensors,
+                       {{"format", "pt"}})
+      .ThrowIfError();
+  json names = json::array();
+  for (const auto& [n, t] : tensors) names.push_back(n);
+  return {{"file", file}, {"tensors", names}, {"bytes", bytes}};
+}
+
+}  // namespace moreh::parallel

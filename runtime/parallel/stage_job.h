@@ -1,0 +1,81 @@
+// A rank's part of a distributed training job, as the client ships it to a worker daemon, and the
+// worker-side object that runs it.
+//
+// The client compiles each stage's programs (stage_graph.h) and sends a StageAssignment per rank
+// (job_setup): the programs as graph JSON, the rank's place in the grid (previous and next stage,
+// its data-parallel group), the optimizer settings and where the weights come from. The worker
+// validates everything (a malformed assignment is an error reply, never a crash), builds the
+// StageRunner on the device's allocator (an out-of-memory there is the reply), reads only its own
+// parameters from the checkpoint's safetensors files (pread at each tensor's offset), opens a UCX
+// endpoint and answers with its address. job_connect connects the peers; job_step, job_update and
+// job_save run on the device's job thread; Abort() (any thread) makes a blocked step fail at once.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "runtime/comm/collectives.h"
+#include "runtime/comm/ucx_transport.h"
+#include "runtime/parallel/stage_runner.h"
+
+namespace moreh::parallel {
+
+struct StageAssignment {
+  uint64_t job = 0;
+  int rank = 0, world = 1;
+  int stage = 0, num_stages = 1, num_micro_batches = 1;
+  int dp_rank = 0;
+  std::vector<int> dp_group;  // global ranks of this rank's data-parallel group, in ring order
+  int prev_rank = -1, next_rank = -1;
+  bool distribute_param = false;
+  optim::AdamWOptions adamw;
+  std::string checkpoint_dir;  // read this stage's tensors from here; empty: initialise from seed
+  uint64_t seed = 0;
+  int64_t timeout_ms = 120000;  // a peer silent this long fails the step
+  StageProgram program;
+
+  nlohmann::json ToJson() const;
+  // Checks every field and the programs' consistency; errors name the field.
+  static StatusOr<StageAssignment> FromJson(const nlohmann::json& j);
+};
+
+nlohmann::json StageProgramToJson(const StageProgram& p);
+StatusOr<StageProgram> StageProgramFromJson(const nlohmann::json& j);
+
+class StageJob {
+ public:
+  // Throws OutOfMemoryError when the stage does not fit the device, moreh::Error otherwise.
+  static std::unique_ptr<StageJob> Create(const StageAssignment& a, runtime::Allocator* device);
+  ~StageJob();
+
+  const std::string& address() const { return transport_->address(); }  // raw bytes
+  const StageAssignment& assignment() const { return a_; }
+  // peers: [{"rank": r, "address": base64 of the UCX address}], including every rank this one
+  // talks to (others are ignored).
+  void Connect(const nlohmann::json& peers);
+  // {"step", "micro_batches": [{"ids"?, "mask", "labels"?, "loss_weight"?}]} -> {"loss", stats}.
+  nlohmann::json Step(const nlohmann::json& m);
+  // {"lr"} -> {stats}: gradient reduction over the data-parallel group and AdamW.
+  nlohmann::json Update(const nlohmann::json& m);
+  // {"tmp_dir", "dtype"}: writes this stage's tensors (data-parallel rank 0 only) as one shard;
+  // -> {"file", "tensors": [names], "bytes"}.
+  nlohmann::json Save(const nlohmann::json& m);
+  void Abort() { aborted_.store(true); }
+
+ private:
+  StageJob() = default;
+  StageAssignment a_;
+  runtime::Allocator* device_ = nullptr;
+  std::unique_ptr<StageRunner> runner_;
+  std::unique_ptr<comm::UcxTransport> transport_;
+  std::unique_ptr<UcxPipeLinks> links_;
+  std::unique_ptr<comm::RingCollectives> dp_;
+  std::vector<std::vector<planner::ScheduleStep>> table_;  // 1F1B, every stage's row
+  std::atomic<bool> aborted_{false};
+};
+
+}  // namespace moreh::parallel
