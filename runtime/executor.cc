@@ -63,8 +63,40 @@ std::vector<Tensor> Executor::Run(const CompiledGraph& cg, std::vector<Tensor>* 
   }
 }
 
-std::vector<Tensor> Executor::RunNodes(const CompiledGraph& cg, std::vector<Tensor>& slots) {
+std::vector<Tensor> Executor::Run(const CompiledGraph& cg, std::vector<Tensor> inputs,
+                                  const OutputSink& sink) {
   const Graph& g = cg.graph;
+  MOREH_CHECK(inputs.size() == g.inputs().size(), "Executor: graph takes {} inputs, got {}",
+              g.inputs().size(), inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const ValueInfo& want = g.info(g.inputs()[i]);
+    MOREH_CHECK(inputs[i].defined() && inputs[i].dtype() == want.dtype &&
+                    inputs[i].shape() == want.shape,
+                "Executor: input {} ('{}') is {} but the graph expects {}", i,
+                g.value(g.inputs()[i]).name,
+                inputs[i].defined() ? inputs[i].ToString() : "undefined", want.ToString());
+  }
+  std::vector<Tensor> slots(g.values().size());
+  for (size_t i = 0; i < inputs.size(); ++i) slots[g.inputs()[i]] = std::move(inputs[i]);
+  return RunNodes(cg, slots, &sink);
+}
+
+std::vector<Tensor> Executor::RunNodes(const CompiledGraph& cg, std::vector<Tensor>& slots,
+                                       const OutputSink* sink) {
+  const Graph& g = cg.graph;
+  std::vector<char> sunk;
+  if (sink) sunk.assign(g.outputs().size(), 0);
+  // Offers every output that `v` is, once v is final; frees v when all of them were consumed.
+  auto offer = [&](int v) {
+    bool all = true, any = false;
+    for (size_t k = 0; k < g.outputs().size(); ++k) {
+      if (g.outputs()[k] != v || sunk[k]) continue;
+      any = true;
+      sunk[k] = (*sink)(static_cast<int>(k), slots[v]);
+      all = all && sunk[k];
+    }
+    if (any && all) slots[v] = Tensor();
+  };
 
   if (profiling_ && profile_.empty()) {
     profile_.resize(kNumOps);
@@ -121,6 +153,16 @@ std::vector<Tensor> Executor::RunNodes(const CompiledGraph& cg, std::vector<Tens
     for (int v : n.outputs) {  // outputs nobody reads
       if (cg.last_use[v] < 0 && !cg.is_output[v]) slots[v] = Tensor();
     }
+    if (sink) {
+      for (int v : n.outputs) {
+        if (cg.is_output[v] && cg.last_use[v] <= static_cast<int>(ni)) offer(v);
+      }
+      for (int v : n.inputs) {
+        if (cg.is_output[v] && cg.last_use[v] == static_cast<int>(ni) && slots[v].defined()) {
+          offer(v);
+        }
+      }
+    }
     if (profiling_) {
       OpProfile& p = profile_[static_cast<int>(n.op)];
       p.calls += 1;
@@ -130,7 +172,12 @@ std::vector<Tensor> Executor::RunNodes(const CompiledGraph& cg, std::vector<Tens
   }
   std::vector<Tensor> outs;
   outs.reserve(g.outputs().size());
-  for (int v : g.outputs()) {
+  for (size_t k = 0; k < g.outputs().size(); ++k) {
+    const int v = g.outputs()[k];
+    if (sink && sunk[k]) {
+      outs.emplace_back();
+      continue;
+    }
     MOREH_CHECK(slots[v].defined(), "Executor: output value {} was not computed", v);
     outs.push_back(slots[v]);
   }

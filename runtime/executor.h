@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -49,6 +50,13 @@ class Executor {
   // input the run had not yet consumed (freed after its last use, or donated) is handed back in
   // its slot, so a caller can restore state that the failed graph would have replaced.
   std::vector<Tensor> Run(const CompiledGraph& cg, std::vector<Tensor>* inputs);
+  // As above; `sink(k, t)` is offered graph output k as soon as it is final (computed, and read by
+  // no later node). Returning true consumes it: the executor frees it at once and returns an
+  // undefined tensor in its place. (The pipeline runner adds each weight gradient into its
+  // accumulator this way, so a backward never holds all of them at once.)
+  using OutputSink = std::function<bool(int output_index, const Tensor& value)>;
+  std::vector<Tensor> Run(const CompiledGraph& cg, std::vector<Tensor> inputs,
+                          const OutputSink& sink);
 
   void set_profiling(bool on) { profiling_ = on; }
   // Per op kind, accumulated over every Run since the last ResetProfile (when profiling is on).
@@ -56,7 +64,8 @@ class Executor {
   void ResetProfile() { profile_.clear(); }
 
  private:
-  std::vector<Tensor> RunNodes(const CompiledGraph& cg, std::vector<Tensor>& slots);
+  std::vector<Tensor> RunNodes(const CompiledGraph& cg, std::vector<Tensor>& slots,
+                               const OutputSink* sink = nullptr);
 
   Allocator* alloc_;
   bool profiling_ = false;

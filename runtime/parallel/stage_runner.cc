@@ -70,6 +70,9 @@ StageRunner::StageRunner(StageProgram program, runtime::Allocator* alloc, optim:
     param_index_[program_.param_values[i]] = static_cast<int>(i);
   }
   offsets_.push_back(num_params_);
+  for (size_t i = 0; i < program_.param_grads.size(); ++i) {
+    if (program_.param_grads[i] >= 0) grad_param_.push_back(static_cast<int>(i));
+  }
   // Padded to a multiple of the group (and of 16 floats) so every shard has the same length.
   const int64_t unit = 16 * dp_size_;
   padded_ = (num_params_ + unit - 1) / unit * unit;
@@ -151,16 +154,18 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
       }
       stash_.erase(it_stash);  // the executor frees each saved value after its last use
       const auto t0 = clk::now();
-      std::vector<runtime::Tensor> out = exec_.Run(*bwd_, std::move(in));
+      // Each weight gradient is added into its accumulator as soon as it is final.
+      const int first_grad = p.grad_out >= 0 ? 1 : 0;
+      std::vector<runtime::Tensor> out =
+          exec_.Run(*bwd_, std::move(in), [&](int k, const runtime::Tensor& t) {
+            if (k < first_grad) return false;
+            const runtime::Tensor g = t.Contiguous();
+            float* acc = grads_[grad_param_[k - first_grad]].data<float>();
+            kernels::cpu::Add(acc, acc, g.data<float>(), g.numel(), g.numel());
+            return true;
+          });
       stats_.backward_s += Since(t0);
-      size_t k = 0;
-      if (p.grad_out >= 0) links->SendBackward(st.micro_batch, out[k++]);
-      for (size_t i = 0; i < p.param_grads.size(); ++i) {
-        if (p.param_grads[i] < 0) continue;
-        const runtime::Tensor g = out[k++].Contiguous();
-        float* acc = grads_[i].data<float>();
-        kernels::cpu::Add(acc, acc, g.data<float>(), g.numel(), g.numel());
-      }
+      if (p.grad_out >= 0) links->SendBackward(st.micro_batch, out[0]);
     }
     stats_.peak_bytes = std::max(stats_.peak_bytes, alloc_->peak_bytes());
   }

@@ -111,6 +111,7 @@ class StageRunner {
   runtime::Executor exec_;
   int64_t num_params_ = 0, padded_ = 0, shard_ = 0;
   std::vector<int64_t> offsets_;  // per parameter, in the flat buffers
+  std::vector<int> grad_param_;  // backward output k (after grad_out) -> parameter index
   runtime::Tensor flat_params_, flat_grads_, m_, v_;
   std::vector<runtime::Tensor> params_, grads_;  // views
   std::unordered_map<int, int> param_index_;     // value id in program_.full -> parameter

@@ -66,7 +66,9 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
   const double dp = c.dp;
   const double w = mixed ? 2 : 4, gsz = mixed ? 2 : 4, opt = mixed ? 12 : 8;
   const double w_per = c.distribute_low_prec_param ? w / dp : w;
-  const double g_per = c.distribute_param ? gsz / dp : gsz;
+  // Sharded gradients (ZeRO-2) with mixed precision. The f32 CPU runtime keeps the whole gradient
+  // (it is what it computes in) and reduce-scatters it into a shard at the optimizer step.
+  const double g_per = !c.distribute_param ? gsz : mixed ? gsz / dp : gsz + gsz / dp;
   const double o_per = c.distribute_param ? opt / dp : opt;
   const double per_param = w_per + g_per + o_per;
   const int p = c.num_stages;
@@ -95,7 +97,7 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
   }
   // Gathered compute weights and the gradient bucket of one layer when sharded.
   if (c.distribute_low_prec_param) transient += static_cast<double>(k.layer.params) * w;
-  if (c.distribute_param) fixed += static_cast<double>(k.layer.params) * gsz;
+  if (c.distribute_param && mixed) fixed += static_cast<double>(k.layer.params) * gsz;
   if (s == 0) fixed += static_cast<double>(k.embed.params) * per_param;
   if (s == p - 1) {
     fixed +=
