@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""The reference story at small scale, with real daemons on 127.0.0.1.
+
+examples/llama-ap (23 M parameters: 371 MB of f32 training state) does not fit one 256 MiB CPU
+device. On a local cluster of 4 such devices (moreh-run cluster up):
+  1. MOREH_ENABLE_ADVANCED_PARALLELIZATION=0: the program fails with the out-of-memory error (bytes
+     requested and available, the remedies), exits 1, and every daemon stays up with its devices free.
+  2. =1: the reference's connection and auto-config log lines, the stage programs shipped, the loss
+     falls; the losses equal the one-device run's (an in-process run without the cluster) within
+     1e-4 relative, and the saved sharded checkpoint equals the one-device checkpoint within 1e-4.
+  3. The checkpoint loads back: transformers.LlamaForCausalLM reads it, and a second distributed
+     job resumes from it (every worker reading only its own stage's tensors).
+  4. A worker killed with SIGKILL mid-step: the client names it and exits non-zero within 5 s; the
+     other daemons keep running and the lease is released.
+usage: check_ap_end_to_end.py --bin BUILD/bin --source REPO
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from safetensors.numpy import load_file
+
+FAIL = []
+
+
+def check(name, cond, detail=""):
+    print(("ok: " if cond else "FAIL: ") + name + ("" if cond else f" ({detail})"), flush=True)
+    if not cond:
+        FAIL.append(name)
+
+
+def losses(log):
+    return [float(x) for x in re.findall(r"\[Step \d+/\d+\] Loss: (\S+)", log)]
+
+
+def read_checkpoint(d):
+    out = {}
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".safetensors"):
+            out.update(load_file(os.path.join(d, f)))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--source", required=True)
+    a = ap.parse_args()
+    run = os.path.join(a.bin, "moreh-run")
+    model = os.path.join(a.source, "examples/llama-ap")
+    data = os.path.join(a.source, "examples/data/man_summaries.jsonl")
+    tmp = tempfile.mkdtemp(prefix="moreh-ap-")
+    home = os.path.join(tmp, "home")
+    os.makedirs(home)
+    env = dict(os.environ, MOREH_HOME=home, MOREH_DEVICE_SIZE="Large")
+    for k in ("MOREH_SCHEDULER", "MOREH_ENABLE_ADVANCED_PARALLELIZATION"):
+        env.pop(k, None)
+    train = [run, "train", "--model-name-or-path", model, "--dataset", data, "--block-size", "128",
+             "--batch-size", "8", "--lr", "1e-3", "--log-interval", "2"]
+    try:
+        up = subprocess.run([run, "cluster", "up", "--workers", "4", "--device-memory", "256M"],
+                            env=env, capture_output=True, text=True, timeout=60)
+        check("cluster up", up.returncode == 0, up.stderr)
+        state = json.load(open(os.path.join(home, "local-cluster.json")))
+        pids = state["pids"]
+
+        def alive(p):
+            try:
+                os.kill(p, 0)
+                return True
+            except OSError:
+                return False
+
+        def free_devices():
+            out = subprocess.run([os.path.join(a.bin, "moreh-smi"), "--cluster"], env=env,
+                                 capture_output=True, text=True, timeout=30).stdout
+            m = re.search(r"free devices: (\d+)", out)
+            return int(m.group(1)) if m else -1
+
+        for _ in range(100):
+            if free_devices() == 4:
+                break
+            time.sleep(0.1)
+
+        # 1. AP off: out of memory, daemons stay up.
+        off = subprocess.run(train + ["--max-steps", "4", "--save-model-dir",
+                                      os.path.join(tmp, "off")],
+                             env=dict(env, MOREH_ENABLE_ADVANCED_PARALLELIZATION="0"),
+                             capture_output=True, text=True, timeout=300)
+        check("AP off: exit code 1", off.returncode == 1, off.returncode)
+        check("AP off: the out-of-memory error", "Error Code 4: OUT_OF_MEMORY" in off.stderr and
+              "Memory requested" in off.stderr and "Memory available" in off.stderr and
+              "Increase Device Size" in off.stderr, off.stderr[-2000:])
+        check("AP off: nothing saved", not os.path.exists(os.path.join(tmp, "off")))
+        check("AP off: every daemon still running", all(alive(p) for p in pids))
+        check("AP off: the devices are free again", free_devices() == 4, free_devices())
+
+        # 2. AP on: trains on 4 devices.
+        out_on = os.path.join(tmp, "on")
+        on = subprocess.run(train + ["--max-steps", "10", "--save-model-dir", out_on],
+                            env=dict(env, MOREH_ENABLE_ADVANCED_PARALLELIZATION="1"),
+                            capture_output=True, text=True, timeout=600)
+        log = on.stdout + on.stderr
+        check("AP on: exit code 0", on.returncode == 0, log[-3000:])
+        order = ["Requesting resources for MoAI Accelerator from the server...",
+                 "Initializing the worker daemon for MoAI Accelerator",
+                 "[4/4] Connecting to resources on the server",
+                 "Establishing links to the resources...",
+                 "MoAI Accelerator is ready to use.",
+                 "Got DBs from backend for auto config.",
+                 "The number of candidates is",
+                 "The number of possible candidates is",
+                 "Configuration for parallelism is selected.",
+                 "Stage programs compiled and shipped to 4 devices",
+                 "[Step 10/10] Loss:",
+                 "Model saved in"]
+        pos = [log.find(s) for s in order]
+        check("AP on: the reference's log lines, in order",
+              all(p >= 0 for p in pos) and pos == sorted(pos),
+              [s for s, p in zip(order, pos) if p < 0])
+        chosen = re.search(r"num_stages : (\d+), num_micro_batches : (\d+)", log)
+        check("AP on: a pipeline was chosen (one stage cannot hold the model)",
+              chosen is not None and int(chosen.group(1)) > 1, chosen and chosen.group(0))
+        l_on = losses(log)
+        check("AP on: the loss falls", len(l_on) == 5 and l_on[-1] < l_on[0], l_on)
+
+        # The one-device run (no cluster, unlimited memory) for the same program and data.
+        one = subprocess.run(train + ["--max-steps", "10", "--save-model-dir",
+                                      os.path.join(tmp, "one")],
+                             env=dict(env, MOREH_HOME=os.path.join(tmp, "nohome"),
+                                      MOREH_DEVICE_SIZE="",
+                                      MOREH_ENABLE_ADVANCED_PARALLELIZATION="0"),
+                             capture_output=True, text=True, timeout=600)
+        check("one device: exit code 0", one.returncode == 0, one.stderr[-2000:])
+        l_one = losses(one.stdout + one.stderr)
+        worst = max((abs(x - y) / abs(y) for x, y in zip(l_on, l_one)), default=1.0)
+        check(f"losses equal the one-device run (worst rel. {worst:.2e})",
+              len(l_on) == len(l_one) and worst <= 1e-4, (l_on, l_one))
+        files = sorted(os.listdir(out_on)) if os.path.isdir(out_on) else []
+        check("AP on: sharded checkpoint (index, one file per stage, config.json)",
+              "model.safetensors.index.json" in files and "config.json" in files and
+              sum(f.startswith("model-") for f in files) == int(chosen.group(1)), files)
+        w_on, w_one = read_checkpoint(out_on), read_checkpoint(os.path.join(tmp, "one"))
+        diff = max((float(np.abs(w_on[k] - w_one[k]).max()) for k in w_one), default=1.0)
+        check(f"checkpoint equals the one-device checkpoint (max diff {diff:.2e})",
+              sorted(w_on) == sorted(w_one) and diff <= 1e-4, sorted(set(w_one) ^ set(w_on)))
+
+        # 3. Loads back: in transformers, and as the start of another distributed job.
+        probe = ("import sys, torch, transformers\n"
+                 "m = transformers.LlamaForCausalLM.from_pretrained(sys.argv[1])\n"
+                 "ids = torch.tensor([[1, 5, 9, 13, 2]])\n"
+                 "print('LOSS', float(m(input_ids=ids, labels=ids).loss))\n")
+        venv_py = os.path.join(a.source, ".venv/bin/python")
+        hf = subprocess.run([venv_py, "-c", probe, out_on], capture_output=True, text=True,
+                            timeout=300)
+        check("transformers loads the checkpoint", hf.returncode == 0 and "LOSS" in hf.stdout,
+              hf.stderr[-2000:])
+        shutil.copy(os.path.join(model, "tokenizer.model"), out_on)
+        resume = subprocess.run(
+            [run, "train", "--model-name-or-path", out_on, "--dataset", data, "--block-size",
+             "128", "--batch-size", "8", "--lr", "1e-3", "--log-interval", "1", "--max-steps",
+             "2", "--save-model-dir", os.path.join(tmp, "resumed")],
+            env=dict(env, MOREH_ENABLE_ADVANCED_PARALLELIZATION="1"),
+            capture_output=True, text=True, timeout=300)
+        l_res = losses(resume.stdout + resume.stderr)
+        check("a second job resumes from the sharded checkpoint below the first loss",
+              resume.returncode == 0 and len(l_res) == 2 and l_res[0] < l_on[0],
+              (resume.returncode, l_res, resume.stderr[-1500:]))
+
+        # 4. A worker killed mid-step.
+        victim = pids[2]
+        p = subprocess.Popen(train + ["--max-steps", "500", "--save-model-dir",
+                                      os.path.join(tmp, "killed")],
+                             env=dict(env, MOREH_ENABLE_ADVANCED_PARALLELIZATION="1"),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        seen = ""
+        while "[Step 2/" not in seen:
+            line = p.stdout.readline()
+            if not line:
+                break
+            seen += line
+        time.sleep(0.3)  # inside a later step
+        os.kill(victim, signal.SIGKILL)
+        t0 = time.time()
+        try:
+            rest, _ = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            rest, _ = p.communicate()
+        took = time.time() - t0
+        check(f"worker killed: the client exits non-zero within 5 s ({took:.2f} s)",
+              p.returncode not in (0, None) and took <= 5.0, (p.returncode, took))
+        check("worker killed: the error names the worker",
+              re.search(r"worker 'local\d+' \(127\.0\.0\.1:\d+, device 0, rank \d+\)", rest) is not
+              None, rest[-2000:])
+        check("worker killed: the scheduler and the other workers keep running",
+              all(alive(q) for q in pids if q != victim))
+        ok = False
+        for _ in range(100):
+            if free_devices() == 3:
+                ok = True
+                break
+            time.sleep(0.1)
+        check("worker killed: the lease is released (3 devices free)", ok, free_devices())
+    finally:
+        subprocess.run([run, "cluster", "down"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("FAILED: " + ", ".join(FAIL) if FAIL else "all checks passed")
+    return 1 if FAIL else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
