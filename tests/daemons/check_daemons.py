@@ -166,6 +166,21 @@ def main():
                   r.get("code") == "OUT_OF_MEMORY" and "Memory requested : 400000000 bytes" in r["message"], r)
             w.send({"type": "run_graph", "device": 99, "graph": graph, "inputs": []})
             check("a device outside the lease is refused", "not part of lease" in w.recv().get("message", ""))
+            # Pipeline-job messages with bad content: each an error naming the problem.
+            w.send({"type": "job_step", "device": dev, "step": 0, "micro_batches": []})
+            check("job_step before job_setup is refused",
+                  "no job on device" in w.recv().get("message", ""))
+            w.send({"type": "job_setup", "device": dev, "assignment": 5})
+            check("job_setup with a non-object assignment is refused",
+                  "missing field 'job'" in w.recv().get("message", ""))
+            w.send({"type": "job_setup", "device": dev,
+                    "assignment": {"job": 1, "rank": 0, "world": "two"}})
+            check("job_setup names a mistyped field",
+                  "field 'world' must be an integer" in w.recv().get("message", ""))
+            w.send({"type": "job_frobnicate", "device": dev})
+            r = w.recv()
+            check("an unknown job message is refused", r["type"] == "error" and
+                  ("no job on device" in r["message"] or "unknown" in r["message"]), r)
             w.send({"type": "ping"})
             check("the worker serves on after the error", w.recv()["type"] == "ping_ok")
             c.send({"type": "release", "lease": g["lease"], "secret": "wrong"})
