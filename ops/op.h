@@ -82,6 +82,11 @@ struct OpDef {
 
 const OpDef& GetOpDef(OpKind op);
 
+// The sum all-reduce over the calling thread's tensor-parallel group, used by tp_reduce. The
+// pipeline runner installs it around each program run; null outside one. Throws on failure.
+using AllReduceHook = std::function<void(float* data, int64_t count)>;
+void SetTensorParallelAllReduce(AllReduceHook hook);
+
 // Infers `op`'s outputs, validating input count; errors name the op, its inputs and attributes.
 std::vector<ValueInfo> InferOutputs(OpKind op, const InfoList& in, const Attrs& attrs);
 Cost OpCost(const Graph& g, const Node& node);

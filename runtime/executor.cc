@@ -70,11 +70,10 @@ std::vector<Tensor> Executor::Run(const CompiledGraph& cg, std::vector<Tensor> i
               g.inputs().size(), inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     const ValueInfo& want = g.info(g.inputs()[i]);
-    MOREH_CHECK(inputs[i].defined() && inputs[i].dtype() == want.dtype &&
-                    inputs[i].shape() == want.shape,
-                "Executor: input {} ('{}') is {} but the graph expects {}", i,
-                g.value(g.inputs()[i]).name,
-                inputs[i].defined() ? inputs[i].ToString() : "undefined", want.ToString());
+    MOREH_CHECK(
+        inputs[i].defined() && inputs[i].dtype() == want.dtype && inputs[i].shape() == want.shape,
+        "Executor: input {} ('{}') is {} but the graph expects {}", i, g.value(g.inputs()[i]).name,
+        inputs[i].defined() ? inputs[i].ToString() : "undefined", want.ToString());
   }
   std::vector<Tensor> slots(g.values().size());
   for (size_t i = 0; i < inputs.size(); ++i) slots[g.inputs()[i]] = std::move(inputs[i]);

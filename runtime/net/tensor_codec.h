@@ -11,6 +11,7 @@ namespace moreh::net {
 
 nlohmann::json EncodeTensor(const runtime::Tensor& t);
 // Every field is checked: a known dtype, a non-negative shape, data of exactly numel x size bytes.
-StatusOr<runtime::Tensor> DecodeTensor(const nlohmann::json& j, runtime::Allocator* alloc = nullptr);
+StatusOr<runtime::Tensor> DecodeTensor(const nlohmann::json& j,
+                                       runtime::Allocator* alloc = nullptr);
 
 }  // namespace moreh::net

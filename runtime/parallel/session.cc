@@ -76,9 +76,10 @@ std::shared_ptr<Session> Session::Open(const SessionOptions& o, const models::Ll
   client::ClientOptions co;
   co.scheduler = o.scheduler;
   co.device_size = !o.device_size.empty() ? o.device_size : Env("MOREH_DEVICE_SIZE");
-  co.local.device_memory = !o.local_memory.empty()                    ? o.local_memory
-                           : !Env("MOREH_LOCAL_DEVICE_MEMORY").empty() ? Env("MOREH_LOCAL_DEVICE_MEMORY")
-                                                                       : "1G";
+  co.local.device_memory = !o.local_memory.empty() ? o.local_memory
+                           : !Env("MOREH_LOCAL_DEVICE_MEMORY").empty()
+                               ? Env("MOREH_LOCAL_DEVICE_MEMORY")
+                               : "1G";
   auto c = client::Client::Connect(co);
   if (!c.ok()) throw Error("cannot reach the MoAI Accelerator: " + c.status().message());
   s->client_ = std::move(c.value());
@@ -90,8 +91,8 @@ std::shared_ptr<Session> Session::Open(const SessionOptions& o, const models::Ll
 Session::~Session() {
   for (Rank& r : ranks_) {
     if (!r.channel) continue;
-    auto reply = r.channel->Call({{"type", "job_end"},
-                                  {"device", client_->devices()[r.device_index].device}});
+    auto reply = r.channel->Call(
+        {{"type", "job_end"}, {"device", client_->devices()[r.device_index].device}});
     (void)reply;
     r.channel->Close();
   }
@@ -175,14 +176,44 @@ void Session::Setup(int64_t B, int64_t T) {
   job.global_batch = B;
   job.seq_len = T;
   job.compute_dtype = DType::kF32;  // the CPU backend computes in f32
+  job.vocab_parallel = false;       // embedding and LM head are replicated over tensor parallelism
   planner::PlannerOptions po = planner::PlannerOptions::FromUserOptions();
   po.advanced_parallelization = options_.advanced_parallelization;
-  po.max_tp = 1;                           // the runtime has no tensor parallelism yet
-  po.distribute_low_prec_param = false;    // no low-precision weight copy on an f32 device
+  po.distribute_low_prec_param = false;  // no low-precision weight copy on an f32 device
   const planner::ClusterSpec cl = cluster();
   plan_ = planner::PlanTraining(job, cl, po);  // throws OutOfMemoryError when nothing fits
+  const std::string forced = !options_.force_config.empty()
+                                 ? options_.force_config
+                                 : Env("MOREH_ADVANCED_PARALLELIZATION_CONFIG");
+  if (!forced.empty()) {
+    // A given configuration instead of the planner's choice (benchmarks, tests, experts).
+    const json f = json::parse(forced, nullptr, false);
+    MOREH_CHECK(f.is_object(), "MOREH_ADVANCED_PARALLELIZATION_CONFIG is not a JSON object: {}",
+                forced);
+    planner::Candidate want;
+    want.num_stages = f.value("num_stages", 1);
+    want.tp = f.value("tp", 1);
+    want.num_micro_batches = f.value("num_micro_batches", 1);
+    want.recompute = f.value("recompute", 0);
+    want.distribute_param = f.value("distribute_param", false);
+    const int parallel = want.num_stages * want.tp;
+    MOREH_CHECK(parallel > 0 && cl.num_devices % parallel == 0,
+                "the given configuration needs stages x tp ({}) to divide {} devices", parallel,
+                cl.num_devices);
+    want.dp = f.value("dp", cl.num_devices / parallel);
+    MOREH_CHECK(want.dp > 0 && want.num_micro_batches > 0 &&
+                    B % (int64_t{want.dp} * want.num_micro_batches) == 0,
+                "batch {} does not split into {} replicas x {} micro-batches", B, want.dp,
+                want.num_micro_batches);
+    want.batch_per_device = static_cast<int>(B / want.dp / want.num_micro_batches);
+    plan_.chosen = planner::EvaluateCandidate(job, cl, po, want);
+    MOREH_CHECK(plan_.chosen.feasible, "the given configuration does not fit: {} ({})",
+                plan_.chosen.Describe(), plan_.chosen.reason);
+    spdlog::info("Configuration given by MOREH_ADVANCED_PARALLELIZATION_CONFIG: {}",
+                 plan_.chosen.Describe());
+  }
   const planner::Candidate& c = plan_.chosen;
-  const int pp = c.num_stages, dp = c.dp, world = pp * dp;
+  const int pp = c.num_stages, dp = c.dp, tp = c.tp, world = pp * dp * tp;
   MOREH_CHECK(world <= static_cast<int>(client_->devices().size()),
               "the plan needs {} devices; {} were granted", world, client_->devices().size());
   batch_ = B;
@@ -202,18 +233,23 @@ void Session::Setup(int64_t B, int64_t T) {
     spec.micro_batch = c.batch_per_device;
     spec.seq_len = T;
     spec.recompute = c.recompute;
+    spec.tp = tp;
     programs.push_back(StageProgramToJson(BuildStageProgram(spec)));
   }
   std::vector<json> setup;
+  // rank = tp_rank + tp * (dp_rank + dp * stage): tensor-parallel peers on consecutive devices
+  // (one node), then replicas, then stages, as Megatron-LM lays them out.
+  const int hop = tp * dp;
   for (int r = 0; r < world; ++r) {
     Rank rk;
     rk.device_index = r;
-    rk.stage = r / dp;
-    rk.dp_rank = r % dp;
+    rk.stage = r / hop;
+    rk.dp_rank = (r / tp) % dp;
+    rk.tp_rank = r % tp;
     const auto& d = client_->devices()[r];
     auto ch = client_->OpenWorker(d.address);
-    if (!ch.ok()) throw Error(fmt::format("worker '{}' ({}): {}", d.node, d.address,
-                                          ch.status().message()));
+    if (!ch.ok())
+      throw Error(fmt::format("worker '{}' ({}): {}", d.node, d.address, ch.status().message()));
     rk.channel = std::move(ch.value());
     json a = {{"job", job_id_},
               {"rank", r},
@@ -222,8 +258,9 @@ void Session::Setup(int64_t B, int64_t T) {
               {"num_stages", pp},
               {"num_micro_batches", c.num_micro_batches},
               {"dp_rank", rk.dp_rank},
-              {"prev_rank", rk.stage > 0 ? r - dp : -1},
-              {"next_rank", rk.stage < pp - 1 ? r + dp : -1},
+              {"tp_rank", rk.tp_rank},
+              {"prev_rank", rk.stage > 0 ? r - hop : -1},
+              {"next_rank", rk.stage < pp - 1 ? r + hop : -1},
               {"distribute_param", c.distribute_param},
               {"adamw",
                {{"lr", adamw_.lr},
@@ -235,25 +272,28 @@ void Session::Setup(int64_t B, int64_t T) {
               {"seed", options_.seed},
               {"timeout_ms", options_.timeout_ms},
               {"program", programs[rk.stage]}};
-    json group = json::array();
-    for (int k = 0; k < dp; ++k) group.push_back(rk.stage * dp + k);
-    a["dp_group"] = group;
+    json dp_group = json::array(), tp_group = json::array();
+    for (int k = 0; k < dp; ++k) dp_group.push_back(rk.stage * hop + k * tp + rk.tp_rank);
+    for (int k = 0; k < tp; ++k) tp_group.push_back(r - rk.tp_rank + k);
+    a["dp_group"] = dp_group;
+    a["tp_group"] = tp_group;
     setup.push_back({{"type", "job_setup"}, {"device", d.device}, {"assignment", a}});
     ranks_.push_back(std::move(rk));
   }
   const std::vector<json> replies = CallAll(setup);
   json peers = json::array();
-  for (int r = 0; r < world; ++r) peers.push_back({{"rank", r}, {"address", replies[r]["address"]}});
+  for (int r = 0; r < world; ++r)
+    peers.push_back({{"rank", r}, {"address", replies[r]["address"]}});
   std::vector<json> connect;
   for (int r = 0; r < world; ++r) {
-    connect.push_back({{"type", "job_connect"},
-                       {"device", client_->devices()[r].device},
-                       {"peers", peers}});
+    connect.push_back(
+        {{"type", "job_connect"}, {"device", client_->devices()[r].device}, {"peers", peers}});
   }
   CallAll(connect);
-  spdlog::info("Stage programs compiled and shipped to {} devices ({} stage(s) x {} replica(s), "
-               "{} micro-batch(es) of {})",
-               world, pp, dp, c.num_micro_batches, c.batch_per_device);
+  spdlog::info(
+      "Stage programs compiled and shipped to {} devices ({} stage(s) x {} replica(s) x TP {}, {} "
+      "micro-batch(es) of {})",
+      world, pp, dp, tp, c.num_micro_batches, c.batch_per_device);
 }
 
 double Session::ForwardBackward(const runtime::Tensor& ids_in, const runtime::Tensor& mask_in,
@@ -263,7 +303,8 @@ double Session::ForwardBackward(const runtime::Tensor& ids_in, const runtime::Te
   MOREH_CHECK(labels_in.defined(),
               "the distributed runtime trains: pass labels to the model so it returns the loss");
   if (ranks_.empty()) {
-    MOREH_CHECK(step_ == 0, "the distributed job was lost after a failure; start the program again");
+    MOREH_CHECK(step_ == 0,
+                "the distributed job was lost after a failure; start the program again");
     Setup(ids_in.size(0), ids_in.size(1));
   }
   MOREH_CHECK(ids_in.size(1) == seq_len_ && ids_in.size(0) <= batch_,
@@ -299,7 +340,9 @@ double Session::ForwardBackward(const runtime::Tensor& ids_in, const runtime::Te
   ++step_;
   double loss = 0;
   for (size_t r = 0; r < ranks_.size(); ++r) {
-    if (ranks_[r].stage == c.num_stages - 1) loss += last_step_[r].value("loss", 0.0);
+    if (ranks_[r].stage == c.num_stages - 1 && ranks_[r].tp_rank == 0) {
+      loss += last_step_[r].value("loss", 0.0);
+    }
   }
   return loss;
 }

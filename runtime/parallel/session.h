@@ -37,10 +37,15 @@ struct SessionOptions {
   std::string model_dir;  // where workers read weights (config.json + safetensors), or init
   uint64_t seed = 0;      // initialisation seed when the directory has no weights
   bool advanced_parallelization = true;
-  std::string device_size;    // empty: MOREH_DEVICE_SIZE, else the user's virtual device
-  std::string scheduler;      // empty: MOREH_SCHEDULER / recorded cluster / embedded
-  std::string local_memory;   // embedded cluster device memory; empty: MOREH_LOCAL_DEVICE_MEMORY or 1G
+  std::string device_size;  // empty: MOREH_DEVICE_SIZE, else the user's virtual device
+  std::string scheduler;    // empty: MOREH_SCHEDULER / recorded cluster / embedded
+  std::string
+      local_memory;  // embedded cluster device memory; empty: MOREH_LOCAL_DEVICE_MEMORY or 1G
   int64_t timeout_ms = 120000;
+  // A configuration to run instead of the planner's choice, as JSON {"num_stages", "tp",
+  // "num_micro_batches", "recompute", "distribute_param"[, "dp"]}; empty:
+  // MOREH_ADVANCED_PARALLELIZATION_CONFIG, else the planner chooses.
+  std::string force_config;
 };
 
 // True when the user's program should run on the cluster (see above).
@@ -84,7 +89,7 @@ class Session {
 
   struct Rank {
     int device_index = 0;  // into client devices
-    int stage = 0, dp_rank = 0;
+    int stage = 0, dp_rank = 0, tp_rank = 0;
     std::unique_ptr<client::Channel> channel;
   };
   SessionOptions options_;

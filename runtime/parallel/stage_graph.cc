@@ -11,13 +11,25 @@
 namespace moreh::parallel {
 namespace {
 
-Shape ParamShape(const models::LlamaConfig& c, const std::string& name) {
+bool EndsWith(const std::string& s, const char* suffix) {
+  const size_t n = std::char_traits<char>::length(suffix);
+  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
+}
+}  // namespace
+
+int TpShardDim(const std::string& name) {
+  for (const char* p :
+       {"q_proj.weight", "k_proj.weight", "v_proj.weight", "gate_proj.weight", "up_proj.weight"}) {
+    if (EndsWith(name, p)) return 0;
+  }
+  if (EndsWith(name, "o_proj.weight") || EndsWith(name, "down_proj.weight")) return 1;
+  return -1;
+}
+
+Shape FullParamShape(const models::LlamaConfig& c, const std::string& name) {
   const int64_t C = c.hidden_size, I = c.intermediate_size;
   const int64_t kv = c.num_key_value_heads * c.head_dim();
-  auto ends = [&](const char* suffix) {
-    const std::string s(suffix);
-    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
-  };
+  auto ends = [&](const char* suffix) { return EndsWith(name, suffix); };
   if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return {c.vocab_size, C};
   if (name == "model.norm.weight" || ends("layernorm.weight")) return {C};
   if (ends("q_proj.weight") || ends("o_proj.weight")) return {C, C};
@@ -25,6 +37,14 @@ Shape ParamShape(const models::LlamaConfig& c, const std::string& name) {
   if (ends("gate_proj.weight") || ends("up_proj.weight")) return {I, C};
   if (ends("down_proj.weight")) return {C, I};
   throw Error(fmt::format("no parameter '{}' in a Llama model", name));
+}
+
+namespace {
+Shape ParamShape(const models::LlamaConfig& c, const std::string& name, int tp) {
+  Shape s = FullParamShape(c, name);
+  const int d = TpShardDim(name);
+  if (d >= 0) s[d] /= tp;
+  return s;
 }
 
 const char* const kLayerParams[] = {
@@ -38,29 +58,33 @@ bool IsView(OpKind op) {
 
 // The decoder layer of models/llama.cc (LlamaDecoderLayer::Forward), node for node.
 int EmitDecoderLayer(ops::GraphBuilder& gb, const models::LlamaConfig& c, int x, int mask,
-                     const int* w) {
+                     const int* w, int tp) {
   const ValueInfo xi = gb.info(x);
   const int64_t B = xi.shape[0], T = xi.shape[1], D = c.head_dim();
+  const int64_t H = c.num_attention_heads / tp, Hkv = c.num_key_value_heads / tp;
+  // Megatron's f (into column-parallel projections) and g (after row-parallel ones).
+  auto f = [&](int v) { return tp > 1 ? gb.Emit1(OpKind::kTpCopy, {v}) : v; };
+  auto g = [&](int v) { return tp > 1 ? gb.Emit1(OpKind::kTpReduce, {v}) : v; };
   const Attrs lin{{"trans_a", int64_t{0}}, {"trans_b", int64_t{1}}};
   const Attrs eps{{"eps", c.rms_norm_eps}};
   const Attrs rope{
       {"theta", c.rope_theta}, {"position_offset", int64_t{0}}, {"inverse", int64_t{0}}};
   auto linear = [&](int a, int weight) { return gb.Emit1(OpKind::kMatMul, {a, weight}, lin); };
-  int h = gb.Emit1(OpKind::kRmsNorm, {x, w[0]}, eps);
-  int q = gb.Reshape(linear(h, w[1]), {B, T, c.num_attention_heads, D});
-  int k = gb.Reshape(linear(h, w[2]), {B, T, c.num_key_value_heads, D});
-  const int v = gb.Reshape(linear(h, w[3]), {B, T, c.num_key_value_heads, D});
+  int h = f(gb.Emit1(OpKind::kRmsNorm, {x, w[0]}, eps));
+  int q = gb.Reshape(linear(h, w[1]), {B, T, H, D});
+  int k = gb.Reshape(linear(h, w[2]), {B, T, Hkv, D});
+  const int v = gb.Reshape(linear(h, w[3]), {B, T, Hkv, D});
   q = gb.Emit1(OpKind::kRotary, {q}, rope);
   k = gb.Emit1(OpKind::kRotary, {k}, rope);
   std::vector<int> qkv{q, k, v};
   if (mask >= 0) qkv.push_back(mask);
   const int att = gb.Emit(OpKind::kAttention, qkv,
                           {{"causal", int64_t{1}}, {"scale", 1.0 / std::sqrt(double(D))}})[0];
-  const int a = gb.Reshape(att, {B, T, c.hidden_size});
-  const int x1 = gb.Add(x, linear(a, w[4]));
-  h = gb.Emit1(OpKind::kRmsNorm, {x1, w[5]}, eps);
+  const int a = gb.Reshape(att, {B, T, H * D});
+  const int x1 = gb.Add(x, g(linear(a, w[4])));
+  h = f(gb.Emit1(OpKind::kRmsNorm, {x1, w[5]}, eps));
   const int m = gb.Emit1(OpKind::kSwiGlu, {linear(h, w[6]), linear(h, w[7])});
-  return gb.Add(x1, linear(m, w[8]));
+  return gb.Add(x1, g(linear(m, w[8])));
 }
 
 }  // namespace
@@ -127,6 +151,11 @@ StageProgram BuildStageProgram(const StageSpec& s) {
               s.micro_batch, s.seq_len);
   MOREH_CHECK(s.recompute >= kRecomputeNone && s.recompute <= kRecomputeFull,
               "recomputation level {} (0 none, 1 selective, 2 full)", s.recompute);
+  MOREH_CHECK(s.tp >= 1 && c.num_attention_heads % s.tp == 0 && c.num_key_value_heads % s.tp == 0 &&
+                  c.intermediate_size % s.tp == 0,
+              "tensor parallelism {} must divide the heads ({}), key/value heads ({}) and the "
+              "intermediate size ({})",
+              s.tp, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size);
   MOREH_CHECK(!c.tie_word_embeddings || (s.first && s.last),
               "tied word embeddings across pipeline stages are not supported; use one stage");
   StageProgram p;
@@ -136,7 +165,7 @@ StageProgram BuildStageProgram(const StageSpec& s) {
   ops::GraphBuilder gb(&g);
   std::unordered_map<std::string, int> w;
   for (const std::string& n : p.params) {
-    const int v = g.AddInput({DType::kF32, ParamShape(c, n)}, n);
+    const int v = g.AddInput({DType::kF32, ParamShape(c, n, s.tp)}, n);
     p.param_values.push_back(v);
     w[n] = v;
   }
@@ -156,7 +185,7 @@ StageProgram BuildStageProgram(const StageSpec& s) {
   for (int l = s.first_layer; l < s.first_layer + s.num_layers; ++l) {
     int lw[9];
     for (int k = 0; k < 9; ++k) lw[k] = w.at(fmt::format("model.layers.{}.{}", l, kLayerParams[k]));
-    x = EmitDecoderLayer(gb, c, x, p.mask, lw);
+    x = EmitDecoderLayer(gb, c, x, p.mask, lw, s.tp);
   }
   if (s.last) {
     const int h =
@@ -195,7 +224,7 @@ StageProgram BuildStageProgram(const StageSpec& s) {
     if (s.recompute == kRecomputeFull) return true;
     if (s.recompute == kRecomputeSelective) {
       const OpKind op = nodes[i].op;
-      return op == OpKind::kRmsNorm || op == OpKind::kSwiGlu || IsView(op);
+      return op == OpKind::kRmsNorm || op == OpKind::kSwiGlu || op == OpKind::kTpCopy || IsView(op);
     }
     return false;
   };

@@ -36,7 +36,17 @@ struct StageSpec {
   bool first = true, last = true;
   int64_t micro_batch = 1, seq_len = 1;
   int recompute = kRecomputeNone;
+  // Tensor parallelism (Megatron-LM): each of `tp` ranks holds 1/tp of the attention heads and of
+  // the MLP's intermediate columns; tp_copy / tp_reduce (ops/tensor_parallel.cc) bracket the
+  // column- and row-parallel projections. Norms, embedding and LM head are replicated.
+  int tp = 1;
 };
+
+// How a parameter is split over tensor-parallel ranks: 0 by rows (q, k, v, gate, up: column
+// parallel), 1 by columns (o, down: row parallel), -1 replicated.
+int TpShardDim(const std::string& name);
+// The full (unsharded) shape of a Llama parameter.
+Shape FullParamShape(const models::LlamaConfig& c, const std::string& name);
 
 // A graph cut out of a larger one: which values of the source graph its inputs and outputs are.
 struct SubProgram {

@@ -12,6 +12,7 @@
 #include "runtime/io/safetensors.h"
 #include "runtime/net/base64.h"
 #include "runtime/net/tensor_codec.h"
+#include "runtime/parallel/tp_shards.h"
 
 namespace moreh::parallel {
 using json = nlohmann::json;
@@ -64,11 +65,10 @@ SubProgram SubFromJson(const json& j, const char* what) {
   s.graph = std::move(g.value());
   s.inputs = Ints(j, "inputs");
   s.outputs = Ints(j, "outputs");
-  MOREH_CHECK(s.inputs.size() == s.graph.inputs().size() &&
-                  s.outputs.size() == s.graph.outputs().size(),
-              "{} program: {} inputs / {} outputs listed for a graph with {} / {}", what,
-              s.inputs.size(), s.outputs.size(), s.graph.inputs().size(),
-              s.graph.outputs().size());
+  MOREH_CHECK(
+      s.inputs.size() == s.graph.inputs().size() && s.outputs.size() == s.graph.outputs().size(),
+      "{} program: {} inputs / {} outputs listed for a graph with {} / {}", what, s.inputs.size(),
+      s.outputs.size(), s.graph.inputs().size(), s.graph.outputs().size());
   return s;
 }
 
@@ -85,6 +85,7 @@ StageProgram ProgramFromJson(const json& j) {
   p.spec.micro_batch = Int(spec, "micro_batch");
   p.spec.seq_len = Int(spec, "seq_len");
   p.spec.recompute = static_cast<int>(Int(spec, "recompute"));
+  p.spec.tp = static_cast<int>(Int(spec, "tp"));
   p.forward = SubFromJson(Field(j, "forward"), "forward");
   p.backward = SubFromJson(Field(j, "backward"), "backward");
   const json& names = Field(j, "params");
@@ -118,7 +119,8 @@ StageProgram ProgramFromJson(const json& j) {
     if (v >= 0) known.insert(v);
   }
   for (int v : p.forward.inputs) {
-    MOREH_CHECK(known.count(v), "stage program: forward input {} is neither a parameter nor data", v);
+    MOREH_CHECK(known.count(v), "stage program: forward input {} is neither a parameter nor data",
+                v);
   }
   MOREH_CHECK(!p.forward.outputs.empty() && p.forward.outputs[0] == p.out,
               "stage program: the forward's first output must be the stage output");
@@ -149,7 +151,8 @@ json StageProgramToJson(const StageProgram& p) {
             {"last", s.last},
             {"micro_batch", s.micro_batch},
             {"seq_len", s.seq_len},
-            {"recompute", s.recompute}}},
+            {"recompute", s.recompute},
+            {"tp", s.tp}}},
           {"forward", SubToJson(p.forward)},
           {"backward", SubToJson(p.backward)},
           {"params", p.params},
@@ -183,6 +186,8 @@ json StageAssignment::ToJson() const {
           {"num_micro_batches", num_micro_batches},
           {"dp_rank", dp_rank},
           {"dp_group", dp_group},
+          {"tp_rank", tp_rank},
+          {"tp_group", tp_group},
           {"prev_rank", prev_rank},
           {"next_rank", next_rank},
           {"distribute_param", distribute_param},
@@ -209,6 +214,8 @@ StatusOr<StageAssignment> StageAssignment::FromJson(const json& j) {
     a.num_micro_batches = static_cast<int>(Int(j, "num_micro_batches"));
     a.dp_rank = static_cast<int>(Int(j, "dp_rank"));
     a.dp_group = Ints(j, "dp_group");
+    a.tp_rank = static_cast<int>(Int(j, "tp_rank"));
+    a.tp_group = Ints(j, "tp_group");
     a.prev_rank = static_cast<int>(Int(j, "prev_rank"));
     a.next_rank = static_cast<int>(Int(j, "next_rank"));
     a.distribute_param = Bool(j, "distribute_param");
@@ -220,8 +227,8 @@ StatusOr<StageAssignment> StageAssignment::FromJson(const json& j) {
     a.timeout_ms = Int(j, "timeout_ms");
     MOREH_CHECK(a.world >= 1 && a.world <= 65535 && a.rank >= 0 && a.rank < a.world,
                 "rank {} of world {}", a.rank, a.world);
-    MOREH_CHECK(a.num_stages >= 1 && a.stage >= 0 && a.stage < a.num_stages,
-                "stage {} of {}", a.stage, a.num_stages);
+    MOREH_CHECK(a.num_stages >= 1 && a.stage >= 0 && a.stage < a.num_stages, "stage {} of {}",
+                a.stage, a.num_stages);
     MOREH_CHECK(a.num_micro_batches >= 1 && a.num_micro_batches <= 4096,
                 "num_micro_batches {} (1..4096)", a.num_micro_batches);
     const int dp = static_cast<int>(a.dp_group.size());
@@ -229,9 +236,14 @@ StatusOr<StageAssignment> StageAssignment::FromJson(const json& j) {
                 "data-parallel rank {} in group of {} must be this rank ({})", a.dp_rank, dp,
                 a.rank);
     for (int r : a.dp_group) MOREH_CHECK(r >= 0 && r < a.world, "dp_group rank {} out of range", r);
+    const int tp = static_cast<int>(a.tp_group.size());
+    MOREH_CHECK(tp >= 1 && a.tp_rank >= 0 && a.tp_rank < tp && a.tp_group[a.tp_rank] == a.rank,
+                "tensor-parallel rank {} in group of {} must be this rank ({})", a.tp_rank, tp,
+                a.rank);
+    for (int r : a.tp_group) MOREH_CHECK(r >= 0 && r < a.world, "tp_group rank {} out of range", r);
     MOREH_CHECK((a.stage == 0) == (a.prev_rank < 0) &&
-                    (a.stage == a.num_stages - 1) == (a.next_rank < 0) &&
-                    a.prev_rank < a.world && a.next_rank < a.world,
+                    (a.stage == a.num_stages - 1) == (a.next_rank < 0) && a.prev_rank < a.world &&
+                    a.next_rank < a.world,
                 "stage {} of {} with previous rank {} and next rank {}", a.stage, a.num_stages,
                 a.prev_rank, a.next_rank);
     MOREH_CHECK(a.timeout_ms > 0 && a.timeout_ms <= 3600000, "timeout_ms {} (1..3600000)",
@@ -239,6 +251,9 @@ StatusOr<StageAssignment> StageAssignment::FromJson(const json& j) {
     auto p = StageProgramFromJson(Field(j, "program"));
     if (!p.ok()) return p.status();
     a.program = std::move(p.value());
+    MOREH_CHECK(a.program.spec.tp == static_cast<int>(a.tp_group.size()),
+                "the program is for tensor parallelism {}, the group has {} ranks",
+                a.program.spec.tp, a.tp_group.size());
     MOREH_CHECK(a.program.spec.first == (a.stage == 0) &&
                     a.program.spec.last == (a.stage == a.num_stages - 1),
                 "the program is not for stage {} of {}", a.stage, a.num_stages);
@@ -253,9 +268,8 @@ std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Al
   job->a_ = a;
   job->device_ = device;
   job->runner_ =
-      std::make_unique<StageRunner>(a.program, device, a.adamw,
-                                    static_cast<int>(a.dp_group.size()), a.dp_rank,
-                                    a.distribute_param);
+      std::make_unique<StageRunner>(a.program, device, a.adamw, static_cast<int>(a.dp_group.size()),
+                                    a.dp_rank, a.distribute_param);
   StageRunner& r = *job->runner_;
   const auto& names = r.param_names();
   if (!a.checkpoint_dir.empty()) {
@@ -265,11 +279,11 @@ std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Al
       // Only this stage's tensors are read, each at its offset in its file.
       auto t = reader->Read(names[i]);
       MOREH_CHECK(t.ok(), "{}", t.status().message());
+      const Shape full = FullParamShape(a.program.spec.model, names[i]);
+      MOREH_CHECK(t->shape() == full, "{}: tensor '{}' has shape {} but the model needs {}",
+                  a.checkpoint_dir, names[i], ShapeToString(t->shape()), ShapeToString(full));
       runtime::Tensor dst = r.parameter(i);
-      MOREH_CHECK(t->shape() == dst.shape(), "{}: tensor '{}' has shape {} but the model needs {}",
-                  a.checkpoint_dir, names[i], ShapeToString(t->shape()),
-                  ShapeToString(dst.shape()));
-      dst.CopyFrom(t.value());
+      dst.CopyFrom(ShardOf(t.value(), TpShardDim(names[i]), a.program.spec.tp, a.tp_rank));
     }
   } else {
     const float std = a.program.spec.model.initializer_range;
@@ -279,7 +293,8 @@ std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Al
       if (n.find("norm.weight") != std::string::npos) {
         dst.Fill(1.0);
       } else {
-        runtime::FillNormal(dst.data<float>(), 0, dst.numel(), a.seed, n, std);
+        FillNormalShard(dst, FullParamShape(a.program.spec.model, n), TpShardDim(n),
+                        a.program.spec.tp, a.tp_rank, a.seed, n, std);
       }
     }
   }
@@ -289,11 +304,16 @@ std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Al
   job->transport_ = std::move(t.value());
   job->transport_->set_abort_flag(&job->aborted_);
   const auto timeout = std::chrono::milliseconds(a.timeout_ms);
-  job->links_ = std::make_unique<UcxPipeLinks>(job->transport_.get(), a.prev_rank, a.next_rank,
-                                               timeout);
+  job->links_ =
+      std::make_unique<UcxPipeLinks>(job->transport_.get(), a.prev_rank, a.next_rank, timeout);
   if (a.dp_group.size() > 1) {
-    job->dp_ = std::make_unique<comm::RingCollectives>(job->transport_.get(), a.dp_group, 16,
-                                                       timeout);
+    job->dp_ =
+        std::make_unique<comm::RingCollectives>(job->transport_.get(), a.dp_group, 16, timeout);
+  }
+  if (a.tp_group.size() > 1) {
+    job->tp_ =
+        std::make_unique<comm::RingCollectives>(job->transport_.get(), a.tp_group, 17, timeout);
+    job->runner_->set_tensor_parallel(job->tp_.get());
   }
   return job;
 }
@@ -303,6 +323,7 @@ StageJob::~StageJob() = default;
 void StageJob::Connect(const json& peers) {
   MOREH_CHECK(peers.is_array(), "job_connect: 'peers' must be an array");
   std::set<int> want(a_.dp_group.begin(), a_.dp_group.end());
+  want.insert(a_.tp_group.begin(), a_.tp_group.end());
   want.erase(a_.rank);
   if (a_.prev_rank >= 0) want.insert(a_.prev_rank);
   if (a_.next_rank >= 0) want.insert(a_.next_rank);
@@ -374,7 +395,8 @@ json StageJob::Update(const json& m) {
 json StageJob::Save(const json& m) {
   const std::string dir = Str(m, "tmp_dir");
   DType dt;
-  MOREH_CHECK(ParseDType(Str(m, "dtype"), &dt) && IsFloating(dt), "job_save: dtype must be f32, "
+  MOREH_CHECK(ParseDType(Str(m, "dtype"), &dt) && IsFloating(dt),
+              "job_save: dtype must be f32, "
               "bf16 or f16");
   MOREH_CHECK(std::filesystem::is_directory(dir), "job_save: '{}' is not a directory", dir);
   if (a_.dp_rank != 0) return {{"file", ""}, {"tensors", json::array()}, {"bytes", 0}};
@@ -382,11 +404,15 @@ json StageJob::Save(const json& m) {
   std::vector<std::pair<std::string, runtime::Tensor>> tensors;
   int64_t bytes = 0;
   for (size_t i = 0; i < runner_->param_names().size(); ++i) {
-    tensors.emplace_back(runner_->param_names()[i], runner_->parameter(i).To(dt));
+    // Every tensor-parallel rank takes part in the gather; the first writes.
+    const std::string& n = runner_->param_names()[i];
+    runtime::Tensor full = GatherShards(tp_.get(), runner_->parameter(i), TpShardDim(n));
+    if (a_.tp_rank != 0) continue;
+    tensors.emplace_back(n, full.To(dt));
     bytes += tensors.back().second.nbytes();
   }
-  io::WriteSafetensors((std::filesystem::path(dir) / file).string(), tensors,
-                       {{"format", "pt"}})
+  if (a_.tp_rank != 0) return {{"file", ""}, {"tensors", json::array()}, {"bytes", 0}};
+  io::WriteSafetensors((std::filesystem::path(dir) / file).string(), tensors, {{"format", "pt"}})
       .ThrowIfError();
   json names = json::array();
   for (const auto& [n, t] : tensors) names.push_back(n);

@@ -30,6 +30,8 @@ struct StageAssignment {
   int stage = 0, num_stages = 1, num_micro_batches = 1;
   int dp_rank = 0;
   std::vector<int> dp_group;  // global ranks of this rank's data-parallel group, in ring order
+  int tp_rank = 0;
+  std::vector<int> tp_group;  // global ranks of this rank's tensor-parallel group ({rank}: none)
   int prev_rank = -1, next_rank = -1;
   bool distribute_param = false;
   optim::AdamWOptions adamw;
@@ -73,7 +75,7 @@ class StageJob {
   std::unique_ptr<StageRunner> runner_;
   std::unique_ptr<comm::UcxTransport> transport_;
   std::unique_ptr<UcxPipeLinks> links_;
-  std::unique_ptr<comm::RingCollectives> dp_;
+  std::unique_ptr<comm::RingCollectives> dp_, tp_;
   std::vector<std::vector<planner::ScheduleStep>> table_;  // 1F1B, every stage's row
   std::atomic<bool> aborted_{false};
 };

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "ops/op.h"
 #include "runtime/core/error.h"
 
 namespace moreh::parallel {
@@ -94,6 +95,19 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
                                     const std::vector<MicroBatch>& mbs, PipeLinks* links) {
   const StageProgram& p = program_;
   const int64_t B = p.spec.micro_batch, T = p.spec.seq_len, C = p.spec.model.hidden_size;
+  MOREH_CHECK(p.spec.tp == 1 || (tp_ != nullptr && tp_->size() == p.spec.tp),
+              "stage with tensor parallelism {} has no group of that size", p.spec.tp);
+  // tp_reduce's all-reduce for this thread, for the duration of the step.
+  struct HookScope {
+    explicit HookScope(comm::Collectives* tp) {
+      if (tp == nullptr) return;
+      ops::SetTensorParallelAllReduce([tp](float* d, int64_t n) {
+        Status s = tp->AllReduce(d, d, n, DType::kF32, comm::ReduceOp::kSum);
+        if (!s.ok()) throw Error("tensor-parallel all-reduce: " + s.message());
+      });
+    }
+    ~HookScope() { ops::SetTensorParallelAllReduce(nullptr); }
+  } hook(p.spec.tp > 1 ? tp_ : nullptr);
   double loss = 0;
   for (const planner::ScheduleStep& st : steps) {
     if (st.phase == planner::Phase::kRecompute) continue;  // inside the backward program

@@ -90,6 +90,8 @@ class StageRunner {
   // The i-th parameter (a view of the flat buffer). Write into it to load weights.
   runtime::Tensor parameter(size_t i) const;
 
+  // The tensor-parallel group whose all-reduce tp_reduce runs (nullptr: tp = 1).
+  void set_tensor_parallel(comm::Collectives* tp) { tp_ = tp; }
   // Plays `steps` (this stage's row of the table; recompute entries are part of the backward) and
   // returns the sum of the weighted losses on the last stage (0 elsewhere). Gradients accumulate.
   double RunMicroBatches(const std::vector<planner::ScheduleStep>& steps,
@@ -109,9 +111,10 @@ class StageRunner {
   bool distribute_;
   std::shared_ptr<const runtime::CompiledGraph> fwd_, bwd_;
   runtime::Executor exec_;
+  comm::Collectives* tp_ = nullptr;
   int64_t num_params_ = 0, padded_ = 0, shard_ = 0;
   std::vector<int64_t> offsets_;  // per parameter, in the flat buffers
-  std::vector<int> grad_param_;  // backward output k (after grad_out) -> parameter index
+  std::vector<int> grad_param_;   // backward output k (after grad_out) -> parameter index
   runtime::Tensor flat_params_, flat_grads_, m_, v_;
   std::vector<runtime::Tensor> params_, grads_;  // views
   std::unordered_map<int, int> param_index_;     // value id in program_.full -> parameter

@@ -36,8 +36,9 @@ class CostCache {
     if (it != cache_.end()) return it->second;
     Costs c;
     c.layer = DecoderLayerCost(job_.model, b, job_.seq_len, tp, job_.compute_dtype, cl_.device);
-    c.head = HeadCost(job_.model, b, job_.seq_len, tp, job_.compute_dtype, cl_.device);
-    c.embed = EmbeddingCost(job_.model, b, job_.seq_len, tp, job_.compute_dtype, cl_.device);
+    const int vtp = job_.vocab_parallel ? tp : 1;  // replicated embedding and head: 1
+    c.head = HeadCost(job_.model, b, job_.seq_len, vtp, job_.compute_dtype, cl_.device);
+    c.embed = EmbeddingCost(job_.model, b, job_.seq_len, vtp, job_.compute_dtype, cl_.device);
     return cache_.emplace(std::make_pair(b, tp), c).first->second;
   }
 

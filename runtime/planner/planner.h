@@ -27,6 +27,9 @@ struct TrainJob {
   // false: attention materializes the T x T probabilities (as systems without a fused flash kernel
   // do; used to model published measurements of such systems). The runtime's own kernel is fused.
   bool flash_attention = true;
+  // Tensor parallelism splits the embedding and LM head by vocabulary (Megatron-LM); false: they
+  // are replicated on every tensor-parallel rank (the CPU runtime today).
+  bool vocab_parallel = true;
 };
 
 // User limits (the reference platform's enable_advanced_parallelization options and environment).

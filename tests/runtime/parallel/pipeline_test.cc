@@ -17,6 +17,7 @@
 #include "runtime/parallel/micro_batches.h"
 #include "runtime/parallel/stage_graph.h"
 #include "runtime/parallel/stage_runner.h"
+#include "runtime/parallel/tp_shards.h"
 #include "runtime/planner/planner.h"
 
 namespace moreh::parallel {
@@ -28,8 +29,8 @@ models::LlamaConfig SmallLlama() {
   c.hidden_size = 32;
   c.intermediate_size = 48;
   c.num_hidden_layers = 4;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
+  c.num_attention_heads = 8;
+  c.num_key_value_heads = 4;  // grouped-query, and divisible by tensor parallelism 4
   return c;
 }
 
@@ -81,15 +82,15 @@ Trajectory OneDevice(const models::LlamaConfig& c, const std::vector<Batch>& bat
   return tr;
 }
 
-// Runs the candidate's configuration: rank = dp_rank + dp * stage.
+// Runs the candidate's configuration: rank = tp_rank + tp * (dp_rank + dp * stage).
 Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& cand,
                        const std::vector<Batch>& batches) {
-  const int pp = cand.num_stages, dp = cand.dp, m = cand.num_micro_batches;
-  const int world = pp * dp;
+  const int pp = cand.num_stages, dp = cand.dp, m = cand.num_micro_batches, tp = cand.tp;
+  const int world = pp * dp * tp;
   const models::LlamaForCausalLM init(c, /*seed=*/3);
   std::map<std::string, runtime::Tensor> init_w;
   for (auto& [name, p] : init.NamedParameters()) init_w[name] = p.data();
-  const auto grid = comm::CommGrid::Create(1, dp, pp).value();
+  const auto grid = comm::CommGrid::Create(tp, dp, pp).value();
   std::vector<std::unique_ptr<comm::UcxTransport>> tr;
   for (int r = 0; r < world; ++r) tr.push_back(comm::UcxTransport::Create(r).value());
   for (int r = 0; r < world; ++r) {
@@ -121,26 +122,35 @@ Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& c
         spec.micro_batch = cand.batch_per_device;
         spec.seq_len = batches[0].ids.size(1);
         spec.recompute = cand.recompute;
+        spec.tp = tp;
         StageRunner runner(BuildStageProgram(spec), nullptr, {.lr = kLr}, dp, at.dp_rank,
                            cand.distribute_param);
-        for (size_t i = 0; i < runner.param_names().size(); ++i) {
-          runner.parameter(i).CopyFrom(init_w.at(runner.param_names()[i]));
+        const auto& names = runner.param_names();
+        for (size_t i = 0; i < names.size(); ++i) {
+          runner.parameter(i).CopyFrom(
+              ShardOf(init_w.at(names[i]), TpShardDim(names[i]), tp, at.tp_rank));
         }
-        UcxPipeLinks links(tr[r].get(), s > 0 ? r - dp : -1, s < pp - 1 ? r + dp : -1,
+        const int hop = tp * dp;  // ranks between consecutive stages
+        UcxPipeLinks links(tr[r].get(), s > 0 ? r - hop : -1, s < pp - 1 ? r + hop : -1,
                            std::chrono::milliseconds(20000));
         comm::RingCollectives dpc(tr[r].get(), grid.Group(comm::Dim::kDp, r), 16,
                                   std::chrono::milliseconds(20000));
+        comm::RingCollectives tpc(tr[r].get(), grid.Group(comm::Dim::kTp, r), 17,
+                                  std::chrono::milliseconds(20000));
+        runner.set_tensor_parallel(&tpc);
         for (size_t step = 0; step < batches.size(); ++step) {
           links.set_step(static_cast<int64_t>(step));
           const double l = runner.RunMicroBatches(table[s], split[step][at.dp_rank], &links);
-          if (spec.last) losses[at.dp_rank][step] = l;
+          if (spec.last && at.tp_rank == 0) losses[at.dp_rank][step] = l;
           runner.Update(&dpc, kLr);
         }
-        if (at.dp_rank == 0) {
+        std::vector<runtime::Tensor> full;
+        for (size_t i = 0; i < names.size(); ++i) {
+          full.push_back(GatherShards(&tpc, runner.parameter(i), TpShardDim(names[i])));
+        }
+        if (at.dp_rank == 0 && at.tp_rank == 0) {
           std::lock_guard<std::mutex> lock(mu);
-          for (size_t i = 0; i < runner.param_names().size(); ++i) {
-            out.weights[runner.param_names()[i]] = runner.parameter(i).ToFloats();
-          }
+          for (size_t i = 0; i < names.size(); ++i) out.weights[names[i]] = full[i].ToFloats();
         }
       } catch (const std::exception& e) {
         std::lock_guard<std::mutex> lock(mu);
@@ -209,6 +219,9 @@ TEST(StageProgram, RejectsBadSpecs) {
   s.micro_batch = 0;
   EXPECT_THROW(BuildStageProgram(s), Error);
   s.micro_batch = 1;
+  s.tp = 3;  // does not divide the heads
+  EXPECT_THROW(BuildStageProgram(s), Error);
+  s.tp = 1;
   s.model.tie_word_embeddings = true;
   s.last = false;
   s.num_layers = 2;
@@ -231,7 +244,8 @@ TEST(SplitBatch, WeightsSumToTheOneDeviceMean) {
   EXPECT_FLOAT_EQ(s[0][0].loss_weight.ToFloats()[0], 1.0f / static_cast<float>(counted));
 }
 
-// Every candidate of the small Llama on 4 devices without tensor parallelism.
+// Every candidate of the small Llama on 4 devices: stages 1/2/4, tensor parallelism 1/2/4, data
+// parallelism, micro-batches, recomputation none/selective/full, distribute_param off/on.
 TEST(Pipeline, EveryCandidateMatchesOneDevice) {
   const models::LlamaConfig c = SmallLlama();
   const int64_t B = 8, T = 8;
@@ -252,17 +266,16 @@ TEST(Pipeline, EveryCandidateMatchesOneDevice) {
   cl.intra_node_bandwidth = 4e9;
   planner::PlannerOptions o;
   o.log = false;
-  o.max_tp = 1;
   const planner::Plan plan = planner::PlanTraining(job, cl, o);
   int run = 0;
   double worst_l = 0, worst_w = 0;
   std::set<std::pair<int, int>> shapes;
   std::set<std::tuple<int, int, int, int, bool>> seen;
   for (const planner::Candidate& cand : plan.candidates) {
-    if (!cand.feasible || cand.tp != 1) continue;
+    if (!cand.feasible) continue;
     // distribute_low_prec_param changes nothing on an all-f32 device; run each shape once.
-    if (!seen.insert({cand.num_stages, cand.dp, cand.num_micro_batches, cand.recompute,
-                      cand.distribute_param})
+    if (!seen.insert({cand.num_stages * 16 + cand.tp, cand.dp, cand.num_micro_batches,
+                      cand.recompute, cand.distribute_param})
              .second) {
       continue;
     }
@@ -287,13 +300,14 @@ TEST(Pipeline, EveryCandidateMatchesOneDevice) {
       worst_l =
           std::max(worst_l, std::abs(got.losses[i] - ref.losses[i]) / std::abs(ref.losses[i]));
     }
-    shapes.insert({cand.num_stages, cand.dp});
+    shapes.insert({cand.num_stages, cand.tp});
     ++run;
   }
   // stages {1, 2, 4} x dp x micro-batches x recomputation x distribute_param
-  EXPECT_GE(run, 30);
-  // (stages, dp) over all 4 devices.
-  EXPECT_EQ(shapes, (std::set<std::pair<int, int>>{{1, 4}, {2, 2}, {4, 1}}));
+  EXPECT_GE(run, 50);
+  // (stages, tp) over all 4 devices (data parallelism takes the rest).
+  EXPECT_EQ(shapes,
+            (std::set<std::pair<int, int>>{{1, 1}, {1, 2}, {1, 4}, {2, 1}, {2, 2}, {4, 1}}));
   std::printf("configurations run: %d; worst loss rel. error %.3g, worst weight diff %.3g\n", run,
               worst_l, worst_w);
 }

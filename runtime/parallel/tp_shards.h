@@ -1,0 +1,23 @@
+// Tensor-parallel shards of a parameter: cutting a full tensor into a rank's shard, generating a
+// shard of a seeded initialisation without the full tensor, and gathering the shards back (for a
+// checkpoint). `dim` is TpShardDim(name): 0 rows, 1 columns, -1 replicated (the whole tensor).
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "runtime/comm/collectives.h"
+#include "runtime/core/tensor.h"
+
+namespace moreh::parallel {
+
+// Rank `rank`'s shard of `full` (a compact copy; `full` itself when dim < 0 or tp == 1).
+runtime::Tensor ShardOf(const runtime::Tensor& full, int dim, int tp, int rank);
+// Writes rank's shard of runtime::FillNormal(seed, name, std) over `full` into `dst`.
+void FillNormalShard(runtime::Tensor& dst, const Shape& full, int dim, int tp, int rank,
+                     uint64_t seed, std::string_view name, float std);
+// The full tensor from every rank's shard (all ranks of `group` call it). Throws moreh::Error
+// naming the failed collective.
+runtime::Tensor GatherShards(comm::Collectives* group, const runtime::Tensor& shard, int dim);
+
+}  // namespace moreh::parallel
