@@ -3,12 +3,20 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 
 #include "cli/key_file.h"
 #include "runtime/log.h"
 #include "worker/worker_daemon.h"
 
 int main(int argc, char** argv) {
+  // Idle OpenMP threads sleep instead of spinning: the devices of one host (CPU devices of a local
+  // cluster) share its cores, and a spinning pool starves the others' kernels and skews their
+  // start-up profiles 10x. libgomp reads the variable when it loads, so set it and start again.
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    execv("/proc/self/exe", argv);  // on failure, go on as we are
+  }
   moreh::InitLogging();
   CLI::App app{"moreh-worker: serves this node's devices to the scheduler's jobs"};
   moreh::worker::WorkerConfig c;

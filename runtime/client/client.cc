@@ -120,6 +120,8 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions o) {
     if (profile.is_object()) {
       g.gemm_flops = profile.value("gemm_flops_f32", 0.0);
       g.memory_bandwidth = profile.value("memory_bandwidth", 0.0);
+      g.threads = profile.value("threads", 0);
+      g.host_cores = profile.value("host_cores", 0);
     }
     c->devices_.push_back(std::move(g));
     if (std::find(addresses.begin(), addresses.end(), d["address"].get<std::string>()) ==

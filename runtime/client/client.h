@@ -39,6 +39,7 @@ struct GrantedDevice {
   std::string kind, name;  // "cpu" / "cuda"; the device's name
   int64_t memory_bytes = 0;
   double gemm_flops = 0, memory_bandwidth = 0;  // the node's measured start-up profile (0: none)
+  int threads = 0, host_cores = 0;              // CPU threads the worker runs; its host's cores
 };
 
 class Client {

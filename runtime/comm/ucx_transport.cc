@@ -191,6 +191,11 @@ StatusOr<Request> UcxTransport::Recv(int peer, void* buf, size_t bytes, uint32_t
   return st;
 }
 
+bool UcxTransport::Completed(const Request& r) {
+  ucp_worker_progress(impl_->worker);
+  return r->done && r->status == UCS_OK;
+}
+
 Status UcxTransport::Wait(const Request& r, std::chrono::milliseconds timeout) {
   return WaitAll({r}, timeout);
 }

@@ -50,6 +50,9 @@ class UcxTransport {
   StatusOr<Request> Send(int peer, const void* buf, size_t bytes, uint32_t channel, uint32_t seq);
   StatusOr<Request> Recv(int peer, void* buf, size_t bytes, uint32_t channel, uint32_t seq);
   Status Wait(const Request& r, std::chrono::milliseconds timeout);
+  // Progresses the worker once and says whether `r` has completed successfully (a failed request
+  // reports its error from Wait/WaitAll).
+  bool Completed(const Request& r);
   // Waits for all; on failure cancels the rest and returns the first error.
   Status WaitAll(const std::vector<Request>& reqs, std::chrono::milliseconds timeout);
   // While *flag is true (set from any thread), every wait fails at once with Unavailable, so a job

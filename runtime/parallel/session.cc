@@ -104,13 +104,22 @@ planner::ClusterSpec Session::cluster() const {
   c.name = "granted virtual device";
   c.num_devices = static_cast<int>(devs.size());
   std::map<std::string, int> per_node;
+  auto host = [](const client::GrantedDevice& d) {
+    return d.address.substr(0, d.address.rfind(':'));
+  };
+  for (const auto& d : devs) per_node[host(d)]++;  // devices on one host are one node
   c.device.memory_bytes = INT64_MAX;
   double flops = 0, bw = 0;
   for (const auto& d : devs) {
-    per_node[d.node]++;
+    // CPU devices on one host share its cores (and memory bus): each gets its share of what a
+    // device measured alone.
+    double share = 1;
+    if (d.kind == "cpu" && d.host_cores > 0 && d.threads > 0) {
+      share = std::min(1.0, static_cast<double>(d.host_cores) / (per_node[host(d)] * d.threads));
+    }
     c.device.memory_bytes = std::min(c.device.memory_bytes, d.memory_bytes);
-    flops = flops == 0 ? d.gemm_flops : std::min(flops, d.gemm_flops);
-    bw = bw == 0 ? d.memory_bandwidth : std::min(bw, d.memory_bandwidth);
+    flops = flops == 0 ? d.gemm_flops * share : std::min(flops, d.gemm_flops * share);
+    bw = bw == 0 ? d.memory_bandwidth * share : std::min(bw, d.memory_bandwidth * share);
   }
   c.devices_per_node = 1;
   for (const auto& [n, k] : per_node) c.devices_per_node = std::max(c.devices_per_node, k);
@@ -181,6 +190,7 @@ void Session::Setup(int64_t B, int64_t T) {
   po.advanced_parallelization = options_.advanced_parallelization;
   po.distribute_low_prec_param = false;  // no low-precision weight copy on an f32 device
   const planner::ClusterSpec cl = cluster();
+  if (po.detailed_log > 0) spdlog::info("cluster for planning: {}", cl.ToJson());
   plan_ = planner::PlanTraining(job, cl, po);  // throws OutOfMemoryError when nothing fits
   const std::string forced = !options_.force_config.empty()
                                  ? options_.force_config
@@ -355,7 +365,7 @@ void Session::Update(double lr) {
                     {"device", client_->devices()[rk.device_index].device},
                     {"lr", lr}});
   }
-  CallAll(msgs);
+  last_update_ = CallAll(msgs);
 }
 
 void Session::Save(const std::string& dir) const {

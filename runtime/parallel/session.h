@@ -78,6 +78,9 @@ class Session {
   planner::ClusterSpec cluster() const;
   // Per rank, the last step's reply (loss, forward_s, backward_s, wait_s, peak_bytes).
   const std::vector<nlohmann::json>& last_step() const { return last_step_; }
+  // Per rank, the last optimizer step's reply (update_s, peak_bytes).
+  const std::vector<nlohmann::json>& last_update() const { return last_update_; }
+  int stage_of_rank(size_t r) const { return ranks_.at(r).stage; }
   int64_t steps() const { return step_; }
 
  private:
@@ -99,7 +102,7 @@ class Session {
   planner::Plan plan_;
   int64_t batch_ = 0, seq_len_ = 0;
   mutable std::vector<Rank> ranks_;
-  std::vector<nlohmann::json> last_step_;
+  std::vector<nlohmann::json> last_step_, last_update_;
   int64_t step_ = 0;
   uint64_t job_id_ = 0;
 };

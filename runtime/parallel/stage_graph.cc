@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <unordered_map>
 
 #include "ops/op.h"
@@ -182,11 +183,18 @@ StageProgram BuildStageProgram(const StageSpec& s) {
   }
   int x = s.first ? gb.Emit1(OpKind::kEmbedding, {w.at("model.embed_tokens.weight"), p.ids})
                   : p.activation;
+  // Decoder-layer nodes are [layer_begin, layer_end); recomputation applies to them only (the
+  // embedding and the head keep what they save, as in Megatron-LM). Each layer's output is its
+  // checkpoint under full recomputation.
+  const int layer_begin = static_cast<int>(g.nodes().size());
+  std::vector<int> checkpoints;
   for (int l = s.first_layer; l < s.first_layer + s.num_layers; ++l) {
     int lw[9];
     for (int k = 0; k < 9; ++k) lw[k] = w.at(fmt::format("model.layers.{}.{}", l, kLayerParams[k]));
     x = EmitDecoderLayer(gb, c, x, p.mask, lw, s.tp);
+    checkpoints.push_back(x);
   }
+  const int layer_end = static_cast<int>(g.nodes().size());
   if (s.last) {
     const int h =
         gb.Emit1(OpKind::kRmsNorm, {x, w.at("model.norm.weight")}, {{"eps", c.rms_norm_eps}});
@@ -220,8 +228,11 @@ StageProgram BuildStageProgram(const StageSpec& s) {
   // Cut: which forward nodes the backward program recomputes.
   const int nf = p.num_forward_nodes;
   const auto& nodes = g.nodes();
+  std::vector<char> is_checkpoint_producer(nodes.size(), 0);
+  for (int v : checkpoints) is_checkpoint_producer[g.value(v).producer] = 1;
   auto recomputable = [&](int i) {
-    if (s.recompute == kRecomputeFull) return true;
+    if (i < layer_begin || i >= layer_end) return false;
+    if (s.recompute == kRecomputeFull) return !is_checkpoint_producer[i];
     if (s.recompute == kRecomputeSelective) {
       const OpKind op = nodes[i].op;
       return op == OpKind::kRmsNorm || op == OpKind::kSwiGlu || op == OpKind::kTpCopy || IsView(op);
@@ -270,8 +281,23 @@ StageProgram BuildStageProgram(const StageSpec& s) {
     if (v != p.out) fwd_outputs.push_back(v);
   }
   for (int i = 0; i < nf; ++i) fwd_nodes.push_back(i);
-  for (size_t i = 0; i < nodes.size(); ++i) {
-    if (in_backward[i]) bwd_nodes.push_back(static_cast<int>(i));
+  // Backward order: each recomputed node just before the first backward node that needs it, so
+  // one layer's recomputed activations are alive at a time (per-layer checkpointing).
+  std::vector<char> placed(nodes.size(), 0);
+  std::function<void(int)> place = [&](int i) {
+    for (int v : nodes[i].inputs) {
+      const int pr = g.value(v).producer;
+      if (pr >= 0 && pr < nf && in_backward[pr] && !placed[pr]) {
+        placed[pr] = 1;
+        place(pr);
+        bwd_nodes.push_back(pr);
+      }
+    }
+  };
+  for (size_t i = nf; i < nodes.size(); ++i) {
+    place(static_cast<int>(i));
+    placed[i] = 1;
+    bwd_nodes.push_back(static_cast<int>(i));
   }
   p.forward = ExtractProgram(g, fwd_nodes, fwd_inputs, fwd_outputs);
   p.backward = ExtractProgram(g, bwd_nodes, bwd_inputs, bwd_outputs);

@@ -10,11 +10,13 @@
 //             weighted loss on the last) and the values the backward needs ("saved");
 //   backward: params, saved values, data inputs it reads, gradient from the next stage
 //             -> gradient for the previous stage (not on the first), parameter gradients.
-// Recomputation moves forward nodes into the backward program: full (every forward node: only the
-// stage's inputs are kept between the two) or selective (RMSNorm and SwiGLU, as the planner models
-// it). The loss weight is count(mb labels) / count(global batch labels), so the sum of the weighted
-// micro-batch losses over the pipeline and the data-parallel replicas is the one-device mean.
-// Pure functions; the result is plain data (graphs serialize to JSON).
+// Recomputation moves decoder-layer forward nodes into the backward program, each placed just
+// before the backward node that first needs it: full (per layer: only each layer's input is kept
+// between the two, and one layer's activations are recomputed at a time) or selective (RMSNorm and
+// SwiGLU, as the planner models it). The embedding and the head are not recomputed. The loss weight
+// is count(mb labels) / count(global batch labels), so the sum of the weighted micro-batch losses
+// over the pipeline and the data-parallel replicas is the one-device mean. Pure functions; the
+// result is plain data (graphs serialize to JSON).
 #pragma once
 
 #include <cstdint>
@@ -78,9 +80,9 @@ std::vector<std::string> StageParameterNames(const StageSpec& spec);
 // Throws moreh::Error for a spec that does not describe a stage of the model.
 StageProgram BuildStageProgram(const StageSpec& spec);
 
-// Extracts `nodes` (source node indices, ascending) as a graph whose inputs are `inputs` (source
-// value ids, in this order) and whose outputs are `outputs`. Throws when a node reads a value that
-// is neither an input nor produced by an earlier extracted node.
+// Extracts `nodes` (source node indices, in a topological order) as a graph whose inputs are
+// `inputs` (source value ids, in this order) and whose outputs are `outputs`. Throws when a node
+// reads a value that is neither an input nor produced by an earlier extracted node.
 SubProgram ExtractProgram(const Graph& src, const std::vector<int>& nodes,
                           const std::vector<int>& inputs, const std::vector<int>& outputs);
 

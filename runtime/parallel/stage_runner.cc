@@ -20,6 +20,16 @@ UcxPipeLinks::UcxPipeLinks(comm::UcxTransport* t, int prev_rank, int next_rank,
 
 void UcxPipeLinks::Send(int peer, uint32_t kind, int mb, const runtime::Tensor& t) {
   MOREH_CHECK(peer >= 0, "pipeline: no {} stage to send to", kind == 1 ? "next" : "previous");
+  // Completed sends release their tensors now rather than at the end of the step (errors surface
+  // in Flush).
+  for (size_t i = 0; i < pending_.size();) {
+    if (t_->Completed(pending_[i])) {
+      pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+      in_flight_.erase(in_flight_.begin() + static_cast<std::ptrdiff_t>(i));
+    } else {
+      ++i;
+    }
+  }
   auto r = t_->Send(peer, t.raw_data(), static_cast<size_t>(t.nbytes()), kind, Seq(mb));
   if (!r.ok()) throw Error("pipeline send: " + r.status().message());
   pending_.push_back(*r);
@@ -213,8 +223,9 @@ void StageRunner::Update(comm::Collectives* dp, double lr) {
     float* p_shard = P + dp_rank_ * shard_;
     kernels::cpu::AdamWStep(p_shard, m_.data<float>(), v_.data<float>(), g_shard.data<float>(),
                             shard_, hp);
-    runtime::Tensor mine = runtime::Tensor::FromData(p_shard, {shard_}, DType::kF32, alloc_);
-    check(dp->AllGather(mine.data<float>(), P, shard_, DType::kF32), "all-gather");
+    g_shard = runtime::Tensor();
+    // In place: this replica's block of P is already where the gather puts it.
+    check(dp->AllGather(p_shard, P, shard_, DType::kF32), "all-gather");
   } else {
     if (dp != nullptr && dp->size() > 1) {
       check(dp->AllReduce(G, G, padded_, DType::kF32, comm::ReduceOp::kSum), "all-reduce");

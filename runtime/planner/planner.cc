@@ -54,9 +54,23 @@ double RingAllReduce(double bytes, int n, double bw, double lat) {
   return 2.0 * (n - 1) / n * bytes / bw + 2.0 * (n - 1) * lat;
 }
 
+// A stage's peak is the larger of two phases: the training step (parameters, optimizer state,
+// activations of the micro-batches in flight, working sets) and the optimizer step (parameters,
+// optimizer state and, in the f32 runtime with distribute_param, the reduce-scattered gradient
+// shard, after the step's activations are gone). Each phase is fixed + layers x per_layer.
 struct StageMemory {
-  double per_layer;  // bytes one more layer adds to this stage
-  double fixed;      // bytes independent of the layer count
+  double per_layer;  // bytes one more layer adds to this stage (training step)
+  double fixed;      // bytes independent of the layer count (training step)
+  double update_per_layer = 0, update_fixed = 0;  // the optimizer step
+  double Peak(double layers) const {
+    return std::max(fixed + layers * per_layer, update_fixed + layers * update_per_layer);
+  }
+  // The most layers that fit in `budget` (may be negative when none does).
+  double MaxLayers(double budget) const {
+    double n = (budget - fixed) / per_layer;
+    if (update_per_layer > 0) n = std::min(n, (budget - update_fixed) / update_per_layer);
+    return n;
+  }
 };
 
 // Per-device bytes of stage s. Mixed precision: bf16 weights (2) and gradients (2), f32 master
@@ -69,7 +83,8 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
   const double w_per = c.distribute_low_prec_param ? w / dp : w;
   // Sharded gradients (ZeRO-2) with mixed precision. The f32 CPU runtime keeps the whole gradient
   // (it is what it computes in) and reduce-scatters it into a shard at the optimizer step.
-  const double g_per = !c.distribute_param ? gsz : mixed ? gsz / dp : gsz + gsz / dp;
+  const double g_per = !c.distribute_param ? gsz : mixed ? gsz / dp : gsz;
+  const double g_shard = c.distribute_param && !mixed ? gsz / dp : 0;
   const double o_per = c.distribute_param ? opt / dp : opt;
   const double per_param = w_per + g_per + o_per;
   const int p = c.num_stages;
@@ -99,12 +114,17 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
   // Gathered compute weights and the gradient bucket of one layer when sharded.
   if (c.distribute_low_prec_param) transient += static_cast<double>(k.layer.params) * w;
   if (c.distribute_param && mixed) fixed += static_cast<double>(k.layer.params) * gsz;
-  if (s == 0) fixed += static_cast<double>(k.embed.params) * per_param;
+  double stage_params = 0;  // parameters outside the decoder layers
+  if (s == 0) stage_params += static_cast<double>(k.embed.params);
   if (s == p - 1) {
-    fixed +=
-        static_cast<double>(k.head.params) * per_param + static_cast<double>(k.head.saved_bytes[0]);
+    stage_params += static_cast<double>(k.head.params);
+    fixed += static_cast<double>(k.head.saved_bytes[0]);
     transient = std::max(transient, static_cast<double>(k.head.transient_bytes));
   }
+  fixed += stage_params * per_param;
+  m.update_per_layer = static_cast<double>(k.layer.params) * (per_param + g_shard);
+  m.update_fixed =
+      static_cast<double>(cl.device.reserved_bytes) + stage_params * (per_param + g_shard);
   if (p > 1) {  // activation send/receive buffers
     fixed += 2.0 * static_cast<double>(c.batch_per_device * job.seq_len * job.model.hidden_size *
                                        DTypeSize(job.compute_dtype));
@@ -123,11 +143,11 @@ bool PartitionStages(const TrainJob& job, const ClusterSpec& cl, const Candidate
   int64_t total_max = 0;
   for (int s = 0; s < p; ++s) {
     const StageMemory m = StageBytes(job, cl, c, k, s);
-    const double room = budget - m.fixed;
-    max_layers[s] = room <= 0 ? 0 : static_cast<int>(std::min<double>(L, room / m.per_layer));
+    const double fit = m.MaxLayers(budget);
+    max_layers[s] = fit <= 0 ? 0 : static_cast<int>(std::min<double>(L, fit));
     if (max_layers[s] < 1) {
       *why = fmt::format("stage {} needs {:.2f} GiB before any layer (budget {:.2f} GiB)", s,
-                         (m.fixed + m.per_layer) / (1 << 30), budget / (1 << 30));
+                         m.Peak(1) / (1 << 30), budget / (1 << 30));
       return false;
     }
     total_max += max_layers[s];
@@ -255,7 +275,7 @@ static Candidate Evaluate(const TrainJob& job, const ClusterSpec& cl, const Plan
     for (int s = 0; s < p; ++s) {
       const StageMemory m = StageBytes(job, cl, c, k, s);
       const double n = std::ceil(static_cast<double>(job.model.num_hidden_layers) / p);
-      worst = std::max(worst, static_cast<int64_t>(m.fixed + n * m.per_layer));
+      worst = std::max(worst, static_cast<int64_t>(m.Peak(n)));
     }
     c.peak_bytes = worst;
     return c;
@@ -271,7 +291,7 @@ static Candidate Evaluate(const TrainJob& job, const ClusterSpec& cl, const Plan
     bwd[s] = layers[s] * layer_bwd + (s == 0 ? k.embed.bwd_time : 0) +
              (s == p - 1 ? k.head.bwd_time : 0);
     const StageMemory m = StageBytes(job, cl, c, k, s);
-    const int64_t bytes = static_cast<int64_t>(m.fixed + layers[s] * m.per_layer);
+    const int64_t bytes = static_cast<int64_t>(m.Peak(layers[s]));
     c.stage_peak_bytes.push_back(bytes);
     c.peak_bytes = std::max(c.peak_bytes, bytes);
     const double params = static_cast<double>(layers[s] * k.layer.params) +
