@@ -122,8 +122,10 @@ int Main(int argc, char** argv) {
       const Measured m = Run(*s, config, B, T, steps);
       int64_t worst_pred = 0, worst_meas = 0;
       double err = 0;
+      json per_rank = json::array();
       for (size_t r = 0; r < m.peak.size(); ++r) {
         const int64_t pred = s->plan().chosen.stage_peak_bytes.at(s->stage_of_rank(r));
+        per_rank.push_back({{"stage", s->stage_of_rank(r)}, {"pred", pred}, {"meas", m.peak[r]}});
         err = std::max(
             err, std::abs(static_cast<double>(pred - m.peak[r])) / static_cast<double>(m.peak[r]));
         worst_pred = std::max(worst_pred, pred);
@@ -135,6 +137,7 @@ int Main(int argc, char** argv) {
                                {"pred_peak", worst_pred},
                                {"meas_peak", worst_meas},
                                {"mem_err", err},
+                               {"ranks", per_rank},
                                {"pred_step_s", c.step_time},
                                {"meas_step_s", m.step_s}}
                               .dump()
