@@ -87,6 +87,16 @@ const OpDef& GetOpDef(OpKind op);
 using AllReduceHook = std::function<void(float* data, int64_t count)>;
 void SetTensorParallelAllReduce(AllReduceHook hook);
 
+// Parameter sharding over the calling thread's data-parallel group (distribute_low_prec_param),
+// used by dp_gather / dp_reduce_scatter; installed like the tensor-parallel hook.
+//   gather(shard, out, count):  out[dp * count] = every rank's shard[count], in rank order.
+//   reduce_scatter(in, out, count): out[count] = this rank's block of the sum of in[dp * count].
+struct DataParallelHooks {
+  std::function<void(const float* shard, float* out, int64_t count)> gather;
+  std::function<void(const float* in, float* out, int64_t count)> reduce_scatter;
+};
+void SetDataParallelHooks(DataParallelHooks hooks);
+
 // Infers `op`'s outputs, validating input count; errors name the op, its inputs and attributes.
 std::vector<ValueInfo> InferOutputs(OpKind op, const InfoList& in, const Attrs& attrs);
 Cost OpCost(const Graph& g, const Node& node);

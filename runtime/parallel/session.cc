@@ -188,7 +188,6 @@ void Session::Setup(int64_t B, int64_t T) {
   job.vocab_parallel = false;       // embedding and LM head are replicated over tensor parallelism
   planner::PlannerOptions po = planner::PlannerOptions::FromUserOptions();
   po.advanced_parallelization = options_.advanced_parallelization;
-  po.distribute_low_prec_param = false;  // no low-precision weight copy on an f32 device
   const planner::ClusterSpec cl = cluster();
   if (po.detailed_log > 0) spdlog::info("cluster for planning: {}", cl.ToJson());
   plan_ = planner::PlanTraining(job, cl, po);  // throws OutOfMemoryError when nothing fits
@@ -206,6 +205,8 @@ void Session::Setup(int64_t B, int64_t T) {
     want.num_micro_batches = f.value("num_micro_batches", 1);
     want.recompute = f.value("recompute", 0);
     want.distribute_param = f.value("distribute_param", false);
+    want.distribute_low_prec_param = f.value("distribute_low_prec_param", false);
+    want.distribute_param = want.distribute_param || want.distribute_low_prec_param;
     const int parallel = want.num_stages * want.tp;
     MOREH_CHECK(parallel > 0 && cl.num_devices % parallel == 0,
                 "the given configuration needs stages x tp ({}) to divide {} devices", parallel,
@@ -244,6 +245,7 @@ void Session::Setup(int64_t B, int64_t T) {
     spec.seq_len = T;
     spec.recompute = c.recompute;
     spec.tp = tp;
+    spec.param_shards = c.distribute_low_prec_param ? dp : 1;
     programs.push_back(StageProgramToJson(BuildStageProgram(spec)));
   }
   std::vector<json> setup;

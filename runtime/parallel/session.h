@@ -43,7 +43,8 @@ struct SessionOptions {
       local_memory;  // embedded cluster device memory; empty: MOREH_LOCAL_DEVICE_MEMORY or 1G
   int64_t timeout_ms = 120000;
   // A configuration to run instead of the planner's choice, as JSON {"num_stages", "tp",
-  // "num_micro_batches", "recompute", "distribute_param"[, "dp"]}; empty:
+  // "num_micro_batches", "recompute", "distribute_param", "distribute_low_prec_param"[, "dp"]};
+  // empty:
   // MOREH_ADVANCED_PARALLELIZATION_CONFIG, else the planner chooses.
   std::string force_config;
 };

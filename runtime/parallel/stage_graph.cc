@@ -157,6 +157,7 @@ StageProgram BuildStageProgram(const StageSpec& s) {
               "tensor parallelism {} must divide the heads ({}), key/value heads ({}) and the "
               "intermediate size ({})",
               s.tp, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size);
+  MOREH_CHECK(s.param_shards >= 1, "param_shards {} must be >= 1", s.param_shards);
   MOREH_CHECK(!c.tie_word_embeddings || (s.first && s.last),
               "tied word embeddings across pipeline stages are not supported; use one stage");
   StageProgram p;
@@ -164,12 +165,25 @@ StageProgram BuildStageProgram(const StageSpec& s) {
   p.params = StageParameterNames(s);
   Graph& g = p.full;
   ops::GraphBuilder gb(&g);
-  std::unordered_map<std::string, int> w;
+  std::unordered_map<std::string, int> inputs, gathered;
+  const int ps = s.param_shards;
   for (const std::string& n : p.params) {
-    const int v = g.AddInput({DType::kF32, ParamShape(c, n, s.tp)}, n);
+    const Shape shape = ParamShape(c, n, s.tp);
+    const int v =
+        g.AddInput({DType::kF32, ps > 1 ? Shape{(Numel(shape) + ps - 1) / ps} : shape}, n);
     p.param_values.push_back(v);
-    w[n] = v;
+    inputs[n] = v;
   }
+  // A parameter as the computation reads it: gathered where first used when sharded.
+  auto W = [&](const std::string& n) {
+    if (ps == 1) return inputs.at(n);
+    auto it = gathered.find(n);
+    if (it != gathered.end()) return it->second;
+    const int v = gb.Emit1(OpKind::kDpGather, {inputs.at(n)},
+                           {{"shape", ParamShape(c, n, s.tp)}, {"dp", int64_t{ps}}});
+    gathered[n] = v;
+    return v;
+  };
   const int64_t B = s.micro_batch, T = s.seq_len, C = c.hidden_size;
   if (s.first) {
     p.ids = g.AddInput({DType::kI64, {B, T}}, "input_ids");
@@ -181,7 +195,7 @@ StageProgram BuildStageProgram(const StageSpec& s) {
     p.labels = g.AddInput({DType::kI64, {B, T}}, "labels");
     p.loss_weight = g.AddInput({DType::kF32, {}}, "loss_weight");
   }
-  int x = s.first ? gb.Emit1(OpKind::kEmbedding, {w.at("model.embed_tokens.weight"), p.ids})
+  int x = s.first ? gb.Emit1(OpKind::kEmbedding, {W("model.embed_tokens.weight"), p.ids})
                   : p.activation;
   // Decoder-layer nodes are [layer_begin, layer_end); recomputation applies to them only (the
   // embedding and the head keep what they save, as in Megatron-LM). Each layer's output is its
@@ -190,15 +204,15 @@ StageProgram BuildStageProgram(const StageSpec& s) {
   std::vector<int> checkpoints;
   for (int l = s.first_layer; l < s.first_layer + s.num_layers; ++l) {
     int lw[9];
-    for (int k = 0; k < 9; ++k) lw[k] = w.at(fmt::format("model.layers.{}.{}", l, kLayerParams[k]));
+    for (int k = 0; k < 9; ++k) lw[k] = W(fmt::format("model.layers.{}.{}", l, kLayerParams[k]));
     x = EmitDecoderLayer(gb, c, x, p.mask, lw, s.tp);
     checkpoints.push_back(x);
   }
   const int layer_end = static_cast<int>(g.nodes().size());
   if (s.last) {
     const int h =
-        gb.Emit1(OpKind::kRmsNorm, {x, w.at("model.norm.weight")}, {{"eps", c.rms_norm_eps}});
-    const int head = w.at(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+        gb.Emit1(OpKind::kRmsNorm, {x, W("model.norm.weight")}, {{"eps", c.rms_norm_eps}});
+    const int head = W(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
     const int logits =
         gb.Emit1(OpKind::kMatMul, {h, head}, {{"trans_a", int64_t{0}}, {"trans_b", int64_t{1}}});
     const int ce = gb.Emit(
@@ -231,6 +245,7 @@ StageProgram BuildStageProgram(const StageSpec& s) {
   std::vector<char> is_checkpoint_producer(nodes.size(), 0);
   for (int v : checkpoints) is_checkpoint_producer[g.value(v).producer] = 1;
   auto recomputable = [&](int i) {
+    if (nodes[i].op == OpKind::kDpGather) return true;  // gathered again, never kept
     if (i < layer_begin || i >= layer_end) return false;
     if (s.recompute == kRecomputeFull) return !is_checkpoint_producer[i];
     if (s.recompute == kRecomputeSelective) {

@@ -42,6 +42,11 @@ struct StageSpec {
   // the MLP's intermediate columns; tp_copy / tp_reduce (ops/tensor_parallel.cc) bracket the
   // column- and row-parallel projections. Norms, embedding and LM head are replicated.
   int tp = 1;
+  // distribute_low_prec_param (ZeRO-3): each parameter is held as a 1/param_shards shard of its
+  // flattened values (zero-padded to a multiple) and gathered over the data-parallel group just
+  // before its layer runs (dp_gather, ops/data_parallel.cc), in the forward and again in the
+  // backward; its gradient arrives reduce-scattered. 1: whole parameters.
+  int param_shards = 1;
 };
 
 // How a parameter is split over tensor-parallel ranks: 0 by rows (q, k, v, gate, up: column

@@ -86,6 +86,7 @@ StageProgram ProgramFromJson(const json& j) {
   p.spec.seq_len = Int(spec, "seq_len");
   p.spec.recompute = static_cast<int>(Int(spec, "recompute"));
   p.spec.tp = static_cast<int>(Int(spec, "tp"));
+  p.spec.param_shards = static_cast<int>(Int(spec, "param_shards"));
   p.forward = SubFromJson(Field(j, "forward"), "forward");
   p.backward = SubFromJson(Field(j, "backward"), "backward");
   const json& names = Field(j, "params");
@@ -152,7 +153,8 @@ json StageProgramToJson(const StageProgram& p) {
             {"micro_batch", s.micro_batch},
             {"seq_len", s.seq_len},
             {"recompute", s.recompute},
-            {"tp", s.tp}}},
+            {"tp", s.tp},
+            {"param_shards", s.param_shards}}},
           {"forward", SubToJson(p.forward)},
           {"backward", SubToJson(p.backward)},
           {"params", p.params},
@@ -251,6 +253,10 @@ StatusOr<StageAssignment> StageAssignment::FromJson(const json& j) {
     auto p = StageProgramFromJson(Field(j, "program"));
     if (!p.ok()) return p.status();
     a.program = std::move(p.value());
+    MOREH_CHECK(a.program.spec.param_shards == 1 ||
+                    a.program.spec.param_shards == static_cast<int>(a.dp_group.size()),
+                "parameters sharded {} ways over a data-parallel group of {}",
+                a.program.spec.param_shards, a.dp_group.size());
     MOREH_CHECK(a.program.spec.tp == static_cast<int>(a.tp_group.size()),
                 "the program is for tensor parallelism {}, the group has {} ranks",
                 a.program.spec.tp, a.tp_group.size());
@@ -272,6 +278,7 @@ std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Al
                                     a.dp_rank, a.distribute_param);
   StageRunner& r = *job->runner_;
   const auto& names = r.param_names();
+  const int shards = a.program.spec.param_shards;
   if (!a.checkpoint_dir.empty()) {
     auto reader = io::CheckpointReader::Open(a.checkpoint_dir);
     reader.status().ThrowIfError();
@@ -282,20 +289,25 @@ std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Al
       const Shape full = FullParamShape(a.program.spec.model, names[i]);
       MOREH_CHECK(t->shape() == full, "{}: tensor '{}' has shape {} but the model needs {}",
                   a.checkpoint_dir, names[i], ShapeToString(t->shape()), ShapeToString(full));
-      runtime::Tensor dst = r.parameter(i);
-      dst.CopyFrom(ShardOf(t.value(), TpShardDim(names[i]), a.program.spec.tp, a.tp_rank));
+      runtime::Tensor mine = ShardOf(t.value(), TpShardDim(names[i]), a.program.spec.tp, a.tp_rank);
+      if (shards > 1) mine = FlatShardOf(mine.To(DType::kF32), shards, a.dp_rank);
+      r.parameter(i).CopyFrom(mine);
     }
   } else {
     const float std = a.program.spec.model.initializer_range;
     for (size_t i = 0; i < names.size(); ++i) {
-      runtime::Tensor dst = r.parameter(i);
       const std::string& n = names[i];
+      const Shape full = FullParamShape(a.program.spec.model, n);
+      Shape tp_shape = full;
+      if (TpShardDim(n) >= 0) tp_shape[TpShardDim(n)] /= a.program.spec.tp;
+      runtime::Tensor mine = runtime::Tensor::Empty(tp_shape, DType::kF32);
       if (n.find("norm.weight") != std::string::npos) {
-        dst.Fill(1.0);
+        mine.Fill(1.0);
       } else {
-        FillNormalShard(dst, FullParamShape(a.program.spec.model, n), TpShardDim(n),
-                        a.program.spec.tp, a.tp_rank, a.seed, n, std);
+        FillNormalShard(mine, full, TpShardDim(n), a.program.spec.tp, a.tp_rank, a.seed, n, std);
       }
+      if (shards > 1) mine = FlatShardOf(mine, shards, a.dp_rank);
+      r.parameter(i).CopyFrom(mine);
     }
   }
   job->table_ = planner::OneFOneB(a.num_stages, a.num_micro_batches, false);
@@ -309,6 +321,7 @@ std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Al
   if (a.dp_group.size() > 1) {
     job->dp_ =
         std::make_unique<comm::RingCollectives>(job->transport_.get(), a.dp_group, 16, timeout);
+    job->runner_->set_data_parallel(job->dp_.get());
   }
   if (a.tp_group.size() > 1) {
     job->tp_ =
@@ -399,19 +412,28 @@ json StageJob::Save(const json& m) {
               "job_save: dtype must be f32, "
               "bf16 or f16");
   MOREH_CHECK(std::filesystem::is_directory(dir), "job_save: '{}' is not a directory", dir);
-  if (a_.dp_rank != 0) return {{"file", ""}, {"tensors", json::array()}, {"bytes", 0}};
+  const int shards = a_.program.spec.param_shards;
+  // With sharded parameters every replica takes part in the gathers; otherwise the first replica's
+  // tensor-parallel ranks do. The first rank writes.
+  const json nothing = {{"file", ""}, {"tensors", json::array()}, {"bytes", 0}};
+  if (a_.dp_rank != 0 && shards == 1) return nothing;
   const std::string file = io::ShardFileName(a_.stage, a_.num_stages);
   std::vector<std::pair<std::string, runtime::Tensor>> tensors;
   int64_t bytes = 0;
   for (size_t i = 0; i < runner_->param_names().size(); ++i) {
-    // Every tensor-parallel rank takes part in the gather; the first writes.
     const std::string& n = runner_->param_names()[i];
-    runtime::Tensor full = GatherShards(tp_.get(), runner_->parameter(i), TpShardDim(n));
-    if (a_.tp_rank != 0) continue;
+    runtime::Tensor mine = runner_->parameter(i);
+    if (shards > 1) {
+      Shape tp_shape = FullParamShape(a_.program.spec.model, n);
+      if (TpShardDim(n) >= 0) tp_shape[TpShardDim(n)] /= a_.program.spec.tp;
+      mine = GatherFlatShards(dp_.get(), mine, tp_shape);
+    }
+    runtime::Tensor full = GatherShards(tp_.get(), mine, TpShardDim(n));
+    if (a_.tp_rank != 0 || a_.dp_rank != 0) continue;
     tensors.emplace_back(n, full.To(dt));
     bytes += tensors.back().second.nbytes();
   }
-  if (a_.tp_rank != 0) return {{"file", ""}, {"tensors", json::array()}, {"bytes", 0}};
+  if (a_.tp_rank != 0 || a_.dp_rank != 0) return nothing;
   io::WriteSafetensors((std::filesystem::path(dir) / file).string(), tensors, {{"format", "pt"}})
       .ThrowIfError();
   json names = json::array();

@@ -61,7 +61,7 @@ StageRunner::StageRunner(StageProgram program, runtime::Allocator* alloc, optim:
       adamw_(adamw),
       dp_size_(dp_size),
       dp_rank_(dp_rank),
-      distribute_(distribute && dp_size > 1),
+      distribute_(distribute && dp_size > 1 && program_.spec.param_shards == 1),
       exec_(alloc_) {
   MOREH_CHECK(dp_size >= 1 && dp_rank >= 0 && dp_rank < dp_size, "data-parallel rank {} of {}",
               dp_rank, dp_size);
@@ -118,6 +118,26 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
     }
     ~HookScope() { ops::SetTensorParallelAllReduce(nullptr); }
   } hook(p.spec.tp > 1 ? tp_ : nullptr);
+  struct ShardScope {  // dp_gather / dp_reduce_scatter for this thread
+    explicit ShardScope(comm::Collectives* dp) {
+      if (dp == nullptr) return;
+      auto check = [](Status s, const char* what) {
+        if (!s.ok()) throw Error(fmt::format("parameter {}: {}", what, s.message()));
+      };
+      ops::SetDataParallelHooks(
+          {[dp, check](const float* shard, float* out, int64_t n) {
+             check(dp->AllGather(shard, out, n, DType::kF32), "all-gather");
+           },
+           [dp, check](const float* in, float* out, int64_t n) {
+             check(dp->ReduceScatter(in, out, n, DType::kF32, comm::ReduceOp::kSum),
+                   "reduce-scatter");
+           }});
+    }
+    ~ShardScope() { ops::SetDataParallelHooks({}); }
+  } shards(p.spec.param_shards > 1 ? dp_ : nullptr);
+  MOREH_CHECK(p.spec.param_shards == 1 || (dp_ != nullptr && dp_->size() == p.spec.param_shards),
+              "stage with parameters sharded {} ways has no data-parallel group of that size",
+              p.spec.param_shards);
   double loss = 0;
   for (const planner::ScheduleStep& st : steps) {
     if (st.phase == planner::Phase::kRecompute) continue;  // inside the backward program
@@ -215,7 +235,7 @@ void StageRunner::Update(comm::Collectives* dp, double lr) {
   auto check = [](Status s, const char* what) {
     if (!s.ok()) throw Error(fmt::format("data-parallel {}: {}", what, s.message()));
   };
-  if (dp != nullptr && dp->size() > 1 && distribute_) {
+  if (dp != nullptr && dp->size() > 1 && distribute_ && program_.spec.param_shards == 1) {
     // ZeRO: each replica updates its shard of the master weights, then all share the result.
     runtime::Tensor g_shard = runtime::Tensor::Empty({shard_}, DType::kF32, alloc_);
     check(dp->ReduceScatter(G, g_shard.data<float>(), shard_, DType::kF32, comm::ReduceOp::kSum),
@@ -227,7 +247,7 @@ void StageRunner::Update(comm::Collectives* dp, double lr) {
     // In place: this replica's block of P is already where the gather puts it.
     check(dp->AllGather(p_shard, P, shard_, DType::kF32), "all-gather");
   } else {
-    if (dp != nullptr && dp->size() > 1) {
+    if (dp != nullptr && dp->size() > 1 && program_.spec.param_shards == 1) {
       check(dp->AllReduce(G, G, padded_, DType::kF32, comm::ReduceOp::kSum), "all-reduce");
     }
     kernels::cpu::AdamWStep(P, m_.data<float>(), v_.data<float>(), G, padded_, hp);

@@ -92,11 +92,14 @@ class StageRunner {
 
   // The tensor-parallel group whose all-reduce tp_reduce runs (nullptr: tp = 1).
   void set_tensor_parallel(comm::Collectives* tp) { tp_ = tp; }
+  // The data-parallel group that gathers sharded parameters (spec.param_shards > 1).
+  void set_data_parallel(comm::Collectives* dp) { dp_ = dp; }
   // Plays `steps` (this stage's row of the table; recompute entries are part of the backward) and
   // returns the sum of the weighted losses on the last stage (0 elsewhere). Gradients accumulate.
   double RunMicroBatches(const std::vector<planner::ScheduleStep>& steps,
                          const std::vector<MicroBatch>& micro_batches, PipeLinks* links);
-  // Sums the gradients over `dp` (nullptr: one replica), applies AdamW, zeroes the gradients.
+  // Sums the gradients over `dp` (nullptr: one replica; sharded parameters arrive summed), applies
+  // AdamW, zeroes the gradients.
   void Update(comm::Collectives* dp, double lr);
   void ZeroGrad();
   int64_t optimizer_steps() const { return step_; }
@@ -112,6 +115,7 @@ class StageRunner {
   std::shared_ptr<const runtime::CompiledGraph> fwd_, bwd_;
   runtime::Executor exec_;
   comm::Collectives* tp_ = nullptr;
+  comm::Collectives* dp_ = nullptr;
   int64_t num_params_ = 0, padded_ = 0, shard_ = 0;
   std::vector<int64_t> offsets_;  // per parameter, in the flat buffers
   std::vector<int> grad_param_;   // backward output k (after grad_out) -> parameter index

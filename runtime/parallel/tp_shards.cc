@@ -1,5 +1,7 @@
 #include "runtime/parallel/tp_shards.h"
 
+#include <algorithm>
+
 #include "runtime/core/error.h"
 #include "runtime/init.h"
 
@@ -43,6 +45,27 @@ runtime::Tensor GatherShards(comm::Collectives* group, const runtime::Tensor& sh
     full.Slice(1, k * c, (k + 1) * c).CopyFrom(all.Slice(0, k, k + 1).View({r, c}));
   }
   return full;
+}
+
+runtime::Tensor FlatShardOf(const runtime::Tensor& t, int parts, int rank) {
+  const runtime::Tensor flat = t.Contiguous().View({t.numel()});
+  const int64_t c = (t.numel() + parts - 1) / parts;
+  runtime::Tensor out = runtime::Tensor::Zeros({c}, DType::kF32);
+  const int64_t begin = std::min<int64_t>(t.numel(), rank * c);
+  const int64_t end = std::min<int64_t>(t.numel(), begin + c);
+  if (end > begin) out.Slice(0, 0, end - begin).CopyFrom(flat.Slice(0, begin, end));
+  return out;
+}
+
+runtime::Tensor GatherFlatShards(comm::Collectives* group, const runtime::Tensor& shard,
+                                 const Shape& shape) {
+  const int parts = group == nullptr ? 1 : group->size();
+  if (parts == 1) return shard.View(shape);
+  const int64_t c = shard.numel();
+  runtime::Tensor all = runtime::Tensor::Empty({parts * c}, DType::kF32);
+  Status s = group->AllGather(shard.Contiguous().data<float>(), all.data<float>(), c, DType::kF32);
+  if (!s.ok()) throw Error("gathering parameter shards: " + s.message());
+  return all.Slice(0, 0, Numel(shape)).Clone().View(shape);
 }
 
 }  // namespace moreh::parallel

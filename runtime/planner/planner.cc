@@ -83,8 +83,13 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
   const double w_per = c.distribute_low_prec_param ? w / dp : w;
   // Sharded gradients (ZeRO-2) with mixed precision. The f32 CPU runtime keeps the whole gradient
   // (it is what it computes in) and reduce-scatters it into a shard at the optimizer step.
-  const double g_per = !c.distribute_param ? gsz : mixed ? gsz / dp : gsz;
-  const double g_shard = c.distribute_param && !mixed ? gsz / dp : 0;
+  // With the parameters themselves sharded (distribute_low_prec_param) the gradients arrive
+  // reduce-scattered in the f32 runtime too.
+  const double g_per = !c.distribute_param                      ? gsz
+                       : (mixed || c.distribute_low_prec_param) ? gsz / dp
+                                                                : gsz;
+  const double g_shard =
+      c.distribute_param && !mixed && !c.distribute_low_prec_param ? gsz / dp : 0;
   const double o_per = c.distribute_param ? opt / dp : opt;
   const double per_param = w_per + g_per + o_per;
   const int p = c.num_stages;

@@ -8,7 +8,8 @@ device. On a local cluster of 4 such devices (moreh-run cluster up):
   2. =1: the reference's connection and auto-config log lines, the stage programs shipped, the loss
      falls; the losses equal the one-device run's (an in-process run without the cluster) within
      1e-4 relative, and the saved sharded checkpoint equals the one-device checkpoint within 1e-4.
-     A given configuration with tensor parallelism does the same.
+     Given configurations (tensor parallelism across stages; TP with parameters sharded over the
+     replicas) do the same.
   3. The checkpoint loads back: transformers.LlamaForCausalLM reads it, and a second distributed
      job resumes from it (every worker reading only its own stage's tensors).
   4. A worker killed with SIGKILL mid-step: the client names it and exits non-zero within 5 s; the
@@ -142,9 +143,15 @@ def main():
         check("AP on: the reference's log lines, in order",
               all(p >= 0 for p in pos) and pos == sorted(pos),
               [s for s, p in zip(order, pos) if p < 0])
-        chosen = re.search(r"num_stages : (\d+), num_micro_batches : (\d+)", log)
-        check("AP on: a pipeline was chosen (one stage cannot hold the model)",
-              chosen is not None and int(chosen.group(1)) > 1, chosen and chosen.group(0))
+        chosen = re.search(r"Configuration for parallelism is selected.*\n.*num_stages : (\d+), "
+                           r"num_micro_batches : (\d+), batch_per_device : (\d+), "
+                           r"(No TP|TP : (\d+)), recomputation : (\d), distribute_param : (\w+), "
+                           r"distribute_low_prec_param : (\w+)", log)
+        stages = int(chosen.group(1)) if chosen else 0
+        spread = chosen is not None and (stages > 1 or chosen.group(5) is not None or
+                                         chosen.group(8) == "true")
+        check("AP on: the model is spread (stages, TP or sharded parameters: one device cannot "
+              "hold it)", spread, chosen and chosen.group(0))
         l_on = losses(log)
         check("AP on: the loss falls", len(l_on) == 5 and l_on[-1] < l_on[0], l_on)
 
@@ -161,35 +168,42 @@ def main():
         check(f"losses equal the one-device run (worst rel. {worst:.2e})",
               len(l_on) == len(l_one) and worst <= 1e-4, (l_on, l_one))
         files = sorted(os.listdir(out_on)) if os.path.isdir(out_on) else []
-        check("AP on: sharded checkpoint (index, one file per stage, config.json)",
-              "model.safetensors.index.json" in files and "config.json" in files and
-              sum(f.startswith("model-") for f in files) == int(chosen.group(1)), files)
+        want = (["model.safetensors.index.json"] + [f"model-{i + 1:05d}-of-{stages:05d}.safetensors"
+                                                     for i in range(stages)]
+                if stages > 1 else ["model.safetensors"])
+        check("AP on: the checkpoint has one file per stage (and an index), config.json",
+              sorted(files) == sorted(want + ["config.json"]), (files, want))
         w_on, w_one = read_checkpoint(out_on), read_checkpoint(os.path.join(tmp, "one"))
         same = sorted(w_on) == sorted(w_one)
         rel, big = rel_diff(w_on, w_one) if same else (1.0, 1.0)
         check(f"checkpoint equals the one-device checkpoint (rel. {rel:.2e}, max elem. {big:.2e})",
               same and rel <= 1e-4, sorted(set(w_one) ^ set(w_on)))
 
-        # 2b. Tensor parallelism through the daemons: a given configuration (2 stages x TP 2,
-        # selective recomputation) trains like one device and saves the gathered tensors.
-        out_tp = os.path.join(tmp, "tp")
-        tp = subprocess.run(
-            train + ["--max-steps", "10", "--save-model-dir", out_tp],
-            env=dict(env, MOREH_ENABLE_ADVANCED_PARALLELIZATION="1",
-                     MOREH_ADVANCED_PARALLELIZATION_CONFIG='{"num_stages": 2, "tp": 2, '
-                     '"num_micro_batches": 2, "recompute": 1}'),
-            capture_output=True, text=True, timeout=600)
-        tlog = tp.stdout + tp.stderr
-        l_tp = losses(tlog)
-        worst = max((abs(x - y) / abs(y) for x, y in zip(l_tp, l_one)), default=1.0)
-        check(f"TP 2 x 2 stages: losses equal the one-device run (worst rel. {worst:.2e})",
-              tp.returncode == 0 and "x TP 2" in tlog and len(l_tp) == len(l_one) and
-              worst <= 1e-4, (tp.returncode, l_tp, tlog[-1500:]))
-        w_tp = read_checkpoint(out_tp) if os.path.isdir(out_tp) else {}
-        same = sorted(w_tp) == sorted(w_one)
-        rel, big = rel_diff(w_tp, w_one) if same else (1.0, 1.0)
-        check(f"TP checkpoint (gathered shards) equals the one-device one (rel. {rel:.2e}, "
-              f"max elem. {big:.2e})", same and rel <= 1e-4, sorted(set(w_one) ^ set(w_tp)))
+        # 2b. Given configurations through the daemons: tensor parallelism across 2 stages with
+        # selective recomputation, and TP with the parameters sharded over the replicas
+        # (distribute_low_prec_param); each trains like one device and saves gathered tensors.
+        for name, config in [("TP 2 x 2 stages", '{"num_stages": 2, "tp": 2, '
+                              '"num_micro_batches": 2, "recompute": 1}'),
+                             ("TP 2 x 2 replicas, sharded parameters", '{"num_stages": 1, "tp": 2, '
+                              '"num_micro_batches": 2, "distribute_low_prec_param": true}')]:
+            out_cfg = os.path.join(tmp, "cfg")
+            shutil.rmtree(out_cfg, ignore_errors=True)
+            r = subprocess.run(
+                train + ["--max-steps", "10", "--save-model-dir", out_cfg],
+                env=dict(env, MOREH_ENABLE_ADVANCED_PARALLELIZATION="1",
+                         MOREH_ADVANCED_PARALLELIZATION_CONFIG=config),
+                capture_output=True, text=True, timeout=600)
+            rlog = r.stdout + r.stderr
+            l_cfg = losses(rlog)
+            worst = max((abs(x - y) / abs(y) for x, y in zip(l_cfg, l_one)), default=1.0)
+            check(f"{name}: losses equal the one-device run (worst rel. {worst:.2e})",
+                  r.returncode == 0 and "x TP 2" in rlog and len(l_cfg) == len(l_one) and
+                  worst <= 1e-4, (r.returncode, l_cfg, rlog[-1500:]))
+            w_cfg = read_checkpoint(out_cfg) if os.path.isdir(out_cfg) else {}
+            same = sorted(w_cfg) == sorted(w_one)
+            rel, big = rel_diff(w_cfg, w_one) if same else (1.0, 1.0)
+            check(f"{name}: the checkpoint equals the one-device one (rel. {rel:.2e}, max elem. "
+                  f"{big:.2e})", same and rel <= 1e-4, sorted(set(w_one) ^ set(w_cfg)))
 
         # 3. Loads back: in transformers, and as the start of another distributed job.
         probe = ("import sys, torch, transformers\n"
@@ -209,7 +223,7 @@ def main():
             env=dict(env, MOREH_ENABLE_ADVANCED_PARALLELIZATION="1"),
             capture_output=True, text=True, timeout=300)
         l_res = losses(resume.stdout + resume.stderr)
-        check("a second job resumes from the sharded checkpoint below the first loss",
+        check("a second job resumes from the saved checkpoint below the first loss",
               resume.returncode == 0 and len(l_res) == 2 and l_res[0] < l_on[0],
               (resume.returncode, l_res, resume.stderr[-1500:]))
 

@@ -123,12 +123,17 @@ Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& c
         spec.seq_len = batches[0].ids.size(1);
         spec.recompute = cand.recompute;
         spec.tp = tp;
+        const bool zero3 = cand.distribute_low_prec_param;
+        spec.param_shards = zero3 ? dp : 1;
         StageRunner runner(BuildStageProgram(spec), nullptr, {.lr = kLr}, dp, at.dp_rank,
-                           cand.distribute_param);
+                           cand.distribute_param && !zero3);
         const auto& names = runner.param_names();
+        std::vector<Shape> tp_shapes;
         for (size_t i = 0; i < names.size(); ++i) {
-          runner.parameter(i).CopyFrom(
-              ShardOf(init_w.at(names[i]), TpShardDim(names[i]), tp, at.tp_rank));
+          runtime::Tensor t = ShardOf(init_w.at(names[i]), TpShardDim(names[i]), tp, at.tp_rank);
+          tp_shapes.push_back(t.shape());
+          if (zero3) t = FlatShardOf(t, dp, at.dp_rank);
+          runner.parameter(i).CopyFrom(t);
         }
         const int hop = tp * dp;  // ranks between consecutive stages
         UcxPipeLinks links(tr[r].get(), s > 0 ? r - hop : -1, s < pp - 1 ? r + hop : -1,
@@ -138,6 +143,7 @@ Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& c
         comm::RingCollectives tpc(tr[r].get(), grid.Group(comm::Dim::kTp, r), 17,
                                   std::chrono::milliseconds(20000));
         runner.set_tensor_parallel(&tpc);
+        runner.set_data_parallel(&dpc);
         for (size_t step = 0; step < batches.size(); ++step) {
           links.set_step(static_cast<int64_t>(step));
           const double l = runner.RunMicroBatches(table[s], split[step][at.dp_rank], &links);
@@ -146,7 +152,9 @@ Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& c
         }
         std::vector<runtime::Tensor> full;
         for (size_t i = 0; i < names.size(); ++i) {
-          full.push_back(GatherShards(&tpc, runner.parameter(i), TpShardDim(names[i])));
+          runtime::Tensor t = runner.parameter(i);
+          if (zero3) t = GatherFlatShards(&dpc, t, tp_shapes[i]);
+          full.push_back(GatherShards(&tpc, t, TpShardDim(names[i])));
         }
         if (at.dp_rank == 0 && at.tp_rank == 0) {
           std::lock_guard<std::mutex> lock(mu);
@@ -246,7 +254,8 @@ TEST(SplitBatch, WeightsSumToTheOneDeviceMean) {
 }
 
 // Every candidate of the small Llama on 4 devices: stages 1/2/4, tensor parallelism 1/2/4, data
-// parallelism, micro-batches, recomputation none/selective/full, distribute_param off/on.
+// parallelism, micro-batches, recomputation none/selective/full, distribute_param off/on and
+// distribute_low_prec_param (parameters sharded over the replicas, gathered per layer).
 TEST(Pipeline, EveryCandidateMatchesOneDevice) {
   const models::LlamaConfig c = SmallLlama();
   const int64_t B = 8, T = 8;
@@ -271,12 +280,11 @@ TEST(Pipeline, EveryCandidateMatchesOneDevice) {
   int run = 0;
   double worst_l = 0, worst_w = 0;
   std::set<std::pair<int, int>> shapes;
-  std::set<std::tuple<int, int, int, int, bool>> seen;
+  std::set<std::tuple<int, int, int, int, int>> seen;
   for (const planner::Candidate& cand : plan.candidates) {
     if (!cand.feasible) continue;
-    // distribute_low_prec_param changes nothing on an all-f32 device; run each shape once.
     if (!seen.insert({cand.num_stages * 16 + cand.tp, cand.dp, cand.num_micro_batches,
-                      cand.recompute, cand.distribute_param})
+                      cand.recompute, cand.distribute_param * 2 + cand.distribute_low_prec_param})
              .second) {
       continue;
     }
@@ -305,7 +313,7 @@ TEST(Pipeline, EveryCandidateMatchesOneDevice) {
     ++run;
   }
   // stages {1, 2, 4} x dp x micro-batches x recomputation x distribute_param
-  EXPECT_GE(run, 50);
+  EXPECT_GE(run, 80);
   // (stages, tp) over all 4 devices (data parallelism takes the rest).
   EXPECT_EQ(shapes,
             (std::set<std::pair<int, int>>{{1, 1}, {1, 2}, {1, 4}, {2, 1}, {2, 2}, {4, 1}}));
