@@ -235,18 +235,7 @@ void Session::Setup(int64_t B, int64_t T) {
   }
   std::vector<json> programs;
   for (int s = 0; s < pp; ++s) {
-    StageSpec spec;
-    spec.model = config_;
-    for (int k = 0; k < s; ++k) spec.first_layer += c.stage_layers[k];
-    spec.num_layers = c.stage_layers[s];
-    spec.first = s == 0;
-    spec.last = s == pp - 1;
-    spec.micro_batch = c.batch_per_device;
-    spec.seq_len = T;
-    spec.recompute = c.recompute;
-    spec.tp = tp;
-    spec.param_shards = c.distribute_low_prec_param ? dp : 1;
-    programs.push_back(StageProgramToJson(BuildStageProgram(spec)));
+    programs.push_back(StageProgramToJson(BuildStageProgram(StageSpecFor(config_, c, s, T))));
   }
   std::vector<json> setup;
   // rank = tp_rank + tp * (dp_rank + dp * stage): tensor-parallel peers on consecutive devices

@@ -90,6 +90,26 @@ int EmitDecoderLayer(ops::GraphBuilder& gb, const models::LlamaConfig& c, int x,
 
 }  // namespace
 
+StageSpec StageSpecFor(const models::LlamaConfig& model, const planner::Candidate& c, int stage,
+                       int64_t seq_len) {
+  MOREH_CHECK(
+      stage >= 0 && stage < c.num_stages && static_cast<int>(c.stage_layers.size()) == c.num_stages,
+      "stage {} of a candidate with {} stages ({} layer counts)", stage, c.num_stages,
+      c.stage_layers.size());
+  StageSpec spec;
+  spec.model = model;
+  for (int k = 0; k < stage; ++k) spec.first_layer += c.stage_layers[k];
+  spec.num_layers = c.stage_layers[stage];
+  spec.first = stage == 0;
+  spec.last = stage == c.num_stages - 1;
+  spec.micro_batch = c.batch_per_device;
+  spec.seq_len = seq_len;
+  spec.recompute = c.recompute;
+  spec.tp = c.tp;
+  spec.param_shards = c.distribute_low_prec_param ? c.dp : 1;
+  return spec;
+}
+
 std::vector<std::string> StageParameterNames(const StageSpec& s) {
   std::vector<std::string> names;
   if (s.first) names.push_back("model.embed_tokens.weight");

@@ -26,6 +26,7 @@
 
 #include "runtime/core/graph.h"
 #include "runtime/models/llama.h"
+#include "runtime/planner/planner.h"
 
 namespace moreh::parallel {
 
@@ -78,6 +79,11 @@ struct StageProgram {
   int grad_out = -1;             // gradient for the previous stage (-1 on the first)
   std::vector<int> param_grads;  // per parameter (-1: unused by this stage)
 };
+
+// Stage `stage` of a planner candidate (its layer split, micro-batch, recomputation, TP and
+// parameter sharding) for sequences of seq_len.
+StageSpec StageSpecFor(const models::LlamaConfig& model, const planner::Candidate& c, int stage,
+                       int64_t seq_len);
 
 // Hugging Face names of the parameters a stage owns, embedding first, in a fixed order.
 std::vector<std::string> StageParameterNames(const StageSpec& spec);

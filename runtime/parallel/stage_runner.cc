@@ -101,6 +101,16 @@ StageRunner::StageRunner(StageProgram program, runtime::Allocator* alloc, optim:
 
 runtime::Tensor StageRunner::parameter(size_t i) const { return params_.at(i); }
 
+std::vector<runtime::Tensor> StageRunner::Inputs(
+    const SubProgram& prog, const std::unordered_map<int, runtime::Tensor>& stash) const {
+  std::vector<runtime::Tensor> in;
+  for (int v : prog.inputs) {
+    auto it = param_index_.find(v);
+    in.push_back(it != param_index_.end() ? params_[it->second] : stash.at(v));
+  }
+  return in;
+}
+
 double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& steps,
                                     const std::vector<MicroBatch>& mbs, PipeLinks* links) {
   const StageProgram& p = program_;
@@ -159,13 +169,8 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
         stash[p.labels] = mb.labels;
         stash[p.loss_weight] = mb.loss_weight;
       }
-      std::vector<runtime::Tensor> in;
-      for (int v : p.forward.inputs) {
-        auto it = param_index_.find(v);
-        in.push_back(it != param_index_.end() ? params_[it->second] : stash.at(v));
-      }
       const auto t0 = clk::now();
-      std::vector<runtime::Tensor> out = exec_.Run(*fwd_, std::move(in));
+      std::vector<runtime::Tensor> out = exec_.Run(*fwd_, Inputs(p.forward, stash));
       stats_.forward_s += Since(t0);
       if (p.spec.last) {
         loss += out[0].ToFloats()[0];
@@ -191,11 +196,7 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
         stats_.wait_s += Since(t0);
         stash[p.grad_in] = g;
       }
-      std::vector<runtime::Tensor> in;
-      for (int v : p.backward.inputs) {
-        auto it = param_index_.find(v);
-        in.push_back(it != param_index_.end() ? params_[it->second] : stash.at(v));
-      }
+      std::vector<runtime::Tensor> in = Inputs(p.backward, stash);
       stash_.erase(it_stash);  // the executor frees each saved value after its last use
       const auto t0 = clk::now();
       // Each weight gradient is added into its accumulator as soon as it is final.

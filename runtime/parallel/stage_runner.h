@@ -107,6 +107,9 @@ class StageRunner {
   void ResetStats() { stats_ = StageStats(); }
 
  private:
+  // A program's inputs: parameters (views) or this micro-batch's stashed values.
+  std::vector<runtime::Tensor> Inputs(const SubProgram& prog,
+                                      const std::unordered_map<int, runtime::Tensor>& stash) const;
   StageProgram program_;
   runtime::Allocator* alloc_;
   optim::AdamWOptions adamw_;

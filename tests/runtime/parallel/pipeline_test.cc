@@ -113,18 +113,8 @@ Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& c
       try {
         const comm::GridCoord at = grid.Coord(r);
         const int s = at.pp_rank;
-        StageSpec spec;
-        spec.model = c;
-        for (int k = 0; k < s; ++k) spec.first_layer += cand.stage_layers[k];
-        spec.num_layers = cand.stage_layers[s];
-        spec.first = s == 0;
-        spec.last = s == pp - 1;
-        spec.micro_batch = cand.batch_per_device;
-        spec.seq_len = batches[0].ids.size(1);
-        spec.recompute = cand.recompute;
-        spec.tp = tp;
+        const StageSpec spec = StageSpecFor(c, cand, s, batches[0].ids.size(1));
         const bool zero3 = cand.distribute_low_prec_param;
-        spec.param_shards = zero3 ? dp : 1;
         StageRunner runner(BuildStageProgram(spec), nullptr, {.lr = kLr}, dp, at.dp_rank,
                            cand.distribute_param && !zero3);
         const auto& names = runner.param_names();
