@@ -81,7 +81,8 @@ std::string ConfigJson(const moreh::planner::Candidate& c) {
               {"dp", c.dp},
               {"num_micro_batches", c.num_micro_batches},
               {"recompute", c.recompute},
-              {"distribute_param", c.distribute_param}}
+              {"distribute_param", c.distribute_param},
+              {"distribute_low_prec_param", c.distribute_low_prec_param}}
       .dump();
 }
 

@@ -30,6 +30,11 @@ def ranks(xs):
     return r
 
 
+def zero(c):
+    """The optimizer sharding: - none, 1 distribute_param, 3 also distribute_low_prec_param."""
+    return "3" if c.get("distribute_low_prec_param") else "1" if c["distribute_param"] else "-"
+
+
 def spearman(a, b):
     ra, rb = ranks(a), ranks(b)
     n = len(a)
@@ -61,7 +66,7 @@ def main():
         for r in rows:
             c = r["config"]
             print(f"{c['num_stages']:>3} {c['tp']:>3} {c['dp']:>3} {c['num_micro_batches']:>3} "
-                  f"{c['recompute']:>3} {str(c['distribute_param']):>5} "
+                  f"{c['recompute']:>3} {zero(c):>5} "
                   f"{r['pred_peak'] / 2**20:>9.1f} {r['meas_peak'] / 2**20:>9.1f} "
                   f"{r['mem_err']:>6.3f} {r['pred_step_s']:>8.3f} {r['meas_step_s']:>8.3f}"
                   + ("  <- chosen" if r["chosen"] else ""))

@@ -117,7 +117,14 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
     transient += static_cast<double>(k.layer.saved_bytes[0] - k.layer.saved_bytes[1]) + probs;
   }
   // Gathered compute weights and the gradient bucket of one layer when sharded.
-  if (c.distribute_low_prec_param) transient += static_cast<double>(k.layer.params) * w;
+  if (c.distribute_low_prec_param) {
+    // The gathered weights of the piece running (a layer, or the embedding / head on their
+    // stages) and the gather's own buffer: about twice the piece's parameters.
+    double piece = static_cast<double>(k.layer.params);
+    if (s == 0) piece = std::max(piece, static_cast<double>(k.embed.params));
+    if (s == p - 1) piece = std::max(piece, static_cast<double>(k.head.params));
+    transient += 2.0 * piece * w;
+  }
   if (c.distribute_param && mixed) fixed += static_cast<double>(k.layer.params) * gsz;
   double stage_params = 0;  // parameters outside the decoder layers
   if (s == 0) stage_params += static_cast<double>(k.embed.params);
