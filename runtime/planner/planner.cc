@@ -310,10 +310,19 @@ static Candidate Evaluate(const TrainJob& job, const ClusterSpec& cl, const Plan
                           (s == 0 ? k.embed.params : 0) + (s == p - 1 ? k.head.params : 0);
     // Gradient reduction over DP (reduce-scatter + all-gather when sharded: the same volume);
     // modelled without overlap with the backward, which makes it an upper bound.
-    dp_max =
-        std::max(dp_max, RingAllReduce(params * (mixed ? 2 : 4), c.dp,
-                                       dp_inter ? cl.inter_node_bandwidth : cl.intra_node_bandwidth,
-                                       dp_inter ? cl.inter_node_latency : cl.intra_node_latency));
+    const double reduce =
+        RingAllReduce(params * (mixed ? 2 : 4), c.dp,
+                      dp_inter ? cl.inter_node_bandwidth : cl.intra_node_bandwidth,
+                      dp_inter ? cl.inter_node_latency : cl.intra_node_latency);
+    if (c.distribute_low_prec_param) {
+      // Sharded parameters are gathered for every micro-batch's forward and backward, and each
+      // backward reduce-scatters their gradients: three half all-reduces per micro-batch, on the
+      // pipeline's critical path; nothing is left for the optimizer step.
+      fwd[s] += 0.5 * reduce;
+      bwd[s] += 1.0 * reduce;
+    } else {
+      dp_max = std::max(dp_max, reduce);
+    }
     const double opt_params = c.distribute_param ? params / c.dp : params;
     opt_max = std::max(opt_max, opt_params * (mixed ? 30.0 : 24.0) / dev.memory_bandwidth);
   }
