@@ -1,6 +1,8 @@
 #include "worker/worker_daemon.h"
 
 #include <fmt/format.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio.hpp>
@@ -381,6 +383,18 @@ Status ClientConnection::Handle(const json& m) {
   return Status::Ok();
 }
 
+// HMAC-SHA256 of a UCX worker address under the cluster key, hex: workers vouch for the addresses
+// they hand out through clients, which do not hold the key.
+std::string AddressMac(const std::string& key, const std::string& address) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(address.data()), address.size(), md, &len);
+  std::string hex;
+  for (unsigned int i = 0; i < len; ++i) hex += fmt::format("{:02x}", md[i]);
+  return hex;
+}
+
 // Pipeline jobs (runtime/parallel/stage_job.h): job_setup builds the stage on the device's job
 // thread; job_connect / job_step / job_update / job_save run there too; job_end drops it. Replies
 // are "<type>_ok" or an error naming the problem (code OUT_OF_MEMORY when the stage does not fit).
@@ -398,10 +412,12 @@ Status ClientConnection::HandleJob(const std::string& type, const json& m, int d
     asio::post(thread, [self = shared_from_this(), a = std::move(a.value()), alloc, device] {
       try {
         std::shared_ptr<parallel::StageJob> job = parallel::StageJob::Create(a, alloc);
-        const json reply = {{"type", "job_setup_ok"},
-                            {"address", net::Base64Encode(job->address())},
-                            {"peak_bytes", alloc->peak_bytes()},
-                            {"live_bytes", alloc->live_bytes()}};
+        const json reply = {
+            {"type", "job_setup_ok"},
+            {"address", net::Base64Encode(job->address())},
+            {"address_mac", AddressMac(self->w_->config.cluster_key, job->address())},
+            {"peak_bytes", alloc->peak_bytes()},
+            {"live_bytes", alloc->live_bytes()}};
         asio::post(self->socket_.get_executor(), [self, job, device, reply] {
           self->jobs_[device] = job;
           self->Send(reply);
@@ -434,7 +450,11 @@ Status ClientConnection::HandleJob(const std::string& type, const json& m, int d
     json reply;
     try {
       if (type == "job_connect") {
-        job->Connect(m.value("peers", json()));
+        const std::string& key = self->w_->config.cluster_key;
+        job->Connect(m.value("peers", json()),
+                     [&key](const std::string& addr, const std::string& mac) {
+                       return scheduler::SecretsEqual(AddressMac(key, addr), mac);
+                     });
       } else if (type == "job_step") {
         reply = job->Step(m);
       } else if (type == "job_update") {

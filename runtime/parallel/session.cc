@@ -283,8 +283,11 @@ void Session::Setup(int64_t B, int64_t T) {
   }
   const std::vector<json> replies = CallAll(setup);
   json peers = json::array();
-  for (int r = 0; r < world; ++r)
-    peers.push_back({{"rank", r}, {"address", replies[r]["address"]}});
+  for (int r = 0; r < world; ++r) {
+    peers.push_back({{"rank", r},
+                     {"address", replies[r]["address"]},
+                     {"address_mac", replies[r].value("address_mac", std::string())}});
+  }
   std::vector<json> connect;
   for (int r = 0; r < world; ++r) {
     connect.push_back(

@@ -333,7 +333,8 @@ std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Al
 
 StageJob::~StageJob() = default;
 
-void StageJob::Connect(const json& peers) {
+void StageJob::Connect(const json& peers,
+                       const std::function<bool(const std::string&, const std::string&)>& trusted) {
   MOREH_CHECK(peers.is_array(), "job_connect: 'peers' must be an array");
   std::set<int> want(a_.dp_group.begin(), a_.dp_group.end());
   want.insert(a_.tp_group.begin(), a_.tp_group.end());
@@ -346,6 +347,9 @@ void StageJob::Connect(const json& peers) {
     MOREH_CHECK(address.ok() && address->size() >= 16 && address->size() <= 65536,
                 "job_connect: rank {}: the address is not a UCX worker address", rank);
     if (!want.count(rank)) continue;
+    MOREH_CHECK(trusted(address.value(), p.value("address_mac", std::string())),
+                "job_connect: rank {}: the address was not issued by a worker of this cluster",
+                rank);
     Status s = transport_->Connect(rank, address.value());
     MOREH_CHECK(s.ok(), "job_connect: rank {}: {}", rank, s.message());
     want.erase(rank);

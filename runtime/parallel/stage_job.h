@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -56,9 +57,13 @@ class StageJob {
 
   const std::string& address() const { return transport_->address(); }  // raw bytes
   const StageAssignment& assignment() const { return a_; }
-  // peers: [{"rank": r, "address": base64 of the UCX address}], including every rank this one
-  // talks to (others are ignored).
-  void Connect(const nlohmann::json& peers);
+  // peers: [{"rank": r, "address": base64 of the UCX address, "address_mac": ...}], including
+  // every rank this one talks to (others are ignored). `trusted(address, mac)` must accept each
+  // address before UCX sees it (the workers authenticate the addresses they hand out, so a client
+  // cannot make a worker dial arbitrary bytes).
+  void Connect(
+      const nlohmann::json& peers,
+      const std::function<bool(const std::string& address, const std::string& mac)>& trusted);
   // {"step", "micro_batches": [{"ids"?, "mask", "labels"?, "loss_weight"?}]} -> {"loss", stats}.
   nlohmann::json Step(const nlohmann::json& m);
   // {"lr"} -> {stats}: gradient reduction over the data-parallel group and AdamW.

@@ -13,9 +13,11 @@
 
 #include "runtime/comm/grid.h"
 #include "runtime/models/llama.h"
+#include "runtime/net/base64.h"
 #include "runtime/optim.h"
 #include "runtime/parallel/micro_batches.h"
 #include "runtime/parallel/stage_graph.h"
+#include "runtime/parallel/stage_job.h"
 #include "runtime/parallel/stage_runner.h"
 #include "runtime/parallel/tp_shards.h"
 #include "runtime/planner/planner.h"
@@ -309,6 +311,57 @@ TEST(Pipeline, EveryCandidateMatchesOneDevice) {
             (std::set<std::pair<int, int>>{{1, 1}, {1, 2}, {1, 4}, {2, 1}, {2, 2}, {4, 1}}));
   std::printf("configurations run: %d; worst loss rel. error %.3g, worst weight diff %.3g\n", run,
               worst_l, worst_w);
+}
+
+}  // namespace
+}  // namespace moreh::parallel
+
+namespace moreh::parallel {
+namespace {
+
+// A worker dials only UCX addresses that a worker of its cluster vouched for (the client relays
+// them and could otherwise make a daemon hand arbitrary bytes to ucp_ep_create).
+TEST(StageJob, RefusesUnvouchedPeerAddresses) {
+  StageAssignment a;
+  a.world = 2;
+  a.num_stages = 2;
+  a.stage = 0;
+  a.rank = 0;
+  a.dp_group = {0};
+  a.tp_group = {0};
+  a.next_rank = 1;
+  StageSpec s;
+  s.model = SmallLlama();
+  s.num_layers = 2;
+  s.last = false;
+  s.micro_batch = 1;
+  s.seq_len = 4;
+  a.program = BuildStageProgram(s);
+  // The assignment survives its wire format.
+  auto back = StageAssignment::FromJson(a.ToJson());
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  auto job = StageJob::Create(back.value(), nullptr);
+  auto peer = comm::UcxTransport::Create(1).value();
+  const nlohmann::json peers = {
+      {{"rank", 1}, {"address", net::Base64Encode(peer->address())}, {"address_mac", "forged"}}};
+  try {
+    job->Connect(peers, [](const std::string&, const std::string& mac) { return mac == "good"; });
+    ADD_FAILURE() << "an unvouched address was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not issued by a worker of this cluster"),
+              std::string::npos)
+        << e.what();
+  }
+  nlohmann::json ok = peers;
+  ok[0]["address_mac"] = "good";
+  EXPECT_NO_THROW(
+      job->Connect(ok, [](const std::string&, const std::string& mac) { return mac == "good"; }));
+  // A malformed assignment is refused with the field named.
+  nlohmann::json bad = a.ToJson();
+  bad["program"]["forward"]["inputs"] = "x";
+  auto r = StageAssignment::FromJson(bad);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("'inputs'"), std::string::npos) << r.status().message();
 }
 
 }  // namespace
