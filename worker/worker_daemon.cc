@@ -117,6 +117,8 @@ json MeasureProfile() {
           {"host_cores", static_cast<int>(std::thread::hardware_concurrency())}};
 }
 
+class ClientConnection;
+
 struct WorkerDaemon::Impl {
   WorkerConfig config;
   json profile;
@@ -135,7 +137,11 @@ struct WorkerDaemon::Impl {
     std::string secret;
     std::vector<int> devices;
   };
-  std::map<uint64_t, Grant> leases;                             // pushed by the scheduler
+  std::map<uint64_t, Grant> leases;  // pushed by the scheduler
+  // Connections admitted under each lease, so that a dropped lease (expired, released, or its
+  // client declared dead by the scheduler) ends their jobs. Event loop only.
+  std::multimap<uint64_t, std::weak_ptr<ClientConnection>> lease_connections;
+  void EndLeaseJobs(uint64_t lease);
   std::vector<std::unique_ptr<runtime::Allocator>> allocators;  // one per device, its capacity
   // One job thread per device: graphs and pipeline stages run there, so heartbeats never wait on
   // a job and the stages of one job on two devices of this node run side by side.
@@ -230,7 +236,9 @@ void WorkerDaemon::Impl::OnMessage(const json& m) {
     for (const auto& d : m.value("devices", json::array())) g.devices.push_back(d.get<int>());
     leases[m.value("lease", uint64_t{0})] = std::move(g);
   } else if (type == "drop_lease") {
-    leases.erase(m.value("lease", uint64_t{0}));
+    const uint64_t lease = m.value("lease", uint64_t{0});
+    leases.erase(lease);
+    EndLeaseJobs(lease);
   } else if (type == "error") {
     spdlog::error("scheduler: {}", m.value("message", std::string("?")));
     if (m.value("request", std::string()) == "heartbeat") Retry("re-registering");
@@ -254,6 +262,12 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
  public:
   ClientConnection(tcp::socket s, WorkerDaemon::Impl* w) : socket_(std::move(s)), w_(w) {}
   void Start() { Read(); }
+  // The client is gone, or its lease: its jobs stop (a stage blocked on a peer fails at once) and
+  // are dropped.
+  void EndJobs() {
+    for (auto& [d, job] : jobs_) job->Abort();
+    jobs_.clear();
+  }
 
  private:
   void Read() {
@@ -289,11 +303,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   }
   Status Handle(const json& m);
   Status HandleJob(const std::string& type, const json& m, int device);
-  // The client is gone: its jobs stop (a stage blocked on a peer fails at once) and are dropped.
-  void EndJobs() {
-    for (auto& [d, job] : jobs_) job->Abort();
-    jobs_.clear();
-  }
+
   void Reply(json m) {
     asio::post(socket_.get_executor(),
                [self = shared_from_this(), m = std::move(m)] { self->Send(m); });
@@ -324,6 +334,7 @@ Status ClientConnection::Handle(const json& m) {
       return Status::InvalidArgument("no valid lease presented");
     }
     lease_ = lease;
+    w_->lease_connections.emplace(lease, weak_from_this());
     Send({{"type", "hello_ok"}});
     return Status::Ok();
   }
@@ -472,6 +483,18 @@ Status ClientConnection::HandleJob(const std::string& type, const json& m, int d
     self->Reply(std::move(reply));
   });
   return Status::Ok();
+}
+
+void WorkerDaemon::Impl::EndLeaseJobs(uint64_t lease) {
+  auto [begin, end] = lease_connections.equal_range(lease);
+  for (auto it = begin; it != end; ++it) {
+    if (auto c = it->second.lock()) c->EndJobs();
+  }
+  lease_connections.erase(begin, end);
+  // Forget connections that are gone.
+  for (auto it = lease_connections.begin(); it != lease_connections.end();) {
+    it = it->second.expired() ? lease_connections.erase(it) : std::next(it);
+  }
 }
 
 void WorkerDaemon::Impl::AcceptClients() {

@@ -14,6 +14,8 @@ device. On a local cluster of 4 such devices (moreh-run cluster up):
      job resumes from it (every worker reading only its own stage's tensors).
   4. A worker killed with SIGKILL mid-step: the client names it and exits non-zero within 5 s; the
      other daemons keep running and the lease is released.
+  5. A client stopped (SIGSTOP) while its job holds the devices: its lease expires, the workers end
+     the job and free the memory, and the next client trains on the same devices.
 usage: check_ap_end_to_end.py --bin BUILD/bin --source REPO
 """
 import argparse
@@ -262,6 +264,58 @@ def main():
                 break
             time.sleep(0.1)
         check("worker killed: the lease is released (3 devices free)", ok, free_devices())
+        # 5. A client that stops answering (SIGSTOP) while its job holds the devices: its lease
+        # expires, the scheduler drops it, the workers end its jobs and free the devices' memory,
+        # and the next client trains on the same devices (its own scheduler, 1.5 s leases).
+        subprocess.run([run, "cluster", "down"], env=env, capture_output=True, timeout=60)
+        key = os.path.join(tmp, "key")
+        with open(key, "w") as f:
+            f.write("e2e-test-cluster-key-0123456789abcdef")
+        port_file = os.path.join(tmp, "port")
+        daemons = [subprocess.Popen(
+            [os.path.join(a.bin, "moreh-scheduler"), "--key-file", key, "--port-file", port_file,
+             "--lease-ttl-ms", "1500", "--heartbeat-ms", "200", "--dead-after-ms", "1000"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        for _ in range(100):
+            if os.path.exists(port_file) and open(port_file).read().strip():
+                break
+            time.sleep(0.05)
+        sched = "127.0.0.1:" + open(port_file).read().strip()
+        for i in range(2):
+            daemons.append(subprocess.Popen(
+                [os.path.join(a.bin, "moreh-worker"), "--scheduler", sched, "--devices",
+                 "cpu:1:256M", "--node", f"w{i}", "--key-file", key],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        # The planner's choice on 2 x 256 MiB holds most of each device, so the second job could
+        # not set up beside a job that was never ended.
+        two = dict(env, MOREH_SCHEDULER=sched, MOREH_DEVICE_SIZE="Medium",
+                   MOREH_ENABLE_ADVANCED_PARALLELIZATION="1")
+        try:
+            first = subprocess.Popen(train + ["--max-steps", "500", "--save-model-dir",
+                                              os.path.join(tmp, "stopped")],
+                                     env=two, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+            seen = ""
+            while "[Step 2/" not in seen:
+                line = first.stdout.readline()
+                if not line:
+                    break
+                seen += line
+            first.send_signal(signal.SIGSTOP)
+            time.sleep(3.0)  # two lease lifetimes
+            second = subprocess.run(train + ["--max-steps", "4",
+                                             "--save-model-dir", os.path.join(tmp, "second")],
+                                    env=two, capture_output=True, text=True, timeout=300)
+            check("a stopped client's expired lease frees its devices: the next job trains there",
+                  second.returncode == 0 and len(losses(second.stdout + second.stderr)) == 2,
+                  (second.returncode, (second.stdout + second.stderr)[-1500:]))
+            first.send_signal(signal.SIGCONT)
+            first.kill()
+            first.communicate()
+        finally:
+            for d in daemons:
+                d.kill()
+                d.wait()
     finally:
         subprocess.run([run, "cluster", "down"], env=env, capture_output=True, timeout=60)
         shutil.rmtree(tmp, ignore_errors=True)
