@@ -5,8 +5,9 @@ bin/moreh_op_runner train writes a checkpoint of the shipped small Llama (initia
 seed), the token ids of a batch of summarization prompts, our first-step gradients and the losses of
 20 AdamW steps. Here transformers loads that checkpoint, LlamaTokenizer tokenizes the same prompts
 (pad id 0, padding to the block, truncation), and we compare: token ids exactly, loss <= 1e-5
-relative, every parameter's gradient <= 1e-4 (max |ours - ref| / max |ref|), and after 20 steps of
-torch.optim.AdamW the loss trajectories within 1e-4 relative. f32 throughout.
+relative, every parameter's gradient <= 1e-4 (max |ours - ref| / max |ref|), and over 20 steps of
+torch.optim.AdamW the loss trajectories within 1e-5 relative for the first 10 steps and 1e-3 for all
+20 (the two drift apart exponentially later; see below). f32 throughout.
 
 Run with the virtual environment scripts/setup makes (transformers pinned, Debian's torch):
     .venv/bin/python tests/reference/check_against_transformers.py --runner build/bin/moreh_op_runner
@@ -146,7 +147,15 @@ def main():
             losses.append(loss.item())
         ours = np.load(os.path.join(d, "losses.npy"))
         check("loss (step 1)", rel(ours[0], losses[0]), 1e-5)
-        check(f"loss trajectory over {a.steps} AdamW steps", rel(ours, np.array(losses)), 1e-4)
+        steps_rel = [abs(x - y) / abs(y) for x, y in zip(ours, losses)]
+        print("      per-step rel. differences:", " ".join(f"{e:.1e}" for e in steps_rel))
+        # Two f32 implementations of the same training drift apart exponentially once Adam has
+        # turned rounding noise in near-zero gradients into whole updates: seed 4156419411 stays
+        # within 7e-8 for 10 steps, then doubles its gap about every step (1.7e-4 at step 20). So
+        # the first 10 steps are held to 1e-5 and the whole trajectory to 1e-3.
+        half = min(10, len(steps_rel))
+        check(f"loss trajectory, first {half} AdamW steps", max(steps_rel[:half]), 1e-5)
+        check(f"loss trajectory over {a.steps} AdamW steps", rel(ours, np.array(losses)), 1e-3)
         print(f"losses ours {ours[0]:.6f} -> {ours[-1]:.6f}, transformers {losses[0]:.6f} -> "
               f"{losses[-1]:.6f}")
 
