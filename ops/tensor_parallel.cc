@@ -10,7 +10,13 @@
 namespace moreh::ops {
 namespace {
 thread_local AllReduceHook g_all_reduce;
+
+// Both ops keep their input's shape: an f32 activation or gradient.
+std::vector<ValueInfo> SameF32(const InfoList& in, const Attrs&) {
+  MOREH_CHECK(in[0]->dtype == DType::kF32, "tensor-parallel values must be f32");
+  return {*in[0]};
 }
+}  // namespace
 
 void SetTensorParallelAllReduce(AllReduceHook hook) { g_all_reduce = std::move(hook); }
 
@@ -18,11 +24,7 @@ const OpDef kTpCopyDef = {
     .kind = OpKind::kTpCopy,
     .min_inputs = 1,
     .max_inputs = 1,
-    .infer =
-        [](const InfoList& in, const Attrs&) {
-          MOREH_CHECK(in[0]->dtype == DType::kF32, "tensor-parallel values must be f32");
-          return std::vector<ValueInfo>{*in[0]};
-        },
+    .infer = SameF32,
     .cost = [](const InfoList&, const std::vector<ValueInfo>&, const Attrs&) { return Cost{}; },
     .grad =
         [](GraphBuilder& b, const Node&, std::span<const int> g) {
@@ -36,11 +38,7 @@ const OpDef kTpReduceDef = {
     .kind = OpKind::kTpReduce,
     .min_inputs = 1,
     .max_inputs = 1,
-    .infer =
-        [](const InfoList& in, const Attrs&) {
-          MOREH_CHECK(in[0]->dtype == DType::kF32, "tensor-parallel values must be f32");
-          return std::vector<ValueInfo>{*in[0]};
-        },
+    .infer = SameF32,
     .cost =
         [](const InfoList& in, const std::vector<ValueInfo>& out, const Attrs&) {
           return Cost{static_cast<double>(Numel(in[0]->shape)), BytesOf(in, out)};

@@ -319,6 +319,16 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   std::map<int, std::shared_ptr<parallel::StageJob>> jobs_;  // by device; event loop only
 };
 
+namespace {
+// The error reply to a request that failed on a job thread; out of device memory carries
+// code OUT_OF_MEMORY (the client turns it into the reference platform's error).
+json FailureReply(const std::string& request, const std::exception& e) {
+  json r = {{"type", "error"}, {"request", request}, {"message", e.what()}};
+  if (dynamic_cast<const OutOfMemoryError*>(&e) != nullptr) r["code"] = "OUT_OF_MEMORY";
+  return r;
+}
+}  // namespace
+
 using net::DecodeTensor;
 using net::EncodeTensor;
 
@@ -381,19 +391,15 @@ Status ClientConnection::Handle(const json& m) {
           json jo = json::array();
           for (const auto& o : outs) jo.push_back(EncodeTensor(o));
           reply = {{"type", "run_graph_ok"}, {"outputs", jo}, {"peak_bytes", alloc->peak_bytes()}};
-        } catch (const OutOfMemoryError& e) {
-          reply = {{"type", "error"},
-                   {"request", "run_graph"},
-                   {"code", "OUT_OF_MEMORY"},
-                   {"message", e.what()}};
         } catch (const std::exception& e) {
-          reply = {{"type", "error"}, {"request", "run_graph"}, {"message", e.what()}};
+          reply = FailureReply("run_graph", e);
         }
         asio::post(self->socket_.get_executor(), [self, reply] { self->Send(reply); });
       });
   return Status::Ok();
 }
 
+namespace {
 // HMAC-SHA256 of a UCX worker address under the cluster key, hex: workers vouch for the addresses
 // they hand out through clients, which do not hold the key.
 std::string AddressMac(const std::string& key, const std::string& address) {
@@ -405,6 +411,7 @@ std::string AddressMac(const std::string& key, const std::string& address) {
   for (unsigned int i = 0; i < len; ++i) hex += fmt::format("{:02x}", md[i]);
   return hex;
 }
+}  // namespace
 
 // Pipeline jobs (runtime/parallel/stage_job.h): job_setup builds the stage on the device's job
 // thread; job_connect / job_step / job_update / job_save run there too; job_end drops it. Replies
@@ -433,13 +440,8 @@ Status ClientConnection::HandleJob(const std::string& type, const json& m, int d
           self->jobs_[device] = job;
           self->Send(reply);
         });
-      } catch (const OutOfMemoryError& e) {
-        self->Reply({{"type", "error"},
-                     {"request", "job_setup"},
-                     {"code", "OUT_OF_MEMORY"},
-                     {"message", e.what()}});
       } catch (const std::exception& e) {
-        self->Reply({{"type", "error"}, {"request", "job_setup"}, {"message", e.what()}});
+        self->Reply(FailureReply("job_setup", e));
       }
     });
     return Status::Ok();
@@ -474,11 +476,8 @@ Status ClientConnection::HandleJob(const std::string& type, const json& m, int d
         reply = job->Save(m);
       }
       reply["type"] = type + "_ok";
-    } catch (const OutOfMemoryError& e) {
-      reply = {
-          {"type", "error"}, {"request", type}, {"code", "OUT_OF_MEMORY"}, {"message", e.what()}};
     } catch (const std::exception& e) {
-      reply = {{"type", "error"}, {"request", type}, {"message", e.what()}};
+      reply = FailureReply(type, e);
     }
     self->Reply(std::move(reply));
   });

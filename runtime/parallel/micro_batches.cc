@@ -21,15 +21,12 @@ std::vector<std::vector<MicroBatch>> SplitBatch(const runtime::Tensor& ids,
   const runtime::Tensor L = labels.To(DType::kI64).Contiguous();
   const runtime::Tensor M = mask.defined() ? mask.To(DType::kI64).Contiguous()
                                            : runtime::Tensor::Full({B, T}, DType::kI64, 1);
+  // Labels the whole batch counts (Hugging Face's shift: position 0 scores nothing).
   const int64_t* lab = L.data<int64_t>();
-  auto counted = [&](int64_t r0, int64_t r1) {
-    int64_t n = 0;
-    for (int64_t r = r0; r < r1; ++r) {
-      for (int64_t t = 1; t < T; ++t) n += lab[r * T + t] != -100;
-    }
-    return n;
-  };
-  const double total = static_cast<double>(counted(0, B));
+  int64_t total = 0;
+  for (int64_t r = 0; r < B; ++r) {
+    for (int64_t t = 1; t < T; ++t) total += lab[r * T + t] != -100;
+  }
   std::vector<std::vector<MicroBatch>> out(dp);
   for (int r = 0; r < dp; ++r) {
     for (int j = 0; j < m; ++j) {
@@ -40,7 +37,7 @@ std::vector<std::vector<MicroBatch>> SplitBatch(const runtime::Tensor& ids,
       mb.labels = L.Slice(0, r0, r0 + b).Clone();
       // The stage sums its micro-batch's token losses; 1 / 0 makes the loss NaN, as the
       // one-device mean over no labels is.
-      const float w = static_cast<float>(1.0 / total);
+      const float w = static_cast<float>(1.0 / static_cast<double>(total));
       mb.loss_weight = runtime::Tensor::FromData(&w, {}, DType::kF32);
       out[r].push_back(std::move(mb));
     }

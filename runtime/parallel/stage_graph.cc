@@ -40,13 +40,14 @@ Shape FullParamShape(const models::LlamaConfig& c, const std::string& name) {
   throw Error(fmt::format("no parameter '{}' in a Llama model", name));
 }
 
-namespace {
-Shape ParamShape(const models::LlamaConfig& c, const std::string& name, int tp) {
+Shape TpParamShape(const models::LlamaConfig& c, const std::string& name, int tp) {
   Shape s = FullParamShape(c, name);
   const int d = TpShardDim(name);
   if (d >= 0) s[d] /= tp;
   return s;
 }
+
+namespace {
 
 const char* const kLayerParams[] = {
     "input_layernorm.weight",  "self_attn.q_proj.weight", "self_attn.k_proj.weight",
@@ -188,7 +189,7 @@ StageProgram BuildStageProgram(const StageSpec& s) {
   std::unordered_map<std::string, int> inputs, gathered;
   const int ps = s.param_shards;
   for (const std::string& n : p.params) {
-    const Shape shape = ParamShape(c, n, s.tp);
+    const Shape shape = TpParamShape(c, n, s.tp);
     const int v =
         g.AddInput({DType::kF32, ps > 1 ? Shape{(Numel(shape) + ps - 1) / ps} : shape}, n);
     p.param_values.push_back(v);
@@ -200,7 +201,7 @@ StageProgram BuildStageProgram(const StageSpec& s) {
     auto it = gathered.find(n);
     if (it != gathered.end()) return it->second;
     const int v = gb.Emit1(OpKind::kDpGather, {inputs.at(n)},
-                           {{"shape", ParamShape(c, n, s.tp)}, {"dp", int64_t{ps}}});
+                           {{"shape", TpParamShape(c, n, s.tp)}, {"dp", int64_t{ps}}});
     gathered[n] = v;
     return v;
   };

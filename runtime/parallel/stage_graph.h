@@ -53,8 +53,9 @@ struct StageSpec {
 // How a parameter is split over tensor-parallel ranks: 0 by rows (q, k, v, gate, up: column
 // parallel), 1 by columns (o, down: row parallel), -1 replicated.
 int TpShardDim(const std::string& name);
-// The full (unsharded) shape of a Llama parameter.
+// The full (unsharded) shape of a Llama parameter, and its shape on one of `tp` ranks.
 Shape FullParamShape(const models::LlamaConfig& c, const std::string& name);
+Shape TpParamShape(const models::LlamaConfig& c, const std::string& name, int tp);
 
 // A graph cut out of a larger one: which values of the source graph its inputs and outputs are.
 struct SubProgram {

@@ -298,9 +298,8 @@ std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Al
     for (size_t i = 0; i < names.size(); ++i) {
       const std::string& n = names[i];
       const Shape full = FullParamShape(a.program.spec.model, n);
-      Shape tp_shape = full;
-      if (TpShardDim(n) >= 0) tp_shape[TpShardDim(n)] /= a.program.spec.tp;
-      runtime::Tensor mine = runtime::Tensor::Empty(tp_shape, DType::kF32);
+      runtime::Tensor mine = runtime::Tensor::Empty(
+          TpParamShape(a.program.spec.model, n, a.program.spec.tp), DType::kF32);
       if (n.find("norm.weight") != std::string::npos) {
         mine.Fill(1.0);
       } else {
@@ -428,9 +427,8 @@ json StageJob::Save(const json& m) {
     const std::string& n = runner_->param_names()[i];
     runtime::Tensor mine = runner_->parameter(i);
     if (shards > 1) {
-      Shape tp_shape = FullParamShape(a_.program.spec.model, n);
-      if (TpShardDim(n) >= 0) tp_shape[TpShardDim(n)] /= a_.program.spec.tp;
-      mine = GatherFlatShards(dp_.get(), mine, tp_shape);
+      mine = GatherFlatShards(dp_.get(), mine,
+                              TpParamShape(a_.program.spec.model, n, a_.program.spec.tp));
     }
     runtime::Tensor full = GatherShards(tp_.get(), mine, TpShardDim(n));
     if (a_.tp_rank != 0 || a_.dp_rank != 0) continue;

@@ -148,6 +148,14 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
   MOREH_CHECK(p.spec.param_shards == 1 || (dp_ != nullptr && dp_->size() == p.spec.param_shards),
               "stage with parameters sharded {} ways has no data-parallel group of that size",
               p.spec.param_shards);
+  // An activation or gradient [B, T, C] from a neighbour; the wait counts as idle time.
+  auto receive = [&](void (PipeLinks::*recv)(int, runtime::Tensor*), int micro_batch) {
+    runtime::Tensor t = runtime::Tensor::Empty({B, T, C}, DType::kF32, alloc_);
+    const auto t0 = clk::now();
+    (links->*recv)(micro_batch, &t);
+    stats_.wait_s += Since(t0);
+    return t;
+  };
   double loss = 0;
   for (const planner::ScheduleStep& st : steps) {
     if (st.phase == planner::Phase::kRecompute) continue;  // inside the backward program
@@ -156,13 +164,7 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
     const MicroBatch& mb = mbs[st.micro_batch];
     if (st.phase == planner::Phase::kForward) {
       auto& stash = stash_[st.micro_batch];
-      if (p.activation >= 0) {
-        runtime::Tensor a = runtime::Tensor::Empty({B, T, C}, DType::kF32, alloc_);
-        const auto t0 = clk::now();
-        links->RecvForward(st.micro_batch, &a);
-        stats_.wait_s += Since(t0);
-        stash[p.activation] = a;
-      }
+      if (p.activation >= 0) stash[p.activation] = receive(&PipeLinks::RecvForward, st.micro_batch);
       if (p.ids >= 0) stash[p.ids] = mb.ids;
       stash[p.mask] = mb.mask;
       if (p.labels >= 0) {
@@ -189,13 +191,7 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
       MOREH_CHECK(it_stash != stash_.end(),
                   "schedule: backward of micro-batch {} before its forward", st.micro_batch);
       auto& stash = it_stash->second;
-      if (p.grad_in >= 0) {
-        runtime::Tensor g = runtime::Tensor::Empty({B, T, C}, DType::kF32, alloc_);
-        const auto t0 = clk::now();
-        links->RecvBackward(st.micro_batch, &g);
-        stats_.wait_s += Since(t0);
-        stash[p.grad_in] = g;
-      }
+      if (p.grad_in >= 0) stash[p.grad_in] = receive(&PipeLinks::RecvBackward, st.micro_batch);
       std::vector<runtime::Tensor> in = Inputs(p.backward, stash);
       stash_.erase(it_stash);  // the executor frees each saved value after its last use
       const auto t0 = clk::now();

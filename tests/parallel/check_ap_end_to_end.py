@@ -45,6 +45,17 @@ def losses(log):
     return [float(x) for x in re.findall(r"\[Step \d+/\d+\] Loss: (\S+)", log)]
 
 
+def wait_for_step(p, step):
+    """Reads a running trainer's output until it logs `step`; returns what it read."""
+    seen = ""
+    while f"[Step {step}/" not in seen:
+        line = p.stdout.readline()
+        if not line:
+            break
+        seen += line
+    return seen
+
+
 def rel_diff(a, b):
     """Worst per-tensor relative difference ||a - b|| / ||b||, and the largest element difference.
 
@@ -235,12 +246,7 @@ def main():
                                       os.path.join(tmp, "killed")],
                              env=dict(env, MOREH_ENABLE_ADVANCED_PARALLELIZATION="1"),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        seen = ""
-        while "[Step 2/" not in seen:
-            line = p.stdout.readline()
-            if not line:
-                break
-            seen += line
+        wait_for_step(p, 2)
         time.sleep(0.3)  # inside a later step
         os.kill(victim, signal.SIGKILL)
         t0 = time.time()
@@ -295,12 +301,7 @@ def main():
                                               os.path.join(tmp, "stopped")],
                                      env=two, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
-            seen = ""
-            while "[Step 2/" not in seen:
-                line = first.stdout.readline()
-                if not line:
-                    break
-                seen += line
+            wait_for_step(first, 2)
             first.send_signal(signal.SIGSTOP)
             time.sleep(3.0)  # two lease lifetimes
             second = subprocess.run(train + ["--max-steps", "4",

@@ -21,15 +21,15 @@
 #include "runtime/parallel/stage_runner.h"
 #include "runtime/parallel/tp_shards.h"
 #include "runtime/planner/planner.h"
+#include "tests/models/llama_test_util.h"
 
 namespace moreh::parallel {
 namespace {
 
+// The shared tiny Llama with 4 layers (stages 1/2/4) and 8 heads (TP 4).
 models::LlamaConfig SmallLlama() {
-  models::LlamaConfig c;
+  models::LlamaConfig c = testing::TinyLlamaConfig();
   c.vocab_size = 96;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
   c.num_hidden_layers = 4;
   c.num_attention_heads = 8;
   c.num_key_value_heads = 4;  // grouped-query, and divisible by tensor parallelism 4
