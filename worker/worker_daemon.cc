@@ -5,9 +5,12 @@
 #include <openssl/hmac.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <atomic>
 #include <boost/asio.hpp>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <functional>
 #include <map>
@@ -18,6 +21,7 @@
 #ifdef MOREH_WITH_CUDA
 #include "kernels/cuda/device_info.h"
 #endif
+#include "runtime/comm/ucx_transport.h"
 #include "runtime/core/error.h"
 #include "runtime/core/parallel.h"
 #include "runtime/executor.h"
@@ -91,30 +95,96 @@ Status WorkerConfig::Validate() const {
   return Status::Ok();
 }
 
-// The best of several short runs, so that daemons starting together on one host (which contend
-// for its cores) still report what a device achieves on its own; the planner divides a host's cores
-// among the devices that share it.
+// Seconds of CPU time this process has used.
+double ProcessCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// One-way UCX latency between two threads of this process while every core of the host is busy
+// (host_cores spinning threads): what a message between devices that share a host's cores waits
+// mid-step, when its receiver competes for a core. The median of 200 round trips; 0 when UCX
+// cannot run here.
+double MeasureLoadedLatency(int host_cores) {
+  auto a = comm::UcxTransport::Create(0);
+  auto b = comm::UcxTransport::Create(1);
+  if (!a.ok() || !b.ok()) return 0;
+  comm::UcxTransport& ta = *a.value();
+  comm::UcxTransport& tb = *b.value();
+  if (!ta.Connect(1, tb.address()).ok() || !tb.Connect(0, ta.address()).ok()) return 0;
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> load;
+  for (int i = 0; i < host_cores; ++i) {
+    load.emplace_back([&stop] {
+      volatile double x = 1;
+      while (!stop.load(std::memory_order_relaxed)) x = x * 1.0000001 + 1e-9;
+    });
+  }
+  const int rounds = 200;
+  const std::chrono::milliseconds timeout(2000);
+  std::thread echo([&] {
+    int64_t v = 0;
+    for (int i = 0; i < rounds; ++i) {
+      auto r = tb.Recv(0, &v, sizeof v, 7, static_cast<uint32_t>(i));
+      if (!r.ok() || !tb.Wait(r.value(), timeout).ok()) return;
+      auto s = tb.Send(0, &v, sizeof v, 7, static_cast<uint32_t>(i));
+      if (!s.ok() || !tb.Wait(s.value(), timeout).ok()) return;
+    }
+  });
+  std::vector<double> rtt;
+  int64_t v = 0;
+  for (int i = 0; i < rounds; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto s = ta.Send(1, &v, sizeof v, 7, static_cast<uint32_t>(i));
+    if (!s.ok() || !ta.Wait(s.value(), timeout).ok()) break;
+    auto r = ta.Recv(1, &v, sizeof v, 7, static_cast<uint32_t>(i));
+    if (!r.ok() || !ta.Wait(r.value(), timeout).ok()) break;
+    rtt.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  echo.join();
+  stop = true;
+  for (auto& t : load) t.join();
+  if (rtt.size() < static_cast<size_t>(rounds)) return 0;
+  std::nth_element(rtt.begin(), rtt.begin() + rounds / 2, rtt.end());
+  return rtt[rounds / 2] / 2;
+}
+
+// What one device achieves alone. GEMM throughput is counted per CPU second (times the threads
+// the device runs, at most the host's cores), so that daemons starting together on one host
+// (which contend for its cores while they measure) still report the speed of a device running on
+// its own; the planner shares a host's cores among the devices that compute on it at once.
 json MeasureProfile() {
   using clk = std::chrono::steady_clock;
-  const int64_t n = 384;
+  const int64_t n = 512;
+  const int host_cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   std::vector<float> a(n * n, 1.0f), b(n * n, 0.5f), c(n * n);
-  double gemm_s = 1e9;
+  double gemm_s = 1e9, gemm_cpu_s = 1e9;
   for (int i = 0; i < 8; ++i) {
     const auto t0 = clk::now();
+    const double c0 = ProcessCpuSeconds();
     kernels::cpu::Gemm(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    gemm_cpu_s = std::min(gemm_cpu_s, ProcessCpuSeconds() - c0);
     gemm_s = std::min(gemm_s, std::chrono::duration<double>(clk::now() - t0).count());
   }
+  const double flops = 2.0 * n * n * n;
+  const int threads = std::min(NumThreads(), host_cores);
+  const double gemm_flops = std::max(flops / gemm_s, flops / gemm_cpu_s * threads);
   std::vector<char> src(32 << 20, 1), dst(32 << 20);
   double copy_s = 1e9;
   for (int i = 0; i < 4; ++i) {
     const auto t0 = clk::now();
-    std::memcpy(dst.data(), src.data(), src.size());
+    // With the device's threads, as its kernels run.
+    ParallelFor(static_cast<int64_t>(src.size()), 1 << 20, [&](int64_t lo, int64_t hi) {
+      std::memcpy(dst.data() + lo, src.data() + lo, static_cast<size_t>(hi - lo));
+    });
     copy_s = std::min(copy_s, std::chrono::duration<double>(clk::now() - t0).count());
   }
-  return {{"gemm_flops_f32", 2.0 * n * n * n / gemm_s},
+  return {{"gemm_flops_f32", gemm_flops},
           {"memory_bandwidth", 2.0 * static_cast<double>(src.size()) / copy_s},
           {"threads", NumThreads()},
-          {"host_cores", static_cast<int>(std::thread::hardware_concurrency())}};
+          {"host_cores", host_cores},
+          {"loaded_latency_s", MeasureLoadedLatency(host_cores)}};
 }
 
 class ClientConnection;

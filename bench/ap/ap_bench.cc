@@ -6,6 +6,9 @@
 //     time, and whether it is the planner's choice.
 //   bubble MODEL_DIR BATCH SEQ STEPS STAGES MICRO: one pipeline (data parallelism 1) and the time
 //     each stage waits, per step, as JSON.
+//   config MODEL_DIR BATCH SEQ STEPS CONFIG_JSON: one given configuration on 4 devices.
+//   predict MODEL_DIR BATCH SEQ 0 CLUSTER_JSON_FILE: the planner alone on a saved cluster
+//     description (from the planner mode's first line): its prediction for every candidate.
 //   dp MODEL_DIR BATCH SEQ STEPS DEVICES: plain data parallelism (AP off) over DEVICES devices:
 //     tokens/s as JSON.
 // Input ids are random tokens (no padding); the model is initialised from seed 0.
@@ -95,6 +98,29 @@ int Main(int argc, char** argv) {
   const int64_t B = std::stoll(argv[3]), T = std::stoll(argv[4]);
   const int steps = std::stoi(argv[5]);
   const auto config = moreh::models::LlamaConfig::FromFile(dir + "/config.json").value();
+  if (mode == "predict") {
+    // The planner alone on a saved cluster description: what it predicts for every candidate.
+    moreh::planner::TrainJob job;
+    job.model = config;
+    job.global_batch = B;
+    job.seq_len = T;
+    job.compute_dtype = moreh::DType::kF32;
+    job.vocab_parallel = false;
+    const auto cl = moreh::planner::ClusterSpec::FromFile(argv[6]).value();
+    moreh::planner::PlannerOptions po;
+    po.log = false;
+    const auto plan = moreh::planner::PlanTraining(job, cl, po);
+    for (const auto& c : plan.candidates) {
+      if (!c.feasible) continue;
+      std::printf("%s\n", json{{"config", json::parse(ConfigJson(c))},
+                               {"chosen", ConfigJson(c) == ConfigJson(plan.chosen)},
+                               {"pred_peak", c.peak_bytes},
+                               {"pred_step_s", c.step_time}}
+                              .dump()
+                              .c_str());
+    }
+    return 0;
+  }
   moreh::client::LocalClusterConfig lc;
   lc.num_workers = mode == "bubble" ? std::stoi(argv[6]) : 4;
   if (mode == "dp") lc.num_workers = std::stoi(argv[6]);
@@ -112,6 +138,8 @@ int Main(int argc, char** argv) {
       auto s = moreh::parallel::Session::Open(so, config);
       Measured m = Run(*s, config, B, T, steps);
       chosen = s->plan().chosen;
+      // What the planner was told about the devices (for `ap_bench predict`).
+      std::printf("%s\n", json{{"cluster", json::parse(s->cluster().ToJson())}}.dump().c_str());
       for (const auto& c : s->plan().candidates) {
         if (c.feasible) cands.push_back(c);
       }
@@ -162,6 +190,19 @@ int Main(int argc, char** argv) {
                              {"step_s", m.step_s},
                              {"wait_s", m.wait},
                              {"busy_s", m.busy}}
+                            .dump()
+                            .c_str());
+    return 0;
+  }
+  if (mode ==
+      "config") {  // one given configuration (JSON as MOREH_ADVANCED_PARALLELIZATION_CONFIG)
+    so.force_config = argv[6];
+    auto s = moreh::parallel::Session::Open(so, config);
+    const Measured m = Run(*s, config, B, T, steps);
+    std::printf("%s\n", json{{"cluster", json::parse(s->cluster().ToJson())}}.dump().c_str());
+    std::printf("%s\n", json{{"config", json::parse(argv[6])},
+                             {"pred_step_s", s->plan().chosen.step_time},
+                             {"meas_step_s", m.step_s}}
                             .dump()
                             .c_str());
     return 0;

@@ -117,11 +117,16 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions o) {
     g.name = d.value("name", std::string());
     g.memory_bytes = d.value("memory_bytes", int64_t{0});
     const json profile = d.value("profile", json::object());
-    if (profile.is_object()) {
-      g.gemm_flops = profile.value("gemm_flops_f32", 0.0);
-      g.memory_bandwidth = profile.value("memory_bandwidth", 0.0);
-      g.threads = profile.value("threads", 0);
-      g.host_cores = profile.value("host_cores", 0);
+    if (profile.is_object()) {  // what a worker reports: numbers, or 0 (unknown)
+      auto num = [&](const char* key) {
+        const auto it = profile.find(key);
+        return it != profile.end() && it->is_number() ? it->get<double>() : 0.0;
+      };
+      g.gemm_flops = num("gemm_flops_f32");
+      g.memory_bandwidth = num("memory_bandwidth");
+      g.threads = static_cast<int>(num("threads"));
+      g.host_cores = static_cast<int>(num("host_cores"));
+      g.loaded_latency = num("loaded_latency_s");
     }
     c->devices_.push_back(std::move(g));
     if (std::find(addresses.begin(), addresses.end(), d["address"].get<std::string>()) ==

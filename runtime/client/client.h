@@ -40,6 +40,7 @@ struct GrantedDevice {
   int64_t memory_bytes = 0;
   double gemm_flops = 0, memory_bandwidth = 0;  // the node's measured start-up profile (0: none)
   int threads = 0, host_cores = 0;              // CPU threads the worker runs; its host's cores
+  double loaded_latency = 0;  // s, one-way UCX latency on the node while its cores are all busy
 };
 
 class Client {

@@ -109,18 +109,20 @@ planner::ClusterSpec Session::cluster() const {
   };
   for (const auto& d : devs) per_node[host(d)]++;  // devices on one host are one node
   c.device.memory_bytes = INT64_MAX;
-  double flops = 0, bw = 0;
+  double flops = 0, bw = 0, concurrency = 0, loaded_latency = 0;
   for (const auto& d : devs) {
-    // CPU devices on one host share its cores (and memory bus): each gets its share of what a
-    // device measured alone.
-    double share = 1;
+    // CPU devices on one host share its cores (and memory bus): the profile is what a device
+    // achieves alone; host cores / threads of them compute at that speed at once.
     if (d.kind == "cpu" && d.host_cores > 0 && d.threads > 0) {
-      share = std::min(1.0, static_cast<double>(d.host_cores) / (per_node[host(d)] * d.threads));
+      const double conc = static_cast<double>(d.host_cores) / d.threads;
+      concurrency = concurrency == 0 ? conc : std::min(concurrency, conc);
     }
+    loaded_latency = std::max(loaded_latency, d.loaded_latency);
     c.device.memory_bytes = std::min(c.device.memory_bytes, d.memory_bytes);
-    flops = flops == 0 ? d.gemm_flops * share : std::min(flops, d.gemm_flops * share);
-    bw = bw == 0 ? d.memory_bandwidth * share : std::min(bw, d.memory_bandwidth * share);
+    flops = flops == 0 ? d.gemm_flops : std::min(flops, d.gemm_flops);
+    bw = bw == 0 ? d.memory_bandwidth : std::min(bw, d.memory_bandwidth);
   }
+  c.node_concurrency = concurrency;
   c.devices_per_node = 1;
   for (const auto& [n, k] : per_node) c.devices_per_node = std::max(c.devices_per_node, k);
   if (c.num_devices % c.devices_per_node != 0) c.devices_per_node = 1;
@@ -133,6 +135,11 @@ planner::ClusterSpec Session::cluster() const {
   c.device.kernel_overhead_s = 2e-5;
   c.intra_node_bandwidth = 4e9;
   c.intra_node_latency = 2e-5;
+  // Devices that take turns on a host's cores: a message waits for its receiver to get a core,
+  // as the workers measured at start-up.
+  if (concurrency > 0 && c.devices_per_node > concurrency && loaded_latency > 0) {
+    c.intra_node_latency = loaded_latency;
+  }
   c.inter_node_bandwidth = 1e9;
   c.inter_node_latency = 5e-5;
   return c;

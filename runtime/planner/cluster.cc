@@ -56,6 +56,9 @@ Status ClusterSpec::Validate() const {
       (num_devices > devices_per_node && inter_node_bandwidth <= 0)) {
     return bad("link bandwidths must be positive where links exist");
   }
+  if (!(node_concurrency >= 0)) {
+    return bad(fmt::format("node_concurrency must be >= 0 (got {})", node_concurrency));
+  }
   return Status::Ok();
 }
 
@@ -70,6 +73,7 @@ StatusOr<ClusterSpec> ClusterSpec::FromJson(std::string_view text, const std::st
   if (s.ok()) s = Read(j, "intra_node_latency", &c.intra_node_latency, source, false);
   if (s.ok()) s = Read(j, "inter_node_bandwidth", &c.inter_node_bandwidth, source, false);
   if (s.ok()) s = Read(j, "inter_node_latency", &c.inter_node_latency, source, false);
+  if (s.ok()) s = Read(j, "node_concurrency", &c.node_concurrency, source, false);
   if (!s.ok()) return s;
   const auto d = j.find("device");
   if (d == j.end() || !d->is_object()) return Bad(source, "missing object 'device'");
@@ -105,6 +109,7 @@ std::string ClusterSpec::ToJson() const {
                   {"intra_node_latency", intra_node_latency},
                   {"inter_node_bandwidth", inter_node_bandwidth},
                   {"inter_node_latency", inter_node_latency},
+                  {"node_concurrency", node_concurrency},
                   {"device",
                    {{"name", device.name},
                     {"memory_bytes", device.memory_bytes},

@@ -32,6 +32,10 @@ struct ClusterSpec {
   double intra_node_latency = 0;    // s
   double inter_node_bandwidth = 0;  // bytes/s per device (e.g. InfiniBand)
   double inter_node_latency = 0;    // s
+  // How many devices of one node compute at full speed at once; more active devices share the
+  // node's compute equally (CPU devices on one host share its cores: host cores / threads per
+  // device). 0: every device computes on its own (GPUs).
+  double node_concurrency = 0;
 
   Status Validate() const;
   static StatusOr<ClusterSpec> FromJson(std::string_view text, const std::string& source);

@@ -154,6 +154,7 @@ PieceCost DecoderLayerCost(const models::LlamaConfig& c, int64_t b, int64_t t, i
   PieceCost cost;
   Analyse(g, num_fwd, std::set<int>(weights.begin(), weights.end()), x, dev, &cost);
   for (int w : weights) cost.params += Numel(g.info(w).shape);
+  cost.num_param_tensors = static_cast<int>(weights.size());
   if (tp > 1) cost.tp_allreduce_bytes = b * t * C * DTypeSize(dt);
   (void)DT;
   return cost;
@@ -175,6 +176,7 @@ PieceCost HeadCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, D
   PieceCost cost;
   Analyse(g, num_fwd, {norm, head}, x, dev, &cost);
   cost.params = C + (c.tie_word_embeddings ? 0 : V * C);
+  cost.num_param_tensors = c.tie_word_embeddings ? 1 : 2;
   return cost;
 }
 
@@ -188,6 +190,7 @@ PieceCost EmbeddingCost(const models::LlamaConfig& c, int64_t b, int64_t t, int 
                   dev.kernel_overhead_s;
   cost.params = V * C;
   cost.num_ops = 2;
+  cost.num_param_tensors = 1;
   return cost;
 }
 

@@ -26,6 +26,7 @@ struct PieceCost {
   int64_t params = 0;                    // parameters on one tensor-parallel shard
   int64_t tp_allreduce_bytes = 0;  // bytes of each TP all-reduce (4 per layer per micro-batch)
   int num_ops = 0;
+  int num_param_tensors = 0;  // sharded parameters are gathered tensor by tensor
 };
 
 // One decoder layer for micro-batch [b, t] under tensor parallelism `tp` (heads, key/value heads

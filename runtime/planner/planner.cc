@@ -54,6 +54,12 @@ double RingAllReduce(double bytes, int n, double bw, double lat) {
   return 2.0 * (n - 1) / n * bytes / bw + 2.0 * (n - 1) * lat;
 }
 
+// One ring all-gather or reduce-scatter of `bytes` in total, issued as `tensors` collectives.
+double RingPass(double bytes, int tensors, int n, double bw, double lat) {
+  if (n <= 1 || bytes <= 0) return 0;
+  return (n - 1.0) / n * bytes / bw + tensors * (n - 1.0) * lat;
+}
+
 // A stage's peak is the larger of two phases: the training step (parameters, optimizer state,
 // activations of the micro-batches in flight, working sets) and the optimizer step (parameters,
 // optimizer state and, in the f32 runtime with distribute_param, the reduce-scattered gradient
@@ -272,15 +278,19 @@ static Candidate Evaluate(const TrainJob& job, const ClusterSpec& cl, const Plan
                 static_cast<double>(job.seq_len * job.seq_len) * DTypeSize(job.compute_dtype) /
                 dev.memory_bandwidth;
   }
-  const double layer_fwd = k.layer.fwd_time + 2 * tp_ar + 4 * attn_pass;
-  const double layer_bwd = k.layer.bwd_time + 2 * tp_ar + 6 * attn_pass +
-                           k.layer.recompute_time[c.recompute] +
+  // Compute per layer and micro-batch, and the tensor-parallel all-reduces (two forward, two
+  // backward), which wait on links rather than compute.
+  const double layer_fwd = k.layer.fwd_time + 4 * attn_pass;
+  const double layer_bwd = k.layer.bwd_time + 6 * attn_pass + k.layer.recompute_time[c.recompute] +
                            (c.recompute == kRecomputeFull ? 4 * attn_pass : 0);
+  const double layer_fwd_wait = 2 * tp_ar, layer_bwd_wait = 2 * tp_ar;
   std::vector<double> extra(p, 0);
   extra[0] += k.embed.fwd_time + k.embed.bwd_time;
   extra[p - 1] += k.head.fwd_time + k.head.bwd_time;
   std::vector<int> layers;
-  if (!PartitionStages(job, cl, c, k, budget, layer_fwd + layer_bwd, extra, &layers, &c.reason)) {
+  if (!PartitionStages(job, cl, c, k, budget,
+                       layer_fwd + layer_bwd + layer_fwd_wait + layer_bwd_wait, extra, &layers,
+                       &c.reason)) {
     c.feasible = false;
     // Still report the memory of an even split, to say how far off it is.
     int64_t worst = 0;
@@ -293,15 +303,18 @@ static Candidate Evaluate(const TrainJob& job, const ClusterSpec& cl, const Plan
     return c;
   }
   c.stage_layers = layers;
-  std::vector<double> fwd(p), bwd(p), rec(p, 0);
+  std::vector<StageCost> cost(p);
   c.peak_bytes = 0;
   double dp_max = 0, opt_max = 0;
   const bool mixed = job.compute_dtype != DType::kF32;
   for (int s = 0; s < p; ++s) {
-    fwd[s] = layers[s] * layer_fwd + (s == 0 ? k.embed.fwd_time : 0) +
+    StageCost& sc = cost[s];
+    sc.fwd = layers[s] * layer_fwd + (s == 0 ? k.embed.fwd_time : 0) +
              (s == p - 1 ? k.head.fwd_time : 0);
-    bwd[s] = layers[s] * layer_bwd + (s == 0 ? k.embed.bwd_time : 0) +
+    sc.bwd = layers[s] * layer_bwd + (s == 0 ? k.embed.bwd_time : 0) +
              (s == p - 1 ? k.head.bwd_time : 0);
+    sc.fwd_wait = layers[s] * layer_fwd_wait;
+    sc.bwd_wait = layers[s] * layer_bwd_wait;
     const StageMemory m = StageBytes(job, cl, c, k, s);
     const int64_t bytes = static_cast<int64_t>(m.Peak(layers[s]));
     c.stage_peak_bytes.push_back(bytes);
@@ -315,11 +328,18 @@ static Candidate Evaluate(const TrainJob& job, const ClusterSpec& cl, const Plan
                       dp_inter ? cl.inter_node_bandwidth : cl.intra_node_bandwidth,
                       dp_inter ? cl.inter_node_latency : cl.intra_node_latency);
     if (c.distribute_low_prec_param) {
-      // Sharded parameters are gathered for every micro-batch's forward and backward, and each
-      // backward reduce-scatters their gradients: three half all-reduces per micro-batch, on the
-      // pipeline's critical path; nothing is left for the optimizer step.
-      fwd[s] += 0.5 * reduce;
-      bwd[s] += 1.0 * reduce;
+      // Sharded parameters are gathered tensor by tensor for every micro-batch's forward and
+      // again for its backward, which reduce-scatters their gradients: three ring passes (n - 1
+      // hops each) per tensor and micro-batch, on the pipeline's critical path; nothing is left
+      // for the optimizer step.
+      const int tensors = layers[s] * k.layer.num_param_tensors +
+                          (s == 0 ? k.embed.num_param_tensors : 0) +
+                          (s == p - 1 ? k.head.num_param_tensors : 0);
+      const double gather = RingPass(params * (mixed ? 2 : 4), tensors, c.dp,
+                                     dp_inter ? cl.inter_node_bandwidth : cl.intra_node_bandwidth,
+                                     dp_inter ? cl.inter_node_latency : cl.intra_node_latency);
+      sc.fwd_wait += gather;
+      sc.bwd_wait += 2 * gather;
     } else {
       dp_max = std::max(dp_max, reduce);
     }
@@ -332,10 +352,29 @@ static Candidate Evaluate(const TrainJob& job, const ClusterSpec& cl, const Plan
       p > 1 ? act_bytes / (pp_inter ? cl.inter_node_bandwidth : cl.intra_node_bandwidth) +
                   (pp_inter ? cl.inter_node_latency : cl.intra_node_latency)
             : 0;
+  // Devices that share a node's compute (CPU devices on one host): rank = tp_rank + tp * (dp_rank
+  // + dp * stage), nodes hold consecutive ranks.
+  ComputeSharing sharing;
+  double opt_slowdown = 1;
+  if (cl.node_concurrency > 0) {
+    sharing.node_concurrency = cl.node_concurrency;
+    const int hop = c.tp * c.dp;
+    for (int s = 0; s < p; ++s) {
+      std::map<int, int> per_node;
+      for (int r = s * hop; r < (s + 1) * hop; ++r) per_node[r / cl.devices_per_node]++;
+      sharing.stage_nodes.emplace_back(per_node.begin(), per_node.end());
+    }
+    // Every device runs the optimizer step at once.
+    opt_slowdown = std::max(1.0, std::min(cl.devices_per_node, p * hop) / cl.node_concurrency);
+  }
   const auto table = OneFOneB(p, c.num_micro_batches, false);
-  c.pipeline_time = SimulatePipeline(table, fwd, bwd, rec, send);
+  c.pipeline_time = SimulatePipeline(table, cost, send, sharing);
   double ideal = 0;
-  for (int s = 0; s < p; ++s) ideal = std::max(ideal, (fwd[s] + bwd[s]) * c.num_micro_batches);
+  for (int s = 0; s < p; ++s) {
+    ideal = std::max(ideal, (cost[s].fwd + cost[s].bwd + cost[s].fwd_wait + cost[s].bwd_wait) *
+                                c.num_micro_batches);
+  }
+  opt_max *= opt_slowdown;
   c.bubble_fraction = c.pipeline_time > 0 ? 1.0 - ideal / c.pipeline_time : 0;
   c.dp_time = dp_max;
   c.optimizer_time = opt_max;

@@ -22,9 +22,30 @@ struct ScheduleStep {
 std::vector<std::vector<ScheduleStep>> OneFOneB(int num_stages, int num_micro_batches,
                                                 bool recompute);
 
+// What one step of a stage costs: compute (seconds on a device computing alone) and waits inside
+// the step that use no compute (tensor-parallel all-reduces, parameter gathers).
+struct StageCost {
+  double fwd = 0, bwd = 0, recompute = 0;
+  double fwd_wait = 0, bwd_wait = 0;
+};
+
+// Devices that share compute: the devices of each stage per node, and how many devices of a node
+// compute at full speed at once (ClusterSpec::node_concurrency; 0: no sharing). When more of a
+// node's devices compute, each runs at node_concurrency / active of its speed alone.
+struct ComputeSharing {
+  double node_concurrency = 0;
+  std::vector<std::vector<std::pair<int, int>>> stage_nodes;  // per stage: (node, devices)
+};
+
 // Makespan of the table: a forward needs the previous stage's forward of the same micro-batch
 // (plus send_time), a backward the next stage's backward (plus send_time); each stage runs its
-// steps in order, one at a time. fwd/bwd/recompute times are per stage and micro-batch.
+// steps in order, one at a time. Event-driven: with sharing, a step's compute advances at the
+// speed its node allows while it runs.
+double SimulatePipeline(const std::vector<std::vector<ScheduleStep>>& table,
+                        const std::vector<StageCost>& cost, double send_time,
+                        const ComputeSharing& sharing = {});
+
+// The common case: compute only, no sharing.
 double SimulatePipeline(const std::vector<std::vector<ScheduleStep>>& table,
                         const std::vector<double>& fwd, const std::vector<double>& bwd,
                         const std::vector<double>& recompute, double send_time);

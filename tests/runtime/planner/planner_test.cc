@@ -51,6 +51,37 @@ TEST(Schedule, OneFOneBTableAndMakespan) {
   EXPECT_DOUBLE_EQ(SimulatePipeline(tr, {1, 1}, {2, 2}, {1, 1}, 0), 15.0);
 }
 
+TEST(Schedule, DevicesSharingANodeShareItsCompute) {
+  // 2 stages on one node that computes one device at full speed at a time: whenever a step is
+  // ready the node is busy, so the makespan is the total work, 2 x m x (f + b).
+  const int m = 6;
+  const auto t = OneFOneB(2, m, false);
+  std::vector<StageCost> cost(2);
+  for (auto& c : cost) {
+    c.fwd = 1.0;
+    c.bwd = 2.0;
+  }
+  ComputeSharing one;
+  one.node_concurrency = 1;
+  one.stage_nodes = {{{0, 1}}, {{0, 1}}};
+  EXPECT_NEAR(SimulatePipeline(t, cost, 0.0, one), 2.0 * m * 3.0, 1e-9);
+  // Room for both: the textbook (m + p - 1)(f + b), as without sharing.
+  ComputeSharing two = one;
+  two.node_concurrency = 2;
+  EXPECT_NEAR(SimulatePipeline(t, cost, 0.0, two), (m + 1) * 3.0, 1e-9);
+  EXPECT_NEAR(SimulatePipeline(t, cost, 0.0), (m + 1) * 3.0, 1e-9);
+  // Waits inside a step (a tensor-parallel all-reduce) use no compute: the other stage runs at
+  // full speed meanwhile. One stage, one micro-batch: compute 3, waits 0.5 + 0.5.
+  std::vector<StageCost> w(1);
+  w[0] = {1.0, 2.0, 0.0, 0.5, 0.5};
+  EXPECT_NEAR(SimulatePipeline(OneFOneB(1, 1, false), w, 0.0, {}), 4.0, 1e-9);
+  // Two stages on two nodes (one device each): no sharing between them.
+  ComputeSharing apart;
+  apart.node_concurrency = 1;
+  apart.stage_nodes = {{{0, 1}}, {{1, 1}}};
+  EXPECT_NEAR(SimulatePipeline(t, cost, 0.0, apart), (m + 1) * 3.0, 1e-9);
+}
+
 TEST(LayerCost, ComesFromTheRealGraph) {
   const models::LlamaConfig c = Llama2("13b");
   const ClusterSpec cl = ReferenceCluster(8);
