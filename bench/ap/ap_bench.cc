@@ -115,6 +115,7 @@ int Main(int argc, char** argv) {
       std::printf("%s\n", json{{"config", json::parse(ConfigJson(c))},
                                {"chosen", ConfigJson(c) == ConfigJson(plan.chosen)},
                                {"pred_peak", c.peak_bytes},
+                               {"stage_peak", c.stage_peak_bytes},
                                {"pred_step_s", c.step_time}}
                               .dump()
                               .c_str());

@@ -50,13 +50,19 @@ def main():
     ap.add_argument("--bench", required=True)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--models", default="examples/llama-mini,examples/llama-ap")
+    ap.add_argument("--save", help="also write the raw JSON lines (cluster, candidates) here, per "
+                                   "model as SAVE.<model>.jsonl, for `ap_bench predict`")
     a = ap.parse_args()
     jobs = [(m, 8, 64, "256M") for m in a.models.split(",")]
     mem_err, rho_min, choice_min = 0.0, 1.0, 1.0
     for model, batch, seq, memory in jobs:
         out = subprocess.run([a.bench, "planner", model, str(batch), str(seq), str(a.steps), memory],
                              capture_output=True, text=True)
-        rows = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
+        lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+        if a.save:
+            with open(f"{a.save}.{model.rstrip('/').split('/')[-1]}.jsonl", "w") as f:
+                f.write("\n".join(lines) + "\n")
+        rows = [r for r in map(json.loads, lines) if "config" in r]
         if out.returncode != 0 or not rows:
             print(out.stdout[-3000:], out.stderr[-3000:], file=sys.stderr)
             sys.exit(1)

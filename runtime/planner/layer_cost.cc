@@ -155,6 +155,9 @@ PieceCost DecoderLayerCost(const models::LlamaConfig& c, int64_t b, int64_t t, i
   Analyse(g, num_fwd, std::set<int>(weights.begin(), weights.end()), x, dev, &cost);
   for (int w : weights) cost.params += Numel(g.info(w).shape);
   cost.num_param_tensors = static_cast<int>(weights.size());
+  for (int w : weights) {
+    cost.largest_param_tensor = std::max(cost.largest_param_tensor, Numel(g.info(w).shape));
+  }
   if (tp > 1) cost.tp_allreduce_bytes = b * t * C * DTypeSize(dt);
   (void)DT;
   return cost;
@@ -177,6 +180,7 @@ PieceCost HeadCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, D
   Analyse(g, num_fwd, {norm, head}, x, dev, &cost);
   cost.params = C + (c.tie_word_embeddings ? 0 : V * C);
   cost.num_param_tensors = c.tie_word_embeddings ? 1 : 2;
+  cost.largest_param_tensor = V * C;
   return cost;
 }
 
@@ -191,6 +195,7 @@ PieceCost EmbeddingCost(const models::LlamaConfig& c, int64_t b, int64_t t, int 
   cost.params = V * C;
   cost.num_ops = 2;
   cost.num_param_tensors = 1;
+  cost.largest_param_tensor = V * C;
   return cost;
 }
 

@@ -114,30 +114,38 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
                  (c.recompute == kRecomputeNone ? probs : 0.0)) *
                     inflight;
   double fixed = static_cast<double>(cl.device.reserved_bytes);
-  // Working set of one layer's backward; under full recomputation its forward activations too.
-  double transient = static_cast<double>(k.layer.transient_bytes);
+  // Working set of one layer's backward (with the weight gradient just computed, before it is
+  // added into the stage's gradient buffer); under full recomputation its forward activations too.
+  double transient = static_cast<double>(k.layer.transient_bytes) +
+                     static_cast<double>(k.layer.largest_param_tensor) * gsz;
   if (c.recompute == kRecomputeFull) {
     transient += static_cast<double>(k.layer.saved_bytes[0]) + probs;
   }
   if (c.recompute == kRecomputeSelective) {
     transient += static_cast<double>(k.layer.saved_bytes[0] - k.layer.saved_bytes[1]) + probs;
   }
-  // Gathered compute weights and the gradient bucket of one layer when sharded.
+  // Sharded parameters, gathered into their full size where used (the ring gathers into the
+  // output) and freed after their last use: one piece's worth (a layer's backward holds its full
+  // weight gradients until they are reduce-scattered as it ends, while its gathered weights go
+  // one by one; the embedding or the head on their stages).
   if (c.distribute_low_prec_param) {
-    // The gathered weights of the piece running (a layer, or the embedding / head on their
-    // stages) and the gather's own buffer: about twice the piece's parameters.
     double piece = static_cast<double>(k.layer.params);
     if (s == 0) piece = std::max(piece, static_cast<double>(k.embed.params));
     if (s == p - 1) piece = std::max(piece, static_cast<double>(k.head.params));
-    transient += 2.0 * piece * w;
+    transient += piece * w;
   }
   if (c.distribute_param && mixed) fixed += static_cast<double>(k.layer.params) * gsz;
   double stage_params = 0;  // parameters outside the decoder layers
-  if (s == 0) stage_params += static_cast<double>(k.embed.params);
+  if (s == 0) {
+    stage_params += static_cast<double>(k.embed.params);
+    // The embedding's backward makes a dense gradient of the whole table.
+    transient = std::max(transient, static_cast<double>(k.embed.largest_param_tensor) * gsz);
+  }
   if (s == p - 1) {
     stage_params += static_cast<double>(k.head.params);
     fixed += static_cast<double>(k.head.saved_bytes[0]);
-    transient = std::max(transient, static_cast<double>(k.head.transient_bytes));
+    transient = std::max(transient, static_cast<double>(k.head.transient_bytes) +
+                                        static_cast<double>(k.head.largest_param_tensor) * gsz);
   }
   fixed += stage_params * per_param;
   m.update_per_layer = static_cast<double>(k.layer.params) * (per_param + g_shard);
