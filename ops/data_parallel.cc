@@ -45,6 +45,10 @@ const OpDef kDpGatherDef = {
       MOREH_CHECK(g_hooks.gather != nullptr,
                   "dp_gather: no data-parallel group on this thread (run it in a stage)");
       const int64_t count = in[0].numel(), dp = a.GetInt("dp");
+      if (out[0].numel() == dp * count) {  // no padding: gather straight into the output
+        g_hooks.gather(in[0].data<float>(), out[0].data<float>(), count);
+        return;
+      }
       Tensor all = Tensor::Empty({dp * count}, DType::kF32, out[0].allocator());
       g_hooks.gather(in[0].data<float>(), all.data<float>(), count);
       std::memcpy(out[0].raw_data(), all.raw_data(), static_cast<size_t>(out[0].nbytes()));
@@ -68,6 +72,10 @@ const OpDef kDpReduceScatterDef = {
       MOREH_CHECK(g_hooks.reduce_scatter != nullptr,
                   "dp_reduce_scatter: no data-parallel group on this thread (run it in a stage)");
       const int64_t count = out[0].numel(), dp = a.GetInt("dp");
+      if (in[0].numel() == dp * count && in[0].is_contiguous()) {  // no padding: read in place
+        g_hooks.reduce_scatter(in[0].data<float>(), out[0].data<float>(), count);
+        return;
+      }
       Tensor padded = Tensor::Zeros({dp * count}, DType::kF32, out[0].allocator());
       std::memcpy(padded.raw_data(), in[0].raw_data(), static_cast<size_t>(in[0].nbytes()));
       g_hooks.reduce_scatter(padded.data<float>(), out[0].data<float>(), count);

@@ -144,19 +144,48 @@ Status RingCollectives::ReduceScatter(const void* in, void* out, int64_t count, 
   if (!s.ok()) return s;
   const uint32_t op = op_seq_++;
   const int n = size();
-  std::vector<float> work(static_cast<size_t>(count * n));
-  ConvertElements(in, dt, work.data(), DType::kF32, count * n);
-  std::vector<int64_t> off(n + 1);
-  for (int i = 0; i <= n; ++i) off[i] = count * i;
-  if (n > 1) {
-    s = RingReduceScatter(work.data(), off, op);
+  if (dt != DType::kF32) {  // bf16: partial sums in an f32 copy of the whole input
+    std::vector<float> work(static_cast<size_t>(count * n));
+    ConvertElements(in, dt, work.data(), DType::kF32, count * n);
+    std::vector<int64_t> off(n + 1);
+    for (int i = 0; i <= n; ++i) off[i] = count * i;
+    if (n > 1) {
+      s = RingReduceScatter(work.data(), off, op);
+      if (!s.ok()) return s;
+    }
+    float* mine = work.data() + off[me_];
+    if (rop == ReduceOp::kAvg) {
+      for (int64_t i = 0; i < count; ++i) mine[i] /= static_cast<float>(n);
+    }
+    ConvertElements(mine, DType::kF32, out, dt, count);
+    return Status::Ok();
+  }
+  // f32 reads the input in place: the partial sum travelling round the ring alternates between
+  // `out` and one block of scratch so that the last step lands in `out` (two blocks of memory
+  // besides the receive buffer, not a copy of the input).
+  const float* src = static_cast<const float*>(in);
+  float* dst = static_cast<float*>(out);
+  if (n == 1) {
+    if (dst != src) std::memcpy(dst, src, static_cast<size_t>(count) * 4);
+    return Status::Ok();
+  }
+  scratch_.resize(static_cast<size_t>(count));
+  std::vector<float> other(n > 2 ? static_cast<size_t>(count) : 0);
+  const float* sending = nullptr;
+  for (int st = 0; st < n - 1; ++st) {
+    const int send_b = ((me_ - st - 1) % n + n) % n, recv_b = ((me_ - st - 2) % n + n) % n;
+    // Step n - 2 writes `out`; the steps before alternate with `other`.
+    float* acc = (n - 2 - st) % 2 == 0 ? dst : other.data();
+    std::memcpy(acc, src + recv_b * count, static_cast<size_t>(count) * 4);
+    const float* send = st == 0 ? src + send_b * count : sending;
+    s = Exchange(reinterpret_cast<const char*>(send), count * 4,
+                 reinterpret_cast<char*>(scratch_.data()), count * 4, Seq(op, 0, st, 0), acc);
     if (!s.ok()) return s;
+    sending = acc;
   }
-  float* mine = work.data() + off[me_];
   if (rop == ReduceOp::kAvg) {
-    for (int64_t i = 0; i < count; ++i) mine[i] /= static_cast<float>(n);
+    for (int64_t i = 0; i < count; ++i) dst[i] /= static_cast<float>(n);
   }
-  ConvertElements(mine, DType::kF32, out, dt, count);
   return Status::Ok();
 }
 

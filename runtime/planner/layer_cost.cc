@@ -79,18 +79,27 @@ void Analyse(const Graph& g, size_t num_fwd, const std::set<int>& params, int ch
   out->saved_bytes[kRecomputeFull] = checkpoint >= 0 ? Bytes(g.info(checkpoint)) : saved_bytes;
   out->recompute_time[kRecomputeSelective] = cheap_time;
   out->recompute_time[kRecomputeFull] = out->fwd_time;
-  // Backward temporaries: live backward-produced values (weight gradients go to their buffers).
+  // The backward's working set beyond the saved activations, as the executor runs it: each value
+  // is allocated when produced and freed after its last use (saved activations too, so the
+  // backward gives back what it reads); a weight gradient is added into the stage's gradient
+  // buffer as soon as it is produced and freed at once.
   std::set<int> weight_grads;
   for (int v : g.outputs()) weight_grads.insert(base[v]);
-  int64_t live = 0, peak = 0;
   std::vector<int64_t> sizes(nv, 0);
+  for (int v : saved) sizes[v] = Bytes(g.info(v));
+  int64_t live = saved_bytes, peak = saved_bytes;
   for (size_t i = num_fwd; i < nodes.size(); ++i) {
+    int64_t grads_here = 0;
     for (int v : nodes[i].outputs) {
-      if (base[v] != v || weight_grads.count(v)) continue;
+      if (base[v] != v) continue;
+      if (weight_grads.count(v)) {
+        grads_here += Bytes(g.info(v));
+        continue;
+      }
       sizes[v] = Bytes(g.info(v));
       live += sizes[v];
     }
-    peak = std::max(peak, live);
+    peak = std::max(peak, live + grads_here);
     for (int v : nodes[i].inputs) {
       const int b = base[v];
       if (sizes[b] > 0 && last_use[b] == static_cast<int>(i)) {
@@ -99,7 +108,7 @@ void Analyse(const Graph& g, size_t num_fwd, const std::set<int>& params, int ch
       }
     }
   }
-  out->transient_bytes = peak;
+  out->transient_bytes = peak - saved_bytes;
 }
 
 // Differentiates `out` w.r.t. `wrt` seeded by a fresh input, marking the weight gradients as graph
@@ -196,6 +205,7 @@ PieceCost EmbeddingCost(const models::LlamaConfig& c, int64_t b, int64_t t, int 
   cost.num_ops = 2;
   cost.num_param_tensors = 1;
   cost.largest_param_tensor = V * C;
+  cost.transient_bytes = V * C * DTypeSize(dt);  // the dense gradient of the whole table
   return cost;
 }
 

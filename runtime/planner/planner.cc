@@ -114,38 +114,43 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
                  (c.recompute == kRecomputeNone ? probs : 0.0)) *
                     inflight;
   double fixed = static_cast<double>(cl.device.reserved_bytes);
-  // Working set of one layer's backward (with the weight gradient just computed, before it is
-  // added into the stage's gradient buffer); under full recomputation its forward activations too.
-  double transient = static_cast<double>(k.layer.transient_bytes) +
-                     static_cast<double>(k.layer.largest_param_tensor) * gsz;
+  // Working set of one layer's backward (beyond its saved activations, with each weight gradient
+  // until it is added into the stage's gradient buffer); under full recomputation its forward
+  // activations too.
+  double transient = static_cast<double>(k.layer.transient_bytes);
   if (c.recompute == kRecomputeFull) {
     transient += static_cast<double>(k.layer.saved_bytes[0]) + probs;
   }
   if (c.recompute == kRecomputeSelective) {
     transient += static_cast<double>(k.layer.saved_bytes[0] - k.layer.saved_bytes[1]) + probs;
   }
-  // Sharded parameters, gathered into their full size where used (the ring gathers into the
-  // output) and freed after their last use: one piece's worth (a layer's backward holds its full
-  // weight gradients until they are reduce-scattered as it ends, while its gathered weights go
-  // one by one; the embedding or the head on their stages).
-  if (c.distribute_low_prec_param) {
-    double piece = static_cast<double>(k.layer.params);
-    if (s == 0) piece = std::max(piece, static_cast<double>(k.embed.params));
-    if (s == p - 1) piece = std::max(piece, static_cast<double>(k.head.params));
-    transient += piece * w;
+  // Sharded parameters are gathered into their full size where used (straight into the output)
+  // and freed after their last use; a weight gradient is reduce-scattered (read in place) into its
+  // shard. A layer holds its gathered weights, or in its backward its full gradients until they
+  // are reduce-scattered as it ends: its parameters' worth, plus a shard. The embedding's gather,
+  // or its dense gradient and shard; the head's gradient and shard, with its weight regathered.
+  const bool z3 = c.distribute_low_prec_param;
+  const double shard = 1.0 / dp;
+  if (z3) {
+    transient += static_cast<double>(k.layer.params) * w +
+                 static_cast<double>(k.layer.largest_param_tensor) * w * shard;
   }
   if (c.distribute_param && mixed) fixed += static_cast<double>(k.layer.params) * gsz;
   double stage_params = 0;  // parameters outside the decoder layers
   if (s == 0) {
     stage_params += static_cast<double>(k.embed.params);
     // The embedding's backward makes a dense gradient of the whole table.
-    transient = std::max(transient, static_cast<double>(k.embed.largest_param_tensor) * gsz);
+    const double e = static_cast<double>(k.embed.params) * w;
+    const double embed = z3 ? std::max(e, static_cast<double>(k.embed.transient_bytes) + e * shard)
+                            : static_cast<double>(k.embed.transient_bytes);
+    transient = std::max(transient, embed);
   }
   if (s == p - 1) {
     stage_params += static_cast<double>(k.head.params);
     fixed += static_cast<double>(k.head.saved_bytes[0]);
-    transient = std::max(transient, static_cast<double>(k.head.transient_bytes) +
-                                        static_cast<double>(k.head.largest_param_tensor) * gsz);
+    const double h = static_cast<double>(k.head.params) * w;
+    transient = std::max(
+        transient, static_cast<double>(k.head.transient_bytes) + (z3 ? h * (1 + shard) : 0.0));
   }
   fixed += stage_params * per_param;
   m.update_per_layer = static_cast<double>(k.layer.params) * (per_param + g_shard);
