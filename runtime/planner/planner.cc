@@ -128,7 +128,8 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
   // and freed after their last use; a weight gradient is reduce-scattered (read in place) into its
   // shard. A layer holds its gathered weights, or in its backward its full gradients until they
   // are reduce-scattered as it ends: its parameters' worth, plus a shard. The embedding's gather,
-  // or its dense gradient and shard; the head's gradient and shard, with its weight regathered.
+  // or its dense gradient and shard. The head's backward working set already holds its gradient
+  // (reduce-scattered at once, after the logits' gradient is gone).
   const bool z3 = c.distribute_low_prec_param;
   const double shard = 1.0 / dp;
   if (z3) {
@@ -148,9 +149,7 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
   if (s == p - 1) {
     stage_params += static_cast<double>(k.head.params);
     fixed += static_cast<double>(k.head.saved_bytes[0]);
-    const double h = static_cast<double>(k.head.params) * w;
-    transient = std::max(
-        transient, static_cast<double>(k.head.transient_bytes) + (z3 ? h * (1 + shard) : 0.0));
+    transient = std::max(transient, static_cast<double>(k.head.transient_bytes));
   }
   fixed += stage_params * per_param;
   m.update_per_layer = static_cast<double>(k.layer.params) * (per_param + g_shard);
