@@ -13,6 +13,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <tuple>
 
 #include "runtime/core/error.h"
 #include "runtime/log.h"
@@ -21,6 +22,10 @@
 
 namespace moreh::planner {
 namespace {
+
+// How much slower (by the model) a simpler candidate may be and still be chosen: the time model's
+// typical error between close candidates (docs/benchmarks.md, ap_planner).
+constexpr double kTieTolerance = 0.03;
 
 struct Costs {
   PieceCost layer, head, embed;
@@ -513,6 +518,27 @@ Plan PlanTraining(const TrainJob& job, const ClusterSpec& cl, const PlannerOptio
   for (const Candidate& c : cands) {
     if (!smallest || c.peak_bytes < smallest->peak_bytes) smallest = &c;
     if (c.feasible && (!best || c.step_time < best->step_time)) best = &c;
+  }
+  // Predictions closer than the time model's error do not tell candidates apart: among those
+  // within kTieTolerance of the fastest, take the simplest (fewest pipeline stages, then the least
+  // tensor parallelism, sharding, recomputation and micro-batches), which has the fewest ways to
+  // run slower than modelled.
+  if (best) {
+    auto simpler = [](const Candidate& a, const Candidate& b) {
+      return std::make_tuple(a.num_stages, a.tp, a.distribute_low_prec_param, a.distribute_param,
+                             a.recompute, a.num_micro_batches) <
+             std::make_tuple(b.num_stages, b.tp, b.distribute_low_prec_param, b.distribute_param,
+                             b.recompute, b.num_micro_batches);
+    };
+    const double limit = best->step_time * (1 + kTieTolerance);
+    const Candidate* fastest = best;
+    for (const Candidate& c : cands) {
+      if (c.feasible && c.step_time <= limit && simpler(c, *best)) best = &c;
+    }
+    if (best != fastest && o.detailed_log >= 1) {
+      spdlog::info("  {:.1f} % slower by the model than the fastest, and simpler: chosen",
+                   100 * (best->step_time / fastest->step_time - 1));
+    }
   }
   const auto t2 = std::chrono::steady_clock::now();
   plan.select_ms = std::chrono::duration<double, std::milli>(t2 - t1).count();
