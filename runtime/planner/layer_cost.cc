@@ -82,33 +82,54 @@ void Analyse(const Graph& g, size_t num_fwd, const std::set<int>& params, int ch
   // The backward's working set beyond the saved activations, as the executor runs it: each value
   // is allocated when produced and freed after its last use (saved activations too, so the
   // backward gives back what it reads); a weight gradient is added into the stage's gradient
-  // buffer as soon as it is produced and freed at once.
+  // buffer as soon as it is produced and freed at once. With sharded parameters (the runtime's
+  // stage programs), each weight is gathered again just before the first backward node that reads
+  // it and freed after its last use, and its full gradient is held until the piece's backward ends
+  // (then reduce-scattered).
   std::set<int> weight_grads;
   for (int v : g.outputs()) weight_grads.insert(base[v]);
-  std::vector<int64_t> sizes(nv, 0);
-  for (int v : saved) sizes[v] = Bytes(g.info(v));
-  int64_t live = saved_bytes, peak = saved_bytes;
-  for (size_t i = num_fwd; i < nodes.size(); ++i) {
-    int64_t grads_here = 0;
-    for (int v : nodes[i].outputs) {
-      if (base[v] != v) continue;
-      if (weight_grads.count(v)) {
-        grads_here += Bytes(g.info(v));
-        continue;
+  auto simulate = [&](bool sharded) {
+    std::vector<int64_t> sizes(nv, 0);
+    for (int v : saved) sizes[v] = Bytes(g.info(v));
+    std::set<int> gathered;
+    int64_t live = saved_bytes, peak = saved_bytes;
+    for (size_t i = num_fwd; i < nodes.size(); ++i) {
+      if (sharded) {
+        for (int v : nodes[i].inputs) {
+          const int b = base[v];
+          if (params.count(b) && gathered.insert(b).second) {
+            sizes[b] = Bytes(g.info(b));
+            live += sizes[b];
+          }
+        }
       }
-      sizes[v] = Bytes(g.info(v));
-      live += sizes[v];
-    }
-    peak = std::max(peak, live + grads_here);
-    for (int v : nodes[i].inputs) {
-      const int b = base[v];
-      if (sizes[b] > 0 && last_use[b] == static_cast<int>(i)) {
-        live -= sizes[b];
-        sizes[b] = 0;
+      int64_t grads_here = 0;
+      for (int v : nodes[i].outputs) {
+        if (base[v] != v) continue;
+        if (weight_grads.count(v)) {
+          if (sharded) {
+            live += Bytes(g.info(v));
+          } else {
+            grads_here += Bytes(g.info(v));
+          }
+          continue;
+        }
+        sizes[v] = Bytes(g.info(v));
+        live += sizes[v];
+      }
+      peak = std::max(peak, live + grads_here);
+      for (int v : nodes[i].inputs) {
+        const int b = base[v];
+        if (sizes[b] > 0 && last_use[b] == static_cast<int>(i)) {
+          live -= sizes[b];
+          sizes[b] = 0;
+        }
       }
     }
-  }
-  out->transient_bytes = peak - saved_bytes;
+    return peak - saved_bytes;
+  };
+  out->transient_bytes = simulate(false);
+  out->sharded_transient_bytes = simulate(true);
 }
 
 // Differentiates `out` w.r.t. `wrt` seeded by a fresh input, marking the weight gradients as graph
@@ -206,6 +227,7 @@ PieceCost EmbeddingCost(const models::LlamaConfig& c, int64_t b, int64_t t, int 
   cost.num_param_tensors = 1;
   cost.largest_param_tensor = V * C;
   cost.transient_bytes = V * C * DTypeSize(dt);  // the dense gradient of the whole table
+  cost.sharded_transient_bytes = cost.transient_bytes;
   return cost;
 }
 

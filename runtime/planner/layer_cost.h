@@ -23,6 +23,8 @@ struct PieceCost {
   int64_t saved_bytes[3] = {0, 0, 0};    // activations kept from forward to backward, per level
   double recompute_time[3] = {0, 0, 0};  // extra backward time per level
   int64_t transient_bytes = 0;           // peak of backward temporaries (gradients of activations)
+  int64_t sharded_transient_bytes = 0;   // the same with parameters sharded (gathered, gradients
+                                         // held until the piece's backward ends)
   int64_t params = 0;                    // parameters on one tensor-parallel shard
   int64_t tp_allreduce_bytes = 0;  // bytes of each TP all-reduce (4 per layer per micro-batch)
   int num_ops = 0;

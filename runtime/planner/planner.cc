@@ -68,18 +68,23 @@ double RingPass(double bytes, int tensors, int n, double bw, double lat) {
 // A stage's peak is the larger of two phases: the training step (parameters, optimizer state,
 // activations of the micro-batches in flight, working sets) and the optimizer step (parameters,
 // optimizer state and, in the f32 runtime with distribute_param, the reduce-scattered gradient
-// shard, after the step's activations are gone). Each phase is fixed + layers x per_layer.
+// shard, after the step's activations are gone). On the first stage also the embedding's
+// backward, the last thing a micro-batch's backward does there (its activations are gone, the
+// table's dense gradient is not). Each phase is fixed + layers x per_layer.
 struct StageMemory {
   double per_layer;  // bytes one more layer adds to this stage (training step)
   double fixed;      // bytes independent of the layer count (training step)
   double update_per_layer = 0, update_fixed = 0;  // the optimizer step
+  double edge_per_layer = 0, edge_fixed = 0;      // the embedding's backward (first stage)
   double Peak(double layers) const {
-    return std::max(fixed + layers * per_layer, update_fixed + layers * update_per_layer);
+    return std::max({fixed + layers * per_layer, update_fixed + layers * update_per_layer,
+                     edge_fixed + layers * edge_per_layer});
   }
   // The most layers that fit in `budget` (may be negative when none does).
   double MaxLayers(double budget) const {
     double n = (budget - fixed) / per_layer;
     if (update_per_layer > 0) n = std::min(n, (budget - update_fixed) / update_per_layer);
+    if (edge_per_layer > 0) n = std::min(n, (budget - edge_fixed) / edge_per_layer);
     return n;
   }
 };
@@ -114,15 +119,16 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
                                  static_cast<double>(job.model.num_attention_heads / c.tp) *
                                  static_cast<double>(job.seq_len * job.seq_len) *
                                  DTypeSize(job.compute_dtype);
-  m.per_layer = static_cast<double>(k.layer.params) * per_param +
-                (static_cast<double>(k.layer.saved_bytes[c.recompute]) +
-                 (c.recompute == kRecomputeNone ? probs : 0.0)) *
-                    inflight;
+  const double saved_per_micro_batch = static_cast<double>(k.layer.saved_bytes[c.recompute]) +
+                                       (c.recompute == kRecomputeNone ? probs : 0.0);
+  m.per_layer = static_cast<double>(k.layer.params) * per_param + saved_per_micro_batch * inflight;
   double fixed = static_cast<double>(cl.device.reserved_bytes);
   // Working set of one layer's backward (beyond its saved activations, with each weight gradient
   // until it is added into the stage's gradient buffer); under full recomputation its forward
   // activations too.
-  double transient = static_cast<double>(k.layer.transient_bytes);
+  const bool z3 = c.distribute_low_prec_param;
+  double transient =
+      static_cast<double>(z3 ? k.layer.sharded_transient_bytes : k.layer.transient_bytes);
   if (c.recompute == kRecomputeFull) {
     transient += static_cast<double>(k.layer.saved_bytes[0]) + probs;
   }
@@ -131,30 +137,25 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
   }
   // Sharded parameters are gathered into their full size where used (straight into the output)
   // and freed after their last use; a weight gradient is reduce-scattered (read in place) into its
-  // shard. A layer holds its gathered weights, or in its backward its full gradients until they
-  // are reduce-scattered as it ends: its parameters' worth, plus a shard. The embedding's gather,
-  // or its dense gradient and shard. The head's backward working set already holds its gradient
-  // (reduce-scattered at once, after the logits' gradient is gone).
-  const bool z3 = c.distribute_low_prec_param;
+  // shard. In the backward that is in the working set above (weights gathered again before their
+  // first use, full gradients held until the layer ends); the forward gathers a whole layer at its
+  // start; the embedding's gather, or its dense gradient and its shard.
   const double shard = 1.0 / dp;
-  if (z3) {
-    transient += static_cast<double>(k.layer.params) * w +
-                 static_cast<double>(k.layer.largest_param_tensor) * w * shard;
-  }
+  if (z3) transient = std::max(transient, static_cast<double>(k.layer.params) * w);
   if (c.distribute_param && mixed) fixed += static_cast<double>(k.layer.params) * gsz;
   double stage_params = 0;  // parameters outside the decoder layers
+  double embed = 0;         // the embedding's backward: its dense gradient (and shard); its gather
   if (s == 0) {
     stage_params += static_cast<double>(k.embed.params);
-    // The embedding's backward makes a dense gradient of the whole table.
     const double e = static_cast<double>(k.embed.params) * w;
-    const double embed = z3 ? std::max(e, static_cast<double>(k.embed.transient_bytes) + e * shard)
-                            : static_cast<double>(k.embed.transient_bytes);
-    transient = std::max(transient, embed);
+    embed = z3 ? std::max(e, static_cast<double>(k.embed.transient_bytes) + e * shard)
+               : static_cast<double>(k.embed.transient_bytes);
   }
   if (s == p - 1) {
     stage_params += static_cast<double>(k.head.params);
     fixed += static_cast<double>(k.head.saved_bytes[0]);
-    transient = std::max(transient, static_cast<double>(k.head.transient_bytes));
+    transient = std::max(transient, static_cast<double>(z3 ? k.head.sharded_transient_bytes
+                                                           : k.head.transient_bytes));
   }
   fixed += stage_params * per_param;
   m.update_per_layer = static_cast<double>(k.layer.params) * (per_param + g_shard);
@@ -165,6 +166,10 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
                                        DTypeSize(job.compute_dtype));
   }
   m.fixed = fixed + transient;
+  if (s == 0) {  // the micro-batch's own activations (and, on a last stage, the head's) are gone
+    m.edge_fixed = fixed + embed - (s == p - 1 ? static_cast<double>(k.head.saved_bytes[0]) : 0);
+    m.edge_per_layer = m.per_layer - saved_per_micro_batch;
+  }
   return m;
 }
 
