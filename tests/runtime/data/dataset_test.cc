@@ -45,6 +45,7 @@ TEST(Tokenizer, AddsBosPadsAndTruncates) {
   const std::string junk = TempFile("junk.model", "not a model");
   EXPECT_NE(Tokenizer::Load(junk).status().message().find("not a SentencePiece model"),
             std::string::npos);
+  fs::remove(junk);
 }
 
 TEST(Dataset, ReadsTheShippedDataAndMapsPrompts) {

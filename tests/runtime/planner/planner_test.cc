@@ -192,6 +192,9 @@ TEST(PlannerMemory, PredictsTheCpuRuntimesPeak) {
     PlannerOptions o;
     o.log = false;
     const Candidate r = EvaluateCandidate(job, cl, o, c);
+    std::printf("B=%lld T=%lld: predicted %.2f MiB, measured %.2f MiB (%+.1f %%)\n",
+                static_cast<long long>(B), static_cast<long long>(T), r.peak_bytes / 1048576.0,
+                measured / 1048576.0, 100.0 * (r.peak_bytes - measured) / measured);
     EXPECT_GE(r.peak_bytes, measured) << "B=" << B << " T=" << T;
     EXPECT_LE(r.peak_bytes, 1.15 * measured) << "B=" << B << " T=" << T;
   }
