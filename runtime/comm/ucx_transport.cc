@@ -4,6 +4,7 @@
 #include <ucp/api/ucp.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <thread>
 
@@ -65,6 +66,17 @@ StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Create(int rank) {
   ucp_config_t* config = nullptr;
   Status s = Ucx(ucp_config_read(nullptr, nullptr, &config), "ucp_config_read");
   if (!s.ok()) return s;
+  // No CMA (process_vm_readv of the peer's memory): when the peer process has died mid-transfer,
+  // UCX's CMA transport treats the failed read as fatal and aborts this process (seen: a worker
+  // killed mid-step took its pipeline neighbour down). Shared memory carries the rendezvous
+  // instead. UCX_TLS, when the user sets it, decides.
+  if (std::getenv("UCX_TLS") == nullptr) {
+    s = Ucx(ucp_config_modify(config, "TLS", "^cma"), "ucp_config_modify(TLS)");
+    if (!s.ok()) {
+      ucp_config_release(config);
+      return s;
+    }
+  }
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES;
   // No UCP_FEATURE_WAKEUP: it restricts UCX to transports with event notification (TCP on one
