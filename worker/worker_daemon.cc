@@ -102,17 +102,21 @@ double ProcessCpuSeconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
-// One-way UCX latency between two threads of this process while every core of the host is busy
-// (host_cores spinning threads): what a message between devices that share a host's cores waits
-// mid-step, when its receiver competes for a core. The median of 200 round trips; 0 when UCX
-// cannot run here.
-double MeasureLoadedLatency(int host_cores) {
+// The links between devices of this host, over UCX between two threads of this process: the
+// one-way latency while every core of the host is busy (host_cores spinning threads; what a message
+// between devices that share a host's cores waits mid-step, when its receiver competes for a core;
+// the median of 200 round trips) and the bandwidth of 8 MiB messages (the best of 4, cores idle).
+// Zeros when UCX cannot run here.
+struct LinkProfile {
+  double loaded_latency_s = 0, bandwidth = 0;
+};
+LinkProfile MeasureLinks(int host_cores) {
   auto a = comm::UcxTransport::Create(0);
   auto b = comm::UcxTransport::Create(1);
-  if (!a.ok() || !b.ok()) return 0;
+  if (!a.ok() || !b.ok()) return {};
   comm::UcxTransport& ta = *a.value();
   comm::UcxTransport& tb = *b.value();
-  if (!ta.Connect(1, tb.address()).ok() || !tb.Connect(0, ta.address()).ok()) return 0;
+  if (!ta.Connect(1, tb.address()).ok() || !tb.Connect(0, ta.address()).ok()) return {};
   std::atomic<bool> stop{false};
   std::vector<std::thread> load;
   for (int i = 0; i < host_cores; ++i) {
@@ -145,9 +149,29 @@ double MeasureLoadedLatency(int host_cores) {
   echo.join();
   stop = true;
   for (auto& t : load) t.join();
-  if (rtt.size() < static_cast<size_t>(rounds)) return 0;
+  if (rtt.size() < static_cast<size_t>(rounds)) return {};
   std::nth_element(rtt.begin(), rtt.begin() + rounds / 2, rtt.end());
-  return rtt[rounds / 2] / 2;
+  LinkProfile out;
+  out.loaded_latency_s = rtt[rounds / 2] / 2;
+  std::vector<char> src(8 << 20, 1), dst(8 << 20);
+  double best = 1e9;
+  for (int i = 0; i < 4; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = tb.Recv(0, dst.data(), dst.size(), 8, static_cast<uint32_t>(i));
+    auto s = ta.Send(1, src.data(), src.size(), 8, static_cast<uint32_t>(i));
+    if (!r.ok() || !s.ok()) return out;
+    // Both sides progress from this thread (each needs the other's progress), for up to 2 s.
+    bool sent = false, received = false;
+    while (!(sent && received)) {
+      sent = sent || ta.Completed(s.value());
+      received = received || tb.Completed(r.value());
+      if (std::chrono::steady_clock::now() - t0 > timeout) return out;
+    }
+    best = std::min(best,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  out.bandwidth = static_cast<double>(src.size()) / best;
+  return out;
 }
 
 // What one device achieves alone. GEMM throughput is counted per CPU second (times the threads
@@ -180,11 +204,13 @@ json MeasureProfile() {
     });
     copy_s = std::min(copy_s, std::chrono::duration<double>(clk::now() - t0).count());
   }
+  const LinkProfile links = MeasureLinks(host_cores);
   return {{"gemm_flops_f32", gemm_flops},
           {"memory_bandwidth", 2.0 * static_cast<double>(src.size()) / copy_s},
           {"threads", NumThreads()},
           {"host_cores", host_cores},
-          {"loaded_latency_s", MeasureLoadedLatency(host_cores)}};
+          {"loaded_latency_s", links.loaded_latency_s},
+          {"link_bandwidth", links.bandwidth}};
 }
 
 class ClientConnection;

@@ -127,6 +127,7 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions o) {
       g.threads = static_cast<int>(num("threads"));
       g.host_cores = static_cast<int>(num("host_cores"));
       g.loaded_latency = num("loaded_latency_s");
+      g.link_bandwidth = num("link_bandwidth");
     }
     c->devices_.push_back(std::move(g));
     if (std::find(addresses.begin(), addresses.end(), d["address"].get<std::string>()) ==

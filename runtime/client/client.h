@@ -41,6 +41,7 @@ struct GrantedDevice {
   double gemm_flops = 0, memory_bandwidth = 0;  // the node's measured start-up profile (0: none)
   int threads = 0, host_cores = 0;              // CPU threads the worker runs; its host's cores
   double loaded_latency = 0;  // s, one-way UCX latency on the node while its cores are all busy
+  double link_bandwidth = 0;  // bytes/s, UCX between two processes of the node (0: unknown)
 };
 
 class Client {

@@ -109,7 +109,7 @@ planner::ClusterSpec Session::cluster() const {
   };
   for (const auto& d : devs) per_node[host(d)]++;  // devices on one host are one node
   c.device.memory_bytes = INT64_MAX;
-  double flops = 0, bw = 0, concurrency = 0, loaded_latency = 0;
+  double flops = 0, bw = 0, concurrency = 0, loaded_latency = 0, link_bw = 0;
   for (const auto& d : devs) {
     // CPU devices on one host share its cores (and memory bus): the profile is what a device
     // achieves alone; host cores / threads of them compute at that speed at once.
@@ -118,6 +118,9 @@ planner::ClusterSpec Session::cluster() const {
       concurrency = concurrency == 0 ? conc : std::min(concurrency, conc);
     }
     loaded_latency = std::max(loaded_latency, d.loaded_latency);
+    if (d.link_bandwidth > 0) {
+      link_bw = link_bw == 0 ? d.link_bandwidth : std::min(link_bw, d.link_bandwidth);
+    }
     c.device.memory_bytes = std::min(c.device.memory_bytes, d.memory_bytes);
     flops = flops == 0 ? d.gemm_flops : std::min(flops, d.gemm_flops);
     bw = bw == 0 ? d.memory_bandwidth : std::min(bw, d.memory_bandwidth);
@@ -133,7 +136,7 @@ planner::ClusterSpec Session::cluster() const {
   c.device.other_efficiency = 0.3;
   c.device.memory_bandwidth = bw > 0 ? bw : 10e9;
   c.device.kernel_overhead_s = 2e-5;
-  c.intra_node_bandwidth = 4e9;
+  c.intra_node_bandwidth = link_bw > 0 ? link_bw : 4e9;  // as the workers measured it
   c.intra_node_latency = 2e-5;
   // Devices that take turns on a host's cores: a message waits for its receiver to get a core,
   // as the workers measured at start-up.
