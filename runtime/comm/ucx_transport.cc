@@ -70,12 +70,15 @@ StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Create(int rank) {
   // UCX's CMA transport treats the failed read as fatal and aborts this process (seen: a worker
   // killed mid-step took its pipeline neighbour down). Shared memory carries the rendezvous
   // instead. UCX_TLS, when the user sets it, decides.
-  // Without CMA a rendezvous message moves only while its sender progresses UCX, and a pipeline
-  // stage computes between its sends: messages up to 1 MiB (activations and their gradients) go
-  // eagerly instead, into a shared-memory FIFO large enough to take them at once (measured: the
-  // 1F1B bubble back from 1.06-1.16 x to 0.72 x the theory). Set variables win.
+  // No rendezvous either: without CMA, UCX moves a rendezvous message between processes of one
+  // host over TCP lanes, which (a) move data only while the sender progresses UCX, and a pipeline
+  // stage computes between its sends (the 1F1B bubble grew from 0.72 x to 1.06-1.16 x the theory),
+  // (b) halved the bandwidth, and (c) after a peer died left the survivors' wireup in a state that
+  // tripped a UCX assertion (comm.collectives_multiprocess, 'die'). Every message goes eagerly
+  // through the shared-memory FIFO (made larger) instead: measured 0.77-1.05 x ucx_perftest's
+  // bandwidth with CMA, all-reduce 1.23 x gloo, the bubble 0.72 x. Set variables win.
   const std::pair<const char*, const char*> defaults[] = {
-      {"TLS", "^cma"}, {"RNDV_THRESH", "1M"}, {"POSIX_FIFO_SIZE", "256"}};
+      {"TLS", "^cma"}, {"RNDV_THRESH", "inf"}, {"POSIX_FIFO_SIZE", "256"}};
   for (const auto& [name, value] : defaults) {
     if (std::getenv(fmt::format("UCX_{}", name).c_str()) != nullptr) continue;
     s = Ucx(ucp_config_modify(config, name, value), fmt::format("ucp_config_modify({})", name));
