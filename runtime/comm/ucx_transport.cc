@@ -68,15 +68,13 @@ StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Create(int rank) {
   if (!s.ok()) return s;
   // No CMA (process_vm_readv of the peer's memory): when the peer process has died mid-transfer,
   // UCX's CMA transport treats the failed read as fatal and aborts this process (seen: a worker
-  // killed mid-step took its pipeline neighbour down). Shared memory carries the rendezvous
-  // instead. UCX_TLS, when the user sets it, decides.
-  // No rendezvous either: without CMA, UCX moves a rendezvous message between processes of one
-  // host over TCP lanes, which (a) move data only while the sender progresses UCX, and a pipeline
-  // stage computes between its sends (the 1F1B bubble grew from 0.72 x to 1.06-1.16 x the theory),
-  // (b) halved the bandwidth, and (c) after a peer died left the survivors' wireup in a state that
-  // tripped a UCX assertion (comm.collectives_multiprocess, 'die'). Every message goes eagerly
-  // through the shared-memory FIFO (made larger) instead: measured 0.77-1.05 x ucx_perftest's
-  // bandwidth with CMA, all-reduce 1.23 x gloo, the bubble 0.72 x. Set variables win.
+  // killed mid-step took its pipeline neighbour down). No rendezvous either: without CMA, UCX moves
+  // a rendezvous message between processes of one host over TCP lanes, which move data only while
+  // the sender progresses UCX (a pipeline stage computes between its sends: the 1F1B bubble grew
+  // from 0.72 x to 1.06-1.16 x the theory), cost bandwidth, and after a peer died left the
+  // survivors' wireup tripping a UCX assertion (comm.collectives_multiprocess, 'die'). So every
+  // message goes eagerly through the shared-memory FIFO, made larger; docs/comm.md has the
+  // figures. Variables the user sets win.
   const std::pair<const char*, const char*> defaults[] = {
       {"TLS", "^cma"}, {"RNDV_THRESH", "inf"}, {"POSIX_FIFO_SIZE", "256"}};
   for (const auto& [name, value] : defaults) {
