@@ -78,6 +78,12 @@ Measured Run(moreh::parallel::Session& s, const moreh::models::LlamaConfig& c, i
   return m;
 }
 
+// One result line on stdout (the scripts read the lines that start with '{').
+void Emit(const json& j) {
+  std::printf("%s\n", j.dump().c_str());
+  std::fflush(stdout);
+}
+
 std::string ConfigJson(const moreh::planner::Candidate& c) {
   return json{{"num_stages", c.num_stages},
               {"tp", c.tp},
@@ -100,25 +106,18 @@ int Main(int argc, char** argv) {
   const auto config = moreh::models::LlamaConfig::FromFile(dir + "/config.json").value();
   if (mode == "predict") {
     // The planner alone on a saved cluster description: what it predicts for every candidate.
-    moreh::planner::TrainJob job;
-    job.model = config;
-    job.global_batch = B;
-    job.seq_len = T;
-    job.compute_dtype = moreh::DType::kF32;
-    job.vocab_parallel = false;
+    const auto job = moreh::parallel::Session::PlanningJob(config, B, T);
     const auto cl = moreh::planner::ClusterSpec::FromFile(argv[6]).value();
     moreh::planner::PlannerOptions po;
     po.log = false;
     const auto plan = moreh::planner::PlanTraining(job, cl, po);
     for (const auto& c : plan.candidates) {
       if (!c.feasible) continue;
-      std::printf("%s\n", json{{"config", json::parse(ConfigJson(c))},
-                               {"chosen", ConfigJson(c) == ConfigJson(plan.chosen)},
-                               {"pred_peak", c.peak_bytes},
-                               {"stage_peak", c.stage_peak_bytes},
-                               {"pred_step_s", c.step_time}}
-                              .dump()
-                              .c_str());
+      Emit(json{{"config", json::parse(ConfigJson(c))},
+                {"chosen", ConfigJson(c) == ConfigJson(plan.chosen)},
+                {"pred_peak", c.peak_bytes},
+                {"stage_peak", c.stage_peak_bytes},
+                {"pred_step_s", c.step_time}});
     }
     return 0;
   }
@@ -140,7 +139,7 @@ int Main(int argc, char** argv) {
       Measured m = Run(*s, config, B, T, steps);
       chosen = s->plan().chosen;
       // What the planner was told about the devices (for `ap_bench predict`).
-      std::printf("%s\n", json{{"cluster", json::parse(s->cluster().ToJson())}}.dump().c_str());
+      Emit(json{{"cluster", json::parse(s->cluster().ToJson())}});
       for (const auto& c : s->plan().candidates) {
         if (c.feasible) cands.push_back(c);
       }
@@ -162,17 +161,14 @@ int Main(int argc, char** argv) {
         worst_meas = std::max(worst_meas, m.peak[r]);
       }
       const bool is_chosen = ConfigJson(c) == ConfigJson(chosen);
-      std::printf("%s\n", json{{"config", json::parse(ConfigJson(c))},
-                               {"chosen", is_chosen},
-                               {"pred_peak", worst_pred},
-                               {"meas_peak", worst_meas},
-                               {"mem_err", err},
-                               {"ranks", per_rank},
-                               {"pred_step_s", c.step_time},
-                               {"meas_step_s", m.step_s}}
-                              .dump()
-                              .c_str());
-      std::fflush(stdout);
+      Emit(json{{"config", json::parse(ConfigJson(c))},
+                {"chosen", is_chosen},
+                {"pred_peak", worst_pred},
+                {"meas_peak", worst_meas},
+                {"mem_err", err},
+                {"ranks", per_rank},
+                {"pred_step_s", c.step_time},
+                {"meas_step_s", m.step_s}});
     }
     return 0;
   }
@@ -186,37 +182,31 @@ int Main(int argc, char** argv) {
         {"recompute", 0}}.dump();
     auto s = moreh::parallel::Session::Open(so, config);
     const Measured m = Run(*s, config, B, T, steps);
-    std::printf("%s\n", json{{"stages", stages},
-                             {"micro_batches", micro},
-                             {"step_s", m.step_s},
-                             {"wait_s", m.wait},
-                             {"busy_s", m.busy}}
-                            .dump()
-                            .c_str());
+    Emit(json{{"stages", stages},
+              {"micro_batches", micro},
+              {"step_s", m.step_s},
+              {"wait_s", m.wait},
+              {"busy_s", m.busy}});
     return 0;
   }
-  if (mode ==
-      "config") {  // one given configuration (JSON as MOREH_ADVANCED_PARALLELIZATION_CONFIG)
+  // One given configuration (JSON as MOREH_ADVANCED_PARALLELIZATION_CONFIG).
+  if (mode == "config") {
     so.force_config = argv[6];
     auto s = moreh::parallel::Session::Open(so, config);
     const Measured m = Run(*s, config, B, T, steps);
-    std::printf("%s\n", json{{"cluster", json::parse(s->cluster().ToJson())}}.dump().c_str());
-    std::printf("%s\n", json{{"config", json::parse(argv[6])},
-                             {"pred_step_s", s->plan().chosen.step_time},
-                             {"meas_step_s", m.step_s}}
-                            .dump()
-                            .c_str());
+    Emit(json{{"cluster", json::parse(s->cluster().ToJson())}});
+    Emit(json{{"config", json::parse(argv[6])},
+              {"pred_step_s", s->plan().chosen.step_time},
+              {"meas_step_s", m.step_s}});
     return 0;
   }
   if (mode == "dp") {
     so.advanced_parallelization = false;
     auto s = moreh::parallel::Session::Open(so, config);
     const Measured m = Run(*s, config, B, T, steps);
-    std::printf("%s\n", json{{"devices", lc.num_workers},
-                             {"step_s", m.step_s},
-                             {"tokens_per_s", static_cast<double>(B * T) / m.step_s}}
-                            .dump()
-                            .c_str());
+    Emit(json{{"devices", lc.num_workers},
+              {"step_s", m.step_s},
+              {"tokens_per_s", static_cast<double>(B * T) / m.step_s}});
     return 0;
   }
   std::fprintf(stderr, "ap_bench: unknown mode '%s'\n", mode.c_str());

@@ -148,6 +148,16 @@ planner::ClusterSpec Session::cluster() const {
   return c;
 }
 
+planner::TrainJob Session::PlanningJob(const models::LlamaConfig& config, int64_t B, int64_t T) {
+  planner::TrainJob job;
+  job.model = config;
+  job.global_batch = B;
+  job.seq_len = T;
+  job.compute_dtype = DType::kF32;  // the CPU backend computes in f32
+  job.vocab_parallel = false;       // embedding and LM head are replicated over tensor parallelism
+  return job;
+}
+
 std::vector<json> Session::CallAll(const std::vector<json>& messages) const {
   const size_t n = ranks_.size();
   std::vector<StatusOr<json>> replies(n, Status::Internal("not run"));
@@ -190,12 +200,7 @@ std::vector<json> Session::CallAll(const std::vector<json>& messages) const {
 }
 
 void Session::Setup(int64_t B, int64_t T) {
-  planner::TrainJob job;
-  job.model = config_;
-  job.global_batch = B;
-  job.seq_len = T;
-  job.compute_dtype = DType::kF32;  // the CPU backend computes in f32
-  job.vocab_parallel = false;       // embedding and LM head are replicated over tensor parallelism
+  const planner::TrainJob job = PlanningJob(config_, B, T);
   planner::PlannerOptions po = planner::PlannerOptions::FromUserOptions();
   po.advanced_parallelization = options_.advanced_parallelization;
   const planner::ClusterSpec cl = cluster();

@@ -77,6 +77,9 @@ class Session {
   bool ready() const { return !ranks_.empty(); }
   const planner::Plan& plan() const { return plan_; }
   planner::ClusterSpec cluster() const;
+  // The job the planner is given for a batch of [B, T] on the workers' CPU runtime (f32; embedding
+  // and LM head replicated over tensor parallelism).
+  static planner::TrainJob PlanningJob(const models::LlamaConfig& config, int64_t B, int64_t T);
   // Per rank, the last step's reply (loss, forward_s, backward_s, wait_s, peak_bytes).
   const std::vector<nlohmann::json>& last_step() const { return last_step_; }
   // Per rank, the last optimizer step's reply (update_s, peak_bytes).

@@ -185,9 +185,6 @@ PieceCost DecoderLayerCost(const models::LlamaConfig& c, int64_t b, int64_t t, i
   Analyse(g, num_fwd, std::set<int>(weights.begin(), weights.end()), x, dev, &cost);
   for (int w : weights) cost.params += Numel(g.info(w).shape);
   cost.num_param_tensors = static_cast<int>(weights.size());
-  for (int w : weights) {
-    cost.largest_param_tensor = std::max(cost.largest_param_tensor, Numel(g.info(w).shape));
-  }
   if (tp > 1) cost.tp_allreduce_bytes = b * t * C * DTypeSize(dt);
   (void)DT;
   return cost;
@@ -210,7 +207,6 @@ PieceCost HeadCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, D
   Analyse(g, num_fwd, {norm, head}, x, dev, &cost);
   cost.params = C + (c.tie_word_embeddings ? 0 : V * C);
   cost.num_param_tensors = c.tie_word_embeddings ? 1 : 2;
-  cost.largest_param_tensor = V * C;
   return cost;
 }
 
@@ -225,7 +221,6 @@ PieceCost EmbeddingCost(const models::LlamaConfig& c, int64_t b, int64_t t, int 
   cost.params = V * C;
   cost.num_ops = 2;
   cost.num_param_tensors = 1;
-  cost.largest_param_tensor = V * C;
   cost.transient_bytes = V * C * DTypeSize(dt);  // the dense gradient of the whole table
   cost.sharded_transient_bytes = cost.transient_bytes;
   return cost;

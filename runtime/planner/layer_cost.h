@@ -29,7 +29,6 @@ struct PieceCost {
   int64_t tp_allreduce_bytes = 0;  // bytes of each TP all-reduce (4 per layer per micro-batch)
   int num_ops = 0;
   int num_param_tensors = 0;  // sharded parameters are gathered tensor by tensor
-  int64_t largest_param_tensor = 0;
 };
 
 // One decoder layer for micro-batch [b, t] under tensor parallelism `tp` (heads, key/value heads

@@ -291,6 +291,8 @@ static Candidate Evaluate(const TrainJob& job, const ClusterSpec& cl, const Plan
   const double tp_ar = RingAllReduce(static_cast<double>(k.layer.tp_allreduce_bytes), c.tp,
                                      cl.intra_node_bandwidth, cl.intra_node_latency);
   const bool dp_inter = c.tp * c.dp > cl.devices_per_node;
+  const double dp_bw = dp_inter ? cl.inter_node_bandwidth : cl.intra_node_bandwidth;
+  const double dp_lat = dp_inter ? cl.inter_node_latency : cl.intra_node_latency;
   const bool pp_inter = c.tp * c.dp >= cl.devices_per_node && cl.num_devices > cl.devices_per_node;
   // Unfused attention moves the T x T scores through memory: about 4 passes forward (write scores,
   // softmax read and write, read for P V) and 6 backward.
@@ -343,12 +345,6 @@ static Candidate Evaluate(const TrainJob& job, const ClusterSpec& cl, const Plan
     c.peak_bytes = std::max(c.peak_bytes, bytes);
     const double params = static_cast<double>(layers[s] * k.layer.params) +
                           (s == 0 ? k.embed.params : 0) + (s == p - 1 ? k.head.params : 0);
-    // Gradient reduction over DP (reduce-scatter + all-gather when sharded: the same volume);
-    // modelled without overlap with the backward, which makes it an upper bound.
-    const double reduce =
-        RingAllReduce(params * (mixed ? 2 : 4), c.dp,
-                      dp_inter ? cl.inter_node_bandwidth : cl.intra_node_bandwidth,
-                      dp_inter ? cl.inter_node_latency : cl.intra_node_latency);
     if (c.distribute_low_prec_param) {
       // Sharded parameters are gathered tensor by tensor for every micro-batch's forward and
       // again for its backward, which reduce-scatters their gradients: three ring passes (n - 1
@@ -357,13 +353,13 @@ static Candidate Evaluate(const TrainJob& job, const ClusterSpec& cl, const Plan
       const int tensors = layers[s] * k.layer.num_param_tensors +
                           (s == 0 ? k.embed.num_param_tensors : 0) +
                           (s == p - 1 ? k.head.num_param_tensors : 0);
-      const double gather = RingPass(params * (mixed ? 2 : 4), tensors, c.dp,
-                                     dp_inter ? cl.inter_node_bandwidth : cl.intra_node_bandwidth,
-                                     dp_inter ? cl.inter_node_latency : cl.intra_node_latency);
+      const double gather = RingPass(params * (mixed ? 2 : 4), tensors, c.dp, dp_bw, dp_lat);
       sc.fwd_wait += gather;
       sc.bwd_wait += 2 * gather;
     } else {
-      dp_max = std::max(dp_max, reduce);
+      // Gradient reduction over DP (reduce-scatter + all-gather when sharded: the same volume);
+      // modelled without overlap with the backward, which makes it an upper bound.
+      dp_max = std::max(dp_max, RingAllReduce(params * (mixed ? 2 : 4), c.dp, dp_bw, dp_lat));
     }
     const double opt_params = c.distribute_param ? params / c.dp : params;
     opt_max = std::max(opt_max, opt_params * (mixed ? 30.0 : 24.0) / dev.memory_bandwidth);
