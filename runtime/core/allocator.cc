@@ -40,8 +40,20 @@ int64_t PhysicalMemoryBytes() {
 
 Buffer::~Buffer() { allocator_->Free(data_, bytes_); }
 
-Allocator::Allocator(std::string device_name, int64_t capacity_bytes)
+namespace {
+class HostMemory final : public MemorySource {
+ public:
+  void* Allocate(int64_t bytes) override {
+    return std::aligned_alloc(64, static_cast<size_t>(bytes));
+  }
+  void Free(void* p) override { std::free(p); }
+};
+}  // namespace
+
+Allocator::Allocator(std::string device_name, int64_t capacity_bytes,
+                     std::unique_ptr<MemorySource> source)
     : device_name_(std::move(device_name)),
+      source_(source ? std::move(source) : std::make_unique<HostMemory>()),
       capacity_(capacity_bytes > 0 ? capacity_bytes : PhysicalMemoryBytes()) {}
 
 void Allocator::set_capacity(int64_t bytes) {
@@ -71,7 +83,11 @@ std::shared_ptr<Buffer> Allocator::Allocate(int64_t bytes) {
     if (live + rounded > peak_.load()) peak_.store(live + rounded);
   }
   if (p == nullptr && rounded != 0) {
-    p = std::aligned_alloc(64, static_cast<size_t>(rounded));
+    p = source_->Allocate(rounded);
+    if (p == nullptr) {  // the cache may hold what the source lacks (fragmentation, other users)
+      ReleaseCache();
+      p = source_->Allocate(rounded);
+    }
     if (p == nullptr) {
       live_.fetch_sub(rounded);
       throw OutOfMemoryError(device_name_, rounded, 0, capacity_.load());
@@ -84,11 +100,12 @@ void Allocator::Free(void* p, int64_t bytes) {
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t live = live_.load() - bytes;
   live_.store(live);
-  if (p != nullptr && bytes >= kMinCachedBytes && live + cached_ + bytes <= capacity_.load()) {
+  if (p != nullptr && bytes >= source_->MinCachedBytes() &&
+      live + cached_ + bytes <= capacity_.load()) {
     cache_[bytes].push_back(p);
     cached_ += bytes;
-  } else {
-    std::free(p);
+  } else if (p != nullptr) {
+    source_->Free(p);
   }
 }
 
@@ -104,7 +121,7 @@ void Allocator::ReleaseCache() {
 
 void Allocator::ReleaseCacheLocked() {
   for (auto& [size, blocks] : cache_) {
-    for (void* b : blocks) std::free(b);
+    for (void* b : blocks) source_->Free(b);
   }
   cache_.clear();
   cached_ = 0;
@@ -112,8 +129,7 @@ void Allocator::ReleaseCacheLocked() {
 
 Allocator::~Allocator() { ReleaseCache(); }
 
-namespace {
-int64_t ParseBytes(const char* s) {
+int64_t ParseMemoryBytes(const char* s) {
   char* end = nullptr;
   const double v = std::strtod(s, &end);
   if (end == s || v <= 0) return 0;
@@ -140,12 +156,11 @@ int64_t ParseBytes(const char* s) {
   }
   return static_cast<int64_t>(v * mul);
 }
-}  // namespace
 
 Allocator* CpuAllocator() {
   static Allocator* a = [] {
     const char* env = std::getenv("MOREH_CPU_DEVICE_MEMORY");
-    return new Allocator("cpu:0", env ? ParseBytes(env) : 0);
+    return new Allocator("cpu:0", env ? ParseMemoryBytes(env) : 0);
   }();
   return a;
 }

@@ -5,10 +5,10 @@
 // moreh::OutOfMemoryError (naming the device, the bytes requested and the bytes available, with the
 // remedies) and allocates nothing.
 //
-// Caching: freed blocks of at least kMinCachedBytes are kept by exact size and handed out again
-// (a training step allocates the same sizes every step, and fresh memory from the OS costs a page
-// fault per 4 KiB). Cached blocks are not live; live + cached never exceeds the capacity (the cache
-// is released first). All methods are thread-safe.
+// Caching: freed blocks of at least MemorySource::MinCachedBytes() are kept by exact size and
+// handed out again (a training step allocates the same sizes every step, and fresh memory from the
+// OS costs a page fault per 4 KiB). Cached blocks are not live; live + cached never exceeds the
+// capacity (the cache is released first). All methods are thread-safe.
 #pragma once
 
 #include <atomic>
@@ -41,14 +41,28 @@ class Buffer {
   Allocator* allocator_;
 };
 
+// Where an allocator's bytes come from: host memory by default; the CUDA backend supplies device
+// memory (kernels/cuda/device_allocator.h). Implementations are thread-safe.
+class MemorySource {
+ public:
+  virtual ~MemorySource() = default;
+  virtual void* Allocate(int64_t bytes) = 0;  // null when the memory cannot be had
+  virtual void Free(void* p) = 0;
+  // Freed blocks at least this large are cached for reuse. Device memory caches every size:
+  // cudaFree waits for the whole device.
+  virtual int64_t MinCachedBytes() const { return 256 * 1024; }
+};
+
 class Allocator {
  public:
-  // capacity_bytes <= 0 means the machine's physical memory.
-  Allocator(std::string device_name, int64_t capacity_bytes);
+  // capacity_bytes <= 0 means the machine's physical memory. `source` null: host memory.
+  Allocator(std::string device_name, int64_t capacity_bytes,
+            std::unique_ptr<MemorySource> source = nullptr);
   Allocator(const Allocator&) = delete;
   Allocator& operator=(const Allocator&) = delete;
 
-  // Throws OutOfMemoryError when live + bytes > capacity. Memory is 64-byte aligned, uninitialised.
+  // Throws OutOfMemoryError when live + bytes > capacity, or when the source has no memory left
+  // even after the cache is released. Memory is 64-byte aligned, uninitialised.
   std::shared_ptr<Buffer> Allocate(int64_t bytes);
 
   const std::string& device_name() const { return device_name_; }
@@ -58,7 +72,6 @@ class Allocator {
   int64_t cached_bytes() const;
   void ReleaseCache();
   ~Allocator();
-  static constexpr int64_t kMinCachedBytes = 256 * 1024;
   int64_t peak_bytes() const { return peak_.load(); }
   void ResetPeak() { peak_.store(live_.load()); }
 
@@ -67,6 +80,7 @@ class Allocator {
   void Free(void* p, int64_t bytes);
 
   const std::string device_name_;
+  const std::unique_ptr<MemorySource> source_;
   std::atomic<int64_t> capacity_;
   std::atomic<int64_t> live_{0};
   std::atomic<int64_t> peak_{0};
@@ -77,6 +91,8 @@ class Allocator {
 };
 
 int64_t PhysicalMemoryBytes();
+// "512M", "2G", "1.5T", "1048576": bytes (K/M/G/T are powers of 1024); 0 when unreadable.
+int64_t ParseMemoryBytes(const char* s);
 
 // The process's CPU device ("cpu:0"). Capacity from MOREH_CPU_DEVICE_MEMORY (bytes, or with a
 // K/M/G/T suffix) or the machine's memory.

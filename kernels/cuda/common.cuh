@@ -1,0 +1,97 @@
+// Device helpers shared by the kernel families: f32 conversion of each element type, warp and
+// block reductions, and the dispatch from a runtime DType to a C++ element type.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <limits>
+
+#include "kernels/cuda/cuda_check.h"
+#include "runtime/core/dtype.h"
+#include "runtime/core/error.h"
+
+namespace moreh::kernels::cuda {
+
+__device__ __forceinline__ float ToF32(float x) { return x; }
+__device__ __forceinline__ float ToF32(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float ToF32(__half x) { return __half2float(x); }
+
+template <typename T>
+__device__ __forceinline__ T FromF32(float x);
+template <>
+__device__ __forceinline__ float FromF32<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 FromF32<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+template <>
+__device__ __forceinline__ __half FromF32<__half>(float x) {
+  return __float2half_rn(x);
+}
+
+inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Index of this thread in a grid-stride loop, and the loop's step.
+__device__ __forceinline__ int64_t GlobalThread() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t GridStride() {
+  return static_cast<int64_t>(gridDim.x) * blockDim.x;
+}
+
+__device__ __forceinline__ float WarpSum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float WarpMax(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block; every thread gets the total. blockDim.x must be a multiple of 32 and every
+// thread of the block must call it (it synchronises).
+__device__ __forceinline__ float BlockSum(float v) {
+  __shared__ float partial[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = WarpSum(v);
+  __syncthreads();  // an earlier call's readers are done with `partial`
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  return WarpSum(lane < warps ? partial[lane] : 0.0f);
+}
+__device__ __forceinline__ float BlockMax(float v) {
+  __shared__ float partial[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = WarpMax(v);
+  __syncthreads();
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  return WarpMax(lane < warps ? partial[lane] : kNegInf);
+}
+
+// Calls f(T{}) with T the element type of `dtype` (float, __nv_bfloat16, __half); other dtypes
+// throw naming `what`.
+template <typename F>
+void DispatchFloat(DType dtype, const char* what, F&& f) {
+  switch (dtype) {
+    case DType::kF32:
+      f(float{});
+      return;
+    case DType::kBF16:
+      f(__nv_bfloat16{});
+      return;
+    case DType::kF16:
+      f(__half{});
+      return;
+    default:
+      throw Error(fmt::format("cuda::{}: dtype {} is not a floating type", what, DTypeName(dtype)));
+  }
+}
+
+}  // namespace moreh::kernels::cuda

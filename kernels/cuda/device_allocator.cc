@@ -1,0 +1,86 @@
+#include "kernels/cuda/device_allocator.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "kernels/cuda/cuda_check.h"
+#include "runtime/core/error.h"
+
+namespace moreh::kernels::cuda {
+namespace {
+
+constexpr int64_t kContextReserve = 256ll << 20;
+
+class DeviceMemory final : public runtime::MemorySource {
+ public:
+  explicit DeviceMemory(int device) : device_(device) {}
+  void* Allocate(int64_t bytes) override {
+    DeviceScope scope(device_);
+    void* p = nullptr;
+    if (cudaMalloc(&p, static_cast<size_t>(bytes)) != cudaSuccess) {
+      cudaGetLastError();  // clear it, so that a later launch check does not report it
+      return nullptr;
+    }
+    return p;
+  }
+  void Free(void* p) override {
+    DeviceScope scope(device_);
+    cudaFree(p);  // errors here (a lost device) cannot be reported to anyone useful
+  }
+  int64_t MinCachedBytes() const override { return 0; }
+
+ private:
+  // Makes `device` current for the calling thread and restores the previous one.
+  struct DeviceScope {
+    explicit DeviceScope(int device) {
+      cudaGetDevice(&previous);
+      if (previous != device) cudaSetDevice(device);
+    }
+    ~DeviceScope() { cudaSetDevice(previous); }
+    int previous = 0;
+  };
+  const int device_;
+};
+
+}  // namespace
+
+runtime::Allocator* CudaAllocator(int device) {
+  static std::mutex mu;
+  static std::unordered_map<int, runtime::Allocator*> allocators;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = allocators.find(device);
+  if (it != allocators.end()) return it->second;
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();
+    count = 0;
+  }
+  MOREH_CHECK(device >= 0 && device < count, "cuda:{} does not exist ({} CUDA devices here)",
+              device, count);
+  int64_t capacity = 0;
+  if (const char* env = std::getenv("MOREH_CUDA_DEVICE_MEMORY")) {
+    capacity = runtime::ParseMemoryBytes(env);
+    MOREH_CHECK(capacity > 0, "MOREH_CUDA_DEVICE_MEMORY='{}' is not a size (e.g. 40G)", env);
+  } else {
+    int previous = 0;
+    MOREH_CUDA_CHECK(cudaGetDevice(&previous));
+    MOREH_CUDA_CHECK(cudaSetDevice(device));
+    size_t free_bytes = 0, total = 0;
+    const cudaError_t e = cudaMemGetInfo(&free_bytes, &total);
+    cudaSetDevice(previous);
+    MOREH_CUDA_CHECK(e);
+    capacity = std::max<int64_t>(static_cast<int64_t>(free_bytes) - kContextReserve, 1);
+  }
+  auto* a = new runtime::Allocator("cuda:" + std::to_string(device), capacity,
+                                   std::make_unique<DeviceMemory>(device));
+  allocators.emplace(device, a);
+  return a;
+}
+
+}  // namespace moreh::kernels::cuda

@@ -1,0 +1,618 @@
+// Every CUDA kernel against its CPU twin (kernels/cpu, the oracle), over a list of shapes, in f32
+// and bf16. For each case: fresh random inputs (bf16 cases round them first, so both sides see the
+// same values), outputs poisoned with NaN before the run (an element the kernel forgot stays NaN
+// and fails), the CPU kernel run in f32 on the same values, and an element-wise check
+// |gpu - cpu| <= tol * (|cpu| + rms(cpu)) with tol per dtype and kernel. One line per case, a
+// summary last. Exit status: 0 all passed, 1 a case failed, 77 no CUDA device (a skip, not a pass).
+//
+//   moreh_cuda_kernel_check [--filter SUBSTRING] [--seed N]
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/device_allocator.h"
+#include "kernels/cuda/device_info.h"
+#include "runtime/core/dtype.h"
+#include "runtime/core/error.h"
+
+namespace {
+
+using moreh::DType;
+namespace cpu = moreh::kernels::cpu;
+namespace gpu = moreh::kernels::cuda;
+
+std::mt19937_64 g_rng(20261128);
+std::string g_filter;
+int g_passed = 0, g_failed = 0;
+
+std::vector<float> Random(int64_t n, float scale = 1.0f) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(g_rng);
+  return v;
+}
+
+// Rounds values to what `dtype` can hold (identity for f32).
+std::vector<float> Round(std::vector<float> v, DType dtype) {
+  for (float& x : v) {
+    if (dtype == DType::kBF16) x = moreh::BF16ToF32(moreh::F32ToBF16(x));
+    if (dtype == DType::kF16) x = moreh::F16ToF32(moreh::F32ToF16(x));
+  }
+  return v;
+}
+
+// A device buffer, freed at scope exit.
+class Dev {
+ public:
+  Dev(int64_t bytes) : bytes_(std::max<int64_t>(bytes, 1)) {
+    MOREH_CUDA_CHECK(cudaMalloc(&p_, static_cast<size_t>(bytes_)));
+    Poison();
+  }
+  // Uploads `v` converted to `dtype`.
+  Dev(const std::vector<float>& v, DType dtype)
+      : Dev(static_cast<int64_t>(v.size()) * moreh::DTypeSize(dtype)) {
+    std::vector<char> host(bytes_);
+    moreh::ConvertElements(v.data(), DType::kF32, host.data(), dtype,
+                           static_cast<int64_t>(v.size()));
+    MOREH_CUDA_CHECK(cudaMemcpy(p_, host.data(), host.size(), cudaMemcpyHostToDevice));
+  }
+  explicit Dev(const std::vector<int64_t>& v) : Dev(static_cast<int64_t>(v.size()) * 8) {
+    MOREH_CUDA_CHECK(cudaMemcpy(p_, v.data(), v.size() * 8, cudaMemcpyHostToDevice));
+  }
+  ~Dev() { cudaFree(p_); }
+  Dev(const Dev&) = delete;
+  Dev& operator=(const Dev&) = delete;
+  void Poison() { MOREH_CUDA_CHECK(cudaMemset(p_, 0xff, static_cast<size_t>(bytes_))); }
+  std::vector<float> Get(int64_t n, DType dtype) const {
+    MOREH_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<char> host(static_cast<size_t>(n * moreh::DTypeSize(dtype)));
+    MOREH_CUDA_CHECK(cudaMemcpy(host.data(), p_, host.size(), cudaMemcpyDeviceToHost));
+    std::vector<float> out(n);
+    moreh::ConvertElements(host.data(), dtype, out.data(), DType::kF32, n);
+    return out;
+  }
+  template <typename T = void>
+  T* p() const {
+    return static_cast<T*>(p_);
+  }
+  float* f() const { return static_cast<float*>(p_); }
+
+ private:
+  void* p_ = nullptr;
+  int64_t bytes_;
+};
+
+double Rms(const std::vector<float>& v) {
+  double s = 0;
+  int64_t n = 0;
+  for (float x : v) {
+    if (std::isfinite(x)) {
+      s += static_cast<double>(x) * x;
+      ++n;
+    }
+  }
+  return n ? std::sqrt(s / n) : 0.0;
+}
+
+// Compares one output; returns true when it passes. Infinities must match exactly; NaN only where
+// the reference has NaN.
+bool Close(const std::vector<float>& got, const std::vector<float>& want, double tol,
+           std::string* detail) {
+  const double rms = Rms(want);
+  double worst = 0, l2_diff = 0, l2_ref = 0;
+  int64_t bad = 0, first_bad = -1;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double g = got[i], w = want[i];
+    bool ok;
+    double ratio = 0;
+    if (std::isnan(w) || std::isnan(g)) {
+      ok = std::isnan(w) && std::isnan(g);
+    } else if (std::isinf(w) || std::isinf(g)) {
+      ok = g == w;
+    } else {
+      const double err = std::fabs(g - w);
+      ratio = err / (tol * (std::fabs(w) + rms) + 1e-30);
+      ok = ratio <= 1.0;
+      l2_diff += err * err;
+      l2_ref += w * w;
+    }
+    worst = std::max(worst, ok ? ratio : std::numeric_limits<double>::infinity());
+    if (!ok) {
+      ++bad;
+      if (first_bad < 0) first_bad = static_cast<int64_t>(i);
+    }
+  }
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "err/tol %.3g rel_l2 %.2e", worst,
+                l2_ref > 0 ? std::sqrt(l2_diff / l2_ref) : std::sqrt(l2_diff));
+  *detail = buf;
+  if (bad) {
+    std::snprintf(buf, sizeof buf, "; %lld bad, first [%lld] gpu %.6g cpu %.6g",
+                  static_cast<long long>(bad), static_cast<long long>(first_bad), got[first_bad],
+                  want[first_bad]);
+    *detail += buf;
+  }
+  return bad == 0;
+}
+
+// One case: any number of named outputs, each compared.
+struct Case {
+  Case(std::string n, double t) : name(std::move(n)), tol(t) {}
+  Case(const Case&) = delete;
+  Case& operator=(const Case&) = delete;
+  std::string name;
+  double tol;
+  std::vector<std::string> details;
+  bool ok = true;
+  void Check(const char* what, const std::vector<float>& got, const std::vector<float>& want,
+             double tol_here = -1) {
+    std::string d;
+    const bool pass = Close(got, want, tol_here >= 0 ? tol_here : tol, &d);
+    ok = ok && pass;
+    details.push_back(std::string(what) + ": " + d);
+  }
+  ~Case() {
+    std::printf("%s %s\n", ok ? "PASS" : "FAIL", name.c_str());
+    for (const auto& d : details) std::printf("       %s\n", d.c_str());
+    (ok ? g_passed : g_failed)++;
+  }
+};
+
+bool Selected(const std::string& name) {
+  return g_filter.empty() || name.find(g_filter) != std::string::npos;
+}
+
+const char* Name(DType t) { return moreh::DTypeName(t).data(); }
+
+// Tolerance: f32 kernels differ from the CPU by rounding order only; bf16 outputs by one rounding
+// of the output (2^-9 relative) on top.
+double Tol(DType t, double f32_tol = 2e-5) { return t == DType::kF32 ? f32_tol : 1e-2; }
+
+const DType kDTypes[] = {DType::kF32, DType::kBF16};
+
+// --- the checks, one per kernel family ----------------------------------------------------------
+
+void CheckGemm() {
+  struct S {
+    int64_t m, n, k;
+    bool ta, tb;
+    int64_t pad;  // extra leading-dimension elements (strided operands)
+    float alpha, beta;
+  };
+  const S shapes[] = {
+      {1, 1, 1, false, false, 0, 1, 0},          {7, 13, 5, false, false, 0, 1, 0},
+      {7, 13, 5, true, false, 0, 1, 0},          {7, 13, 5, false, true, 0, 1, 0},
+      {7, 13, 5, true, true, 0, 1, 0},           {129, 67, 257, false, true, 3, 1, 0},
+      {64, 96, 128, true, false, 0, 0.5f, 1.0f}, {512, 1024, 768, false, false, 0, 1, 0},
+      {1000, 512, 2048, false, true, 8, 1, 0}};
+  for (const S& s : shapes) {
+    for (DType ab : {DType::kF32, DType::kBF16, DType::kF16}) {
+      std::vector<DType> outs{DType::kF32};
+      if (ab != DType::kF32) outs.push_back(ab);
+      for (DType ct : outs) {
+        char name[160];
+        std::snprintf(name, sizeof name,
+                      "gemm %s->%s m=%lld n=%lld k=%lld ta=%d tb=%d pad=%lld a=%g b=%g", Name(ab),
+                      Name(ct), (long long)s.m, (long long)s.n, (long long)s.k, s.ta, s.tb,
+                      (long long)s.pad, s.alpha, s.beta);
+        if (!Selected(name)) continue;
+        const int64_t lda = (s.ta ? s.m : s.k) + s.pad, ldb = (s.tb ? s.k : s.n) + s.pad,
+                      ldc = s.n + s.pad;
+        const int64_t a_rows = s.ta ? s.k : s.m, b_rows = s.tb ? s.n : s.k;
+        const auto a = Round(Random(a_rows * lda), ab), b = Round(Random(b_rows * ldb), ab);
+        auto c = Round(Random(s.m * ldc), ct);
+        Dev da(a, ab), db(b, ab), dc(c, ct);
+        if (s.beta == 0) dc.Poison();
+        gpu::Gemm(s.ta, s.tb, s.m, s.n, s.k, s.alpha, da.p(), lda, db.p(), ldb, s.beta, dc.p(), ldc,
+                  ab, ct, nullptr);
+        cpu::Gemm(s.ta, s.tb, s.m, s.n, s.k, s.alpha, a.data(), lda, b.data(), ldb, s.beta,
+                  c.data(), ldc);
+        auto got = dc.Get(s.m * ldc, ct);
+        // Padding columns are not the kernel's: compare only the m x n block.
+        std::vector<float> g, w;
+        for (int64_t i = 0; i < s.m; ++i) {
+          for (int64_t j = 0; j < s.n; ++j) {
+            g.push_back(got[i * ldc + j]);
+            w.push_back(c[i * ldc + j]);
+          }
+        }
+        Case cs{name, ct == DType::kF32 ? 1e-4 : 1e-2};
+        cs.Check("c", g, w);
+      }
+    }
+  }
+}
+
+void CheckEmbedding() {
+  struct S {
+    int64_t n, c, v;
+  };
+  for (const S& s : {S{1, 1, 1}, S{37, 65, 11}, S{512, 768, 1000}}) {
+    for (DType dt : kDTypes) {
+      char name[128];
+      std::snprintf(name, sizeof name, "embedding %s n=%lld c=%lld v=%lld", Name(dt),
+                    (long long)s.n, (long long)s.c, (long long)s.v);
+      if (!Selected(name)) continue;
+      std::vector<int64_t> ids(s.n);
+      std::uniform_int_distribution<int64_t> pick(0, s.v - 1);
+      for (auto& id : ids) id = pick(g_rng);
+      const auto w = Round(Random(s.v * s.c), dt), dout = Round(Random(s.n * s.c), dt);
+      Dev dw(w, dt), dids(ids), dout_d(dout, dt), out(s.n * s.c * 4), dweight(s.v * s.c * 4);
+      gpu::EmbeddingForward(out.p(), dw.p(), dids.p<int64_t>(), s.n, s.c, s.v, dt, nullptr);
+      gpu::EmbeddingBackward(dweight.f(), dout_d.p(), dids.p<int64_t>(), s.n, s.c, s.v, dt,
+                             nullptr);
+      std::vector<float> want_out(s.n * s.c), want_dw(s.v * s.c);
+      cpu::EmbeddingForward(want_out.data(), w.data(), ids.data(), s.n, s.c);
+      cpu::EmbeddingBackward(want_dw.data(), dout.data(), ids.data(), s.n, s.c, s.v);
+      Case cs{name, Tol(dt)};
+      cs.Check("out", out.Get(s.n * s.c, dt), want_out);
+      cs.Check("dweight", dweight.Get(s.v * s.c, DType::kF32), want_dw);
+    }
+  }
+}
+
+void CheckElementwise() {
+  struct S {
+    int64_t n, nb;
+  };
+  for (const S& s : {S{1, 1}, S{1000, 1000}, S{7 * 333, 7}, S{(1 << 20) + 3, (1 << 20) + 3}}) {
+    for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
+      char name[128];
+      std::snprintf(name, sizeof name, "elementwise %s n=%lld nb=%lld", Name(dt), (long long)s.n,
+                    (long long)s.nb);
+      if (!Selected(name)) continue;
+      const auto a = Round(Random(s.n), dt), b = Round(Random(s.nb), dt);
+      Dev da(a, dt), db(b, dt), sum(s.n * 4), prod(s.n * 4), scaled(s.n * 4);
+      gpu::Add(sum.p(), da.p(), db.p(), s.n, s.nb, dt, nullptr);
+      gpu::Mul(prod.p(), da.p(), db.p(), s.n, s.nb, dt, nullptr);
+      gpu::Scale(scaled.p(), da.p(), -0.375f, s.n, dt, nullptr);
+      std::vector<float> ws(s.n), wp(s.n), wsc(s.n);
+      cpu::Add(ws.data(), a.data(), b.data(), s.n, s.nb);
+      cpu::Mul(wp.data(), a.data(), b.data(), s.n, s.nb);
+      cpu::Scale(wsc.data(), a.data(), -0.375f, s.n);
+      Case cs{name, dt == DType::kF32 ? 1e-6 : 1e-2};
+      cs.Check("add", sum.Get(s.n, dt), ws);
+      cs.Check("mul", prod.Get(s.n, dt), wp);
+      cs.Check("scale", scaled.Get(s.n, dt), wsc);
+    }
+  }
+  // Casts between the float types: the device must round exactly as the host (nearest even).
+  for (DType from : {DType::kF32, DType::kBF16, DType::kF16}) {
+    for (DType to : {DType::kF32, DType::kBF16, DType::kF16}) {
+      char name[64];
+      std::snprintf(name, sizeof name, "cast %s->%s n=100003", Name(from), Name(to));
+      if (!Selected(name)) continue;
+      const auto x = Round(Random(100003, 3.0f), from);
+      Dev dx(x, from), dy(100003 * 4);
+      gpu::Cast(dy.p(), to, dx.p(), from, 100003, nullptr);
+      Case cs{name, 1e-12};
+      cs.Check("y", dy.Get(100003, to), Round(x, to));
+    }
+  }
+}
+
+void CheckRmsNorm() {
+  struct S {
+    int64_t n, c;
+  };
+  for (const S& s : {S{1, 1}, S{3, 17}, S{64, 768}, S{8, 4096}, S{3, 16384}}) {
+    for (DType dt : kDTypes) {
+      char name[128];
+      std::snprintf(name, sizeof name, "rmsnorm %s n=%lld c=%lld", Name(dt), (long long)s.n,
+                    (long long)s.c);
+      if (!Selected(name)) continue;
+      const float eps = 1e-5f;
+      const auto x = Round(Random(s.n * s.c, 2.0f), dt), w = Round(Random(s.c), dt),
+                 dy = Round(Random(s.n * s.c), dt);
+      Dev dx_in(x, dt), dw_in(w, dt), ddy(dy, dt), y(s.n * s.c * 4), dx(s.n * s.c * 4), dw(s.c * 4);
+      gpu::RmsNormForward(y.p(), dx_in.p(), dw_in.p(), s.n, s.c, eps, dt, nullptr);
+      gpu::RmsNormBackward(dx.p(), dw.f(), ddy.p(), dx_in.p(), dw_in.p(), s.n, s.c, eps, dt,
+                           nullptr);
+      std::vector<float> wy(s.n * s.c), wdx(s.n * s.c), wdw(s.c);
+      cpu::RmsNormForward(wy.data(), x.data(), w.data(), s.n, s.c, eps);
+      cpu::RmsNormBackward(wdx.data(), wdw.data(), dy.data(), x.data(), w.data(), s.n, s.c, eps);
+      Case cs{name, Tol(dt, 1e-4)};
+      cs.Check("y", y.Get(s.n * s.c, dt), wy);
+      cs.Check("dx", dx.Get(s.n * s.c, dt), wdx);
+      cs.Check("dw", dw.Get(s.c, DType::kF32), wdw);
+    }
+  }
+}
+
+void CheckRotary() {
+  struct S {
+    int64_t b, t, h, d, offset;
+    bool inverse;
+  };
+  for (const S& s : {S{1, 1, 1, 2, 0, false}, S{2, 5, 3, 8, 0, false}, S{1, 128, 4, 64, 7, false},
+                     S{2, 33, 2, 128, 4000, true}}) {
+    for (DType dt : kDTypes) {
+      char name[128];
+      std::snprintf(name, sizeof name, "rotary %s b=%lld t=%lld h=%lld d=%lld offset=%lld inv=%d",
+                    Name(dt), (long long)s.b, (long long)s.t, (long long)s.h, (long long)s.d,
+                    (long long)s.offset, s.inverse);
+      if (!Selected(name)) continue;
+      const int64_t n = s.b * s.t * s.h * s.d;
+      const auto x = Round(Random(n), dt);
+      Dev dx(x, dt), dy(n * 4);
+      gpu::RotaryForward(dy.p(), dx.p(), s.b, s.t, s.h, s.d, 10000.0, s.offset, s.inverse, dt,
+                         nullptr);
+      std::vector<float> want(n);
+      cpu::RotaryForward(want.data(), x.data(), s.b, s.t, s.h, s.d, 10000.0, s.offset, s.inverse);
+      Case cs{name, Tol(dt, 1e-4)};
+      cs.Check("y", dy.Get(n, dt), want);
+      // In place (y == x), as the runtime may run it.
+      gpu::RotaryForward(dx.p(), dx.p(), s.b, s.t, s.h, s.d, 10000.0, s.offset, s.inverse, dt,
+                         nullptr);
+      cs.Check("y_in_place", dx.Get(n, dt), want);
+    }
+  }
+}
+
+void CheckAttention() {
+  struct S {
+    int64_t b, t, h, hkv, d;
+    bool causal, mask;
+  };
+  const S shapes[] = {{1, 1, 1, 1, 16, true, false},    {2, 37, 4, 2, 64, true, true},
+                      {1, 129, 2, 1, 128, true, false}, {2, 65, 4, 4, 80, false, true},
+                      {1, 33, 2, 2, 256, true, true},   {1, 300, 8, 2, 64, true, false},
+                      {1, 70, 2, 1, 32, false, false}};
+  for (const S& s : shapes) {
+    for (DType dt : kDTypes) {
+      char name[160];
+      std::snprintf(name, sizeof name,
+                    "attention %s b=%lld t=%lld h=%lld hkv=%lld d=%lld causal=%d mask=%d", Name(dt),
+                    (long long)s.b, (long long)s.t, (long long)s.h, (long long)s.hkv,
+                    (long long)s.d, s.causal, s.mask);
+      if (!Selected(name)) continue;
+      const cpu::AttentionShape sh{s.b,   s.t, s.t,      s.h,
+                                   s.hkv, s.d, s.causal, 1.0f / std::sqrt(static_cast<float>(s.d))};
+      const int64_t nq = s.b * s.t * s.h * s.d, nk = s.b * s.t * s.hkv * s.d, nl = s.b * s.h * s.t;
+      const auto q = Round(Random(nq), dt), k = Round(Random(nk), dt), v = Round(Random(nk), dt),
+                 dout = Round(Random(nq), dt);
+      // Padding: the first key of batch row 0 and the last keys of the last row masked, so some
+      // query rows (row 0 of batch 0, causal) see no key at all.
+      std::vector<int64_t> mask(s.b * s.t, 1);
+      if (s.mask) {
+        mask[0] = 0;
+        for (int64_t j = s.t * 2 / 3; j < s.t; ++j) mask[(s.b - 1) * s.t + j] = 0;
+      }
+      Dev dq_in(q, dt), dk_in(k, dt), dv_in(v, dt), ddout(dout, dt), dmask(mask), out(nq * 4),
+          lse(nl * 4), dq(nq * 4), dk(nk * 4), dv(nk * 4);
+      const int64_t* mask_p = s.mask ? dmask.p<int64_t>() : nullptr;
+      gpu::AttentionForward(out.p(), lse.f(), dq_in.p(), dk_in.p(), dv_in.p(), mask_p, sh, dt,
+                            nullptr);
+      std::vector<float> wout(nq), wlse(nl), wdq(nq), wdk(nk), wdv(nk);
+      cpu::AttentionForward(wout.data(), wlse.data(), q.data(), k.data(), v.data(),
+                            s.mask ? mask.data() : nullptr, sh);
+      Case cs{name, Tol(dt, 1e-4)};
+      const auto got_out = out.Get(nq, dt);
+      cs.Check("out", got_out, wout);
+      cs.Check("lse", lse.Get(nl, DType::kF32), wlse);
+      // The backward from the same saved values on both sides: the CPU reads the device's out
+      // (rounded as the runtime would hold it) and the CPU's lse.
+      gpu::AttentionBackward(dq.p(), dk.p(), dv.p(), ddout.p(), dq_in.p(), dk_in.p(), dv_in.p(),
+                             out.p(), lse.f(), mask_p, sh, dt, nullptr);
+      cpu::AttentionBackward(wdq.data(), wdk.data(), wdv.data(), dout.data(), q.data(), k.data(),
+                             v.data(), got_out.data(), wlse.data(), s.mask ? mask.data() : nullptr,
+                             sh);
+      cs.Check("dq", dq.Get(nq, dt), wdq);
+      cs.Check("dk", dk.Get(nk, dt), wdk);
+      cs.Check("dv", dv.Get(nk, dt), wdv);
+    }
+  }
+}
+
+void CheckSwiGlu() {
+  for (int64_t n : {int64_t{1}, int64_t{1000}, int64_t{(1 << 20) + 5}}) {
+    for (DType dt : kDTypes) {
+      char name[64];
+      std::snprintf(name, sizeof name, "swiglu %s n=%lld", Name(dt), (long long)n);
+      if (!Selected(name)) continue;
+      const auto g = Round(Random(n, 3.0f), dt), u = Round(Random(n), dt),
+                 dy = Round(Random(n), dt);
+      Dev dg_in(g, dt), du_in(u, dt), ddy(dy, dt), y(n * 4), dg(n * 4), du(n * 4);
+      gpu::SwiGluForward(y.p(), dg_in.p(), du_in.p(), n, dt, nullptr);
+      gpu::SwiGluBackward(dg.p(), du.p(), ddy.p(), dg_in.p(), du_in.p(), n, dt, nullptr);
+      std::vector<float> wy(n), wdg(n), wdu(n);
+      cpu::SwiGluForward(wy.data(), g.data(), u.data(), n);
+      cpu::SwiGluBackward(wdg.data(), wdu.data(), dy.data(), g.data(), u.data(), n);
+      Case cs{name, Tol(dt)};
+      cs.Check("y", y.Get(n, dt), wy);
+      cs.Check("dgate", dg.Get(n, dt), wdg);
+      cs.Check("dup", du.Get(n, dt), wdu);
+    }
+  }
+}
+
+void CheckCrossEntropy() {
+  struct S {
+    int64_t n, v;
+  };
+  for (const S& s : {S{1, 1}, S{7, 33}, S{64, 32000}, S{300, 1000}}) {
+    for (DType dt : kDTypes) {
+      char name[96];
+      std::snprintf(name, sizeof name, "cross_entropy %s n=%lld v=%lld", Name(dt), (long long)s.n,
+                    (long long)s.v);
+      if (!Selected(name)) continue;
+      const int64_t ignore = -100;
+      const auto x = Round(Random(s.n * s.v, 4.0f), dt);
+      std::vector<int64_t> labels(s.n);
+      std::uniform_int_distribution<int64_t> pick(0, s.v - 1);
+      for (int64_t i = 0; i < s.n; ++i) labels[i] = (i % 5 == 3) ? ignore : pick(g_rng);
+      Dev dx(x, dt), dlabels(labels), lse(s.n * 4), rows(s.n * 4), sum(16), loss(4), scratch(4),
+          grad(s.n * s.v * 4), grad_mean(s.n * s.v * 4);
+      const std::vector<float> dloss_v{0.75f};
+      Dev dloss(dloss_v, DType::kF32);
+      gpu::CrossEntropyForward(loss.f(), lse.f(), rows.f(), sum.p<double>(), dx.p(),
+                               dlabels.p<int64_t>(), s.n, s.v, ignore, true, dt, nullptr);
+      std::vector<float> wlse(s.n), wgrad(s.n * s.v);
+      int64_t count = 0;
+      const double wsum =
+          cpu::CrossEntropyForward(wlse.data(), x.data(), labels.data(), s.n, s.v, ignore, &count);
+      const float scale = count ? 1.0f / static_cast<float>(count) : 0.0f;
+      // The scale given (1 / count) and the scale the device finds (mean): the same gradient.
+      gpu::CrossEntropyBackward(grad.p(), dx.p(), dlabels.p<int64_t>(), lse.f(), s.n, s.v, ignore,
+                                scale, dloss.f(), false, scratch.f(), dt, nullptr);
+      gpu::CrossEntropyBackward(grad_mean.p(), dx.p(), dlabels.p<int64_t>(), lse.f(), s.n, s.v,
+                                ignore, 1.0f, dloss.f(), true, scratch.f(), dt, nullptr);
+      cpu::CrossEntropyBackward(wgrad.data(), x.data(), labels.data(), wlse.data(), s.n, s.v,
+                                ignore, scale * 0.75f);
+      double got_sum[2];
+      MOREH_CUDA_CHECK(cudaDeviceSynchronize());
+      MOREH_CUDA_CHECK(cudaMemcpy(got_sum, sum.p(), 16, cudaMemcpyDeviceToHost));
+      Case cs{name, Tol(dt, 1e-5)};
+      cs.Check("lse", lse.Get(s.n, DType::kF32), wlse);
+      cs.Check("loss_sum", {static_cast<float>(got_sum[0])}, {static_cast<float>(wsum)});
+      cs.Check("count", {static_cast<float>(got_sum[1])}, {static_cast<float>(count)});
+      cs.Check("loss_mean", loss.Get(1, DType::kF32),
+               {count ? static_cast<float>(wsum / static_cast<double>(count)) : std::nanf("")});
+      cs.Check("dlogits", grad.Get(s.n * s.v, dt), wgrad);
+      cs.Check("dlogits_mean", grad_mean.Get(s.n * s.v, dt), wgrad);
+    }
+  }
+}
+
+void CheckSumMiddle() {
+  struct S {
+    int64_t outer, r, inner;
+  };
+  for (const S& s : {S{1, 1, 1}, S{3, 100, 1}, S{2, 1000, 1}, S{4, 17, 96}, S{1, 4096, 768}}) {
+    for (DType dt : kDTypes) {
+      char name[96];
+      std::snprintf(name, sizeof name, "sum_middle %s outer=%lld r=%lld inner=%lld", Name(dt),
+                    (long long)s.outer, (long long)s.r, (long long)s.inner);
+      if (!Selected(name)) continue;
+      const auto x = Round(Random(s.outer * s.r * s.inner), dt);
+      Dev dx(x, dt), out(s.outer * s.inner * 4);
+      gpu::SumMiddle(out.p(), dx.p(), s.outer, s.r, s.inner, dt, nullptr);
+      std::vector<float> want(s.outer * s.inner);
+      cpu::SumMiddle(want.data(), x.data(), s.outer, s.r, s.inner);
+      Case cs{name, Tol(dt, 1e-5)};
+      cs.Check("out", out.Get(s.outer * s.inner, dt), want);
+    }
+  }
+}
+
+void CheckAdamW() {
+  for (DType grad_type : {DType::kF32, DType::kBF16}) {
+    char name[96];
+    std::snprintf(name, sizeof name, "adamw grad=%s copy=bf16 tensors=1,100000,70001 steps=1..3",
+                  Name(grad_type));
+    if (!Selected(name)) continue;
+    const int64_t sizes[] = {1, 100000, 70001};
+    std::vector<std::vector<float>> p, m, v;
+    std::vector<std::unique_ptr<Dev>> dev;  // param, m, v, grad, copy per tensor
+    std::vector<gpu::AdamWTensor> list;
+    for (int64_t n : sizes) {
+      p.push_back(Random(n));
+      m.push_back(std::vector<float>(n, 0.0f));
+      v.push_back(std::vector<float>(n, 0.0f));
+      dev.push_back(std::make_unique<Dev>(p.back(), DType::kF32));
+      dev.push_back(std::make_unique<Dev>(m.back(), DType::kF32));
+      dev.push_back(std::make_unique<Dev>(v.back(), DType::kF32));
+      dev.push_back(std::make_unique<Dev>(n * 4));
+      dev.push_back(std::make_unique<Dev>(n * 2));
+      const size_t b = dev.size() - 5;
+      list.push_back({dev[b]->f(), dev[b + 1]->f(), dev[b + 2]->f(), dev[b + 3]->p(), grad_type,
+                      dev[b + 4]->p(), DType::kBF16, n});
+    }
+    Case cs{name, 1e-5};
+    for (int64_t step = 1; step <= 3; ++step) {
+      const cpu::AdamWParams hp{1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, step};
+      for (size_t t = 0; t < list.size(); ++t) {
+        const auto g = Round(Random(sizes[t]), grad_type);
+        Dev tmp(g, grad_type);
+        MOREH_CUDA_CHECK(cudaMemcpy(dev[5 * t + 3]->p(), tmp.p(),
+                                    sizes[t] * moreh::DTypeSize(grad_type),
+                                    cudaMemcpyDeviceToDevice));
+        cpu::AdamWStep(p[t].data(), m[t].data(), v[t].data(), g.data(), sizes[t], hp);
+      }
+      gpu::AdamWStep(list.data(), static_cast<int>(list.size()), hp, nullptr);
+    }
+    for (size_t t = 0; t < list.size(); ++t) {
+      cs.Check("param", dev[5 * t]->Get(sizes[t], DType::kF32), p[t]);
+      cs.Check("m", dev[5 * t + 1]->Get(sizes[t], DType::kF32), m[t]);
+      cs.Check("v", dev[5 * t + 2]->Get(sizes[t], DType::kF32), v[t]);
+      cs.Check("bf16 copy", dev[5 * t + 4]->Get(sizes[t], DType::kBF16), Round(p[t], DType::kBF16),
+               1e-2);
+    }
+  }
+}
+
+// The caching device allocator: capacity, peak and the out-of-memory error as on the CPU.
+void CheckAllocator() {
+  const char* name = "device_allocator capacity/peak/oom/reuse";
+  if (!Selected(name)) return;
+  Case cs{name, 0};
+  moreh::runtime::Allocator* a = gpu::CudaAllocator(0);
+  const int64_t cap = a->capacity();
+  auto b1 = a->Allocate(1 << 20);
+  void* first = b1->data();
+  const int64_t peak = a->peak_bytes();
+  b1.reset();
+  auto b2 = a->Allocate(1 << 20);  // the same size again: the cached block
+  const bool reused = b2->data() == first;
+  bool oom = false;
+  try {
+    a->Allocate(cap + 1);
+  } catch (const moreh::OutOfMemoryError& e) {
+    oom = e.device() == "cuda:0" && e.requested() >= cap + 1;
+  }
+  cs.Check("reused", {reused ? 1.0f : 0.0f}, {1.0f});
+  cs.Check("peak>=1MiB", {peak >= (1 << 20) ? 1.0f : 0.0f}, {1.0f});
+  cs.Check("oom", {oom ? 1.0f : 0.0f}, {1.0f});
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--filter" && i + 1 < argc) {
+      g_filter = argv[++i];
+    } else if (a == "--seed" && i + 1 < argc) {
+      g_rng.seed(std::stoull(argv[++i]));
+    } else {
+      std::fprintf(stderr, "usage: %s [--filter SUBSTRING] [--seed N]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (gpu::DeviceCount() == 0) {
+    std::printf(
+        "SKIP: no CUDA device on this machine; the kernels are built, not run "
+        "(scripts/gpu-check runs them on a GPU machine)\n");
+    return 77;
+  }
+  std::printf("device 0: %s, %.1f GiB\n", gpu::DeviceName(0).c_str(),
+              gpu::DeviceMemoryBytes(0) / 1073741824.0);
+  try {
+    CheckGemm();
+    CheckEmbedding();
+    CheckElementwise();
+    CheckRmsNorm();
+    CheckRotary();
+    CheckAttention();
+    CheckSwiGlu();
+    CheckCrossEntropy();
+    CheckSumMiddle();
+    CheckAdamW();
+    CheckAllocator();
+  } catch (const std::exception& e) {
+    std::printf("FAIL (exception) %s\n", e.what());
+    ++g_failed;
+  }
+  std::printf("kernel_check: %d passed, %d failed\n", g_passed, g_failed);
+  return g_failed ? 1 : 0;
+}
