@@ -8,6 +8,7 @@
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "ops/op.h"
+#include "ops/op_helpers.h"
 
 namespace moreh::ops {
 namespace {
@@ -28,7 +29,15 @@ void CheckQkv(const ValueInfo& q, const ValueInfo& k, const ValueInfo& v, const 
   }
 }
 
-kernels::cpu::AttentionShape ShapeOf(const Shape& q, const Shape& k, const Attrs& a) {
+Cost AttnCost(const InfoList& in, const std::vector<ValueInfo>& out, const Attrs& a, double mult) {
+  const Shape &q = in[0]->shape, &k = in[1]->shape;
+  double pairs = static_cast<double>(q[0]) * q[2] * q[1] * k[1];
+  if (a.GetInt("causal", 1)) pairs = static_cast<double>(q[0]) * q[2] * q[1] * (q[1] + 1) / 2;
+  return Cost{mult * pairs * q[3], BytesOf(in, out)};
+}
+}  // namespace
+
+kernels::cpu::AttentionShape AttentionShapeOf(const Shape& q, const Shape& k, const Attrs& a) {
   return {q[0],
           q[1],
           k[1],
@@ -39,14 +48,6 @@ kernels::cpu::AttentionShape ShapeOf(const Shape& q, const Shape& k, const Attrs
           static_cast<float>(a.Has("scale") ? a.GetFloat("scale")
                                             : 1.0 / std::sqrt(static_cast<double>(q[3])))};
 }
-
-Cost AttnCost(const InfoList& in, const std::vector<ValueInfo>& out, const Attrs& a, double mult) {
-  const Shape &q = in[0]->shape, &k = in[1]->shape;
-  double pairs = static_cast<double>(q[0]) * q[2] * q[1] * k[1];
-  if (a.GetInt("causal", 1)) pairs = static_cast<double>(q[0]) * q[2] * q[1] * (q[1] + 1) / 2;
-  return Cost{mult * pairs * q[3], BytesOf(in, out)};
-}
-}  // namespace
 
 const OpDef kAttentionDef = {
     .kind = OpKind::kAttention,
@@ -74,7 +75,7 @@ const OpDef kAttentionDef = {
     .kernels = {[](std::span<const Tensor> in, std::span<Tensor> out, const Attrs& a) {
       const Tensor q = AsF32(in[0]), k = AsF32(in[1]), v = AsF32(in[2]);
       const Tensor mask = in.size() > 3 ? AsI64(in[3]) : Tensor();
-      const auto sh = ShapeOf(q.shape(), k.shape(), a);
+      const auto sh = AttentionShapeOf(q.shape(), k.shape(), a);
       WriteF32(out[0], [&](float* o) {
         kernels::cpu::AttentionForward(o, out[1].data<float>(), q.data<float>(), k.data<float>(),
                                        v.data<float>(),
@@ -106,7 +107,7 @@ const OpDef kAttentionBackwardDef = {
       const Tensor dout = AsF32(in[0]), q = AsF32(in[1]), k = AsF32(in[2]), v = AsF32(in[3]),
                    o = AsF32(in[4]), lse = AsF32(in[5]);
       const Tensor mask = in.size() > 6 ? AsI64(in[6]) : Tensor();
-      const auto sh = ShapeOf(q.shape(), k.shape(), a);
+      const auto sh = AttentionShapeOf(q.shape(), k.shape(), a);
       WriteF32(out[0], [&](float* dq) {
         WriteF32(out[1], [&](float* dk) {
           WriteF32(out[2], [&](float* dv) {

@@ -8,6 +8,7 @@
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "ops/op.h"
+#include "ops/op_helpers.h"
 
 namespace moreh::ops {
 namespace {
@@ -21,7 +22,9 @@ void CheckCe(const ValueInfo& logits, const ValueInfo& labels, bool shift) {
 }
 
 // The label each logits row is scored against, validated against [0, V).
-Tensor RowLabels(const Tensor& labels_in, int64_t v, const Attrs& a, OpKind op) {
+}  // namespace
+
+Tensor CrossEntropyRowLabels(const Tensor& labels_in, int64_t v, const Attrs& a, OpKind op) {
   Tensor labels = AsI64(labels_in).Clone();
   const int64_t ignore = a.GetInt("ignore_index", -100);
   int64_t* p = labels.data<int64_t>();
@@ -39,7 +42,6 @@ Tensor RowLabels(const Tensor& labels_in, int64_t v, const Attrs& a, OpKind op) 
   }
   return labels;
 }
-}  // namespace
 
 const OpDef kCrossEntropyDef = {
     .kind = OpKind::kCrossEntropy,
@@ -64,7 +66,7 @@ const OpDef kCrossEntropyDef = {
     .kernels = {[](std::span<const Tensor> in, std::span<Tensor> out, const Attrs& a) {
       const Tensor logits = AsF32(in[0]);
       const int64_t v = logits.shape().back();
-      const Tensor labels = RowLabels(in[1], v, a, OpKind::kCrossEntropy);
+      const Tensor labels = CrossEntropyRowLabels(in[1], v, a, OpKind::kCrossEntropy);
       int64_t count = 0;
       const double total = kernels::cpu::CrossEntropyForward(
           out[1].data<float>(), logits.data<float>(), labels.data<int64_t>(), labels.numel(), v,
@@ -98,7 +100,7 @@ const OpDef kCrossEntropyBackwardDef = {
     .kernels = {[](std::span<const Tensor> in, std::span<Tensor> out, const Attrs& a) {
       const Tensor logits = AsF32(in[1]);
       const int64_t v = logits.shape().back();
-      const Tensor labels = RowLabels(in[2], v, a, OpKind::kCrossEntropyBackward);
+      const Tensor labels = CrossEntropyRowLabels(in[2], v, a, OpKind::kCrossEntropyBackward);
       const int64_t ignore = a.GetInt("ignore_index", -100);
       int64_t count = 0;
       const int64_t* lp = labels.data<int64_t>();

@@ -2,9 +2,9 @@
 // scatter-add: embedding_backward(dout[..., C], ids[...]; num_embeddings=V) -> [V, C].
 #include "kernels/cpu/cpu_kernels.h"
 #include "ops/op.h"
+#include "ops/op_helpers.h"
 
 namespace moreh::ops {
-namespace {
 void CheckIds(OpKind op, const Tensor& ids, int64_t v) {
   const int64_t* p = ids.data<int64_t>();
   for (int64_t i = 0; i < ids.numel(); ++i) {
@@ -12,7 +12,6 @@ void CheckIds(OpKind op, const Tensor& ids, int64_t v) {
                 OpName(op), p[i], i, v);
   }
 }
-}  // namespace
 
 const OpDef kEmbeddingDef = {
     .kind = OpKind::kEmbedding,

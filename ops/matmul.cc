@@ -4,17 +4,13 @@
 // A 2-D b with a batched, untransposed a runs as one GEMM over all rows.
 #include "kernels/cpu/cpu_kernels.h"
 #include "ops/op.h"
+#include "ops/op_helpers.h"
 
 namespace moreh::ops {
-namespace {
-struct Dims {
-  int64_t batch, m, n, k;
-  bool b_batched;
-};
 
-Dims GetDims(const Shape& a, const Shape& b, bool ta, bool tb) {
+MatMulDims GetMatMulDims(const Shape& a, const Shape& b, bool ta, bool tb) {
   const size_t ra = a.size(), rb = b.size();
-  Dims d;
+  MatMulDims d;
   d.m = ta ? a[ra - 1] : a[ra - 2];
   d.k = ta ? a[ra - 2] : a[ra - 1];
   d.n = tb ? b[rb - 2] : b[rb - 1];
@@ -22,7 +18,6 @@ Dims GetDims(const Shape& a, const Shape& b, bool ta, bool tb) {
   d.b_batched = rb > 2;
   return d;
 }
-}  // namespace
 
 const OpDef kMatMulDef = {
     .kind = OpKind::kMatMul,
@@ -42,7 +37,7 @@ const OpDef kMatMulDef = {
           }
           MOREH_CHECK(!(ta && a.size() > 2 && b.size() == 2),
                       "trans_a with a batched a needs a batched b");
-          const Dims d = GetDims(a, b, ta, tb);
+          const MatMulDims d = GetMatMulDims(a, b, ta, tb);
           const int64_t kb = tb ? b[b.size() - 1] : b[b.size() - 2];
           MOREH_CHECK(d.k == kb, "inner dimensions differ ({} vs {})", d.k, kb);
           Shape out(a.begin(), a.end() - 2);
@@ -52,8 +47,8 @@ const OpDef kMatMulDef = {
         },
     .cost =
         [](const InfoList& in, const std::vector<ValueInfo>& out, const Attrs& at) {
-          const Dims d =
-              GetDims(in[0]->shape, in[1]->shape, at.GetInt("trans_a", 0), at.GetInt("trans_b", 0));
+          const MatMulDims d = GetMatMulDims(in[0]->shape, in[1]->shape, at.GetInt("trans_a", 0),
+                                             at.GetInt("trans_b", 0));
           return Cost{2.0 * d.batch * d.m * d.n * d.k, BytesOf(in, out)};
         },
     .grad =
@@ -89,7 +84,7 @@ const OpDef kMatMulDef = {
     .kernels = {[](std::span<const Tensor> in, std::span<Tensor> out, const Attrs& at) {
       const bool ta = at.GetInt("trans_a", 0), tb = at.GetInt("trans_b", 0);
       const Tensor a = AsF32(in[0]), b = AsF32(in[1]);
-      const Dims d = GetDims(a.shape(), b.shape(), ta, tb);
+      const MatMulDims d = GetMatMulDims(a.shape(), b.shape(), ta, tb);
       WriteF32(out[0], [&](float* c) {
         const float* pa = a.data<float>();
         const float* pb = b.data<float>();

@@ -82,6 +82,12 @@ struct OpDef {
 
 const OpDef& GetOpDef(OpKind op);
 
+// The kernel of `op` for `backend`: the definition's own, else one registered at run time (the
+// CUDA kernels live in ops/cuda/, a library only CUDA builds have; it registers them when the
+// runtime first runs a graph on a GPU). Null when there is none.
+const OpDef::Kernel& KernelFor(OpKind op, Backend backend);
+void RegisterKernel(OpKind op, Backend backend, OpDef::Kernel kernel);
+
 // The sum all-reduce over the calling thread's tensor-parallel group, used by tp_reduce. The
 // pipeline runner installs it around each program run; null outside one. Throws on failure.
 using AllReduceHook = std::function<void(float* data, int64_t count)>;

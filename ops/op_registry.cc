@@ -22,6 +22,24 @@ const OpDef& GetOpDef(OpKind op) {
   return d;
 }
 
+namespace {
+// Written once per backend (before the backend's first graph runs), then only read.
+std::array<std::array<OpDef::Kernel, kNumBackends>, kNumOps>& Registered() {
+  static std::array<std::array<OpDef::Kernel, kNumBackends>, kNumOps> table;
+  return table;
+}
+}  // namespace
+
+const OpDef::Kernel& KernelFor(OpKind op, Backend backend) {
+  const OpDef& d = GetOpDef(op);
+  const auto b = static_cast<size_t>(backend);
+  return d.kernels[b] ? d.kernels[b] : Registered()[static_cast<size_t>(op)][b];
+}
+
+void RegisterKernel(OpKind op, Backend backend, OpDef::Kernel kernel) {
+  Registered()[static_cast<size_t>(op)][static_cast<size_t>(backend)] = std::move(kernel);
+}
+
 std::vector<ValueInfo> InferOutputs(OpKind op, const InfoList& in, const Attrs& attrs) {
   const OpDef& d = GetOpDef(op);
   const int n = static_cast<int>(in.size());

@@ -5,10 +5,10 @@
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "ops/op.h"
+#include "ops/op_helpers.h"
 
 namespace moreh::ops {
-namespace {
-std::vector<int> Axes(const Shape& shape, const Attrs& a) {
+std::vector<int> ReduceAxes(const Shape& shape, const Attrs& a) {
   const int rank = static_cast<int>(shape.size());
   std::set<int> axes;
   const std::vector<int64_t> empty;
@@ -24,6 +24,7 @@ std::vector<int> Axes(const Shape& shape, const Attrs& a) {
   return {axes.begin(), axes.end()};
 }
 
+namespace {
 Shape ReducedShape(const Shape& shape, const std::vector<int>& axes, bool keepdim) {
   Shape out;
   for (int i = 0; i < static_cast<int>(shape.size()); ++i) {
@@ -39,15 +40,36 @@ Shape ReducedShape(const Shape& shape, const std::vector<int>& axes, bool keepdi
 std::vector<ValueInfo> InferReduce(const InfoList& in, const Attrs& a) {
   MOREH_CHECK(IsFloating(in[0]->dtype), "input must be a float tensor");
   return {{in[0]->dtype,
-           ReducedShape(in[0]->shape, Axes(in[0]->shape, a), a.GetInt("keepdim", 0) != 0)}};
+           ReducedShape(in[0]->shape, ReduceAxes(in[0]->shape, a), a.GetInt("keepdim", 0) != 0)}};
 }
 
 Cost ReduceCost(const InfoList& in, const std::vector<ValueInfo>& out, const Attrs&) {
   return Cost{static_cast<double>(Numel(in[0]->shape)), BytesOf(in, out)};
 }
 
-// Sums the axes one at a time, innermost first, each through SumMiddle.
-Tensor SumAxes(const Tensor& x, const std::vector<int>& axes) {
+std::vector<int> ReduceGrad(GraphBuilder& b, const Node& n, int g, double scale) {
+  const Shape xs = b.info(n.inputs[0]).shape;
+  const std::vector<int> axes = ReduceAxes(xs, n.attrs);
+  int d = b.Reshape(g, ReducedShape(xs, axes, true));
+  d = b.Emit1(OpKind::kExpand, {d}, {{"shape", xs}});
+  if (scale != 1.0) d = b.Emit1(OpKind::kScale, {d}, {{"scale", scale}});
+  return {d};
+}
+
+void ReduceKernel(std::span<const Tensor> in, std::span<Tensor> out, const Attrs& a, bool mean) {
+  const std::vector<int> axes = ReduceAxes(in[0].shape(), a);
+  Tensor s = SumAxes(in[0], axes, kernels::cpu::SumMiddle);
+  if (mean) {
+    const int64_t n = ReducedCount(in[0].shape(), axes);
+    float* p = s.data<float>();
+    const float inv = n > 0 ? 1.0f / static_cast<float>(n) : 0.0f;
+    for (int64_t i = 0; i < s.numel(); ++i) p[i] = n > 0 ? p[i] * inv : std::nanf("");
+  }
+  out[0].CopyFrom(s.View(out[0].shape()));
+}
+}  // namespace
+
+Tensor SumAxes(const Tensor& x, const std::vector<int>& axes, SumMiddleFn sum_middle) {
   Tensor cur = AsF32(x);
   Shape shape = cur.shape();
   for (auto it = axes.rbegin(); it != axes.rend(); ++it) {
@@ -58,20 +80,11 @@ Tensor SumAxes(const Tensor& x, const std::vector<int>& axes) {
     Shape next = shape;
     next[ax] = 1;
     Tensor r = Tensor::Empty(next, DType::kF32, x.allocator());
-    kernels::cpu::SumMiddle(r.data<float>(), cur.data<float>(), outer, shape[ax], inner);
+    sum_middle(r.data<float>(), cur.data<float>(), outer, shape[ax], inner);
     cur = r;
     shape = next;
   }
   return cur;
-}
-
-std::vector<int> ReduceGrad(GraphBuilder& b, const Node& n, int g, double scale) {
-  const Shape xs = b.info(n.inputs[0]).shape;
-  const std::vector<int> axes = Axes(xs, n.attrs);
-  int d = b.Reshape(g, ReducedShape(xs, axes, true));
-  d = b.Emit1(OpKind::kExpand, {d}, {{"shape", xs}});
-  if (scale != 1.0) d = b.Emit1(OpKind::kScale, {d}, {{"scale", scale}});
-  return {d};
 }
 
 int64_t ReducedCount(const Shape& shape, const std::vector<int>& axes) {
@@ -79,19 +92,6 @@ int64_t ReducedCount(const Shape& shape, const std::vector<int>& axes) {
   for (int ax : axes) n *= shape[ax];
   return n;
 }
-
-void ReduceKernel(std::span<const Tensor> in, std::span<Tensor> out, const Attrs& a, bool mean) {
-  const std::vector<int> axes = Axes(in[0].shape(), a);
-  Tensor s = SumAxes(in[0], axes);
-  if (mean) {
-    const int64_t n = ReducedCount(in[0].shape(), axes);
-    float* p = s.data<float>();
-    const float inv = n > 0 ? 1.0f / static_cast<float>(n) : 0.0f;
-    for (int64_t i = 0; i < s.numel(); ++i) p[i] = n > 0 ? p[i] * inv : std::nanf("");
-  }
-  out[0].CopyFrom(s.View(out[0].shape()));
-}
-}  // namespace
 
 const OpDef kSumDef = {
     .kind = OpKind::kSum,
@@ -119,7 +119,7 @@ const OpDef kMeanDef = {
         [](GraphBuilder& b, const Node& n, std::span<const int> g) {
           if (g[0] < 0) return std::vector<int>{-1};
           const Shape xs = b.info(n.inputs[0]).shape;
-          const int64_t cnt = ReducedCount(xs, Axes(xs, n.attrs));
+          const int64_t cnt = ReducedCount(xs, ReduceAxes(xs, n.attrs));
           return ReduceGrad(b, n, g[0], cnt > 0 ? 1.0 / static_cast<double>(cnt) : 0.0);
         },
     .kernels = {[](std::span<const Tensor> in, std::span<Tensor> out, const Attrs& a) {

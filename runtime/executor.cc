@@ -5,6 +5,10 @@
 
 #include "ops/op.h"
 
+#ifdef MOREH_WITH_CUDA
+#include "ops/cuda/cuda_ops.h"
+#endif
+
 namespace moreh::runtime {
 
 std::shared_ptr<const CompiledGraph> Compile(Graph graph) {
@@ -36,7 +40,18 @@ std::shared_ptr<const CompiledGraph> Compile(Graph graph) {
   return cg;
 }
 
-Executor::Executor(Allocator* alloc) : alloc_(alloc ? alloc : CpuAllocator()) {}
+Executor::Executor(Allocator* alloc)
+    : alloc_(alloc ? alloc : CpuAllocator()),
+      backend_(alloc_->host_accessible() ? ops::Backend::kCpu : ops::Backend::kCuda) {
+  if (backend_ == ops::Backend::kCuda) {
+#ifdef MOREH_WITH_CUDA
+    ops::RegisterCudaKernels();
+#else
+    throw Error(fmt::format("Executor: {} is not host memory and this build has no CUDA backend",
+                            alloc_->device_name()));
+#endif
+  }
+}
 
 std::vector<Tensor> Executor::Run(const CompiledGraph& cg, std::vector<Tensor>* inputs_ptr) {
   std::vector<Tensor>& inputs = *inputs_ptr;
@@ -111,6 +126,10 @@ std::vector<Tensor> Executor::RunNodes(const CompiledGraph& cg, std::vector<Tens
     for (int v : n.inputs) {
       MOREH_CHECK(slots[v].defined(), "{} (node {}): input value {} was freed or never computed",
                   OpName(n.op), ni, v);
+      // A graph input held in the other kind of memory moves once, to this executor's device.
+      if (slots[v].on_host() != (backend_ == ops::Backend::kCpu)) {
+        slots[v] = slots[v].CopyTo(alloc_);
+      }
       in_tensors.push_back(slots[v]);
     }
     out_tensors.assign(n.outputs.size(), Tensor());
@@ -140,8 +159,14 @@ std::vector<Tensor> Executor::RunNodes(const CompiledGraph& cg, std::vector<Tens
       for (Tensor& t : in_tensors) {
         if (t.defined() && !t.is_contiguous()) t = t.Contiguous();
       }
-      const auto& kernel = def.kernels[static_cast<int>(ops::Backend::kCpu)];
-      MOREH_CHECK(kernel != nullptr, "{}: no CPU kernel", OpName(n.op));
+      const auto& kernel = ops::KernelFor(n.op, backend_);
+      MOREH_CHECK(kernel != nullptr, "{}: no {} kernel{}", OpName(n.op),
+                  backend_ == ops::Backend::kCpu ? "CPU" : "CUDA",
+                  backend_ == ops::Backend::kCuda &&
+                          (n.op == OpKind::kTpReduce || n.op == OpKind::kDpGather ||
+                           n.op == OpKind::kDpReduceScatter)
+                      ? " (tensor and data parallelism on GPUs needs the NCCL path, not built yet)"
+                      : "");
       kernel(in_tensors, out_tensors, n.attrs);
     }
     in_tensors.clear();

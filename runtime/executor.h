@@ -1,4 +1,6 @@
-// Executor: runs a graph on the CPU device.
+// Executor: runs a graph on a device: the CPU, or a GPU when its allocator's memory is a GPU's
+// (kernels/cuda/device_allocator.h; CUDA builds). Graph inputs held in the other kind of memory are
+// copied to the executor's device at their first use.
 //
 // Compile() derives, once per graph structure, what execution needs: each value's last use, and
 // which in-place outputs may take over their input's buffer. Run() feeds the graph inputs, runs the
@@ -14,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "ops/op.h"
 #include "runtime/core/graph.h"
 #include "runtime/core/tensor.h"
 
@@ -68,6 +71,7 @@ class Executor {
                                const OutputSink* sink = nullptr);
 
   Allocator* alloc_;
+  ops::Backend backend_;  // CUDA when alloc_'s memory is a GPU's
   bool profiling_ = false;
   std::vector<OpProfile> profile_;
 };

@@ -87,6 +87,9 @@ void AdamWStep(const AdamWTensor* tensors, int count, const AdamWParams& p, cuda
   for (int i = 0; i < count; ++i) {
     const AdamWTensor& t = tensors[i];
     MOREH_CHECK(t.n >= 0, "cuda::AdamWStep: tensor {} has {} elements", i, t.n);
+    MOREH_CHECK(IsFloating(t.grad_type) && (!t.copy || IsFloating(t.copy_type)),
+                "cuda::AdamWStep: tensor {}: gradient {} / copy {} (float dtypes)", i,
+                DTypeName(t.grad_type), DTypeName(t.copy_type));
     if (t.n == 0) continue;
     const DType copy_type = t.copy ? t.copy_type : DType::kF32;
     groups[{t.grad_type, copy_type}].push_back(&t);

@@ -153,6 +153,7 @@ void CrossEntropyBackward(void* dlogits, const void* logits, const int64_t* labe
                           const float* lse, int64_t n, int64_t v, int64_t ignore_index,
                           float grad_scale, const float* dloss, bool mean, float* scratch,
                           DType dtype, cudaStream_t stream) {
+  MOREH_CHECK(IsFloating(dtype), "cuda::CrossEntropyBackward: dtype {}", DTypeName(dtype));
   if (n <= 0 || v <= 0) return;
   GradScaleKernel<<<1, kThreads, 0, stream>>>(scratch, labels, n, ignore_index, grad_scale, dloss,
                                               mean);

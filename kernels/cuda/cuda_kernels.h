@@ -52,6 +52,14 @@ void Scale(void* out, const void* x, float s, int64_t n, DType dtype, cudaStream
 // Element conversion: any float to any float (round to nearest even), i32 <-> i64.
 void Cast(void* out, DType out_type, const void* in, DType in_type, int64_t n, cudaStream_t stream);
 
+// dst[numel(shape)] (contiguous, dst_type) = the strided view of src_base (src_type): shape and
+// strides in elements, rank <= 8; any dtype to any dtype (floats round to nearest even, floats to
+// integers truncate). The device side of Tensor::CopyFrom.
+void StridedCopy(void* dst, DType dst_type, const void* src_base, DType src_type, int rank,
+                 const int64_t* shape, const int64_t* strides, int64_t offset, cudaStream_t stream);
+// dst[n] (dtype) = value.
+void Fill(void* dst, DType dtype, int64_t n, double value, cudaStream_t stream);
+
 // --- rmsnorm.cu
 // y[N,C] = x * rsqrt(mean(x^2) + eps) * w[C]; x, w, y `dtype`.
 void RmsNormForward(void* y, const void* x, const void* w, int64_t n, int64_t c, float eps,

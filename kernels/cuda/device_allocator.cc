@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_kernels.h"
 #include "runtime/core/error.h"
 
 namespace moreh::kernels::cuda {
@@ -34,16 +35,36 @@ class DeviceMemory final : public runtime::MemorySource {
     cudaFree(p);  // errors here (a lost device) cannot be reported to anyone useful
   }
   int64_t MinCachedBytes() const override { return 0; }
+  bool host_accessible() const override { return false; }
+  void CopyBytes(void* dst, const void* src, int64_t bytes) override {
+    DeviceScope scope(device_);
+    // Unified addressing tells the direction; to the host this returns once the bytes are there.
+    MOREH_CUDA_CHECK(cudaMemcpy(dst, src, static_cast<size_t>(bytes), cudaMemcpyDefault));
+  }
+  void CopyStrided(void* dst, DType dst_type, const void* src_base, DType src_type,
+                   const Shape& shape, const Shape& strides, int64_t offset) override {
+    DeviceScope scope(device_);
+    StridedCopy(dst, dst_type, src_base, src_type, static_cast<int>(shape.size()), shape.data(),
+                strides.data(), offset, nullptr);
+  }
+  void Fill(void* dst, DType dtype, int64_t n, double value) override {
+    DeviceScope scope(device_);
+    cuda::Fill(dst, dtype, n, value, nullptr);
+  }
 
  private:
   // Makes `device` current for the calling thread and restores the previous one.
   struct DeviceScope {
     explicit DeviceScope(int device) {
       cudaGetDevice(&previous);
-      if (previous != device) cudaSetDevice(device);
+      changed = previous != device;
+      if (changed) cudaSetDevice(device);
     }
-    ~DeviceScope() { cudaSetDevice(previous); }
+    ~DeviceScope() {
+      if (changed) cudaSetDevice(previous);
+    }
     int previous = 0;
+    bool changed = false;
   };
   const int device_;
 };

@@ -1,5 +1,7 @@
 // Elementwise kernels: Add, Mul (with a suffix-broadcast second operand), Scale, and Cast. Grid-
 // stride loops; each element read once and written once, computed in f32.
+#include <type_traits>
+
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 
@@ -36,6 +38,61 @@ __global__ void CastKernel(TO* out, const TI* in, int64_t n) {
 template <typename TO, typename TI>
 __global__ void IntCastKernel(TO* out, const TI* in, int64_t n) {
   for (int64_t i = GlobalThread(); i < n; i += GridStride()) out[i] = static_cast<TO>(in[i]);
+}
+
+// Conversions for StridedCopy, as the host's ConvertElements: floats through f32 (exact for every
+// float type), floats to integers through int64 (truncating), integers to floats through f32.
+template <typename TO, typename TI>
+__device__ __forceinline__ TO Convert(TI x) {
+  constexpr bool kFloatIn = !std::is_integral_v<TI>, kFloatOut = !std::is_integral_v<TO>;
+  if constexpr (kFloatIn && kFloatOut) {
+    return FromF32<TO>(ToF32(x));
+  } else if constexpr (kFloatIn) {
+    return static_cast<TO>(static_cast<int64_t>(ToF32(x)));
+  } else if constexpr (kFloatOut) {
+    return FromF32<TO>(static_cast<float>(x));
+  } else {
+    return static_cast<TO>(x);
+  }
+}
+
+constexpr int kMaxRank = 8;
+struct View {
+  int rank;
+  int64_t shape[kMaxRank], strides[kMaxRank], offset;
+};
+
+template <typename TO, typename TI>
+__global__ void StridedCopyKernel(TO* dst, const TI* src, View v, int64_t n) {
+  for (int64_t i = GlobalThread(); i < n; i += GridStride()) {
+    int64_t rem = i, off = v.offset;
+    for (int d = v.rank - 1; d >= 0; --d) {
+      const int64_t idx = rem % v.shape[d];
+      rem /= v.shape[d];
+      off += idx * v.strides[d];
+    }
+    dst[i] = Convert<TO>(src[off]);
+  }
+}
+
+template <typename T>
+__global__ void FillKernel(T* dst, T value, int64_t n) {
+  for (int64_t i = GlobalThread(); i < n; i += GridStride()) dst[i] = value;
+}
+
+// Calls f(T{}) for any dtype (the floats and the integers).
+template <typename F>
+void DispatchAny(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::kI32:
+      f(int32_t{});
+      return;
+    case DType::kI64:
+      f(int64_t{});
+      return;
+    default:
+      DispatchFloat(dtype, "StridedCopy", f);
+  }
 }
 
 template <typename Op>
@@ -99,6 +156,65 @@ void Cast(void* out, DType out_type, const void* in, DType in_type, int64_t n,
   } else {
     throw Error(fmt::format("cuda::Cast: {} to {} is not supported", DTypeName(in_type),
                             DTypeName(out_type)));
+  }
+  MOREH_CUDA_CHECK_LAUNCH();
+}
+
+void StridedCopy(void* dst, DType dst_type, const void* src_base, DType src_type, int rank,
+                 const int64_t* shape, const int64_t* strides, int64_t offset,
+                 cudaStream_t stream) {
+  MOREH_CHECK(rank >= 0 && rank <= kMaxRank, "cuda::StridedCopy: rank {} (at most {})", rank,
+              kMaxRank);
+  View v{rank, {}, {}, offset};
+  int64_t n = 1;
+  for (int d = 0; d < rank; ++d) {
+    v.shape[d] = shape[d];
+    v.strides[d] = strides[d];
+    n *= shape[d];
+  }
+  if (n <= 0) return;
+  DispatchAny(dst_type, [&](auto out_tag) {
+    using TO = decltype(out_tag);
+    DispatchAny(src_type, [&](auto in_tag) {
+      using TI = decltype(in_tag);
+      StridedCopyKernel<TO, TI><<<GridFor(n, kThreads), kThreads, 0, stream>>>(
+          static_cast<TO*>(dst), static_cast<const TI*>(src_base), v, n);
+    });
+  });
+  MOREH_CUDA_CHECK_LAUNCH();
+}
+
+void Fill(void* dst, DType dtype, int64_t n, double value, cudaStream_t stream) {
+  if (n <= 0) return;
+  // The value's bit pattern, made on the host (the same rounding as the CPU's Fill).
+  switch (DTypeSize(dtype)) {
+    case 2: {
+      const float f = static_cast<float>(value);
+      uint16_t bits;
+      ConvertElements(&f, DType::kF32, &bits, dtype, 1);
+      FillKernel<uint16_t>
+          <<<GridFor(n, kThreads), kThreads, 0, stream>>>(static_cast<uint16_t*>(dst), bits, n);
+      break;
+    }
+    case 4: {
+      uint32_t bits;
+      if (dtype == DType::kF32) {
+        const float f = static_cast<float>(value);
+        std::memcpy(&bits, &f, 4);
+      } else {
+        const int32_t i = static_cast<int32_t>(value);
+        std::memcpy(&bits, &i, 4);
+      }
+      FillKernel<uint32_t>
+          <<<GridFor(n, kThreads), kThreads, 0, stream>>>(static_cast<uint32_t*>(dst), bits, n);
+      break;
+    }
+    default: {
+      const int64_t i = static_cast<int64_t>(value);
+      FillKernel<int64_t>
+          <<<GridFor(n, kThreads), kThreads, 0, stream>>>(static_cast<int64_t*>(dst), i, n);
+      break;
+    }
   }
   MOREH_CUDA_CHECK_LAUNCH();
 }

@@ -53,6 +53,7 @@ void EmbeddingForward(void* out, const void* weight, const int64_t* ids, int64_t
 
 void EmbeddingBackward(float* dweight, const void* dout, const int64_t* ids, int64_t n, int64_t c,
                        int64_t v, DType dtype, cudaStream_t stream) {
+  MOREH_CHECK(IsFloating(dtype), "cuda::EmbeddingBackward: dtype {}", DTypeName(dtype));
   MOREH_CUDA_CHECK(cudaMemsetAsync(dweight, 0, static_cast<size_t>(v * c) * sizeof(float), stream));
   if (n <= 0 || c <= 0) return;
   DispatchFloat(dtype, "EmbeddingBackward", [&](auto tag) {

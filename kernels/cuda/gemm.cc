@@ -92,10 +92,8 @@ Context& ThisThreadContext() {
   int device = 0;
   MOREH_CUDA_CHECK(cudaGetDevice(&device));
   Context& ctx = contexts[device];
-  if (ctx.handle == nullptr) {
-    MOREH_CUBLAS_CHECK(cublasLtCreate(&ctx.handle));
-    MOREH_CUDA_CHECK(cudaMalloc(&ctx.workspace, kWorkspaceBytes));
-  }
+  if (ctx.workspace == nullptr) MOREH_CUDA_CHECK(cudaMalloc(&ctx.workspace, kWorkspaceBytes));
+  if (ctx.handle == nullptr) MOREH_CUBLAS_CHECK(cublasLtCreate(&ctx.handle));
   return ctx;
 }
 
@@ -175,12 +173,16 @@ void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
               "cuda::Gemm: leading dimensions lda={} ldb={} ldc={} too small for m={} n={} k={}",
               lda, ldb, ldc, m, n, k);
   if (k == 0) {  // C = beta C
-    MOREH_CHECK(ldc == n, "cuda::Gemm: k = 0 with a strided C");
+    const int64_t es = DTypeSize(c_type);
     if (beta == 0.0f) {  // C may hold NaN, and 0 * NaN is NaN
-      MOREH_CUDA_CHECK(
-          cudaMemsetAsync(c, 0, static_cast<size_t>(m * n * DTypeSize(c_type)), stream));
+      MOREH_CUDA_CHECK(cudaMemset2DAsync(c, static_cast<size_t>(ldc * es), 0,
+                                         static_cast<size_t>(n * es), static_cast<size_t>(m),
+                                         stream));
     } else {
-      Scale(c, c, beta, m * n, c_type, stream);
+      for (int64_t i = 0; i < (ldc == n ? 1 : m); ++i) {
+        void* row = static_cast<char*>(c) + i * ldc * es;
+        Scale(row, row, beta, ldc == n ? m * n : n, c_type, stream);
+      }
     }
     return;
   }

@@ -90,6 +90,7 @@ void RmsNormForward(void* y, const void* x, const void* w, int64_t n, int64_t c,
 
 void RmsNormBackward(void* dx, float* dw, const void* dy, const void* x, const void* w, int64_t n,
                      int64_t c, float eps, DType dtype, cudaStream_t stream) {
+  MOREH_CHECK(IsFloating(dtype), "cuda::RmsNormBackward: dtype {}", DTypeName(dtype));
   if (c <= 0) return;
   MOREH_CUDA_CHECK(cudaMemsetAsync(dw, 0, static_cast<size_t>(c) * sizeof(float), stream));
   if (n <= 0) return;

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
 #include "runtime/core/error.h"
@@ -49,6 +50,19 @@ class HostMemory final : public MemorySource {
   void Free(void* p) override { std::free(p); }
 };
 }  // namespace
+
+void MemorySource::CopyBytes(void* dst, const void* src, int64_t bytes) {
+  std::memcpy(dst, src, static_cast<size_t>(bytes));
+}
+
+void MemorySource::CopyStrided(void*, DType, const void*, DType, const Shape&, const Shape&,
+                               int64_t) {
+  throw Error("MemorySource::CopyStrided: host memory is copied by Tensor itself");
+}
+
+void MemorySource::Fill(void*, DType, int64_t, double) {
+  throw Error("MemorySource::Fill: host memory is filled by Tensor itself");
+}
 
 Allocator::Allocator(std::string device_name, int64_t capacity_bytes,
                      std::unique_ptr<MemorySource> source)

@@ -19,6 +19,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "runtime/core/dtype.h"
+#include "runtime/core/shape.h"
+
 namespace moreh::runtime {
 
 class Allocator;
@@ -51,6 +54,19 @@ class MemorySource {
   // Freed blocks at least this large are cached for reuse. Device memory caches every size:
   // cudaFree waits for the whole device.
   virtual int64_t MinCachedBytes() const { return 256 * 1024; }
+
+  // Memory the host cannot read (a GPU's) answers false and implements the three operations
+  // below, which Tensor uses to move, convert and fill such memory. They are ordered after the
+  // device's earlier work and before its later work; a copy to the host is complete on return.
+  virtual bool host_accessible() const { return true; }
+  // Copies bytes between this device's memory and the host's, or within this device.
+  virtual void CopyBytes(void* dst, const void* src, int64_t bytes);
+  // dst[numel(shape)] (contiguous, dst_type) = the strided view (shape, strides and offset in
+  // elements) of src_base (src_type), both on this device, converted element by element.
+  virtual void CopyStrided(void* dst, DType dst_type, const void* src_base, DType src_type,
+                           const Shape& shape, const Shape& strides, int64_t offset);
+  // dst[n] (dtype) = value.
+  virtual void Fill(void* dst, DType dtype, int64_t n, double value);
 };
 
 class Allocator {
@@ -66,6 +82,9 @@ class Allocator {
   std::shared_ptr<Buffer> Allocate(int64_t bytes);
 
   const std::string& device_name() const { return device_name_; }
+  // Where the memory lives and how to move it (see MemorySource).
+  MemorySource& memory() const { return *source_; }
+  bool host_accessible() const { return source_->host_accessible(); }
   int64_t capacity() const { return capacity_.load(); }
   void set_capacity(int64_t bytes);  // <= 0: the machine's memory
   int64_t live_bytes() const { return live_.load(); }

@@ -50,7 +50,11 @@ Tensor Tensor::Empty(const Shape& shape, DType dtype, Allocator* alloc) {
 
 Tensor Tensor::Zeros(const Shape& shape, DType dtype, Allocator* alloc) {
   Tensor t = Empty(shape, dtype, alloc);
-  if (t.nbytes()) std::memset(t.raw_data(), 0, static_cast<size_t>(t.nbytes()));
+  if (!t.on_host()) {
+    t.allocator()->memory().Fill(t.raw_data(), dtype, t.numel(), 0.0);
+  } else if (t.nbytes()) {
+    std::memset(t.raw_data(), 0, static_cast<size_t>(t.nbytes()));
+  }
   return t;
 }
 
@@ -62,6 +66,12 @@ Tensor Tensor::Full(const Shape& shape, DType dtype, double value, Allocator* al
 
 void Tensor::Fill(double value) {
   MOREH_CHECK(defined(), "Tensor::Fill: undefined tensor");
+  if (!on_host()) {
+    MOREH_CHECK(is_contiguous(), "Tensor::Fill: strided {} on {}", ToString(),
+                allocator()->device_name());
+    allocator()->memory().Fill(raw_data(), dtype_, numel(), value);
+    return;
+  }
   const Tensor c = Contiguous();
   const int64_t n = c.numel();
   switch (dtype_) {
@@ -88,7 +98,7 @@ void Tensor::Fill(double value) {
 
 Tensor Tensor::FromData(const void* data, const Shape& shape, DType dtype, Allocator* alloc) {
   Tensor t = Empty(shape, dtype, alloc);
-  if (t.nbytes()) std::memcpy(t.raw_data(), data, static_cast<size_t>(t.nbytes()));
+  if (t.nbytes()) t.allocator()->memory().CopyBytes(t.raw_data(), data, t.nbytes());
   return t;
 }
 
@@ -204,11 +214,21 @@ Tensor Tensor::To(DType dtype) const {
   return t;
 }
 
+Tensor Tensor::CopyTo(Allocator* alloc) const {
+  Tensor t = Empty(shape_, dtype_, alloc);
+  t.CopyFrom(*this);
+  return t;
+}
+
 void Tensor::CopyFrom(const Tensor& src) {
   MOREH_CHECK(src.shape_ == shape_, "Tensor::CopyFrom: shape {} into {}", src.ToString(),
               ToString());
   const int64_t n = numel();
   if (n == 0) return;
+  if (!on_host() || !src.on_host()) {
+    CopyFromDevice(src);
+    return;
+  }
   if (is_contiguous() && src.is_contiguous()) {
     ConvertElements(src.raw_data(), src.dtype_, raw_data(), dtype_, n);
     return;
@@ -237,7 +257,36 @@ void Tensor::CopyFrom(const Tensor& src) {
   });
 }
 
+// One side (or both) in device memory: device-to-device copies convert on the device; across
+// the boundary the bytes move compact, in the source's dtype, and convert on the host.
+void Tensor::CopyFromDevice(const Tensor& src) {
+  if (!on_host() && !src.on_host()) {
+    MOREH_CHECK(src.allocator()->device_name() == allocator()->device_name(),
+                "Tensor::CopyFrom: {} on {} into {} on {} (copy through the host)", src.ToString(),
+                src.allocator()->device_name(), ToString(), allocator()->device_name());
+    MOREH_CHECK(is_contiguous(), "Tensor::CopyFrom: strided destination {} on {}", ToString(),
+                allocator()->device_name());
+    allocator()->memory().CopyStrided(raw_data(), dtype_, src.buffer_->data(), src.dtype_,
+                                      src.shape_, src.strides_, src.offset_);
+    return;
+  }
+  if (!on_host()) {  // host -> device
+    MOREH_CHECK(is_contiguous(), "Tensor::CopyFrom: strided destination {} on {}", ToString(),
+                allocator()->device_name());
+    const Tensor h =
+        src.dtype_ == dtype_ && src.is_contiguous() ? src : src.To(dtype_).Contiguous();
+    allocator()->memory().CopyBytes(raw_data(), h.raw_data(), nbytes());
+    return;
+  }
+  // device -> host
+  const Tensor c = src.Contiguous();  // on the device
+  Tensor h = Empty(shape_, src.dtype_, nullptr);
+  c.allocator()->memory().CopyBytes(h.raw_data(), c.raw_data(), h.nbytes());
+  CopyFrom(h);
+}
+
 std::vector<float> Tensor::ToFloats() const {
+  if (!on_host()) return CopyTo(nullptr).ToFloats();
   std::vector<float> out(static_cast<size_t>(numel()));
   const Tensor c = Contiguous();
   ConvertElements(c.raw_data(), dtype_, out.data(), DType::kF32, numel());
@@ -245,6 +294,7 @@ std::vector<float> Tensor::ToFloats() const {
 }
 
 std::vector<int64_t> Tensor::ToInts() const {
+  if (!on_host()) return CopyTo(nullptr).ToInts();
   std::vector<int64_t> out(static_cast<size_t>(numel()));
   const Tensor c = Contiguous();
   ConvertElements(c.raw_data(), dtype_, out.data(), DType::kI64, numel());

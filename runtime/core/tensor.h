@@ -84,16 +84,25 @@ class Tensor {
   Tensor Expand(const Shape& shape) const;  // size-1 (or new leading) dims broadcast, stride 0
   Tensor Slice(int axis, int64_t begin, int64_t end) const;
 
+  // Whether the host can read this tensor's memory (false for a GPU's). Kernels of the tensor's
+  // device read data(); everything else here (CopyFrom, Fill, ToFloats, ...) works on both.
+  bool on_host() const { return buffer_ == nullptr || buffer_->allocator()->host_accessible(); }
+  // A compact copy in `alloc`'s memory (null: the CPU device), same dtype.
+  Tensor CopyTo(Allocator* alloc) const;
+
   Tensor Contiguous() const;  // this if contiguous, else a compact copy
   Tensor Clone() const;       // always a compact copy
   Tensor To(DType dtype) const;
-  void CopyFrom(const Tensor& src);  // same shape; any dtype; strided either side
-  void Fill(double value);           // every element (converted to the dtype)
+  // Same shape; any dtype; strided either side on the host. On a device: a strided source, a
+  // contiguous destination.
+  void CopyFrom(const Tensor& src);
+  void Fill(double value);  // every element (converted to the dtype)
   std::vector<float> ToFloats() const;
   std::vector<int64_t> ToInts() const;
 
  private:
   void CheckDType(DType want) const;
+  void CopyFromDevice(const Tensor& src);
   DType dtype_ = DType::kF32;
   Shape shape_, strides_;
   int64_t offset_ = 0;

@@ -152,10 +152,11 @@ def main():
         # Two f32 implementations of the same training drift apart exponentially once Adam has
         # turned rounding noise in near-zero gradients into whole updates: seed 4156419411 stays
         # within 7e-8 for 10 steps, then doubles its gap about every step (1.7e-4 at step 20). So
-        # the first 10 steps are held to 1e-5 and the whole trajectory to 1e-3.
+        # the first 10 steps are held to 1e-5 and the whole trajectory to 1e-2 (seed 172159484
+        # reached 1.1e-3 at step 20 by the same doubling, so 1e-3 failed on some random seeds).
         half = min(10, len(steps_rel))
         check(f"loss trajectory, first {half} AdamW steps", max(steps_rel[:half]), 1e-5)
-        check(f"loss trajectory over {a.steps} AdamW steps", rel(ours, np.array(losses)), 1e-3)
+        check(f"loss trajectory over {a.steps} AdamW steps", rel(ours, np.array(losses)), 1e-2)
         print(f"losses ours {ours[0]:.6f} -> {ours[-1]:.6f}, transformers {losses[0]:.6f} -> "
               f"{losses[-1]:.6f}")
 
