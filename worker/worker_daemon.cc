@@ -616,6 +616,17 @@ StatusOr<std::unique_ptr<WorkerDaemon>> WorkerDaemon::Create(WorkerConfig config
   if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return Status(StatusCode::kUnavailable, "cannot listen: " + ec.message());
   impl->profile = impl->config.measure_profile ? MeasureProfile() : json::object();
+#ifdef MOREH_WITH_CUDA
+  // GPUs: the GEMM and memory speed of the first (the node's GPUs are one model).
+  if (impl->config.measure_profile && impl->config.devices.kind == "cuda") {
+    const kernels::cuda::GpuProfile gpu = kernels::cuda::MeasureGpu(0);
+    impl->profile["gemm_flops_bf16"] = gpu.gemm_flops_bf16;
+    impl->profile["gpu_memory_bandwidth"] = gpu.memory_bandwidth;
+    spdlog::info("moreh-worker: {}: bf16 GEMM {:.0f} TFLOP/s, memory {:.0f} GB/s",
+                 kernels::cuda::DeviceName(0), gpu.gemm_flops_bf16 / 1e12,
+                 gpu.memory_bandwidth / 1e9);
+  }
+#endif
   for (int d = 0; d < impl->config.devices.count; ++d) {
     impl->device_threads.push_back(std::make_unique<asio::thread_pool>(1));
     impl->allocators.push_back(std::make_unique<runtime::Allocator>(

@@ -9,4 +9,14 @@ int DeviceCount();
 // Total memory and name of device `i` (0 / "" when it cannot be read).
 int64_t DeviceMemoryBytes(int i);
 std::string DeviceName(int i);
+
+// What a worker reports about a GPU at start-up: a bf16 GEMM (cuBLASLt, 4096^3, f32 accumulation,
+// the best of 5 after a warm-up, on non-zero data) and a device-to-device copy of 512 MiB (bytes
+// read + written per second, the best of 5). Takes about a second; throws moreh::Error on a CUDA
+// failure.
+struct GpuProfile {
+  double gemm_flops_bf16 = 0;
+  double memory_bandwidth = 0;
+};
+GpuProfile MeasureGpu(int device);
 }  // namespace moreh::kernels::cuda

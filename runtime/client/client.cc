@@ -122,8 +122,10 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions o) {
         const auto it = profile.find(key);
         return it != profile.end() && it->is_number() ? it->get<double>() : 0.0;
       };
-      g.gemm_flops = num("gemm_flops_f32");
-      g.memory_bandwidth = num("memory_bandwidth");
+      // A GPU is planned from its own measured bf16 GEMM and memory speed, a CPU from the host's.
+      const bool gpu = g.kind == "cuda" && num("gemm_flops_bf16") > 0;
+      g.gemm_flops = num(gpu ? "gemm_flops_bf16" : "gemm_flops_f32");
+      g.memory_bandwidth = num(gpu ? "gpu_memory_bandwidth" : "memory_bandwidth");
       g.threads = static_cast<int>(num("threads"));
       g.host_cores = static_cast<int>(num("host_cores"));
       g.loaded_latency = num("loaded_latency_s");

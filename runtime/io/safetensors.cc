@@ -205,10 +205,12 @@ StatusOr<runtime::Tensor> SafetensorsFile::Read(std::string_view name,
   if (!e) return Status::NotFound(path_ + ": no tensor '" + std::string(name) + "'");
   Fd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return Status::NotFound(path_ + ": " + std::strerror(errno));
-  runtime::Tensor t = runtime::Tensor::Empty(e->shape, e->dtype, alloc);
+  // Device memory (a GPU's) is read through a host buffer.
+  const bool direct = alloc == nullptr || alloc->host_accessible();
+  runtime::Tensor t = runtime::Tensor::Empty(e->shape, e->dtype, direct ? alloc : nullptr);
   Status s = PreadAll(fd.get(), t.raw_data(), e->end - e->begin, data_offset_ + e->begin, path_);
   if (!s.ok()) return s;
-  return t;
+  return direct ? t : t.CopyTo(alloc);
 }
 
 Status WriteSafetensors(const std::string& path,
@@ -248,7 +250,7 @@ Status WriteSafetensors(const std::string& path,
   if (s.ok()) s = write_all(h.data(), h.size());
   for (const auto& [name, t] : tensors) {
     if (!s.ok()) break;
-    const runtime::Tensor c = t.Contiguous();
+    const runtime::Tensor c = t.on_host() ? t.Contiguous() : t.CopyTo(nullptr);
     s = write_all(c.raw_data(), static_cast<uint64_t>(c.nbytes()));
   }
   if (s.ok() && ::fsync(fd.get()) != 0)

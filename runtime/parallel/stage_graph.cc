@@ -179,6 +179,8 @@ StageProgram BuildStageProgram(const StageSpec& s) {
               "intermediate size ({})",
               s.tp, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size);
   MOREH_CHECK(s.param_shards >= 1, "param_shards {} must be >= 1", s.param_shards);
+  MOREH_CHECK(IsFloating(s.compute_dtype), "compute dtype {} is not a float type",
+              DTypeName(s.compute_dtype));
   MOREH_CHECK(!c.tie_word_embeddings || (s.first && s.last),
               "tied word embeddings across pipeline stages are not supported; use one stage");
   StageProgram p;
@@ -191,7 +193,7 @@ StageProgram BuildStageProgram(const StageSpec& s) {
   for (const std::string& n : p.params) {
     const Shape shape = TpParamShape(c, n, s.tp);
     const int v =
-        g.AddInput({DType::kF32, ps > 1 ? Shape{(Numel(shape) + ps - 1) / ps} : shape}, n);
+        g.AddInput({s.compute_dtype, ps > 1 ? Shape{(Numel(shape) + ps - 1) / ps} : shape}, n);
     p.param_values.push_back(v);
     inputs[n] = v;
   }
@@ -209,7 +211,7 @@ StageProgram BuildStageProgram(const StageSpec& s) {
   if (s.first) {
     p.ids = g.AddInput({DType::kI64, {B, T}}, "input_ids");
   } else {
-    p.activation = g.AddInput({DType::kF32, {B, T, C}}, "activation");
+    p.activation = g.AddInput({s.compute_dtype, {B, T, C}}, "activation");
   }
   p.mask = g.AddInput({DType::kI64, {B, T}}, "attention_mask");
   if (s.last) {
@@ -248,7 +250,7 @@ StageProgram BuildStageProgram(const StageSpec& s) {
     seed = gb.Emit1(OpKind::kFill, {},
                     {{"shape", Shape{}}, {"dtype", std::string("f32")}, {"value", 1.0}});
   } else {
-    p.grad_in = g.AddInput({DType::kF32, {B, T, C}}, "grad_in");
+    p.grad_in = g.AddInput({s.compute_dtype, {B, T, C}}, "grad_in");
     seed = p.grad_in;
   }
   std::vector<int> wrt = p.param_values;

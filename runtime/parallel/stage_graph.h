@@ -48,6 +48,10 @@ struct StageSpec {
   // before its layer runs (dp_gather, ops/data_parallel.cc), in the forward and again in the
   // backward; its gradient arrives reduce-scattered. 1: whole parameters.
   int param_shards = 1;
+  // The dtype of the parameters as the step reads them, of activations and of gradients: f32, or
+  // bf16 for mixed precision (the optimizer keeps f32 master weights and states and writes the
+  // rounded copy; the loss is f32 either way). The pipeline runner uses f32 today.
+  DType compute_dtype = DType::kF32;
 };
 
 // How a parameter is split over tensor-parallel ranks: 0 by rows (q, k, v, gate, up: column

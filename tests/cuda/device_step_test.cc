@@ -56,10 +56,10 @@ TEST(CudaTensor, OutOfMemoryNamesTheDevice) {
   }
 }
 
-// Every output of one step on the GPU against the CPU: elementwise within 2e-3 of (|cpu| + the
-// output's rms), and 1e-4 relative in norm. Both sides compute in f32.
-TEST(CudaStep, LlamaForwardBackwardMatchesCpu) {
-  MOREH_SKIP_WITHOUT_GPU();
+// Every output of one step of the same graph on the GPU and on the CPU: elementwise within
+// elem_tol of (|cpu| + the output's rms), and l2_tol relative in norm. Both sides compute each op
+// in f32 and round its outputs to the graph's dtypes.
+void CompareStep(DType compute, double elem_tol, double l2_tol) {
   models::LlamaConfig c;
   c.vocab_size = 320;
   c.hidden_size = 128;
@@ -72,6 +72,7 @@ TEST(CudaStep, LlamaForwardBackwardMatchesCpu) {
   spec.num_layers = 2;
   spec.micro_batch = 2;
   spec.seq_len = 96;
+  spec.compute_dtype = compute;
   const parallel::StageProgram prog = parallel::BuildStageProgram(spec);
   const auto cg = runtime::Compile(prog.full);
   const Graph& g = cg->graph;
@@ -97,7 +98,7 @@ TEST(CudaStep, LlamaForwardBackwardMatchesCpu) {
       const bool norm = g.value(v).name.find("norm") != std::string::npos;
       std::vector<float> w(n);
       for (float& x : w) x = norm ? 1.0f + 0.1f * normal(rng) : 0.05f * normal(rng);
-      inputs.push_back(Tensor::FromVector(w, info.shape));
+      inputs.push_back(Tensor::FromVector(w, info.shape).To(info.dtype));
     }
   }
   runtime::Executor cpu_exec;
@@ -114,12 +115,23 @@ TEST(CudaStep, LlamaForwardBackwardMatchesCpu) {
     const double rms = std::sqrt(sq / std::max<size_t>(w.size(), 1));
     for (size_t i = 0; i < w.size(); ++i) {
       ASSERT_TRUE(std::isfinite(o[i])) << name << "[" << i << "]";
-      ASSERT_LE(std::fabs(o[i] - w[i]), 2e-3 * (std::fabs(w[i]) + rms) + 1e-12)
+      ASSERT_LE(std::fabs(o[i] - w[i]), elem_tol * (std::fabs(w[i]) + rms) + 1e-12)
           << name << "[" << i << "]: gpu " << o[i] << " cpu " << w[i];
       diff += (static_cast<double>(o[i]) - w[i]) * (static_cast<double>(o[i]) - w[i]);
     }
-    EXPECT_LE(std::sqrt(diff / std::max(sq, 1e-30)), 1e-4) << name;
+    EXPECT_LE(std::sqrt(diff / std::max(sq, 1e-30)), l2_tol) << name;
   }
+}
+
+TEST(CudaStep, LlamaForwardBackwardMatchesCpu) {
+  MOREH_SKIP_WITHOUT_GPU();
+  CompareStep(DType::kF32, 2e-3, 1e-4);
+}
+
+// Mixed precision: bf16 weights, activations and gradients (the loss in f32) on both sides.
+TEST(CudaStep, LlamaBf16ForwardBackwardMatchesCpu) {
+  MOREH_SKIP_WITHOUT_GPU();
+  CompareStep(DType::kBF16, 6e-2, 2e-2);
 }
 
 }  // namespace

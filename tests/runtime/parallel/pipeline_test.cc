@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "runtime/comm/grid.h"
+#include "runtime/executor.h"
 #include "runtime/models/llama.h"
 #include "runtime/net/base64.h"
 #include "runtime/optim.h"
@@ -166,6 +167,65 @@ Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& c
     out.losses.push_back(l);
   }
   return out;
+}
+
+// Mixed precision (the GPU's compute dtype): the whole-model stage program in bf16 compiles and
+// runs (here on the CPU executor, whose kernels round each op's outputs to bf16 as the GPU's do);
+// its loss and gradients are the f32 program's within bf16 accuracy.
+TEST(StageProgram, Bf16ProgramMatchesF32WithinBf16Accuracy) {
+  StageSpec s;
+  s.model = SmallLlama();
+  s.num_layers = static_cast<int>(s.model.num_hidden_layers);
+  s.micro_batch = 2;
+  s.seq_len = 16;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int64_t> token(0, s.model.vocab_size - 1);
+  std::map<std::string, std::vector<float>> weights;
+  std::vector<int64_t> ids(s.micro_batch * s.seq_len);
+  for (auto& id : ids) id = token(rng);
+  std::vector<std::vector<float>> results[2];
+  for (int pass = 0; pass < 2; ++pass) {
+    s.compute_dtype = pass == 0 ? DType::kF32 : DType::kBF16;
+    const StageProgram p = BuildStageProgram(s);
+    const auto cg = runtime::Compile(p.full);
+    const Graph& g = cg->graph;
+    std::vector<runtime::Tensor> inputs;
+    for (int v : g.inputs()) {
+      const ValueInfo& info = g.info(v);
+      if (v == p.ids || v == p.labels) {
+        inputs.push_back(runtime::Tensor::FromVector(ids, info.shape));
+      } else if (v == p.mask) {
+        inputs.push_back(runtime::Tensor::Full(info.shape, DType::kI64, 1.0));
+      } else if (v == p.loss_weight) {
+        inputs.push_back(runtime::Tensor::Full(info.shape, DType::kF32, 1.0 / 30));
+      } else {
+        EXPECT_EQ(info.dtype, s.compute_dtype) << g.value(v).name;
+        auto& w = weights[g.value(v).name];
+        if (w.empty()) {
+          const bool norm = g.value(v).name.find("norm") != std::string::npos;
+          for (int64_t i = 0; i < Numel(info.shape); ++i) {
+            w.push_back(norm ? 1.0f : 0.1f * normal(rng));
+          }
+        }
+        inputs.push_back(runtime::Tensor::FromVector(w, info.shape).To(info.dtype));
+      }
+    }
+    runtime::Executor exec;
+    for (const auto& t : exec.Run(*cg, inputs)) results[pass].push_back(t.ToFloats());
+    EXPECT_EQ(g.info(p.out).dtype, DType::kF32);  // the loss stays f32
+  }
+  ASSERT_EQ(results[0].size(), results[1].size());
+  for (size_t k = 0; k < results[0].size(); ++k) {
+    const auto &a = results[0][k], &b = results[1][k];
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      diff += (a[i] - b[i]) * static_cast<double>(a[i] - b[i]);
+      norm += a[i] * static_cast<double>(a[i]);
+    }
+    EXPECT_LE(std::sqrt(diff / std::max(norm, 1e-30)), 5e-2) << "output " << k;
+    EXPECT_GT(std::sqrt(diff), 0.0) << "output " << k << ": bf16 computed nothing different";
+  }
 }
 
 TEST(StageProgram, SplitsIntoForwardAndBackward) {
