@@ -11,6 +11,7 @@
 // and the saved row log-sum-exp, and makes no use of atomics (repeatable to the bit).
 #include <type_traits>
 
+#include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 
@@ -314,12 +315,29 @@ void Dispatch(const AttentionShape& sh, DType dtype, F&& f) {
 
 unsigned Tiles(int64_t n, int rows) { return static_cast<unsigned>((n + rows - 1) / rows); }
 
+bool UseTensorCores(AttentionImpl impl, const AttentionShape& sh, DType dtype,
+                    std::initializer_list<const void*> ptrs, const char* what) {
+  const bool supported = TensorCoreAttentionSupported(sh, dtype, ptrs);
+  if (impl == AttentionImpl::kTensorCores) {
+    MOREH_CHECK(supported,
+                "cuda::{}: tensor cores need bf16, head dim 64 or 128 and 16-byte aligned tensors "
+                "(got {}, d={})",
+                what, DTypeName(dtype), sh.d);
+    return true;
+  }
+  return impl == AttentionImpl::kAuto && supported && !TensorCoreAttentionDisabled();
+}
+
 }  // namespace
 
 void AttentionForward(void* out, float* lse, const void* q, const void* k, const void* v,
                       const int64_t* key_mask, const AttentionShape& sh, DType dtype,
-                      cudaStream_t stream) {
+                      cudaStream_t stream, AttentionImpl impl) {
   CheckShape(sh, dtype, "AttentionForward");
+  if (UseTensorCores(impl, sh, dtype, {out, q, k, v}, "AttentionForward")) {
+    if (sh.b > 0 && sh.t > 0) AttentionForwardTensorCores(out, lse, q, k, v, key_mask, sh, stream);
+    return;
+  }
   if (sh.b == 0 || sh.t == 0) return;
   Dispatch(sh, dtype, [&](auto tag, auto dim) {
     using T = decltype(tag);
@@ -335,13 +353,20 @@ void AttentionForward(void* out, float* lse, const void* q, const void* k, const
 
 void AttentionBackward(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k,
                        const void* v, const void* out, const float* lse, const int64_t* key_mask,
-                       const AttentionShape& sh, DType dtype, cudaStream_t stream) {
+                       const AttentionShape& sh, DType dtype, cudaStream_t stream,
+                       AttentionImpl impl) {
   CheckShape(sh, dtype, "AttentionBackward");
+  const bool tc =
+      UseTensorCores(impl, sh, dtype, {dq, dk, dv, dout, q, k, v, out}, "AttentionBackward");
   if (sh.b == 0) return;
   const size_t kv_bytes = static_cast<size_t>(sh.b * sh.s * sh.hkv * sh.d) * DTypeSize(dtype);
   if (sh.t == 0) {  // no query: the key and value gradients are zero
     MOREH_CUDA_CHECK(cudaMemsetAsync(dk, 0, kv_bytes, stream));
     MOREH_CUDA_CHECK(cudaMemsetAsync(dv, 0, kv_bytes, stream));
+    return;
+  }
+  if (tc) {
+    AttentionBackwardTensorCores(dq, dk, dv, dout, q, k, v, out, lse, key_mask, sh, stream);
     return;
   }
   Dispatch(sh, dtype, [&](auto tag, auto dim) {

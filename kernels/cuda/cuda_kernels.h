@@ -73,18 +73,22 @@ void RmsNormBackward(void* dx, float* dw, const void* dy, const void* x, const v
 void RotaryForward(void* y, const void* x, int64_t b, int64_t t, int64_t h, int64_t d, double theta,
                    int64_t position_offset, bool inverse, DType dtype, cudaStream_t stream);
 
-// --- attention.cu
+// --- attention.cu, attention_tc.cu
 // Flash attention: q[B,T,H,D], k,v[B,S,Hkv,D], out[B,T,H,D] (`dtype`: f32 or bf16), lse[B,H,T]
 // f32, key_mask[B,S] (nonzero = attend) or null. D <= 256. Scores live in registers and shared
-// memory a tile at a time; no T x S matrix is ever written.
+// memory a tile at a time; no T x S matrix is ever written. kAuto runs bf16 with D 64 or 128 (and
+// 16-byte aligned tensors) on tensor cores (attention_tc.cu) unless MOREH_CUDA_ATTENTION=simple,
+// everything else on CUDA cores (attention.cu); kTensorCores throws where unsupported.
+enum class AttentionImpl { kAuto, kSimple, kTensorCores };
 void AttentionForward(void* out, float* lse, const void* q, const void* k, const void* v,
                       const int64_t* key_mask, const AttentionShape& shape, DType dtype,
-                      cudaStream_t stream);
+                      cudaStream_t stream, AttentionImpl impl = AttentionImpl::kAuto);
 // dq, dk, dv (`dtype`) =. Two passes, no atomics: one per key tile (dk, dv, summing the query
 // heads of a group), one per query tile (dq); both recompute the scores from q, k and lse.
 void AttentionBackward(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k,
                        const void* v, const void* out, const float* lse, const int64_t* key_mask,
-                       const AttentionShape& shape, DType dtype, cudaStream_t stream);
+                       const AttentionShape& shape, DType dtype, cudaStream_t stream,
+                       AttentionImpl impl = AttentionImpl::kAuto);
 
 // --- swiglu.cu
 // y[N] = silu(gate) * up; the backward writes dgate and dup.

@@ -372,13 +372,25 @@ void CheckAttention() {
                       {1, 129, 129, 2, 1, 128, true, false}, {2, 65, 65, 4, 4, 80, false, true},
                       {1, 33, 33, 2, 2, 256, true, true},    {1, 300, 300, 8, 2, 64, true, false},
                       {1, 70, 70, 2, 1, 32, false, false},   {1, 37, 70, 4, 2, 64, false, true},
-                      {2, 45, 19, 2, 1, 128, false, false}};
+                      {2, 45, 19, 2, 1, 128, false, false},  {2, 257, 257, 4, 2, 128, true, true},
+                      {1, 1024, 1024, 8, 2, 64, true, false}};
+  // Each case on CUDA cores, and bf16 with head dim 64 or 128 also on tensor cores.
+  struct Run {
+    DType dt;
+    gpu::AttentionImpl impl;
+  };
   for (const S& s : shapes) {
-    for (DType dt : kDTypes) {
-      char name[160];
+    std::vector<Run> runs{{DType::kF32, gpu::AttentionImpl::kSimple},
+                          {DType::kBF16, gpu::AttentionImpl::kSimple}};
+    if (s.d == 64 || s.d == 128) runs.push_back({DType::kBF16, gpu::AttentionImpl::kTensorCores});
+    for (const Run& run : runs) {
+      const DType dt = run.dt;
+      const char* impl =
+          run.impl == gpu::AttentionImpl::kTensorCores ? "tensor_cores" : "cuda_cores";
+      char name[192];
       std::snprintf(name, sizeof name,
-                    "attention %s b=%lld t=%lld s=%lld h=%lld hkv=%lld d=%lld causal=%d mask=%d",
-                    Name(dt), (long long)s.b, (long long)s.t, (long long)s.s, (long long)s.h,
+                    "attention %s %s b=%lld t=%lld s=%lld h=%lld hkv=%lld d=%lld causal=%d mask=%d",
+                    Name(dt), impl, (long long)s.b, (long long)s.t, (long long)s.s, (long long)s.h,
                     (long long)s.hkv, (long long)s.d, s.causal, s.mask);
       if (!Selected(name)) continue;
       const cpu::AttentionShape sh{s.b,   s.t, s.s,      s.h,
@@ -397,7 +409,7 @@ void CheckAttention() {
           lse(nl * 4), dq(nq * 4), dk(nk * 4), dv(nk * 4);
       const int64_t* mask_p = s.mask ? dmask.p<int64_t>() : nullptr;
       gpu::AttentionForward(out.p(), lse.f(), dq_in.p(), dk_in.p(), dv_in.p(), mask_p, sh, dt,
-                            nullptr);
+                            nullptr, run.impl);
       std::vector<float> wout(nq), wlse(nl), wdq(nq), wdk(nk), wdv(nk);
       cpu::AttentionForward(wout.data(), wlse.data(), q.data(), k.data(), v.data(),
                             s.mask ? mask.data() : nullptr, sh);
@@ -406,9 +418,9 @@ void CheckAttention() {
       cs.Check("out", got_out, wout);
       cs.Check("lse", lse.Get(nl, DType::kF32), wlse);
       // The backward from the same saved values on both sides: the CPU reads the device's out
-      // (rounded as the runtime would hold it) and the CPU's lse.
+      // (rounded as the runtime would hold it) and the CPU's lse, the device its own lse.
       gpu::AttentionBackward(dq.p(), dk.p(), dv.p(), ddout.p(), dq_in.p(), dk_in.p(), dv_in.p(),
-                             out.p(), lse.f(), mask_p, sh, dt, nullptr);
+                             out.p(), lse.f(), mask_p, sh, dt, nullptr, run.impl);
       cpu::AttentionBackward(wdq.data(), wdk.data(), wdv.data(), dout.data(), q.data(), k.data(),
                              v.data(), got_out.data(), wlse.data(), s.mask ? mask.data() : nullptr,
                              sh);
