@@ -7,12 +7,16 @@
 
 #include "ops/op.h"
 #include "runtime/autograd.h"
+#include "runtime/device.h"
 
 namespace moreh {
 namespace {
 
 class Recorder {
  public:
+  // The device comes from MOREH_DEVICE (runtime/device.h), read when the thread first records.
+  Recorder() : executor_(runtime::DefaultDevice()) {}
+
   // Value id of `impl` in the pending graph, binding it as an input when it is computed data.
   int ValueOf(const std::shared_ptr<TensorImpl>& impl) {
     MOREH_CHECK(impl != nullptr, "use of an undefined tensor");

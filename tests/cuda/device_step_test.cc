@@ -5,11 +5,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <random>
+#include <thread>
 
 #include "kernels/cuda/device_allocator.h"
 #include "kernels/cuda/device_info.h"
 #include "runtime/executor.h"
+#include "runtime/models/llama.h"
+#include "runtime/optim.h"
 #include "runtime/parallel/stage_graph.h"
 
 namespace moreh {
@@ -132,6 +136,55 @@ TEST(CudaStep, LlamaForwardBackwardMatchesCpu) {
 TEST(CudaStep, LlamaBf16ForwardBackwardMatchesCpu) {
   MOREH_SKIP_WITHOUT_GPU();
   CompareStep(DType::kBF16, 6e-2, 2e-2);
+}
+
+// The user's program as it is, on a GPU (MOREH_DEVICE=cuda:0): five AdamW steps of a small Llama
+// through the lazy frontend give the CPU's losses, and the parameters end up in GPU memory.
+TEST(CudaFrontend, TrainingMatchesCpuWithTheSameProgram) {
+  MOREH_SKIP_WITHOUT_GPU();
+  struct Result {
+    std::vector<float> losses;
+    bool params_on_gpu = false;
+  };
+  auto train = [](const char* device) {
+    Result r;
+    // MOREH_DEVICE is read when a thread first records, so each run gets its own thread.
+    std::thread t([&] {
+      setenv("MOREH_DEVICE", device, 1);
+      models::LlamaConfig c;
+      c.vocab_size = 256;
+      c.hidden_size = 128;
+      c.intermediate_size = 344;
+      c.num_hidden_layers = 2;
+      c.num_attention_heads = 4;
+      c.num_key_value_heads = 2;
+      models::LlamaForCausalLM model(c, 0);
+      optim::AdamW opt(model.Parameters(), 1e-3);
+      std::vector<int64_t> ids(4 * 64);
+      for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>((i * 37 + 11) % 256);
+      const Tensor batch = Tensor::FromVector(ids, {4, 64});
+      for (int step = 0; step < 5; ++step) {
+        auto out =
+            model(moreh::Tensor::FromData(batch), moreh::Tensor(), moreh::Tensor::FromData(batch));
+        out.loss.backward();
+        opt.step();
+        model.ZeroGrad();
+        r.losses.push_back(out.loss.item());
+      }
+      r.params_on_gpu = !model.Parameters()[0].data().on_host();
+    });
+    t.join();
+    unsetenv("MOREH_DEVICE");
+    return r;
+  };
+  const Result cpu = train("cpu");
+  const Result gpu = train("cuda:0");
+  EXPECT_FALSE(cpu.params_on_gpu);
+  EXPECT_TRUE(gpu.params_on_gpu);
+  ASSERT_EQ(gpu.losses.size(), cpu.losses.size());
+  for (size_t i = 0; i < cpu.losses.size(); ++i) {
+    EXPECT_NEAR(gpu.losses[i], cpu.losses[i], 1e-4 * std::fabs(cpu.losses[i])) << "step " << i + 1;
+  }
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include "runtime/core/error.h"
 #include "runtime/core/tensor.h"
+#include "runtime/device.h"
 
 namespace moreh::runtime {
 namespace {
@@ -97,6 +98,28 @@ TEST(Allocator, CapacityDefaultsToMachineMemory) {
   EXPECT_GT(a.capacity(), 0);
   a.set_capacity(123456);
   EXPECT_EQ(a.capacity(), 123456);
+}
+
+}  // namespace
+}  // namespace moreh::runtime
+
+namespace moreh::runtime {
+namespace {
+
+// MOREH_DEVICE's values: the CPU by name or by default; anything else is named in the error.
+TEST(Device, SpecsResolveAndBadOnesAreNamed) {
+  EXPECT_EQ(DeviceAllocator(""), CpuAllocator());
+  EXPECT_EQ(DeviceAllocator("cpu"), CpuAllocator());
+  EXPECT_EQ(DeviceAllocator("cpu:0"), CpuAllocator());
+  for (const char* bad : {"gpu:0", "cuda:", "cuda:x", "cuda:-1", "cpu:1", "cuda:99"}) {
+    try {
+      DeviceAllocator(bad);
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string(bad).substr(0, 4)), std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 }  // namespace
