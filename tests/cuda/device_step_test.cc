@@ -60,10 +60,8 @@ TEST(CudaTensor, OutOfMemoryNamesTheDevice) {
   }
 }
 
-// Every output of one step of the same graph on the GPU and on the CPU: elementwise within
-// elem_tol of (|cpu| + the output's rms), and l2_tol relative in norm. Both sides compute each op
-// in f32 and round its outputs to the graph's dtypes.
-void CompareStep(DType compute, double elem_tol, double l2_tol) {
+// Two layers, head dim 32, grouped-query heads (4 query heads on 2 key/value heads).
+models::LlamaConfig SmallLlama() {
   models::LlamaConfig c;
   c.vocab_size = 320;
   c.hidden_size = 128;
@@ -71,6 +69,14 @@ void CompareStep(DType compute, double elem_tol, double l2_tol) {
   c.num_hidden_layers = 2;
   c.num_attention_heads = 4;
   c.num_key_value_heads = 2;
+  return c;
+}
+
+// Every output of one step of the same graph on the GPU and on the CPU: elementwise within
+// elem_tol of (|cpu| + the output's rms), and l2_tol relative in norm. Both sides compute each op
+// in f32 and round its outputs to the graph's dtypes.
+void CompareStep(DType compute, double elem_tol, double l2_tol) {
+  const models::LlamaConfig c = SmallLlama();
   parallel::StageSpec spec;
   spec.model = c;
   spec.num_layers = 2;
@@ -151,17 +157,10 @@ TEST(CudaFrontend, TrainingMatchesCpuWithTheSameProgram) {
     // MOREH_DEVICE is read when a thread first records, so each run gets its own thread.
     std::thread t([&] {
       setenv("MOREH_DEVICE", device, 1);
-      models::LlamaConfig c;
-      c.vocab_size = 256;
-      c.hidden_size = 128;
-      c.intermediate_size = 344;
-      c.num_hidden_layers = 2;
-      c.num_attention_heads = 4;
-      c.num_key_value_heads = 2;
-      models::LlamaForCausalLM model(c, 0);
+      models::LlamaForCausalLM model(SmallLlama(), 0);
       optim::AdamW opt(model.Parameters(), 1e-3);
       std::vector<int64_t> ids(4 * 64);
-      for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>((i * 37 + 11) % 256);
+      for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>((i * 37 + 11) % 320);
       const Tensor batch = Tensor::FromVector(ids, {4, 64});
       for (int step = 0; step < 5; ++step) {
         auto out =
