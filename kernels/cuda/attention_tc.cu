@@ -15,6 +15,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <mutex>
+#include <set>
+#include <utility>
 
 #include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/common.cuh"
@@ -116,6 +119,7 @@ __device__ __forceinline__ void ZeroWarpAcc(float* acc) {
   for (int idx = threadIdx.x % 32; idx < 16 * D; idx += 32) {
     acc[(idx / D) * Layout<D>::kLO + idx % D] = 0.0f;
   }
+  __syncwarp();  // other lanes read these (when no key tile runs, nothing else orders them)
 }
 
 // grid (ceil(T / 64), H, B)
@@ -354,11 +358,20 @@ constexpr size_t DkvSmem() {
          2 * kWarps * (L::kWarpF32 + L::kWarpBf16 + L::kWarpAcc);
 }
 
-// Raises a kernel's dynamic shared-memory limit once (above the default 48 KiB).
+// Raises a kernel's dynamic shared-memory limit above the default 48 KiB, once per kernel and
+// device (the attribute belongs to the current device).
 template <typename K>
 void AllowSmem(K kernel, size_t bytes) {
+  int device = 0;
+  MOREH_CUDA_CHECK(cudaGetDevice(&device));
+  static std::mutex mu;
+  static std::set<std::pair<const void*, int>> done;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), device);
+  if (done.count(key)) return;
   MOREH_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(bytes)));
+  done.insert(key);
 }
 
 unsigned Tiles(int64_t n) { return static_cast<unsigned>((n + kTile - 1) / kTile); }
@@ -367,8 +380,7 @@ template <int D>
 void Forward(void* out, float* lse, const void* q, const void* k, const void* v,
              const int64_t* key_mask, const AttentionShape& sh, cudaStream_t stream) {
   constexpr size_t smem = ForwardSmem<D>();
-  static const bool once = (AllowSmem(ForwardKernel<D>, smem), true);
-  (void)once;
+  AllowSmem(ForwardKernel<D>, smem);
   const dim3 grid(Tiles(sh.t), static_cast<unsigned>(sh.h), static_cast<unsigned>(sh.b));
   ForwardKernel<D><<<grid, kThreads, smem, stream>>>(
       static_cast<bf16*>(out), lse, static_cast<const bf16*>(q), static_cast<const bf16*>(k),
@@ -381,9 +393,8 @@ void Backward(void* dq, void* dk, void* dv, const void* dout, const void* q, con
               const void* v, const void* out, const float* lse, const int64_t* key_mask,
               const AttentionShape& sh, cudaStream_t stream) {
   constexpr size_t dq_smem = DqSmem<D>(), dkv_smem = DkvSmem<D>();
-  static const bool once =
-      (AllowSmem(BackwardDqKernel<D>, dq_smem), AllowSmem(BackwardDkvKernel<D>, dkv_smem), true);
-  (void)once;
+  AllowSmem(BackwardDqKernel<D>, dq_smem);
+  AllowSmem(BackwardDkvKernel<D>, dkv_smem);
   const auto* pdout = static_cast<const bf16*>(dout);
   const auto* pq = static_cast<const bf16*>(q);
   const auto* pk = static_cast<const bf16*>(k);
