@@ -12,6 +12,7 @@
 // tile (dQ).
 #include <mma.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
@@ -422,7 +423,15 @@ bool Aligned16(std::initializer_list<const void*> ptrs) {
 
 bool TensorCoreAttentionSupported(const AttentionShape& sh, DType dtype,
                                   std::initializer_list<const void*> ptrs) {
-  return dtype == DType::kBF16 && (sh.d == 64 || sh.d == 128) && Aligned16(ptrs);
+  if (dtype != DType::kBF16 || (sh.d != 64 && sh.d != 128) || !Aligned16(ptrs)) return false;
+  // The largest of the three kernels must fit the current GPU's shared memory (Hopper: 227 KiB;
+  // smaller on other generations, which then run the CUDA-core kernels).
+  const size_t needed = sh.d == 64 ? std::max({ForwardSmem<64>(), DqSmem<64>(), DkvSmem<64>()})
+                                   : std::max({ForwardSmem<128>(), DqSmem<128>(), DkvSmem<128>()});
+  int device = 0, optin = 0;
+  MOREH_CUDA_CHECK(cudaGetDevice(&device));
+  MOREH_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return static_cast<size_t>(optin) >= needed;
 }
 
 bool TensorCoreAttentionDisabled() {

@@ -10,7 +10,8 @@
 
 namespace moreh::kernels::cuda {
 
-// bf16, head dim 64 or 128, every pointer 16-byte aligned.
+// bf16, head dim 64 or 128, every pointer 16-byte aligned, and enough shared memory per block on
+// the current GPU.
 bool TensorCoreAttentionSupported(const AttentionShape& sh, DType dtype,
                                   std::initializer_list<const void*> ptrs);
 // MOREH_CUDA_ATTENTION=simple: the CUDA-core kernels everywhere.
