@@ -7,7 +7,9 @@
 
 #include <string>
 
+#include "kernels/cpu/cpu_kernels.h"
 #include "runtime/core/allocator.h"
+#include "runtime/core/tensor.h"
 
 namespace moreh::runtime {
 
@@ -16,5 +18,13 @@ namespace moreh::runtime {
 Allocator* DeviceAllocator(const std::string& spec);
 // DeviceAllocator(MOREH_DEVICE), or the CPU when unset.
 Allocator* DefaultDevice();
+
+// Kernels that code outside the graph (the pipeline runner) runs on a tensor wherever it lives:
+// the CPU kernel for host memory, the CUDA kernel for a GPU's (on the calling thread's device).
+// acc (f32, contiguous) += x (any float dtype, same number of elements).
+void AddInto(const Tensor& acc, const Tensor& x);
+// AdamW (torch semantics) on n elements of f32 param/m/v/grad, all in the memory of `where`.
+void AdamWStepOn(const Tensor& where, float* param, float* m, float* v, const float* grad,
+                 int64_t n, const kernels::cpu::AdamWParams& p);
 
 }  // namespace moreh::runtime

@@ -19,6 +19,7 @@
 
 #include "kernels/cpu/cpu_kernels.h"
 #ifdef MOREH_WITH_CUDA
+#include "kernels/cuda/device_allocator.h"
 #include "kernels/cuda/device_info.h"
 #endif
 #include "runtime/comm/ucx_transport.h"
@@ -238,7 +239,9 @@ struct WorkerDaemon::Impl {
   // client declared dead by the scheduler) ends their jobs. Event loop only.
   std::multimap<uint64_t, std::weak_ptr<ClientConnection>> lease_connections;
   void EndLeaseJobs(uint64_t lease);
-  std::vector<std::unique_ptr<runtime::Allocator>> allocators;  // one per device, its capacity
+  // One per device, its capacity: CPU devices' owned here, GPUs' the process's (CudaAllocator).
+  std::vector<runtime::Allocator*> allocators;
+  std::vector<std::unique_ptr<runtime::Allocator>> owned_allocators;
   // One job thread per device: graphs and pipeline stages run there, so heartbeats never wait on
   // a job and the stages of one job on two devices of this node run side by side.
   std::vector<std::unique_ptr<asio::thread_pool>> device_threads;
@@ -281,7 +284,7 @@ void WorkerDaemon::Impl::Connect() {
 #ifdef MOREH_WITH_CUDA
       if (config.devices.kind == "cuda") {  // each GPU as the driver reports it
         name = kernels::cuda::DeviceName(i);
-        memory = kernels::cuda::DeviceMemoryBytes(i);
+        memory = allocators.at(static_cast<size_t>(i))->capacity();  // what jobs may allocate
       }
 #endif
       devices.push_back(
@@ -466,7 +469,7 @@ Status ClientConnection::Handle(const json& m) {
     return Status::Ok();
   }
   if (job) return HandleJob(type, m, device);
-  runtime::Allocator* alloc = w_->allocators.at(static_cast<size_t>(device)).get();
+  runtime::Allocator* alloc = w_->allocators.at(static_cast<size_t>(device));
   // Decode and run on the job thread; the reply is posted back to the event loop.
   asio::post(
       *w_->device_threads.at(static_cast<size_t>(device)), [self = shared_from_this(), m, alloc] {
@@ -518,7 +521,7 @@ Status ClientConnection::HandleJob(const std::string& type, const json& m, int d
     return Status::Ok();
   };
   asio::thread_pool& thread = *w_->device_threads.at(static_cast<size_t>(device));
-  runtime::Allocator* alloc = w_->allocators.at(static_cast<size_t>(device)).get();
+  runtime::Allocator* alloc = w_->allocators.at(static_cast<size_t>(device));
   if (type == "job_setup") {
     if (jobs_.count(device)) return error(fmt::format("device {} already runs a job", device));
     auto a = parallel::StageAssignment::FromJson(m.value("assignment", json()));
@@ -629,9 +632,24 @@ StatusOr<std::unique_ptr<WorkerDaemon>> WorkerDaemon::Create(WorkerConfig config
 #endif
   for (int d = 0; d < impl->config.devices.count; ++d) {
     impl->device_threads.push_back(std::make_unique<asio::thread_pool>(1));
-    impl->allocators.push_back(std::make_unique<runtime::Allocator>(
+#ifdef MOREH_WITH_CUDA
+    if (impl->config.devices.kind == "cuda") {
+      // GPU d: its job thread computes there (the current device is per thread), in its memory.
+      asio::post(*impl->device_threads.back(), [d] {
+        try {
+          kernels::cuda::SetDevice(d);
+        } catch (const std::exception& e) {  // its jobs then fail with CUDA's error, named
+          spdlog::error("moreh-worker: cuda:{}: {}", d, e.what());
+        }
+      });
+      impl->allocators.push_back(kernels::cuda::CudaAllocator(d));
+      continue;
+    }
+#endif
+    impl->owned_allocators.push_back(std::make_unique<runtime::Allocator>(
         fmt::format("{}:{}:{}", impl->config.node_name, impl->config.devices.kind, d),
         impl->config.devices.memory_bytes));
+    impl->allocators.push_back(impl->owned_allocators.back().get());
   }
   return std::unique_ptr<WorkerDaemon>(new WorkerDaemon(std::move(impl)));
 }

@@ -3,6 +3,7 @@
 // working.
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_info.h"
 
 namespace moreh::kernels::cuda {
@@ -12,6 +13,8 @@ int DeviceCount() {
   if (cudaGetDeviceCount(&n) != cudaSuccess) return 0;
   return n;
 }
+
+void SetDevice(int i) { MOREH_CUDA_CHECK(cudaSetDevice(i)); }
 
 int64_t DeviceMemoryBytes(int i) {
   cudaDeviceProp p;

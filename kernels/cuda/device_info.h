@@ -6,6 +6,8 @@
 
 namespace moreh::kernels::cuda {
 int DeviceCount();
+// Makes GPU i the calling thread's current device; throws moreh::Error when that fails.
+void SetDevice(int i);
 // Total memory and name of device `i` (0 / "" when it cannot be read).
 int64_t DeviceMemoryBytes(int i);
 std::string DeviceName(int i);

@@ -234,4 +234,57 @@ Status RingCollectives::Barrier() {
   return AllReduce(&x, &x, 1, DType::kF32, ReduceOp::kSum);
 }
 
+// --- HostStagedCollectives
+// ----------------------------------------------------------------------------------------
+
+char* HostStagedCollectives::In(int64_t bytes) {
+  if (static_cast<int64_t>(in_.size()) < bytes) in_.resize(static_cast<size_t>(bytes));
+  return in_.data();
+}
+
+char* HostStagedCollectives::Out(int64_t bytes) {
+  if (static_cast<int64_t>(out_.size()) < bytes) out_.resize(static_cast<size_t>(bytes));
+  return out_.data();
+}
+
+Status HostStagedCollectives::AllReduce(const void* in, void* out, int64_t count, DType dtype,
+                                        ReduceOp op) {
+  const int64_t bytes = count * DTypeSize(dtype);
+  char* h = In(bytes);
+  device_->CopyBytes(h, in, bytes);
+  Status s = inner_->AllReduce(h, h, count, dtype, op);
+  if (s.ok()) device_->CopyBytes(out, h, bytes);
+  return s;
+}
+
+Status HostStagedCollectives::ReduceScatter(const void* in, void* out, int64_t count, DType dtype,
+                                            ReduceOp op) {
+  const int64_t bytes = count * DTypeSize(dtype);
+  char* h_in = In(bytes * size());
+  char* h_out = Out(bytes);
+  device_->CopyBytes(h_in, in, bytes * size());
+  Status s = inner_->ReduceScatter(h_in, h_out, count, dtype, op);
+  if (s.ok()) device_->CopyBytes(out, h_out, bytes);
+  return s;
+}
+
+Status HostStagedCollectives::AllGather(const void* in, void* out, int64_t count, DType dtype) {
+  const int64_t bytes = count * DTypeSize(dtype);
+  char* h_in = In(bytes);
+  char* h_out = Out(bytes * size());
+  device_->CopyBytes(h_in, in, bytes);
+  Status s = inner_->AllGather(h_in, h_out, count, dtype);
+  if (s.ok()) device_->CopyBytes(out, h_out, bytes * size());
+  return s;
+}
+
+Status HostStagedCollectives::Broadcast(void* buf, int64_t count, DType dtype, int root) {
+  const int64_t bytes = count * DTypeSize(dtype);
+  char* h = In(bytes);
+  device_->CopyBytes(h, buf, bytes);
+  Status s = inner_->Broadcast(h, count, dtype, root);
+  if (s.ok()) device_->CopyBytes(buf, h, bytes);
+  return s;
+}
+
 }  // namespace moreh::comm

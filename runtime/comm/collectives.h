@@ -7,9 +7,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "runtime/comm/ucx_transport.h"
+#include "runtime/core/allocator.h"
 #include "runtime/core/dtype.h"
 #include "runtime/core/status.h"
 
@@ -65,6 +67,31 @@ class RingCollectives : public Collectives {
   std::chrono::milliseconds timeout_;
   uint32_t op_seq_ = 0;
   std::vector<float> scratch_;
+};
+
+// Collectives on buffers in device memory (a GPU's) run by `inner` on host copies: each call moves
+// its input to the host through `device` (runtime::MemorySource), runs, and moves the result back.
+// Correct wherever `inner` is (a ring over UCX between GPU workers without NCCL); NCCL is the fast
+// path between GPUs (nccl_collectives.h).
+class HostStagedCollectives : public Collectives {
+ public:
+  HostStagedCollectives(std::unique_ptr<Collectives> inner, runtime::MemorySource* device)
+      : inner_(std::move(inner)), device_(device) {}
+  int size() const override { return inner_->size(); }
+  int rank() const override { return inner_->rank(); }
+  Status AllReduce(const void* in, void* out, int64_t count, DType dtype, ReduceOp op) override;
+  Status ReduceScatter(const void* in, void* out, int64_t count, DType dtype, ReduceOp op) override;
+  Status AllGather(const void* in, void* out, int64_t count, DType dtype) override;
+  Status Broadcast(void* buf, int64_t count, DType dtype, int root) override;
+  Status Barrier() override { return inner_->Barrier(); }
+
+ private:
+  // Host staging buffers, kept between calls (a step repeats the same sizes).
+  char* In(int64_t bytes);
+  char* Out(int64_t bytes);
+  std::unique_ptr<Collectives> inner_;
+  runtime::MemorySource* device_;
+  std::vector<char> in_, out_;
 };
 
 }  // namespace moreh::comm

@@ -272,7 +272,7 @@ StatusOr<StageAssignment> StageAssignment::FromJson(const json& j) {
 std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Allocator* device) {
   std::unique_ptr<StageJob> job(new StageJob());
   job->a_ = a;
-  job->device_ = device;
+  job->device_ = device ? device : runtime::CpuAllocator();
   job->runner_ =
       std::make_unique<StageRunner>(a.program, device, a.adamw, static_cast<int>(a.dp_group.size()),
                                     a.dp_rank, a.distribute_param);
@@ -317,14 +317,21 @@ std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Al
   const auto timeout = std::chrono::milliseconds(a.timeout_ms);
   job->links_ =
       std::make_unique<UcxPipeLinks>(job->transport_.get(), a.prev_rank, a.next_rank, timeout);
+  // The ring over UCX; on a GPU through host copies of the device buffers (NCCL is the fast path
+  // between GPUs, not wired here yet).
+  auto group = [&](const std::vector<int>& ranks, uint32_t channel) {
+    std::unique_ptr<comm::Collectives> c =
+        std::make_unique<comm::RingCollectives>(job->transport_.get(), ranks, channel, timeout);
+    const bool host = device == nullptr || device->host_accessible();
+    if (!host) c = std::make_unique<comm::HostStagedCollectives>(std::move(c), &device->memory());
+    return c;
+  };
   if (a.dp_group.size() > 1) {
-    job->dp_ =
-        std::make_unique<comm::RingCollectives>(job->transport_.get(), a.dp_group, 16, timeout);
+    job->dp_ = group(a.dp_group, 16);
     job->runner_->set_data_parallel(job->dp_.get());
   }
   if (a.tp_group.size() > 1) {
-    job->tp_ =
-        std::make_unique<comm::RingCollectives>(job->transport_.get(), a.tp_group, 17, timeout);
+    job->tp_ = group(a.tp_group, 17);
     job->runner_->set_tensor_parallel(job->tp_.get());
   }
   return job;
@@ -364,7 +371,9 @@ json StageJob::Step(const json& m) {
   const StageSpec& s = a_.program.spec;
   const Shape bt{s.micro_batch, s.seq_len};
   auto tensor = [&](const json& j, const char* name, DType dt, const Shape& shape) {
-    auto t = net::DecodeTensor(Field(j, name), device_);
+    // Into the device's memory when the host can read it (checked below); a GPU stage gets them
+    // from host memory at their first use.
+    auto t = net::DecodeTensor(Field(j, name), device_->host_accessible() ? device_ : nullptr);
     MOREH_CHECK(t.ok(), "job_step: '{}': {}", name, t.status().message());
     MOREH_CHECK(t->dtype() == dt && t->shape() == shape, "job_step: '{}' is {} but must be {}{}",
                 name, t->ToString(), DTypeName(dt), ShapeToString(shape));

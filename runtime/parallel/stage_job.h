@@ -80,7 +80,7 @@ class StageJob {
   std::unique_ptr<StageRunner> runner_;
   std::unique_ptr<comm::UcxTransport> transport_;
   std::unique_ptr<UcxPipeLinks> links_;
-  std::unique_ptr<comm::RingCollectives> dp_, tp_;
+  std::unique_ptr<comm::Collectives> dp_, tp_;
   std::vector<std::vector<planner::ScheduleStep>> table_;  // 1F1B, every stage's row
   std::atomic<bool> aborted_{false};
 };

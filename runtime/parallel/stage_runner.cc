@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "ops/op.h"
 #include "runtime/core/error.h"
+#include "runtime/device.h"
 
 namespace moreh::parallel {
 namespace {
@@ -30,21 +30,25 @@ void UcxPipeLinks::Send(int peer, uint32_t kind, int mb, const runtime::Tensor& 
       ++i;
     }
   }
-  auto r = t_->Send(peer, t.raw_data(), static_cast<size_t>(t.nbytes()), kind, Seq(mb));
+  // A tensor in GPU memory travels from a host copy (UCX here has no CUDA transports).
+  const runtime::Tensor h = t.on_host() ? t : t.CopyTo(nullptr);
+  auto r = t_->Send(peer, h.raw_data(), static_cast<size_t>(h.nbytes()), kind, Seq(mb));
   if (!r.ok()) throw Error("pipeline send: " + r.status().message());
   pending_.push_back(*r);
-  in_flight_.push_back(t);
+  in_flight_.push_back(h);
 }
 
 void UcxPipeLinks::Recv(int peer, uint32_t kind, int mb, runtime::Tensor* t) {
   MOREH_CHECK(peer >= 0, "pipeline: no {} stage to receive from", kind == 1 ? "previous" : "next");
-  auto r = t_->Recv(peer, t->raw_data(), static_cast<size_t>(t->nbytes()), kind, Seq(mb));
+  runtime::Tensor h = t->on_host() ? *t : runtime::Tensor::Empty(t->shape(), t->dtype());
+  auto r = t_->Recv(peer, h.raw_data(), static_cast<size_t>(h.nbytes()), kind, Seq(mb));
   if (!r.ok()) throw Error("pipeline receive: " + r.status().message());
   Status s = t_->Wait(*r, timeout_);
   if (!s.ok()) {
     throw Error(fmt::format("pipeline: waiting for the {} of micro-batch {} from rank {}: {}",
                             kind == 1 ? "activation" : "gradient", mb, peer, s.message()));
   }
+  if (h.buffer() != t->buffer()) t->CopyFrom(h);
 }
 
 void UcxPipeLinks::Flush() {
@@ -200,9 +204,7 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
       std::vector<runtime::Tensor> out =
           exec_.Run(*bwd_, std::move(in), [&](int k, const runtime::Tensor& t) {
             if (k < first_grad) return false;
-            const runtime::Tensor g = t.Contiguous();
-            float* acc = grads_[grad_param_[k - first_grad]].data<float>();
-            kernels::cpu::Add(acc, acc, g.data<float>(), g.numel(), g.numel());
+            runtime::AddInto(grads_[grad_param_[k - first_grad]], t);
             return true;
           });
       stats_.backward_s += Since(t0);
@@ -238,8 +240,8 @@ void StageRunner::Update(comm::Collectives* dp, double lr) {
     check(dp->ReduceScatter(G, g_shard.data<float>(), shard_, DType::kF32, comm::ReduceOp::kSum),
           "reduce-scatter");
     float* p_shard = P + dp_rank_ * shard_;
-    kernels::cpu::AdamWStep(p_shard, m_.data<float>(), v_.data<float>(), g_shard.data<float>(),
-                            shard_, hp);
+    runtime::AdamWStepOn(flat_params_, p_shard, m_.data<float>(), v_.data<float>(),
+                         g_shard.data<float>(), shard_, hp);
     g_shard = runtime::Tensor();
     // In place: this replica's block of P is already where the gather puts it.
     check(dp->AllGather(p_shard, P, shard_, DType::kF32), "all-gather");
@@ -247,13 +249,13 @@ void StageRunner::Update(comm::Collectives* dp, double lr) {
     if (dp != nullptr && dp->size() > 1 && program_.spec.param_shards == 1) {
       check(dp->AllReduce(G, G, padded_, DType::kF32, comm::ReduceOp::kSum), "all-reduce");
     }
-    kernels::cpu::AdamWStep(P, m_.data<float>(), v_.data<float>(), G, padded_, hp);
+    runtime::AdamWStepOn(flat_params_, P, m_.data<float>(), v_.data<float>(), G, padded_, hp);
   }
   ZeroGrad();
   stats_.update_s += Since(t0);
   stats_.peak_bytes = std::max(stats_.peak_bytes, alloc_->peak_bytes());
 }
 
-void StageRunner::ZeroGrad() { std::memset(flat_grads_.raw_data(), 0, padded_ * sizeof(float)); }
+void StageRunner::ZeroGrad() { flat_grads_.Fill(0.0); }
 
 }  // namespace moreh::parallel
