@@ -45,8 +45,8 @@ Batch RandomBatch(int64_t B, int64_t T, int64_t V, uint32_t seed) {
 
 struct Measured {
   double step_s = 0;
-  std::vector<int64_t> peak;  // per rank
-  std::vector<double> wait, busy;
+  std::vector<int64_t> peak;               // per rank
+  std::vector<double> wait, busy, update;  // per rank, seconds per step
 };
 
 Measured Run(moreh::parallel::Session& s, const moreh::models::LlamaConfig& c, int64_t B, int64_t T,
@@ -64,12 +64,14 @@ Measured Run(moreh::parallel::Session& s, const moreh::models::LlamaConfig& c, i
     m.peak.resize(st.size(), 0);
     m.wait.resize(st.size(), 0);
     m.busy.resize(st.size(), 0);
+    m.update.resize(st.size(), 0);
     for (size_t r = 0; r < st.size(); ++r) {
       m.peak[r] = std::max({m.peak[r], st[r].value("peak_bytes", int64_t{0}),
                             up[r].value("peak_bytes", int64_t{0})});
       if (i > 0) {
         m.wait[r] += st[r].value("wait_s", 0.0) / steps;
         m.busy[r] += (st[r].value("forward_s", 0.0) + st[r].value("backward_s", 0.0)) / steps;
+        m.update[r] += up[r].value("update_s", 0.0) / steps;
       }
     }
     if (i > 0) total += dt;
@@ -195,9 +197,18 @@ int Main(int argc, char** argv) {
     auto s = moreh::parallel::Session::Open(so, config);
     const Measured m = Run(*s, config, B, T, steps);
     Emit(json{{"cluster", json::parse(s->cluster().ToJson())}});
+    const auto& c = s->plan().chosen;
+    // The prediction's parts beside what each rank measured (per step: busy = forward +
+    // backward, wait = idle in the pipeline, update = gradient reduction + optimizer).
     Emit(json{{"config", json::parse(argv[6])},
-              {"pred_step_s", s->plan().chosen.step_time},
-              {"meas_step_s", m.step_s}});
+              {"pred_step_s", c.step_time},
+              {"pred_pipeline_s", c.pipeline_time},
+              {"pred_dp_s", c.dp_time},
+              {"pred_optimizer_s", c.optimizer_time},
+              {"meas_step_s", m.step_s},
+              {"meas_busy_s", m.busy},
+              {"meas_wait_s", m.wait},
+              {"meas_update_s", m.update}});
     return 0;
   }
   if (mode == "dp") {

@@ -110,8 +110,12 @@ double SimulatePipeline(const std::vector<std::vector<ScheduleStep>>& table,
     if (shared) {
       std::fill(load.begin(), load.end(), 0.0);
       for (int s = 0; s < p; ++s) {
-        if (state[s] != kComputing) continue;
-        for (const auto& [n, k] : sharing.stage_nodes[s]) load[n] += k;
+        double w = 1.0;
+        if (state[s] != kComputing) {
+          if (next[s] >= table[s].size() || sharing.waiting_load <= 0) continue;  // done
+          w = sharing.waiting_load;  // blocked on an input or a collective
+        }
+        for (const auto& [n, k] : sharing.stage_nodes[s]) load[n] += w * k;
       }
       for (int s = 0; s < p; ++s) {
         speed[s] = 1.0;

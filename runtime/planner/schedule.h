@@ -34,6 +34,9 @@ struct StageCost {
 // node's devices compute, each runs at node_concurrency / active of its speed alone.
 struct ComputeSharing {
   double node_concurrency = 0;
+  // The load (in devices) that a device waiting for its next input puts on its node: a receiver
+  // that polls its transport keeps part of a core busy.
+  double waiting_load = 0;
   std::vector<std::vector<std::pair<int, int>>> stage_nodes;  // per stage: (node, devices)
 };
 
