@@ -126,7 +126,8 @@ bool Close(const std::vector<float>& got, const std::vector<float>& want, double
       l2_diff += err * err;
       l2_ref += w * w;
     }
-    worst = std::max(worst, ok ? ratio : std::numeric_limits<double>::infinity());
+    // The ratio itself for numbers; infinity for a NaN or infinity where none belongs.
+    worst = std::max(worst, ok || ratio > 0 ? ratio : std::numeric_limits<double>::infinity());
     if (!ok) {
       ++bad;
       if (first_bad < 0) first_bad = static_cast<int64_t>(i);
@@ -614,9 +615,43 @@ void CheckAllocator() {
   cs.Check("oom", {oom ? 1.0f : 0.0f}, {1.0f});
 }
 
+// The checker's own rules, on the host (no GPU needed; CI runs this): what passes and what fails.
+int SelfTest() {
+  int failures = 0;
+  auto expect = [&](bool want, const std::vector<float>& got, const std::vector<float>& ref,
+                    double tol, const char* what) {
+    std::string detail;
+    const bool ok = Close(got, ref, tol, &detail);
+    std::printf("%s %s: %s (%s)\n", ok == want ? "ok  " : "FAIL", what, ok ? "passes" : "fails",
+                detail.c_str());
+    failures += ok != want;
+  };
+  const float nan = std::nanf(""), inf = std::numeric_limits<float>::infinity();
+  expect(true, {1.0f, 2.0f, 3.0f}, {1.0f, 2.0f, 3.0f}, 0.0, "equal values at tolerance 0");
+  expect(true, {1.001f, 2.0f}, {1.0f, 2.0f}, 1e-3, "an error inside tol * (|ref| + rms)");
+  expect(false, {1.01f, 2.0f}, {1.0f, 2.0f}, 1e-3, "an error outside it");
+  expect(false, {nan, 2.0f}, {1.0f, 2.0f}, 1e-2, "NaN where the reference has a number (poison)");
+  expect(true, {nan, 2.0f}, {nan, 2.0f}, 1e-2, "NaN where the reference has NaN");
+  expect(false, {1.0f, 2.0f}, {nan, 2.0f}, 1e-2, "a number where the reference has NaN");
+  expect(true, {-inf, 0.5f}, {-inf, 0.5f}, 1e-6, "matching infinities (rows that see no key)");
+  expect(false, {-1e30f, 0.5f}, {-inf, 0.5f}, 1e-2, "a finite value for an infinity");
+  expect(true, {1e-7f, 100.0f}, {0.0f, 100.0f}, 1e-6, "a tiny error beside a large rms");
+  // A poisoned device buffer reads back as NaN in every dtype the checks use.
+  for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
+    std::vector<unsigned char> bytes(DTypeSize(dt), 0xff);
+    float v = 0;
+    moreh::ConvertElements(bytes.data(), dt, &v, DType::kF32, 1);
+    std::printf("%s poison of %s reads as NaN\n", std::isnan(v) ? "ok  " : "FAIL", Name(dt));
+    failures += !std::isnan(v);
+  }
+  std::printf("self-test: %s\n", failures ? "FAILED" : "passed");
+  return failures ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && std::string(argv[1]) == "--self-test") return SelfTest();
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--filter" && i + 1 < argc) {
@@ -624,7 +659,7 @@ int main(int argc, char** argv) {
     } else if (a == "--seed" && i + 1 < argc) {
       g_rng.seed(std::stoull(argv[++i]));
     } else {
-      std::fprintf(stderr, "usage: %s [--filter SUBSTRING] [--seed N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--filter SUBSTRING] [--seed N] | --self-test\n", argv[0]);
       return 2;
     }
   }
