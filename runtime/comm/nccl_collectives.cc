@@ -32,7 +32,8 @@ struct NcclCollectives::Impl {
   cudaStream_t stream = nullptr;
   int device = 0;
   bool aborted = false;
-  void* scratch = nullptr;  // one float for Barrier
+  void* scratch = nullptr;         // one float for Barrier
+  cudaEvent_t computed = nullptr;  // the compute stream's work queued before a collective
 };
 
 namespace {
@@ -69,6 +70,7 @@ StatusOr<std::unique_ptr<NcclCollectives>> NcclCollectives::Create(
   MOREH_CUDA_STATUS(cudaSetDevice(device));
   MOREH_CUDA_STATUS(cudaStreamCreateWithFlags(&c->impl_->stream, cudaStreamNonBlocking));
   MOREH_CUDA_STATUS(cudaMalloc(&c->impl_->scratch, sizeof(float)));
+  MOREH_CUDA_STATUS(cudaEventCreateWithFlags(&c->impl_->computed, cudaEventDisableTiming));
   MOREH_NCCL_STATUS(ncclCommInitRank(&c->impl_->comm, size, id, rank));
   return c;
 }
@@ -83,7 +85,18 @@ NcclCollectives::~NcclCollectives() {
     }
   }
   if (impl_->scratch) cudaFree(impl_->scratch);
+  if (impl_->computed) cudaEventDestroy(impl_->computed);
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
+}
+
+// The runtime's kernels run on the legacy default stream, and the communicator's stream does not
+// wait for it by itself (non-blocking): each collective first waits for the work queued there, so
+// it reads the buffers those kernels wrote.
+Status NcclCollectives::AfterCompute() {
+  MOREH_CUDA_STATUS(cudaSetDevice(impl_->device));
+  MOREH_CUDA_STATUS(cudaEventRecord(impl_->computed, cudaStreamLegacy));
+  MOREH_CUDA_STATUS(cudaStreamWaitEvent(impl_->stream, impl_->computed, 0));
+  return Status::Ok();
 }
 
 // Waits for the stream with a deadline; a stall or an asynchronous NCCL error aborts the
@@ -118,6 +131,7 @@ Status NcclCollectives::AllReduce(const void* in, void* out, int64_t count, DTyp
   auto t = Type(dt);
   if (!t.ok()) return t.status();
   if (!impl_->comm) return Status(StatusCode::kFailedPrecondition, "NCCL communicator was aborted");
+  if (Status s = AfterCompute(); !s.ok()) return s;
   MOREH_NCCL_STATUS(ncclAllReduce(in, out, static_cast<size_t>(count), t.value(),
                                   op == ReduceOp::kAvg ? ncclAvg : ncclSum, impl_->comm,
                                   impl_->stream));
@@ -129,6 +143,7 @@ Status NcclCollectives::ReduceScatter(const void* in, void* out, int64_t count, 
   auto t = Type(dt);
   if (!t.ok()) return t.status();
   if (!impl_->comm) return Status(StatusCode::kFailedPrecondition, "NCCL communicator was aborted");
+  if (Status s = AfterCompute(); !s.ok()) return s;
   MOREH_NCCL_STATUS(ncclReduceScatter(in, out, static_cast<size_t>(count), t.value(),
                                       op == ReduceOp::kAvg ? ncclAvg : ncclSum, impl_->comm,
                                       impl_->stream));
@@ -139,6 +154,7 @@ Status NcclCollectives::AllGather(const void* in, void* out, int64_t count, DTyp
   auto t = Type(dt);
   if (!t.ok()) return t.status();
   if (!impl_->comm) return Status(StatusCode::kFailedPrecondition, "NCCL communicator was aborted");
+  if (Status s = AfterCompute(); !s.ok()) return s;
   MOREH_NCCL_STATUS(
       ncclAllGather(in, out, static_cast<size_t>(count), t.value(), impl_->comm, impl_->stream));
   return Finish("all_gather");
@@ -152,6 +168,7 @@ Status NcclCollectives::Broadcast(void* buf, int64_t count, DType dt, int root) 
         fmt::format("broadcast root {} outside the group of {}", root, size_));
   }
   if (!impl_->comm) return Status(StatusCode::kFailedPrecondition, "NCCL communicator was aborted");
+  if (Status s = AfterCompute(); !s.ok()) return s;
   MOREH_NCCL_STATUS(ncclBroadcast(buf, buf, static_cast<size_t>(count), t.value(), root,
                                   impl_->comm, impl_->stream));
   return Finish("broadcast");

@@ -14,6 +14,7 @@
 
 namespace moreh::comm {
 
+inline constexpr size_t kNcclUniqueIdBytes = 128;  // NCCL_UNIQUE_ID_BYTES
 StatusOr<std::string> NcclUniqueId();
 
 class NcclCollectives : public Collectives {
@@ -36,6 +37,7 @@ class NcclCollectives : public Collectives {
   struct Impl;
   NcclCollectives() = default;
   Status Finish(const char* what);
+  Status AfterCompute();
   int rank_ = 0, size_ = 1;
   std::chrono::milliseconds timeout_{0};
   std::unique_ptr<Impl> impl_;

@@ -14,6 +14,10 @@
 #include "runtime/net/tensor_codec.h"
 #include "runtime/parallel/tp_shards.h"
 
+#ifdef MOREH_WITH_CUDA
+#include "runtime/comm/nccl_collectives.h"
+#endif
+
 namespace moreh::parallel {
 using json = nlohmann::json;
 
@@ -317,8 +321,8 @@ std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Al
   const auto timeout = std::chrono::milliseconds(a.timeout_ms);
   job->links_ =
       std::make_unique<UcxPipeLinks>(job->transport_.get(), a.prev_rank, a.next_rank, timeout);
-  // The ring over UCX; on a GPU through host copies of the device buffers (NCCL is the fast path
-  // between GPUs, not wired here yet).
+  // The ring over UCX (on a GPU through host copies of the device buffers, until Connect replaces
+  // it with NCCL).
   auto group = [&](const std::vector<int>& ranks, uint32_t channel) {
     std::unique_ptr<comm::Collectives> c =
         std::make_unique<comm::RingCollectives>(job->transport_.get(), ranks, channel, timeout);
@@ -361,7 +365,54 @@ void StageJob::Connect(const json& peers,
     want.erase(rank);
   }
   MOREH_CHECK(want.empty(), "job_connect: no address for rank {}", *want.begin());
+#ifdef MOREH_WITH_CUDA
+  if (!device_->host_accessible()) UseNccl();
+#endif
 }
+
+#ifdef MOREH_WITH_CUDA
+// GPU stages: the data- and tensor-parallel groups become NCCL communicators (replacing the ring
+// through host copies that Create made). The group's first rank makes the unique id and sends it
+// to the others over the job's UCX links, now connected; every rank then joins (NCCL's init waits
+// for the whole group, which job_connect reaches together).
+void StageJob::UseNccl() {
+  const auto timeout = std::chrono::milliseconds(a_.timeout_ms);
+  const std::string& name = device_->device_name();  // "cuda:N"
+  MOREH_CHECK(name.rfind("cuda:", 0) == 0, "job_connect: device '{}' is not a GPU", name);
+  const int gpu = std::stoi(name.substr(5));
+  auto group = [&](const std::vector<int>& ranks, uint32_t channel) {
+    const int me = static_cast<int>(std::find(ranks.begin(), ranks.end(), a_.rank) - ranks.begin());
+    std::string id(comm::kNcclUniqueIdBytes, '\0');
+    if (me == 0) {
+      auto made = comm::NcclUniqueId();
+      made.status().ThrowIfError();
+      id = made.value();
+      std::vector<comm::Request> sends;
+      for (size_t i = 1; i < ranks.size(); ++i) {
+        auto r = transport_->Send(ranks[i], id.data(), id.size(), channel, 0);
+        r.status().ThrowIfError();
+        sends.push_back(r.value());
+      }
+      transport_->WaitAll(sends, timeout).ThrowIfError();
+    } else {
+      auto r = transport_->Recv(ranks[0], id.data(), id.size(), channel, 0);
+      r.status().ThrowIfError();
+      transport_->Wait(r.value(), timeout).ThrowIfError();
+    }
+    auto c = comm::NcclCollectives::Create(id, me, static_cast<int>(ranks.size()), gpu, timeout);
+    c.status().ThrowIfError();
+    return std::unique_ptr<comm::Collectives>(std::move(c.value()));
+  };
+  if (a_.dp_group.size() > 1) {
+    dp_ = group(a_.dp_group, 18);
+    runner_->set_data_parallel(dp_.get());
+  }
+  if (a_.tp_group.size() > 1) {
+    tp_ = group(a_.tp_group, 19);
+    runner_->set_tensor_parallel(tp_.get());
+  }
+}
+#endif
 
 json StageJob::Step(const json& m) {
   const int64_t step = Int(m, "step");

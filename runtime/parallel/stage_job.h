@@ -81,6 +81,7 @@ class StageJob {
   std::unique_ptr<comm::UcxTransport> transport_;
   std::unique_ptr<UcxPipeLinks> links_;
   std::unique_ptr<comm::Collectives> dp_, tp_;
+  void UseNccl();  // GPU stages (CUDA builds): dp_ and tp_ over NCCL
   std::vector<std::vector<planner::ScheduleStep>> table_;  // 1F1B, every stage's row
   std::atomic<bool> aborted_{false};
 };
