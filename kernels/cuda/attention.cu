@@ -67,11 +67,6 @@ __device__ __forceinline__ float DotOwn(const float (&own)[kPer], const float* o
   return RowSum<kTpr>(p);
 }
 
-__device__ __forceinline__ bool Visible(const AttentionShape& sh, const int64_t* key_mask,
-                                        int64_t b, int64_t i, int64_t j) {
-  return j < sh.s && (!sh.causal || j <= i) && (key_mask == nullptr || key_mask[b * sh.s + j] != 0);
-}
-
 // grid (ceil(T / kRows), H, B)
 template <typename T, int kMaxD>
 __global__ void __launch_bounds__(kThreads)
@@ -105,7 +100,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int jj = 0; jj < kTile; ++jj) {
       const float dot = DotOwn<kTpr, kMaxD>(qr, ks[jj], sub) * sh.scale;
-      s[jj] = (row_ok && Visible(sh, key_mask, b, i, j0 + jj)) ? dot : kNegInf;
+      s[jj] = KeyVisible(sh, key_mask, b, i, j0 + jj) ? dot : kNegInf;
       tile_max = fmaxf(tile_max, s[jj]);
     }
     const float m_new = fmaxf(m, tile_max);
@@ -182,7 +177,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int jj = 0; jj < kTile; ++jj) {
       const float sc = DotOwn<kTpr, kMaxD>(qr, ks[jj], sub) * sh.scale;
       const float dp = DotOwn<kTpr, kMaxD>(dor, vs[jj], sub);
-      const bool vis = row_ok && row_lse != kNegInf && Visible(sh, key_mask, b, i, j0 + jj);
+      const bool vis = row_lse != kNegInf && KeyVisible(sh, key_mask, b, i, j0 + jj);
       const float p = vis ? expf(sc - row_lse) : 0.0f;
       const float ds = p * (dp - drow);
 #pragma unroll
@@ -257,7 +252,7 @@ __global__ void __launch_bounds__(kThreads)
         const float sc = DotOwn<kTpr, kMaxD>(kr, qs[ii], sub) * sh.scale;
         const float dp = DotOwn<kTpr, kMaxD>(vr, dos[ii], sub);
         const float row_lse = lse_s[ii];
-        const bool vis = key_ok && i < sh.t && row_lse != kNegInf && Visible(sh, key_mask, b, i, j);
+        const bool vis = key_ok && row_lse != kNegInf && KeyVisible(sh, key_mask, b, i, j);
         const float p = vis ? expf(sc - row_lse) : 0.0f;
         const float ds = p * (dp - drow_s[ii]);
 #pragma unroll

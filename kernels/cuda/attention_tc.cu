@@ -109,12 +109,6 @@ __device__ __forceinline__ void AccumulatePB(float* acc, const bf16* p, const bf
   }
 }
 
-__device__ __forceinline__ bool Visible(const AttentionShape& sh, const int64_t* key_mask,
-                                        int64_t b, int64_t i, int64_t j) {
-  return i < sh.t && j < sh.s && (!sh.causal || j <= i) &&
-         (key_mask == nullptr || key_mask[b * sh.s + j] != 0);
-}
-
 template <int D>
 __device__ __forceinline__ void ZeroWarpAcc(float* acc) {
   for (int idx = threadIdx.x % 32; idx < 16 * D; idx += 32) {
@@ -159,7 +153,7 @@ __global__ void __launch_bounds__(kThreads)
     float* srow = s_w + r * kLS;
     float mx = kNegInf;
     for (int c = half * 32; c < half * 32 + 32; ++c) {
-      const float sv = Visible(sh, key_mask, b, i, j0 + c) ? srow[c] * sh.scale : kNegInf;
+      const float sv = KeyVisible(sh, key_mask, b, i, j0 + c) ? srow[c] * sh.scale : kNegInf;
       srow[c] = sv;
       mx = fmaxf(mx, sv);
     }
@@ -245,7 +239,7 @@ __global__ void __launch_bounds__(kThreads)
     MulABt<D>(dp_w, dos + warp * 16 * L::kLD, vs);
     __syncwarp();
     for (int c = half * 32; c < half * 32 + 32; ++c) {
-      const bool vis = row_lse != kNegInf && Visible(sh, key_mask, b, i, j0 + c);
+      const bool vis = row_lse != kNegInf && KeyVisible(sh, key_mask, b, i, j0 + c);
       const float p = vis ? expf(s_w[r * kLS + c] * sh.scale - row_lse) : 0.0f;
       ds_w[r * kLP + c] = __float2bfloat16_rn(p * (dp_w[r * kLS + c] - drow));
     }
@@ -322,7 +316,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int c = half * 32; c < half * 32 + 32; ++c) {
         const int64_t iq = i0 + c;
         const float row_lse = lse_s[c];
-        const bool vis = row_lse != kNegInf && Visible(sh, key_mask, b, iq, j);
+        const bool vis = row_lse != kNegInf && KeyVisible(sh, key_mask, b, iq, j);
         const float p = vis ? expf(st_w[r * kLS + c] * sh.scale - row_lse) : 0.0f;
         pt_w[r * kLP + c] = __float2bfloat16_rn(p);
         dst_w[r * kLP + c] = __float2bfloat16_rn(p * (dpt_w[r * kLS + c] - drow_s[c]));

@@ -8,6 +8,7 @@
 
 #include <limits>
 
+#include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cuda/cuda_check.h"
 #include "runtime/core/dtype.h"
 #include "runtime/core/error.h"
@@ -48,11 +49,6 @@ __device__ __forceinline__ float WarpSum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
-__device__ __forceinline__ float WarpMax(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
 
 // Sum over the block; every thread gets the total. blockDim.x must be a multiple of 32 and every
 // thread of the block must call it (it synchronises).
@@ -65,14 +61,13 @@ __device__ __forceinline__ float BlockSum(float v) {
   __syncthreads();
   return WarpSum(lane < warps ? partial[lane] : 0.0f);
 }
-__device__ __forceinline__ float BlockMax(float v) {
-  __shared__ float partial[32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  v = WarpMax(v);
-  __syncthreads();
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  return WarpMax(lane < warps ? partial[lane] : kNegInf);
+
+// Attention (both implementations): whether query row i of batch row b sees key j (rows and keys
+// past the ends see nothing).
+__device__ __forceinline__ bool KeyVisible(const cpu::AttentionShape& sh, const int64_t* key_mask,
+                                           int64_t b, int64_t i, int64_t j) {
+  return i < sh.t && j < sh.s && (!sh.causal || j <= i) &&
+         (key_mask == nullptr || key_mask[b * sh.s + j] != 0);
 }
 
 // Calls f(T{}) with T the element type of `dtype` (float, __nv_bfloat16, __half); other dtypes

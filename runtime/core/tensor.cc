@@ -286,17 +286,15 @@ void Tensor::CopyFromDevice(const Tensor& src) {
 }
 
 std::vector<float> Tensor::ToFloats() const {
-  if (!on_host()) return CopyTo(nullptr).ToFloats();
   std::vector<float> out(static_cast<size_t>(numel()));
-  const Tensor c = Contiguous();
+  const Tensor c = HostContiguous();
   ConvertElements(c.raw_data(), dtype_, out.data(), DType::kF32, numel());
   return out;
 }
 
 std::vector<int64_t> Tensor::ToInts() const {
-  if (!on_host()) return CopyTo(nullptr).ToInts();
   std::vector<int64_t> out(static_cast<size_t>(numel()));
-  const Tensor c = Contiguous();
+  const Tensor c = HostContiguous();
   ConvertElements(c.raw_data(), dtype_, out.data(), DType::kI64, numel());
   return out;
 }

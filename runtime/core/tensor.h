@@ -89,6 +89,9 @@ class Tensor {
   bool on_host() const { return buffer_ == nullptr || buffer_->allocator()->host_accessible(); }
   // A compact copy in `alloc`'s memory (null: the CPU device), same dtype.
   Tensor CopyTo(Allocator* alloc) const;
+  // Compact and readable by the host: this when it already is, else a copy (from a GPU, to host
+  // memory).
+  Tensor HostContiguous() const { return on_host() ? Contiguous() : CopyTo(nullptr); }
 
   Tensor Contiguous() const;  // this if contiguous, else a compact copy
   Tensor Clone() const;       // always a compact copy

@@ -250,7 +250,7 @@ Status WriteSafetensors(const std::string& path,
   if (s.ok()) s = write_all(h.data(), h.size());
   for (const auto& [name, t] : tensors) {
     if (!s.ok()) break;
-    const runtime::Tensor c = t.on_host() ? t.Contiguous() : t.CopyTo(nullptr);
+    const runtime::Tensor c = t.HostContiguous();
     s = write_all(c.raw_data(), static_cast<uint64_t>(c.nbytes()));
   }
   if (s.ok() && ::fsync(fd.get()) != 0)

@@ -8,7 +8,7 @@ namespace moreh::net {
 using json = nlohmann::json;
 
 json EncodeTensor(const runtime::Tensor& t) {
-  const runtime::Tensor c = t.on_host() ? t.Contiguous() : t.CopyTo(nullptr);  // GPU: via host
+  const runtime::Tensor c = t.HostContiguous();
   return {{"dtype", DTypeName(c.dtype())},
           {"shape", c.shape()},
           {"data", Base64Encode(std::string_view(static_cast<const char*>(c.raw_data()),

@@ -31,7 +31,7 @@ void UcxPipeLinks::Send(int peer, uint32_t kind, int mb, const runtime::Tensor& 
     }
   }
   // A tensor in GPU memory travels from a host copy (UCX here has no CUDA transports).
-  const runtime::Tensor h = t.on_host() ? t : t.CopyTo(nullptr);
+  const runtime::Tensor h = t.HostContiguous();
   auto r = t_->Send(peer, h.raw_data(), static_cast<size_t>(h.nbytes()), kind, Seq(mb));
   if (!r.ok()) throw Error("pipeline send: " + r.status().message());
   pending_.push_back(*r);
