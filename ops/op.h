@@ -90,16 +90,19 @@ void RegisterKernel(OpKind op, Backend backend, OpDef::Kernel kernel);
 
 // The sum all-reduce over the calling thread's tensor-parallel group, used by tp_reduce. The
 // pipeline runner installs it around each program run; null outside one. Throws on failure.
-using AllReduceHook = std::function<void(float* data, int64_t count)>;
+// Pointers are in the memory of the tensors' device (the group's collectives read it there: NCCL
+// on a GPU), count elements of a float dtype (f32, or bf16 in mixed precision).
+using AllReduceHook = std::function<void(void* data, int64_t count, DType dtype)>;
 void SetTensorParallelAllReduce(AllReduceHook hook);
 
 // Parameter sharding over the calling thread's data-parallel group (distribute_low_prec_param),
 // used by dp_gather / dp_reduce_scatter; installed like the tensor-parallel hook.
 //   gather(shard, out, count):  out[dp * count] = every rank's shard[count], in rank order.
 //   reduce_scatter(in, out, count): out[count] = this rank's block of the sum of in[dp * count].
+// Like the tensor-parallel hook, device pointers of any float dtype.
 struct DataParallelHooks {
-  std::function<void(const float* shard, float* out, int64_t count)> gather;
-  std::function<void(const float* in, float* out, int64_t count)> reduce_scatter;
+  std::function<void(const void* shard, void* out, int64_t count, DType dtype)> gather;
+  std::function<void(const void* in, void* out, int64_t count, DType dtype)> reduce_scatter;
 };
 void SetDataParallelHooks(DataParallelHooks hooks);
 

@@ -11,10 +11,20 @@ namespace moreh::ops {
 namespace {
 thread_local AllReduceHook g_all_reduce;
 
-// Both ops keep their input's shape: an f32 activation or gradient.
-std::vector<ValueInfo> SameF32(const InfoList& in, const Attrs&) {
-  MOREH_CHECK(in[0]->dtype == DType::kF32, "tensor-parallel values must be f32");
+// Both ops keep their input's shape and dtype: an activation or gradient (f32, or the compute
+// dtype of mixed precision).
+std::vector<ValueInfo> SameFloat(const InfoList& in, const Attrs&) {
+  MOREH_CHECK(IsFloating(in[0]->dtype), "tensor-parallel values must be a float type, not {}",
+              DTypeName(in[0]->dtype));
   return {*in[0]};
+}
+
+// The same kernel on every backend: the hook's collectives read the device's memory.
+void AllReduceKernel(std::span<const Tensor>, std::span<Tensor> out, const Attrs&) {
+  MOREH_CHECK(g_all_reduce != nullptr,
+              "tp_reduce: no tensor-parallel group on this thread (run it in a stage)");
+  // out starts as a copy of the input (in place)
+  g_all_reduce(out[0].raw_data(), out[0].numel(), out[0].dtype());
 }
 }  // namespace
 
@@ -24,7 +34,7 @@ const OpDef kTpCopyDef = {
     .kind = OpKind::kTpCopy,
     .min_inputs = 1,
     .max_inputs = 1,
-    .infer = SameF32,
+    .infer = SameFloat,
     .cost = [](const InfoList&, const std::vector<ValueInfo>&, const Attrs&) { return Cost{}; },
     .grad =
         [](GraphBuilder& b, const Node&, std::span<const int> g) {
@@ -38,18 +48,14 @@ const OpDef kTpReduceDef = {
     .kind = OpKind::kTpReduce,
     .min_inputs = 1,
     .max_inputs = 1,
-    .infer = SameF32,
+    .infer = SameFloat,
     .cost =
         [](const InfoList& in, const std::vector<ValueInfo>& out, const Attrs&) {
           return Cost{static_cast<double>(Numel(in[0]->shape)), BytesOf(in, out)};
         },
     .grad = [](GraphBuilder&, const Node&,
                std::span<const int> g) { return std::vector<int>{g[0]}; },
-    .kernels = {[](std::span<const Tensor>, std::span<Tensor> out, const Attrs&) {
-      MOREH_CHECK(g_all_reduce != nullptr,
-                  "tp_reduce: no tensor-parallel group on this thread (run it in a stage)");
-      g_all_reduce(out[0].data<float>(), out[0].numel());  // out starts as a copy of the input
-    }},
+    .kernels = {AllReduceKernel, AllReduceKernel},
     .inplace = {{0, 0}},
 };
 

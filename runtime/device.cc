@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "runtime/core/error.h"
+#include "runtime/core/parallel.h"
 
 #ifdef MOREH_WITH_CUDA
 #include "kernels/cuda/cuda_kernels.h"
@@ -43,17 +44,24 @@ namespace {
 void AddInto(const Tensor& acc, const Tensor& x) {
   MOREH_CHECK(acc.dtype() == DType::kF32 && acc.is_contiguous() && acc.numel() == x.numel(),
               "AddInto: {} += {}", acc.ToString(), x.ToString());
+  MOREH_CHECK(IsFloating(x.dtype()), "AddInto: {} is not a float tensor", x.ToString());
+  // A gradient in the compute dtype is widened element by element (no f32 copy of it).
+  const Tensor g = x.Contiguous();
+  float* a = acc.data<float>();
   if (acc.on_host()) {
-    const Tensor g = x.dtype() == DType::kF32 ? x.Contiguous() : x.To(DType::kF32);
-    float* a = acc.data<float>();
-    kernels::cpu::Add(a, a, g.data<float>(), g.numel(), g.numel());
+    if (g.dtype() == DType::kF32) {
+      kernels::cpu::Add(a, a, g.data<float>(), g.numel(), g.numel());
+      return;
+    }
+    const uint16_t* h = g.data_u16();
+    const bool bf16 = g.dtype() == DType::kBF16;
+    ParallelFor(g.numel(), 1 << 14, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) a[i] += bf16 ? BF16ToF32(h[i]) : F16ToF32(h[i]);
+    });
     return;
   }
 #ifdef MOREH_WITH_CUDA
-  const Tensor g =
-      x.dtype() == DType::kF32 && x.is_contiguous() ? x : x.To(DType::kF32).Contiguous();
-  kernels::cuda::Add(acc.raw_data(), acc.raw_data(), g.raw_data(), g.numel(), g.numel(),
-                     DType::kF32, nullptr);
+  kernels::cuda::AccumulateF32(a, g.raw_data(), g.dtype(), g.numel(), nullptr);
 #else
   NoCuda("AddInto");
 #endif

@@ -49,6 +49,8 @@ void Add(void* out, const void* a, const void* b, int64_t n, int64_t nb, DType d
 void Mul(void* out, const void* a, const void* b, int64_t n, int64_t nb, DType dtype,
          cudaStream_t stream);
 void Scale(void* out, const void* x, float s, int64_t n, DType dtype, cudaStream_t stream);
+// acc[n] (f32) += x[n] (x_type, any float): mixed precision's gradient accumulation.
+void AccumulateF32(float* acc, const void* x, DType x_type, int64_t n, cudaStream_t stream);
 // Element conversion: any float to any float (round to nearest even), i32 <-> i64.
 void Cast(void* out, DType out_type, const void* in, DType in_type, int64_t n, cudaStream_t stream);
 

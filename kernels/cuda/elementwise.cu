@@ -30,6 +30,12 @@ __global__ void ScaleKernel(T* out, const T* x, float s, int64_t n) {
   for (int64_t i = GlobalThread(); i < n; i += GridStride()) out[i] = FromF32<T>(ToF32(x[i]) * s);
 }
 
+// acc (f32) += x (any float type): a gradient of the compute dtype into its f32 accumulator.
+template <typename T>
+__global__ void AccumulateKernel(float* acc, const T* x, int64_t n) {
+  for (int64_t i = GlobalThread(); i < n; i += GridStride()) acc[i] += ToF32(x[i]);
+}
+
 template <typename TO, typename TI>
 __global__ void CastKernel(TO* out, const TI* in, int64_t n) {
   for (int64_t i = GlobalThread(); i < n; i += GridStride()) out[i] = FromF32<TO>(ToF32(in[i]));
@@ -119,6 +125,16 @@ void Add(void* out, const void* a, const void* b, int64_t n, int64_t nb, DType d
 void Mul(void* out, const void* a, const void* b, int64_t n, int64_t nb, DType dtype,
          cudaStream_t stream) {
   Binary<MulOp>("Mul", out, a, b, n, nb, dtype, stream);
+}
+
+void AccumulateF32(float* acc, const void* x, DType x_type, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  DispatchFloat(x_type, "AccumulateF32", [&](auto tag) {
+    using T = decltype(tag);
+    AccumulateKernel<T>
+        <<<GridFor(n, kThreads), kThreads, 0, stream>>>(acc, static_cast<const T*>(x), n);
+  });
+  MOREH_CUDA_CHECK_LAUNCH();
 }
 
 void Scale(void* out, const void* x, float s, int64_t n, DType dtype, cudaStream_t stream) {

@@ -130,6 +130,7 @@ planner::ClusterSpec Session::cluster() const {
   for (const auto& [n, k] : per_node) c.devices_per_node = std::max(c.devices_per_node, k);
   if (c.num_devices % c.devices_per_node != 0) c.devices_per_node = 1;
   c.device.name = devs.empty() ? "cpu" : (devs[0].name.empty() ? devs[0].kind : devs[0].name);
+  c.device.widens_16bit = devs.empty() || devs[0].kind == "cpu";
   // The workers' start-up profile is what they achieved on a GEMM: efficiency 1 against it.
   c.device.peak_flops = flops > 0 ? flops : 100e9;
   c.device.gemm_efficiency = 1.0;
@@ -148,14 +149,30 @@ planner::ClusterSpec Session::cluster() const {
   return c;
 }
 
-planner::TrainJob Session::PlanningJob(const models::LlamaConfig& config, int64_t B, int64_t T) {
+planner::TrainJob Session::PlanningJob(const models::LlamaConfig& config, int64_t B, int64_t T,
+                                       DType compute) {
   planner::TrainJob job;
   job.model = config;
   job.global_batch = B;
   job.seq_len = T;
-  job.compute_dtype = DType::kF32;  // the CPU backend computes in f32
-  job.vocab_parallel = false;       // embedding and LM head are replicated over tensor parallelism
+  job.compute_dtype = compute;
+  job.vocab_parallel = false;  // embedding and LM head are replicated over tensor parallelism
   return job;
+}
+
+DType Session::ComputeDType() const {
+  const std::string want = Env("MOREH_COMPUTE_DTYPE");
+  if (!want.empty()) {
+    DType dt;
+    MOREH_CHECK(ParseDType(want, &dt) && IsFloating(dt),
+                "MOREH_COMPUTE_DTYPE='{}': expected f32, bf16 or f16", want);
+    return dt;
+  }
+  const auto& devs = client_->devices();
+  const bool all_gpus = !devs.empty() && std::all_of(devs.begin(), devs.end(), [](const auto& d) {
+    return d.kind == "cuda";
+  });
+  return all_gpus ? DType::kBF16 : DType::kF32;
 }
 
 std::vector<json> Session::CallAll(const std::vector<json>& messages) const {
@@ -200,12 +217,18 @@ std::vector<json> Session::CallAll(const std::vector<json>& messages) const {
 }
 
 void Session::Setup(int64_t B, int64_t T) {
-  const planner::TrainJob job = PlanningJob(config_, B, T);
+  const planner::TrainJob job = PlanningJob(config_, B, T, ComputeDType());
   planner::PlannerOptions po = planner::PlannerOptions::FromUserOptions();
   po.advanced_parallelization = options_.advanced_parallelization;
   const planner::ClusterSpec cl = cluster();
   if (po.detailed_log > 0) spdlog::info("cluster for planning: {}", cl.ToJson());
   plan_ = planner::PlanTraining(job, cl, po);  // throws OutOfMemoryError when nothing fits
+  if (job.compute_dtype != DType::kF32) {
+    spdlog::info(
+        "Mixed precision: {} weights, activations and gradients; f32 master weights, "
+        "gradient accumulation and optimizer states",
+        DTypeName(job.compute_dtype));
+  }
   const std::string forced = !options_.force_config.empty()
                                  ? options_.force_config
                                  : Env("MOREH_ADVANCED_PARALLELIZATION_CONFIG");
@@ -250,7 +273,9 @@ void Session::Setup(int64_t B, int64_t T) {
   }
   std::vector<json> programs;
   for (int s = 0; s < pp; ++s) {
-    programs.push_back(StageProgramToJson(BuildStageProgram(StageSpecFor(config_, c, s, T))));
+    StageSpec spec = StageSpecFor(config_, c, s, T);
+    spec.compute_dtype = job.compute_dtype;
+    programs.push_back(StageProgramToJson(BuildStageProgram(spec)));
   }
   std::vector<json> setup;
   // rank = tp_rank + tp * (dp_rank + dp * stage): tensor-parallel peers on consecutive devices

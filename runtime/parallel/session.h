@@ -77,9 +77,14 @@ class Session {
   bool ready() const { return !ranks_.empty(); }
   const planner::Plan& plan() const { return plan_; }
   planner::ClusterSpec cluster() const;
-  // The job the planner is given for a batch of [B, T] on the workers' CPU runtime (f32; embedding
-  // and LM head replicated over tensor parallelism).
-  static planner::TrainJob PlanningJob(const models::LlamaConfig& config, int64_t B, int64_t T);
+  // The job the planner is given for a batch of [B, T] computed in `compute` (f32; bf16 or f16:
+  // mixed precision with f32 master weights), embedding and LM head replicated over tensor
+  // parallelism.
+  static planner::TrainJob PlanningJob(const models::LlamaConfig& config, int64_t B, int64_t T,
+                                       DType compute = DType::kF32);
+  // The dtype the stages compute in: MOREH_COMPUTE_DTYPE (f32, bf16, f16) when set, else bf16 when
+  // every granted device is a GPU and f32 otherwise (the CPU backend computes in f32 fastest).
+  DType ComputeDType() const;
   // Per rank, the last step's reply (loss, forward_s, backward_s, wait_s, peak_bytes).
   const std::vector<nlohmann::json>& last_step() const { return last_step_; }
   // Per rank, the last optimizer step's reply (update_s, peak_bytes).

@@ -91,6 +91,11 @@ StageProgram ProgramFromJson(const json& j) {
   p.spec.recompute = static_cast<int>(Int(spec, "recompute"));
   p.spec.tp = static_cast<int>(Int(spec, "tp"));
   p.spec.param_shards = static_cast<int>(Int(spec, "param_shards"));
+  if (spec.contains("compute_dtype")) {  // absent: f32 (programs of earlier clients)
+    MOREH_CHECK(ParseDType(Str(spec, "compute_dtype"), &p.spec.compute_dtype) &&
+                    IsFloating(p.spec.compute_dtype),
+                "spec field 'compute_dtype' must be f32, bf16 or f16");
+  }
   p.forward = SubFromJson(Field(j, "forward"), "forward");
   p.backward = SubFromJson(Field(j, "backward"), "backward");
   const json& names = Field(j, "params");
@@ -158,7 +163,8 @@ json StageProgramToJson(const StageProgram& p) {
             {"seq_len", s.seq_len},
             {"recompute", s.recompute},
             {"tp", s.tp},
-            {"param_shards", s.param_shards}}},
+            {"param_shards", s.param_shards},
+            {"compute_dtype", std::string(DTypeName(s.compute_dtype))}}},
           {"forward", SubToJson(p.forward)},
           {"backward", SubToJson(p.backward)},
           {"params", p.params},

@@ -79,7 +79,12 @@ StageRunner::StageRunner(StageProgram program, runtime::Allocator* alloc, optim:
     MOREH_CHECK(it != in.end(), "stage program: parameter '{}' is not a forward input",
                 program_.params.at(i));
     const Graph& fg = program_.forward.graph;
-    shapes.push_back(fg.info(fg.inputs()[it - in.begin()]).shape);
+    const ValueInfo& info = fg.info(fg.inputs()[it - in.begin()]);
+    MOREH_CHECK(info.dtype == program_.spec.compute_dtype,
+                "stage program: parameter '{}' is {} but the compute dtype is {}",
+                program_.params.at(i), DTypeName(info.dtype),
+                DTypeName(program_.spec.compute_dtype));
+    shapes.push_back(info.shape);
     offsets_.push_back(num_params_);
     num_params_ += Numel(shapes.back());
     param_index_[program_.param_values[i]] = static_cast<int>(i);
@@ -96,21 +101,35 @@ StageRunner::StageRunner(StageProgram program, runtime::Allocator* alloc, optim:
   flat_grads_ = runtime::Tensor::Zeros({padded_}, DType::kF32, alloc_);
   m_ = runtime::Tensor::Zeros({shard_}, DType::kF32, alloc_);
   v_ = runtime::Tensor::Zeros({shard_}, DType::kF32, alloc_);
+  if (mixed())
+    flat_compute_ = runtime::Tensor::Zeros({padded_}, program_.spec.compute_dtype, alloc_);
   for (size_t i = 0; i < program_.param_values.size(); ++i) {
     const Shape& shape = shapes[i];
     params_.push_back(flat_params_.Slice(0, offsets_[i], offsets_[i + 1]).View(shape));
     grads_.push_back(flat_grads_.Slice(0, offsets_[i], offsets_[i + 1]).View(shape));
+    compute_params_.push_back(
+        mixed() ? flat_compute_.Slice(0, offsets_[i], offsets_[i + 1]).View(shape) : params_[i]);
   }
 }
 
-runtime::Tensor StageRunner::parameter(size_t i) const { return params_.at(i); }
+runtime::Tensor StageRunner::parameter(size_t i) const {
+  compute_stale_ = true;
+  return params_.at(i);
+}
+
+runtime::Tensor StageRunner::compute_parameter(size_t i) const { return compute_params_.at(i); }
+
+void StageRunner::RefreshComputeWeights() {
+  if (mixed()) flat_compute_.CopyFrom(flat_params_);  // rounds to the nearest, as torch's .to()
+  compute_stale_ = false;
+}
 
 std::vector<runtime::Tensor> StageRunner::Inputs(
     const SubProgram& prog, const std::unordered_map<int, runtime::Tensor>& stash) const {
   std::vector<runtime::Tensor> in;
   for (int v : prog.inputs) {
     auto it = param_index_.find(v);
-    in.push_back(it != param_index_.end() ? params_[it->second] : stash.at(v));
+    in.push_back(it != param_index_.end() ? compute_params_[it->second] : stash.at(v));
   }
   return in;
 }
@@ -125,8 +144,8 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
   struct HookScope {
     explicit HookScope(comm::Collectives* tp) {
       if (tp == nullptr) return;
-      ops::SetTensorParallelAllReduce([tp](float* d, int64_t n) {
-        Status s = tp->AllReduce(d, d, n, DType::kF32, comm::ReduceOp::kSum);
+      ops::SetTensorParallelAllReduce([tp](void* d, int64_t n, DType dt) {
+        Status s = tp->AllReduce(d, d, n, dt, comm::ReduceOp::kSum);
         if (!s.ok()) throw Error("tensor-parallel all-reduce: " + s.message());
       });
     }
@@ -138,23 +157,23 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
       auto check = [](Status s, const char* what) {
         if (!s.ok()) throw Error(fmt::format("parameter {}: {}", what, s.message()));
       };
-      ops::SetDataParallelHooks(
-          {[dp, check](const float* shard, float* out, int64_t n) {
-             check(dp->AllGather(shard, out, n, DType::kF32), "all-gather");
-           },
-           [dp, check](const float* in, float* out, int64_t n) {
-             check(dp->ReduceScatter(in, out, n, DType::kF32, comm::ReduceOp::kSum),
-                   "reduce-scatter");
-           }});
+      ops::SetDataParallelHooks({[dp, check](const void* shard, void* out, int64_t n, DType dt) {
+                                   check(dp->AllGather(shard, out, n, dt), "all-gather");
+                                 },
+                                 [dp, check](const void* in, void* out, int64_t n, DType dt) {
+                                   check(dp->ReduceScatter(in, out, n, dt, comm::ReduceOp::kSum),
+                                         "reduce-scatter");
+                                 }});
     }
     ~ShardScope() { ops::SetDataParallelHooks({}); }
   } shards(p.spec.param_shards > 1 ? dp_ : nullptr);
   MOREH_CHECK(p.spec.param_shards == 1 || (dp_ != nullptr && dp_->size() == p.spec.param_shards),
               "stage with parameters sharded {} ways has no data-parallel group of that size",
               p.spec.param_shards);
+  if (compute_stale_) RefreshComputeWeights();
   // An activation or gradient [B, T, C] from a neighbour; the wait counts as idle time.
   auto receive = [&](void (PipeLinks::*recv)(int, runtime::Tensor*), int micro_batch) {
-    runtime::Tensor t = runtime::Tensor::Empty({B, T, C}, DType::kF32, alloc_);
+    runtime::Tensor t = runtime::Tensor::Empty({B, T, C}, p.spec.compute_dtype, alloc_);
     const auto t0 = clk::now();
     (links->*recv)(micro_batch, &t);
     stats_.wait_s += Since(t0);
@@ -251,6 +270,7 @@ void StageRunner::Update(comm::Collectives* dp, double lr) {
     }
     runtime::AdamWStepOn(flat_params_, P, m_.data<float>(), v_.data<float>(), G, padded_, hp);
   }
+  RefreshComputeWeights();
   ZeroGrad();
   stats_.update_s += Since(t0);
   stats_.peak_bytes = std::max(stats_.peak_bytes, alloc_->peak_bytes());

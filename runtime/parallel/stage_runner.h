@@ -10,6 +10,13 @@
 // and adds the parameter gradients into the flat buffer. Update() reduces the gradients over the
 // data-parallel group (all-reduce; or reduce-scatter, AdamW on the shard, all-gather with
 // distribute_param) and applies AdamW exactly as torch.optim.AdamW. Not thread-safe.
+//
+// Mixed precision (spec.compute_dtype bf16 or f16): the flat f32 buffer holds the master weights
+// and a second flat buffer their rounded copy in the compute dtype, which is what the programs
+// read; activations, activation gradients and weight gradients are computed in the compute dtype,
+// and each weight gradient is added into the f32 gradient buffer (accumulation over micro-batches,
+// the data-parallel reduction, AdamW and its moments stay f32, as Megatron-LM's main_grad). The
+// copy is refreshed after each update and before the first step after a parameter was written.
 #pragma once
 
 #include <cstdint>
@@ -87,8 +94,13 @@ class StageRunner {
   const StageProgram& program() const { return program_; }
   const std::vector<std::string>& param_names() const { return program_.params; }
   int64_t num_params() const { return num_params_; }
-  // The i-th parameter (a view of the flat buffer). Write into it to load weights.
+  // The i-th parameter (a view of the flat f32 buffer: the master weights). Write into it to load
+  // weights.
   runtime::Tensor parameter(size_t i) const;
+  // What the programs read for it: parameter(i) itself in f32, else its copy in the compute dtype
+  // (current from the next RunMicroBatches on).
+  runtime::Tensor compute_parameter(size_t i) const;
+  DType compute_dtype() const { return program_.spec.compute_dtype; }
 
   // The tensor-parallel group whose all-reduce tp_reduce runs (nullptr: tp = 1).
   void set_tensor_parallel(comm::Collectives* tp) { tp_ = tp; }
@@ -110,6 +122,9 @@ class StageRunner {
   // A program's inputs: parameters (views) or this micro-batch's stashed values.
   std::vector<runtime::Tensor> Inputs(const SubProgram& prog,
                                       const std::unordered_map<int, runtime::Tensor>& stash) const;
+  bool mixed() const { return program_.spec.compute_dtype != DType::kF32; }
+  // Rounds the master weights into the compute-dtype copy (mixed precision).
+  void RefreshComputeWeights();
   StageProgram program_;
   runtime::Allocator* alloc_;
   optim::AdamWOptions adamw_;
@@ -123,8 +138,10 @@ class StageRunner {
   std::vector<int64_t> offsets_;  // per parameter, in the flat buffers
   std::vector<int> grad_param_;   // backward output k (after grad_out) -> parameter index
   runtime::Tensor flat_params_, flat_grads_, m_, v_;
-  std::vector<runtime::Tensor> params_, grads_;  // views
-  std::unordered_map<int, int> param_index_;     // value id in program_.full -> parameter
+  runtime::Tensor flat_compute_;  // mixed precision: the master weights in the compute dtype
+  std::vector<runtime::Tensor> params_, grads_, compute_params_;  // views
+  mutable bool compute_stale_ = true;         // parameter() handed out a writable master view
+  std::unordered_map<int, int> param_index_;  // value id in program_.full -> parameter
   std::unordered_map<int, std::unordered_map<int, runtime::Tensor>> stash_;  // per micro-batch
   int64_t step_ = 0;
   StageStats stats_;

@@ -25,6 +25,8 @@ Status Read(const json& j, const char* key, T* out, const std::string& where, bo
   }
   if constexpr (std::is_same_v<T, std::string>) {
     if (!it->is_string()) return Bad(where, std::string("'") + key + "' must be a string");
+  } else if constexpr (std::is_same_v<T, bool>) {
+    if (!it->is_boolean()) return Bad(where, std::string("'") + key + "' must be true or false");
   } else {
     if (!it->is_number()) return Bad(where, std::string("'") + key + "' must be a number");
   }
@@ -87,6 +89,7 @@ StatusOr<ClusterSpec> ClusterSpec::FromJson(std::string_view text, const std::st
   if (s.ok()) s = Read(*d, "memory_bandwidth", &p.memory_bandwidth, where, true);
   if (s.ok()) s = Read(*d, "kernel_overhead_s", &p.kernel_overhead_s, where, false);
   if (s.ok()) s = Read(*d, "reserved_bytes", &p.reserved_bytes, where, false);
+  if (s.ok()) s = Read(*d, "widens_16bit", &p.widens_16bit, where, false);
   if (!s.ok()) return s;
   Status v = c.Validate();
   if (!v.ok()) return Bad(source, v.message());
@@ -118,7 +121,8 @@ std::string ClusterSpec::ToJson() const {
                     {"other_efficiency", device.other_efficiency},
                     {"memory_bandwidth", device.memory_bandwidth},
                     {"kernel_overhead_s", device.kernel_overhead_s},
-                    {"reserved_bytes", device.reserved_bytes}}}};
+                    {"reserved_bytes", device.reserved_bytes},
+                    {"widens_16bit", device.widens_16bit}}}};
   return j.dump(2);
 }
 

@@ -21,6 +21,9 @@ struct DeviceProfile {
   double memory_bandwidth = 0;      // bytes/s
   double kernel_overhead_s = 5e-6;  // fixed cost per op launch
   int64_t reserved_bytes = 0;       // runtime workspace, allocator slack
+  // The CPU backend's kernels compute on f32 copies of an op's bf16/f16 inputs and outputs,
+  // temporaries that live for the op (GPU kernels read and write 16-bit values in place).
+  bool widens_16bit = false;
 };
 
 struct ClusterSpec {

@@ -88,6 +88,18 @@ void Analyse(const Graph& g, size_t num_fwd, const std::set<int>& params, int ch
   // (then reduce-scattered).
   std::set<int> weight_grads;
   for (int v : g.outputs()) weight_grads.insert(base[v]);
+  // The CPU backend's f32 copies of a node's 16-bit operands, alive while the node runs.
+  auto widened = [&](const Node& n) -> int64_t {
+    if (!dev.widens_16bit || IsView(n.op)) return 0;
+    int64_t bytes = 0;
+    for (const auto* list : {&n.inputs, &n.outputs}) {
+      for (int v : *list) {
+        const ValueInfo& info = g.info(v);
+        if (info.dtype == DType::kBF16 || info.dtype == DType::kF16) bytes += 4 * Numel(info.shape);
+      }
+    }
+    return bytes;
+  };
   auto simulate = [&](bool sharded) {
     std::vector<int64_t> sizes(nv, 0);
     for (int v : saved) sizes[v] = Bytes(g.info(v));
@@ -117,7 +129,7 @@ void Analyse(const Graph& g, size_t num_fwd, const std::set<int>& params, int ch
         sizes[v] = Bytes(g.info(v));
         live += sizes[v];
       }
-      peak = std::max(peak, live + grads_here);
+      peak = std::max(peak, live + grads_here + widened(nodes[i]));
       for (int v : nodes[i].inputs) {
         const int b = base[v];
         if (sizes[b] > 0 && last_use[b] == static_cast<int>(i)) {
@@ -128,8 +140,12 @@ void Analyse(const Graph& g, size_t num_fwd, const std::set<int>& params, int ch
     }
     return peak - saved_bytes;
   };
-  out->transient_bytes = simulate(false);
-  out->sharded_transient_bytes = simulate(true);
+  // A forward node's widened operands sit on top of the activations saved so far.
+  int64_t forward_widened = 0;
+  for (size_t i = 0; i < num_fwd; ++i)
+    forward_widened = std::max(forward_widened, widened(nodes[i]));
+  out->transient_bytes = std::max(simulate(false), forward_widened);
+  out->sharded_transient_bytes = std::max(simulate(true), forward_widened);
 }
 
 // Differentiates `out` w.r.t. `wrt` seeded by a fresh input, marking the weight gradients as graph
@@ -222,6 +238,9 @@ PieceCost EmbeddingCost(const models::LlamaConfig& c, int64_t b, int64_t t, int 
   cost.num_ops = 2;
   cost.num_param_tensors = 1;
   cost.transient_bytes = V * C * DTypeSize(dt);  // the dense gradient of the whole table
+  if (dev.widens_16bit && DTypeSize(dt) == 2) {
+    cost.transient_bytes += (V * C + b * t * C) * 4;  // its f32 copy and the incoming gradient's
+  }
   cost.sharded_transient_bytes = cost.transient_bytes;
   return cost;
 }

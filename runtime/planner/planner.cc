@@ -89,23 +89,20 @@ struct StageMemory {
   }
 };
 
-// Per-device bytes of stage s. Mixed precision: bf16 weights (2) and gradients (2), f32 master
-// weights and AdamW m, v (12); f32: weights 4, gradients 4, m and v 8.
+// Per-device bytes of stage s, as the stage runner allocates them. Mixed precision: the compute
+// copy of the weights (2, bf16), f32 gradient accumulators (4), f32 master weights and AdamW m, v
+// (12); f32: weights 4, gradients 4, m and v 8.
 StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candidate& c,
                        const Costs& k, int s) {
   const bool mixed = job.compute_dtype != DType::kF32;
   const double dp = c.dp;
-  const double w = mixed ? 2 : 4, gsz = mixed ? 2 : 4, opt = mixed ? 12 : 8;
+  const double w = mixed ? DTypeSize(job.compute_dtype) : 4, gsz = 4, opt = mixed ? 12 : 8;
   const double w_per = c.distribute_low_prec_param ? w / dp : w;
-  // Sharded gradients (ZeRO-2) with mixed precision. The f32 CPU runtime keeps the whole gradient
-  // (it is what it computes in) and reduce-scatters it into a shard at the optimizer step.
-  // With the parameters themselves sharded (distribute_low_prec_param) the gradients arrive
-  // reduce-scattered in the f32 runtime too.
-  const double g_per = !c.distribute_param                      ? gsz
-                       : (mixed || c.distribute_low_prec_param) ? gsz / dp
-                                                                : gsz;
-  const double g_shard =
-      c.distribute_param && !mixed && !c.distribute_low_prec_param ? gsz / dp : 0;
+  // The runner keeps the whole gradient and reduce-scatters it into a shard at the optimizer step
+  // (distribute_param); with the parameters themselves sharded (distribute_low_prec_param) the
+  // gradients arrive reduce-scattered.
+  const double g_per = c.distribute_low_prec_param ? gsz / dp : gsz;
+  const double g_shard = c.distribute_param && !c.distribute_low_prec_param ? gsz / dp : 0;
   const double o_per = c.distribute_param ? opt / dp : opt;
   const double per_param = w_per + g_per + o_per;
   const int p = c.num_stages;
@@ -142,7 +139,6 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
   // start; the embedding's gather, or its dense gradient and its shard.
   const double shard = 1.0 / dp;
   if (z3) transient = std::max(transient, static_cast<double>(k.layer.params) * w);
-  if (c.distribute_param && mixed) fixed += static_cast<double>(k.layer.params) * gsz;
   double stage_params = 0;  // parameters outside the decoder layers
   double embed = 0;         // the embedding's backward: its dense gradient (and shard); its gather
   if (s == 0) {
@@ -158,6 +154,8 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
                                                            : k.head.transient_bytes));
   }
   fixed += stage_params * per_param;
+  // The runner pads its flat buffers to a multiple of 16 elements per replica.
+  fixed += 16.0 * dp * (w + gsz + opt);
   m.update_per_layer = static_cast<double>(k.layer.params) * (per_param + g_shard);
   m.update_fixed =
       static_cast<double>(cl.device.reserved_bytes) + stage_params * (per_param + g_shard);
@@ -367,7 +365,8 @@ static Candidate Evaluate(const TrainJob& job, const ClusterSpec& cl, const Plan
     } else {
       // Gradient reduction over DP (reduce-scatter + all-gather when sharded: the same volume);
       // modelled without overlap with the backward, which makes it an upper bound.
-      dp_max = std::max(dp_max, RingAllReduce(params * (mixed ? 2 : 4), c.dp, dp_bw, dp_lat));
+      // The gradients are reduced in f32 (mixed precision accumulates them in f32).
+      dp_max = std::max(dp_max, RingAllReduce(params * 4, c.dp, dp_bw, dp_lat));
     }
     const double opt_params = c.distribute_param ? params / c.dp : params;
     opt_max = std::max(opt_max, opt_params * (mixed ? 30.0 : 24.0) / dev.memory_bandwidth);
