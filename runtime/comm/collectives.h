@@ -33,6 +33,16 @@ class Collectives {
   virtual Status AllGather(const void* in, void* out, int64_t count, DType dtype) = 0;
   virtual Status Broadcast(void* buf, int64_t count, DType dtype, int root) = 0;
   virtual Status Barrier() = 0;
+
+  // An in-place sum all-reduce that may still be running on return; WaitStarted() completes every
+  // one started since the last wait. The group's ranks start the same sequence. Implementations
+  // that can overlap communication with compute (NCCL: queued on the communicator's stream behind
+  // the compute stream's work so far, the host returns at once) override both; the default runs
+  // the all-reduce now.
+  virtual Status StartAllReduce(void* buf, int64_t count, DType dtype) {
+    return AllReduce(buf, buf, count, dtype, ReduceOp::kSum);
+  }
+  virtual Status WaitStarted() { return Status::Ok(); }
 };
 
 class RingCollectives : public Collectives {

@@ -138,6 +138,21 @@ Status NcclCollectives::AllReduce(const void* in, void* out, int64_t count, DTyp
   return Finish("all_reduce");
 }
 
+Status NcclCollectives::StartAllReduce(void* buf, int64_t count, DType dt) {
+  auto t = Type(dt);
+  if (!t.ok()) return t.status();
+  if (!impl_->comm) return Status(StatusCode::kFailedPrecondition, "NCCL communicator was aborted");
+  if (Status s = AfterCompute(); !s.ok()) return s;
+  MOREH_NCCL_STATUS(ncclAllReduce(buf, buf, static_cast<size_t>(count), t.value(), ncclSum,
+                                  impl_->comm, impl_->stream));
+  return Status::Ok();
+}
+
+Status NcclCollectives::WaitStarted() {
+  if (!impl_->comm) return Status(StatusCode::kFailedPrecondition, "NCCL communicator was aborted");
+  return Finish("all_reduce (overlapped with compute)");
+}
+
 Status NcclCollectives::ReduceScatter(const void* in, void* out, int64_t count, DType dt,
                                       ReduceOp op) {
   auto t = Type(dt);

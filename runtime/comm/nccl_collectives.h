@@ -32,6 +32,10 @@ class NcclCollectives : public Collectives {
   Status AllGather(const void* in, void* out, int64_t count, DType dtype) override;
   Status Broadcast(void* buf, int64_t count, DType dtype, int root) override;
   Status Barrier() override;
+  // Queued on the communicator's stream after the compute stream's work so far; the host returns
+  // at once, and compute queued later runs alongside. WaitStarted waits (with the deadline).
+  Status StartAllReduce(void* buf, int64_t count, DType dtype) override;
+  Status WaitStarted() override;
 
  private:
   struct Impl;

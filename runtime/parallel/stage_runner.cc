@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "ops/op.h"
@@ -12,6 +13,17 @@ namespace moreh::parallel {
 namespace {
 using clk = std::chrono::steady_clock;
 double Since(clk::time_point t) { return std::chrono::duration<double>(clk::now() - t).count(); }
+int64_t BucketElements() {
+  const char* env = std::getenv("MOREH_GRAD_BUCKET_MB");
+  double mb = 25;  // PyTorch DDP's default
+  if (env != nullptr && *env != '\0') {
+    char* end = nullptr;
+    mb = std::strtod(env, &end);
+    MOREH_CHECK(end != env && *end == '\0' && mb >= 0 && mb < 1e6,
+                "MOREH_GRAD_BUCKET_MB='{}': expected a size in MiB (0 turns the overlap off)", env);
+  }
+  return static_cast<int64_t>(mb * 1024 * 1024 / 4);
+}
 }  // namespace
 
 UcxPipeLinks::UcxPipeLinks(comm::UcxTransport* t, int prev_rank, int next_rank,
@@ -110,6 +122,37 @@ StageRunner::StageRunner(StageProgram program, runtime::Allocator* alloc, optim:
     compute_params_.push_back(
         mixed() ? flat_compute_.Slice(0, offsets_[i], offsets_[i + 1]).View(shape) : params_[i]);
   }
+  // Buckets from the last parameter back (the backward finishes the last layers' gradients
+  // first), each ending at a parameter boundary once it holds at least the bucket size.
+  const int64_t bucket = BucketElements();
+  bucket_of_.assign(program_.params.size(), -1);
+  if (bucket > 0) {
+    for (int i = static_cast<int>(program_.params.size()) - 1; i >= 0; --i) {
+      if (buckets_.empty() || buckets_.back().end - buckets_.back().begin >= bucket) {
+        buckets_.push_back({offsets_[i], offsets_[i + 1], 0, 0});
+      }
+      buckets_.back().begin = offsets_[i];
+      bucket_of_[i] = static_cast<int>(buckets_.size()) - 1;
+    }
+    for (int param : grad_param_) ++buckets_[bucket_of_[param]].grads;
+  }
+}
+
+bool StageRunner::OverlapsReduction() const {
+  return !buckets_.empty() && dp_ != nullptr && dp_->size() > 1 && !distribute_ &&
+         program_.spec.param_shards == 1;
+}
+
+void StageRunner::GradientAdded(int param) {
+  Bucket& b = buckets_[bucket_of_[param]];
+  if (--b.waiting > 0) return;
+  Status s = dp_->StartAllReduce(flat_grads_.data<float>() + b.begin, b.end - b.begin, DType::kF32);
+  if (!s.ok()) throw Error("data-parallel gradient all-reduce: " + s.message());
+}
+
+void StageRunner::WaitForReduction() {
+  Status s = dp_->WaitStarted();
+  if (!s.ok()) throw Error("data-parallel gradient all-reduce: " + s.message());
 }
 
 runtime::Tensor StageRunner::parameter(size_t i) const {
@@ -171,6 +214,19 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
               "stage with parameters sharded {} ways has no data-parallel group of that size",
               p.spec.param_shards);
   if (compute_stale_) RefreshComputeWeights();
+  const bool overlap = OverlapsReduction();
+  if (reduced_) {
+    // More gradients before the update: the group's sums so far stay on one replica only, so
+    // the next reduction adds them once.
+    WaitForReduction();
+    reduced_ = false;
+    if (dp_->rank() != 0) ZeroGrad();
+  }
+  // The step's last backward starts the buckets' reductions.
+  int last_backward = -1;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    if (steps[i].phase == planner::Phase::kBackward) last_backward = static_cast<int>(i);
+  }
   // An activation or gradient [B, T, C] from a neighbour; the wait counts as idle time.
   auto receive = [&](void (PipeLinks::*recv)(int, runtime::Tensor*), int micro_batch) {
     runtime::Tensor t = runtime::Tensor::Empty({B, T, C}, p.spec.compute_dtype, alloc_);
@@ -180,7 +236,8 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
     return t;
   };
   double loss = 0;
-  for (const planner::ScheduleStep& st : steps) {
+  for (size_t step_index = 0; step_index < steps.size(); ++step_index) {
+    const planner::ScheduleStep& st = steps[step_index];
     if (st.phase == planner::Phase::kRecompute) continue;  // inside the backward program
     MOREH_CHECK(st.micro_batch >= 0 && st.micro_batch < static_cast<int>(mbs.size()),
                 "schedule names micro-batch {} of {}", st.micro_batch, mbs.size());
@@ -218,14 +275,22 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
       std::vector<runtime::Tensor> in = Inputs(p.backward, stash);
       stash_.erase(it_stash);  // the executor frees each saved value after its last use
       const auto t0 = clk::now();
-      // Each weight gradient is added into its accumulator as soon as it is final.
+      // Each weight gradient is added into its accumulator as soon as it is final; in the last
+      // backward, a bucket whose gradients are all in starts its reduction.
       const int first_grad = p.grad_out >= 0 ? 1 : 0;
+      const bool reduce = overlap && static_cast<int>(step_index) == last_backward;
+      if (reduce) {
+        for (Bucket& b : buckets_) b.waiting = b.grads;
+      }
       std::vector<runtime::Tensor> out =
           exec_.Run(*bwd_, std::move(in), [&](int k, const runtime::Tensor& t) {
             if (k < first_grad) return false;
-            runtime::AddInto(grads_[grad_param_[k - first_grad]], t);
+            const int param = grad_param_[k - first_grad];
+            runtime::AddInto(grads_[param], t);
+            if (reduce) GradientAdded(param);
             return true;
           });
+      reduced_ = reduced_ || reduce;
       stats_.backward_s += Since(t0);
       if (p.grad_out >= 0) links->SendBackward(st.micro_batch, out[0]);
     }
@@ -264,6 +329,12 @@ void StageRunner::Update(comm::Collectives* dp, double lr) {
     g_shard = runtime::Tensor();
     // In place: this replica's block of P is already where the gather puts it.
     check(dp->AllGather(p_shard, P, shard_, DType::kF32), "all-gather");
+  } else if (reduced_ && dp == dp_) {
+    const auto w0 = clk::now();
+    WaitForReduction();  // started during the backward
+    reduced_ = false;
+    stats_.wait_s += Since(w0);
+    runtime::AdamWStepOn(flat_params_, P, m_.data<float>(), v_.data<float>(), G, padded_, hp);
   } else {
     if (dp != nullptr && dp->size() > 1 && program_.spec.param_shards == 1) {
       check(dp->AllReduce(G, G, padded_, DType::kF32, comm::ReduceOp::kSum), "all-reduce");
@@ -276,6 +347,12 @@ void StageRunner::Update(comm::Collectives* dp, double lr) {
   stats_.peak_bytes = std::max(stats_.peak_bytes, alloc_->peak_bytes());
 }
 
-void StageRunner::ZeroGrad() { flat_grads_.Fill(0.0); }
+void StageRunner::ZeroGrad() {
+  if (reduced_) {  // reductions may still be writing the buffer
+    WaitForReduction();
+    reduced_ = false;
+  }
+  flat_grads_.Fill(0.0);
+}
 
 }  // namespace moreh::parallel

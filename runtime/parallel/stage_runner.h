@@ -17,6 +17,14 @@
 // and each weight gradient is added into the f32 gradient buffer (accumulation over micro-batches,
 // the data-parallel reduction, AdamW and its moments stay f32, as Megatron-LM's main_grad). The
 // copy is refreshed after each update and before the first step after a parameter was written.
+//
+// Data-parallel gradient reduction overlaps the backward (as PyTorch DDP's buckets): the flat
+// gradient buffer is cut into buckets of consecutive parameters (MOREH_GRAD_BUCKET_MB, 25 by
+// default; 0 turns the overlap off), and during the step's last backward each bucket's sum
+// all-reduce starts as soon as its last gradient has been added (Collectives::StartAllReduce:
+// NCCL runs it on its own stream while the backward computes; the ring over UCX runs it at once).
+// Update waits for them. Not with sharded optimizer states or parameters (their reduce-scatters
+// run in Update and in the programs).
 #pragma once
 
 #include <cstdint>
@@ -125,6 +133,10 @@ class StageRunner {
   bool mixed() const { return program_.spec.compute_dtype != DType::kF32; }
   // Rounds the master weights into the compute-dtype copy (mixed precision).
   void RefreshComputeWeights();
+  // Overlapped gradient reduction: whether it applies, and the bucket bookkeeping of one backward.
+  bool OverlapsReduction() const;
+  void GradientAdded(int param);
+  void WaitForReduction();
   StageProgram program_;
   runtime::Allocator* alloc_;
   optim::AdamWOptions adamw_;
@@ -140,7 +152,15 @@ class StageRunner {
   runtime::Tensor flat_params_, flat_grads_, m_, v_;
   runtime::Tensor flat_compute_;  // mixed precision: the master weights in the compute dtype
   std::vector<runtime::Tensor> params_, grads_, compute_params_;  // views
-  mutable bool compute_stale_ = true;         // parameter() handed out a writable master view
+  mutable bool compute_stale_ = true;  // parameter() handed out a writable master view
+  struct Bucket {
+    int64_t begin = 0, end = 0;  // elements of the flat gradient buffer
+    int grads = 0;               // parameters with a gradient in it
+    int waiting = 0;             // of those, not yet added in this backward
+  };
+  std::vector<Bucket> buckets_;
+  std::vector<int> bucket_of_;  // per parameter
+  bool reduced_ = false;        // the gradient buffer holds group sums (reductions started)
   std::unordered_map<int, int> param_index_;  // value id in program_.full -> parameter
   std::unordered_map<int, std::unordered_map<int, runtime::Tensor>> stash_;  // per micro-batch
   int64_t step_ = 0;

@@ -115,9 +115,11 @@ Trajectory OneDevice(const models::LlamaConfig& c, const std::vector<Batch>& bat
 
 // Runs the candidate's configuration: rank = tp_rank + tp * (dp_rank + dp * stage), computing in
 // `compute` (bf16: mixed precision, f32 master weights).
+// `passes` > 1 accumulates each step's gradients over that many RunMicroBatches calls (the
+// micro-batches split between them) before the update.
 Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& cand,
                        const std::vector<Batch>& batches, DType compute = DType::kF32,
-                       double lr = kLr) {
+                       double lr = kLr, int passes = 1) {
   const int pp = cand.num_stages, dp = cand.dp, m = cand.num_micro_batches, tp = cand.tp;
   const int world = pp * dp * tp;
   const models::LlamaForCausalLM init(c, /*seed=*/3);
@@ -133,7 +135,7 @@ Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& c
       }
     }
   }
-  const auto table = planner::OneFOneB(pp, m, false);
+  const auto table = planner::OneFOneB(pp, m / passes, false);
   std::vector<std::vector<std::vector<MicroBatch>>> split;  // [step][replica][mb]
   for (const Batch& b : batches) split.push_back(SplitBatch(b.ids, b.mask, b.labels, dp, m));
   std::vector<std::vector<double>> losses(dp, std::vector<double>(batches.size()));
@@ -170,7 +172,14 @@ Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& c
         runner.set_data_parallel(&dpc);
         for (size_t step = 0; step < batches.size(); ++step) {
           links.set_step(static_cast<int64_t>(step));
-          const double l = runner.RunMicroBatches(table[s], split[step][at.dp_rank], &links);
+          const auto& mine = split[step][at.dp_rank];
+          const size_t per_pass = mine.size() / passes;
+          double l = 0;
+          for (int k = 0; k < passes; ++k) {
+            const std::vector<MicroBatch> part(mine.begin() + k * per_pass,
+                                               mine.begin() + (k + 1) * per_pass);
+            l += runner.RunMicroBatches(table[s], part, &links);
+          }
           if (spec.last && at.tp_rank == 0) losses[at.dp_rank][step] = l;
           runner.Update(&dpc, lr);
         }
@@ -471,6 +480,60 @@ TEST(Pipeline, MixedPrecisionMatchesOneDevice) {
     EXPECT_LE(worst_l, kMixedLossTolerance);
     EXPECT_LE(worst_w, kMixedWeightTolerance);
   }
+}
+
+// The data-parallel gradient reduction overlapped with the backward, in buckets (forced small here:
+// every parameter boundary starts one) and with gradients accumulated over two passes before the
+// update (the sums of the first pass are counted once), gives the one reduction's result.
+TEST(Pipeline, OverlappedGradientReductionMatchesOneReduction) {
+  const models::LlamaConfig c = SmallLlama();
+  const int64_t B = 8, T = 8;
+  const auto batches = MakeBatches(4, B, T, c.vocab_size);
+  struct Env {
+    explicit Env(const char* v) { setenv("MOREH_GRAD_BUCKET_MB", v, 1); }
+    ~Env() { unsetenv("MOREH_GRAD_BUCKET_MB"); }
+  };
+  for (const auto& [stages, dp] : std::vector<std::pair<int, int>>{{1, 4}, {2, 2}}) {
+    planner::Candidate cand;
+    cand.num_stages = stages;
+    cand.dp = dp;
+    cand.num_micro_batches = 2;
+    cand.batch_per_device = static_cast<int>(B / dp / 2);
+    cand.stage_layers.assign(stages, static_cast<int>(c.num_hidden_layers) / stages);
+    Trajectory one;
+    {
+      Env off("0");
+      one = Distributed(c, cand, batches);
+    }
+    Env tiny("0.001");  // 262 floats: a bucket per parameter
+    for (int passes : {1, 2}) {
+      SCOPED_TRACE(fmt::format("{} stages x {} replicas, {} pass(es)", stages, dp, passes));
+      const Trajectory got = Distributed(c, cand, batches, DType::kF32, kLr, passes);
+      ASSERT_EQ(got.losses.size(), one.losses.size());
+      for (size_t i = 0; i < one.losses.size(); ++i) {
+        EXPECT_NEAR(got.losses[i], one.losses[i], 1e-6 * one.losses[i]) << "step " << i;
+      }
+      double worst = 0;
+      for (const auto& [name, w] : one.weights) {
+        const auto& g = got.weights.at(name);
+        for (size_t k = 0; k < w.size(); ++k) {
+          worst = std::max(worst, static_cast<double>(std::abs(g[k] - w[k])));
+        }
+      }
+      EXPECT_LE(worst, 1e-6);
+    }
+  }
+  EXPECT_THROW(
+      {
+        Env bad("lots");
+        StageSpec spec;
+        spec.model = c;
+        spec.num_layers = static_cast<int>(c.num_hidden_layers);
+        spec.micro_batch = 1;
+        spec.seq_len = 4;
+        StageRunner runner(BuildStageProgram(spec), nullptr, {});
+      },
+      Error);
 }
 
 // A one-stage pipeline has no neighbours.
