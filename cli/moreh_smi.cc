@@ -2,6 +2,7 @@
 // devices (`device --list|--add SIZE|--rm ID|--switch ID`), and the cluster (`--cluster`).
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <map>
 
 #include "cli/scheduler_address.h"
 #include "runtime/client/channel.h"
@@ -54,6 +55,15 @@ int main(int argc, char** argv) {
       std::printf("%-16s %-22s %-6s %s\n", n["name"].get<std::string>().c_str(),
                   n["address"].get<std::string>().c_str(), n["alive"].get<bool>() ? "yes" : "no",
                   devs.c_str());
+      // What the devices are: "  2 x NVIDIA H200 (139.81 GiB)", one line per kind.
+      std::map<std::string, int> kinds;
+      for (const auto& d : n["devices"]) {
+        const std::string name =
+            d.value("name", "").empty() ? d.value("kind", "?") : d.value("name", "");
+        ++kinds[fmt::format("{} ({:.2f} GiB)", name,
+                            d.value("memory_bytes", int64_t{0}) / 1073741824.0)];
+      }
+      for (const auto& [what, count] : kinds) std::printf("  %d x %s\n", count, what.c_str());
     }
     std::printf("free devices: %d, leases: %d\n", cl["free_devices"].get<int>(),
                 cl["num_leases"].get<int>());

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""The daemons on a GPU: a scheduler and `moreh-worker --devices cuda:all` as real processes on
+127.0.0.1, and `moreh-run train` (examples/llama-ap, advanced parallelization on) as their client.
+
+Checks: the worker registers its GPUs (moreh-smi names them); the job runs on them in mixed
+precision (bf16 weight copies, activations and gradients; f32 master weights and AdamW) and its
+losses follow the f32 one-device run on the CPU (in process, no cluster) within bf16 accuracy; the
+checkpoint it writes (the f32 master weights, read back from the GPU) follows the CPU one; and the
+daemons are still up afterwards. Exit 0 pass, 1 fail, 77 no GPU (skipped, not a pass).
+
+usage: check_daemons_gpu.py --bin DIR --source DIR [--cpu-dry-run]
+(--cpu-dry-run: the same checks with a CPU device computing in bf16, to test this script where
+there is no GPU.)
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+# bf16 against f32 after 10 steps of examples/llama-ap; the same bounds as the CPU devices' mixed
+# precision check in tests/parallel/check_ap_end_to_end.py (measured there: 2.2e-4 and 1.2e-2).
+LOSS_TOLERANCE = 2e-3
+WEIGHT_TOLERANCE = 3e-2
+
+FAIL = []
+
+
+def check(name, cond, detail=""):
+    print(("ok: " if cond else "FAIL: ") + name + ("" if cond else f" ({detail})"), flush=True)
+    if not cond:
+        FAIL.append(name)
+
+
+def losses(log):
+    return [float(x) for x in re.findall(r"\[Step \d+/\d+\] Loss: ([0-9.eE+-]+)", log)]
+
+
+def read_checkpoint(d):
+    try:
+        from safetensors.numpy import load_file
+    except ImportError:
+        return None
+    out = {}
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".safetensors"):
+            out.update(load_file(os.path.join(d, f)))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--source", required=True)
+    ap.add_argument("--cpu-dry-run", action="store_true")
+    a = ap.parse_args()
+    if not a.cpu_dry_run and (shutil.which("nvidia-smi") is None or subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True).returncode != 0):
+        print("check_daemons_gpu: no NVIDIA GPU on this machine: skipped")
+        return 77
+    run = os.path.join(a.bin, "moreh-run")
+    train = [run, "train", "--model-name-or-path", os.path.join(a.source, "examples/llama-ap"),
+             "--dataset", os.path.join(a.source, "examples/data/man_summaries.jsonl"),
+             "--block-size", "128", "--batch-size", "8", "--lr", "1e-3", "--log-interval", "2",
+             "--max-steps", "10"]
+    tmp = tempfile.mkdtemp(prefix="moreh-gpu-daemons-")
+    env = dict(os.environ, MOREH_HOME=os.path.join(tmp, "home"))
+    for k in ("MOREH_SCHEDULER", "MOREH_DEVICE", "MOREH_COMPUTE_DTYPE",
+              "MOREH_ADVANCED_PARALLELIZATION_CONFIG"):
+        env.pop(k, None)
+    os.makedirs(env["MOREH_HOME"])
+    devices = "cuda:all"
+    if a.cpu_dry_run:
+        devices = "cpu:1:2G"
+        env["MOREH_COMPUTE_DTYPE"] = "bf16"
+    key = os.path.join(tmp, "key")
+    with open(key, "w") as f:
+        f.write("gpu-check-cluster-key-0123456789abcdef")
+    port_file = os.path.join(tmp, "port")
+    logs = {n: open(os.path.join(tmp, n + ".log"), "w") for n in ("scheduler", "worker")}
+    daemons = [subprocess.Popen([os.path.join(a.bin, "moreh-scheduler"), "--key-file", key,
+                                 "--port-file", port_file], stdout=logs["scheduler"],
+                                stderr=subprocess.STDOUT)]
+    try:
+        for _ in range(200):
+            if os.path.exists(port_file) and open(port_file).read().strip():
+                break
+            time.sleep(0.05)
+        sched = "127.0.0.1:" + open(port_file).read().strip()
+        daemons.append(subprocess.Popen(
+            [os.path.join(a.bin, "moreh-worker"), "--scheduler", sched, "--devices", devices,
+             "--node", "gpu0", "--key-file", key], stdout=logs["worker"],
+            stderr=subprocess.STDOUT))
+        smi = ""
+        for _ in range(300):  # the worker measures its GPUs before it registers
+            smi = subprocess.run([os.path.join(a.bin, "moreh-smi"), "--cluster",
+                                  "--scheduler", sched], env=env, capture_output=True,
+                                 text=True, timeout=30).stdout
+            if "free devices: " in smi and "free devices: 0" not in smi:
+                break
+            time.sleep(0.2)
+        print(smi)
+        gpu_names = "cpu" if a.cpu_dry_run else subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True, text=True).stdout.split("\n")[0].strip()
+        check(f"the worker registers its GPUs (moreh-smi names '{gpu_names}')",
+              gpu_names != "" and gpu_names in smi, smi)
+
+        out_gpu = os.path.join(tmp, "gpu")
+        t0 = time.time()
+        g = subprocess.run(train + ["--save-model-dir", out_gpu],
+                           env=dict(env, MOREH_SCHEDULER=sched, MOREH_DEVICE_SIZE="Small",
+                                    MOREH_ENABLE_ADVANCED_PARALLELIZATION="1"),
+                           capture_output=True, text=True, timeout=300)
+        glog = g.stdout + g.stderr
+        print(glog[-2500:])
+        check(f"the job on the GPU worker: exit code 0 ({time.time() - t0:.1f} s)",
+              g.returncode == 0, glog[-2000:])
+        check("it computes in mixed precision (bf16 on GPUs by default)",
+              "Mixed precision: bf16" in glog, glog[-1500:])
+
+        out_cpu = os.path.join(tmp, "cpu")
+        c = subprocess.run(train + ["--save-model-dir", out_cpu],
+                           env=dict(env, MOREH_HOME=os.path.join(tmp, "nohome"),
+                                    MOREH_DEVICE_SIZE="",
+                                    MOREH_ENABLE_ADVANCED_PARALLELIZATION="0"),
+                           capture_output=True, text=True, timeout=300)
+        check("the one-device f32 run on the CPU: exit code 0", c.returncode == 0,
+              c.stderr[-2000:])
+        l_gpu, l_cpu = losses(glog), losses(c.stdout + c.stderr)
+        worst = max((abs(x - y) / abs(y) for x, y in zip(l_gpu, l_cpu)), default=1.0)
+        print("losses (GPU, bf16):", l_gpu)
+        print("losses (CPU, f32): ", l_cpu)
+        check(f"the GPU's losses follow the CPU's within bf16 accuracy (worst rel. {worst:.2e})",
+              len(l_gpu) == len(l_cpu) == 5 and 0 < worst <= LOSS_TOLERANCE, (l_gpu, l_cpu))
+        w_gpu = read_checkpoint(out_gpu) if os.path.isdir(out_gpu) else {}
+        w_cpu = read_checkpoint(out_cpu) if os.path.isdir(out_cpu) else {}
+        if w_gpu is None:
+            print("safetensors is not installed: checkpoint comparison not run")
+        else:
+            same = sorted(w_gpu) == sorted(w_cpu) and len(w_cpu) > 0
+            diff = sum(float(((w_gpu[k].astype("float64") - w_cpu[k]) ** 2).sum())
+                       for k in w_cpu) if same else 1.0
+            norm = sum(float((w_cpu[k].astype("float64") ** 2).sum()) for k in w_cpu) or 1.0
+            rel = (diff / norm) ** 0.5
+            check(f"the GPU job's checkpoint (f32 master weights) follows the CPU's "
+                  f"(rel. {rel:.2e})", same and rel <= WEIGHT_TOLERANCE,
+                  sorted(set(w_gpu) ^ set(w_cpu)))
+        check("the scheduler and the worker are still running",
+              all(d.poll() is None for d in daemons))
+    finally:
+        for d in daemons:
+            d.terminate()
+        for d in daemons:
+            try:
+                d.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                d.kill()
+        for f in logs.values():
+            f.close()
+        for n in logs:
+            with open(os.path.join(tmp, n + ".log")) as f:
+                text = f.read()
+            if FAIL:
+                print(f"--- {n} log (last 3000 characters)\n{text[-3000:]}")
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("all checks passed" if not FAIL else f"{len(FAIL)} check(s) failed")
+    return 1 if FAIL else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
