@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <thread>
+#include <vector>
 
 namespace moreh::comm {
 
@@ -27,13 +28,84 @@ namespace moreh::comm {
     }                                                                                \
   } while (0)
 
-struct NcclCollectives::Impl {
-  ncclComm_t comm = nullptr;
+namespace {
+// Waits until `done` (an event behind the operation) completes, with a deadline; a stall or an
+// asynchronous NCCL error aborts the communicator (*comm becomes null) and names the operation.
+Status WaitEvent(ncclComm_t* comm, cudaEvent_t done, std::chrono::milliseconds timeout,
+                 const std::atomic<bool>* abort, const std::string& what) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    const cudaError_t q = cudaEventQuery(done);
+    if (q == cudaSuccess) return Status::Ok();
+    if (q != cudaErrorNotReady) {
+      return Status(StatusCode::kInternal, fmt::format("{}: {}", what, cudaGetErrorString(q)));
+    }
+    ncclResult_t async = ncclSuccess;
+    ncclCommGetAsyncError(*comm, &async);
+    const bool ended = abort != nullptr && abort->load();
+    if (async != ncclSuccess || ended || std::chrono::steady_clock::now() > deadline) {
+      ncclCommAbort(*comm);
+      *comm = nullptr;
+      if (ended) return Status(StatusCode::kUnavailable, what + ": the job was ended");
+      if (async != ncclSuccess) {
+        return Status(StatusCode::kUnavailable,
+                      fmt::format("{}: {}", what, ncclGetErrorString(async)));
+      }
+      return Status(
+          StatusCode::kDeadlineExceeded,
+          fmt::format("{}: the peer did not respond within {} ms", what, timeout.count()));
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+}
+}  // namespace
+
+// What both kinds of communicator hold: the NCCL communicator, its own stream, and an event for
+// ordering it after the compute (legacy default) stream.
+struct Endpoint {
+  ncclComm_t comm = nullptr;  // null once aborted
   cudaStream_t stream = nullptr;
   int device = 0;
-  bool aborted = false;
-  void* scratch = nullptr;         // one float for Barrier
-  cudaEvent_t computed = nullptr;  // the compute stream's work queued before a collective
+  cudaEvent_t computed = nullptr;  // the compute stream's work queued before an operation
+
+  // Makes the stream and the event on `dev`, then joins the communicator (waits for every rank).
+  Status Init(const std::string& unique_id, int rank, int size, int dev) {
+    ncclUniqueId id;
+    if (unique_id.size() != sizeof(id.internal)) {
+      return Status::InvalidArgument(fmt::format("NCCL unique id of {} bytes (expected {})",
+                                                 unique_id.size(), sizeof(id.internal)));
+    }
+    std::memcpy(id.internal, unique_id.data(), sizeof(id.internal));
+    device = dev;
+    MOREH_CUDA_STATUS(cudaSetDevice(device));
+    MOREH_CUDA_STATUS(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    MOREH_CUDA_STATUS(cudaEventCreateWithFlags(&computed, cudaEventDisableTiming));
+    MOREH_NCCL_STATUS(ncclCommInitRank(&comm, size, id, rank));
+    return Status::Ok();
+  }
+  // The runtime's kernels run on the legacy default stream, and this stream does not wait for it
+  // by itself (non-blocking): each operation first waits for the work queued there, so it reads
+  // the buffers those kernels wrote (and a received buffer is not still being written by them).
+  Status AfterCompute() {
+    MOREH_CUDA_STATUS(cudaSetDevice(device));
+    MOREH_CUDA_STATUS(cudaEventRecord(computed, cudaStreamLegacy));
+    MOREH_CUDA_STATUS(cudaStreamWaitEvent(stream, computed, 0));
+    return Status::Ok();
+  }
+  ~Endpoint() {
+    if (comm) ncclCommDestroy(comm);  // an aborted one is already gone
+    if (computed) cudaEventDestroy(computed);
+    if (stream) cudaStreamDestroy(stream);
+  }
+};
+
+struct NcclCollectives::Impl : Endpoint {
+  void* scratch = nullptr;     // one float for Barrier
+  cudaEvent_t done = nullptr;  // behind the collectives queued so far
+  ~Impl() {
+    if (scratch) cudaFree(scratch);
+    if (done) cudaEventDestroy(done);
+  }
 };
 
 namespace {
@@ -55,76 +127,27 @@ StatusOr<std::string> NcclUniqueId() {
 StatusOr<std::unique_ptr<NcclCollectives>> NcclCollectives::Create(
     const std::string& unique_id, int rank, int size, int device,
     std::chrono::milliseconds timeout) {
-  ncclUniqueId id;
-  if (unique_id.size() != sizeof(id.internal)) {
-    return Status::InvalidArgument(fmt::format("NCCL unique id of {} bytes (expected {})",
-                                               unique_id.size(), sizeof(id.internal)));
-  }
-  std::memcpy(id.internal, unique_id.data(), sizeof(id.internal));
   std::unique_ptr<NcclCollectives> c(new NcclCollectives());
   c->rank_ = rank;
   c->size_ = size;
   c->timeout_ = timeout;
   c->impl_ = std::make_unique<Impl>();
-  c->impl_->device = device;
-  MOREH_CUDA_STATUS(cudaSetDevice(device));
-  MOREH_CUDA_STATUS(cudaStreamCreateWithFlags(&c->impl_->stream, cudaStreamNonBlocking));
+  if (Status s = c->impl_->Init(unique_id, rank, size, device); !s.ok()) return s;
   MOREH_CUDA_STATUS(cudaMalloc(&c->impl_->scratch, sizeof(float)));
-  MOREH_CUDA_STATUS(cudaEventCreateWithFlags(&c->impl_->computed, cudaEventDisableTiming));
-  MOREH_NCCL_STATUS(ncclCommInitRank(&c->impl_->comm, size, id, rank));
+  MOREH_CUDA_STATUS(cudaEventCreateWithFlags(&c->impl_->done, cudaEventDisableTiming));
   return c;
 }
 
-NcclCollectives::~NcclCollectives() {
-  if (!impl_) return;
-  if (impl_->comm) {
-    if (impl_->aborted) {
-      ncclCommAbort(impl_->comm);
-    } else {
-      ncclCommDestroy(impl_->comm);
-    }
-  }
-  if (impl_->scratch) cudaFree(impl_->scratch);
-  if (impl_->computed) cudaEventDestroy(impl_->computed);
-  if (impl_->stream) cudaStreamDestroy(impl_->stream);
-}
+NcclCollectives::~NcclCollectives() = default;
 
-// The runtime's kernels run on the legacy default stream, and the communicator's stream does not
-// wait for it by itself (non-blocking): each collective first waits for the work queued there, so
-// it reads the buffers those kernels wrote.
-Status NcclCollectives::AfterCompute() {
-  MOREH_CUDA_STATUS(cudaSetDevice(impl_->device));
-  MOREH_CUDA_STATUS(cudaEventRecord(impl_->computed, cudaStreamLegacy));
-  MOREH_CUDA_STATUS(cudaStreamWaitEvent(impl_->stream, impl_->computed, 0));
-  return Status::Ok();
-}
+Status NcclCollectives::AfterCompute() { return impl_->AfterCompute(); }
 
-// Waits for the stream with a deadline; a stall or an asynchronous NCCL error aborts the
+// Waits for the stream's work with a deadline; a stall or an asynchronous NCCL error aborts the
 // communicator (it cannot be used again; build a new group) and names the operation.
 Status NcclCollectives::Finish(const char* what) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout_;
-  while (true) {
-    const cudaError_t q = cudaStreamQuery(impl_->stream);
-    if (q == cudaSuccess) return Status::Ok();
-    if (q != cudaErrorNotReady) {
-      return Status(StatusCode::kInternal, fmt::format("{}: {}", what, cudaGetErrorString(q)));
-    }
-    ncclResult_t async = ncclSuccess;
-    ncclCommGetAsyncError(impl_->comm, &async);
-    if (async != ncclSuccess || std::chrono::steady_clock::now() > deadline) {
-      ncclCommAbort(impl_->comm);
-      impl_->comm = nullptr;
-      impl_->aborted = true;
-      if (async != ncclSuccess) {
-        return Status(StatusCode::kUnavailable,
-                      fmt::format("{} on rank {}: {}", what, rank_, ncclGetErrorString(async)));
-      }
-      return Status(StatusCode::kDeadlineExceeded,
-                    fmt::format("{} on rank {}: a peer did not respond within {} ms", what, rank_,
-                                timeout_.count()));
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(50));
-  }
+  MOREH_CUDA_STATUS(cudaEventRecord(impl_->done, impl_->stream));
+  return WaitEvent(&impl_->comm, impl_->done, timeout_, abort_,
+                   fmt::format("{} on rank {}", what, rank_));
 }
 
 Status NcclCollectives::AllReduce(const void* in, void* out, int64_t count, DType dt, ReduceOp op) {
@@ -191,6 +214,87 @@ Status NcclCollectives::Broadcast(void* buf, int64_t count, DType dt, int root) 
 
 Status NcclCollectives::Barrier() {
   return AllReduce(impl_->scratch, impl_->scratch, 1, DType::kF32, ReduceOp::kSum);
+}
+
+struct NcclPeerLink::Impl : Endpoint {
+  std::vector<cudaEvent_t> sent;     // per ticket (recycled once done)
+  std::vector<int64_t> sent_ticket;  // the ticket each event of `sent` belongs to
+  int64_t next_ticket = 0;
+  cudaEvent_t received = nullptr;
+  ~Impl() {
+    for (cudaEvent_t e : sent) cudaEventDestroy(e);
+    if (received) cudaEventDestroy(received);
+  }
+};
+
+StatusOr<std::unique_ptr<NcclPeerLink>> NcclPeerLink::Create(const std::string& unique_id,
+                                                             bool sender, int device,
+                                                             std::chrono::milliseconds timeout) {
+  std::unique_ptr<NcclPeerLink> l(new NcclPeerLink());
+  l->sender_ = sender;
+  l->timeout_ = timeout;
+  l->impl_ = std::make_unique<Impl>();
+  if (Status s = l->impl_->Init(unique_id, sender ? 0 : 1, 2, device); !s.ok()) return s;
+  MOREH_CUDA_STATUS(cudaEventCreateWithFlags(&l->impl_->received, cudaEventDisableTiming));
+  return l;
+}
+
+NcclPeerLink::~NcclPeerLink() = default;
+
+StatusOr<int64_t> NcclPeerLink::Send(const void* buf, int64_t bytes) {
+  if (!sender_) return Status(StatusCode::kFailedPrecondition, "send on a receiving NCCL link");
+  if (!impl_->comm) return Status(StatusCode::kFailedPrecondition, "NCCL link was aborted");
+  if (Status s = impl_->AfterCompute(); !s.ok()) return s;
+  MOREH_NCCL_STATUS(
+      ncclSend(buf, static_cast<size_t>(bytes), ncclUint8, 1, impl_->comm, impl_->stream));
+  // An event behind it: a finished ticket's event is recycled.
+  size_t slot = impl_->sent.size();
+  for (size_t i = 0; i < impl_->sent.size(); ++i) {
+    if (impl_->sent_ticket[i] < 0) {
+      slot = i;
+      break;
+    }
+  }
+  if (slot == impl_->sent.size()) {
+    cudaEvent_t e;
+    MOREH_CUDA_STATUS(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    impl_->sent.push_back(e);
+    impl_->sent_ticket.push_back(-1);
+  }
+  MOREH_CUDA_STATUS(cudaEventRecord(impl_->sent[slot], impl_->stream));
+  impl_->sent_ticket[slot] = impl_->next_ticket;
+  return impl_->next_ticket++;
+}
+
+bool NcclPeerLink::SendDone(int64_t ticket) {
+  for (size_t i = 0; i < impl_->sent.size(); ++i) {
+    if (impl_->sent_ticket[i] != ticket) continue;
+    if (cudaEventQuery(impl_->sent[i]) != cudaSuccess) return false;
+    impl_->sent_ticket[i] = -1;
+    return true;
+  }
+  return true;  // an unknown ticket was already reported done
+}
+
+Status NcclPeerLink::WaitSends() {
+  for (size_t i = 0; i < impl_->sent.size(); ++i) {
+    if (impl_->sent_ticket[i] < 0) continue;
+    if (!impl_->comm) return Status(StatusCode::kFailedPrecondition, "NCCL link was aborted");
+    Status s = WaitEvent(&impl_->comm, impl_->sent[i], timeout_, abort_, "pipeline send over NCCL");
+    if (!s.ok()) return s;
+    impl_->sent_ticket[i] = -1;
+  }
+  return Status::Ok();
+}
+
+Status NcclPeerLink::Recv(void* buf, int64_t bytes) {
+  if (sender_) return Status(StatusCode::kFailedPrecondition, "receive on a sending NCCL link");
+  if (!impl_->comm) return Status(StatusCode::kFailedPrecondition, "NCCL link was aborted");
+  if (Status s = impl_->AfterCompute(); !s.ok()) return s;
+  MOREH_NCCL_STATUS(
+      ncclRecv(buf, static_cast<size_t>(bytes), ncclUint8, 0, impl_->comm, impl_->stream));
+  MOREH_CUDA_STATUS(cudaEventRecord(impl_->received, impl_->stream));
+  return WaitEvent(&impl_->comm, impl_->received, timeout_, abort_, "pipeline receive over NCCL");
 }
 
 }  // namespace moreh::comm

@@ -6,6 +6,7 @@
 // Built only with MOREH_ENABLE_CUDA (target moreh_comm_nccl). Not thread-safe.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -36,6 +37,8 @@ class NcclCollectives : public Collectives {
   // at once, and compute queued later runs alongside. WaitStarted waits (with the deadline).
   Status StartAllReduce(void* buf, int64_t count, DType dtype) override;
   Status WaitStarted() override;
+  // While set, a wait gives up at once: the communicator is aborted (the job was ended).
+  void set_abort_flag(const std::atomic<bool>* flag) { abort_ = flag; }
 
  private:
   struct Impl;
@@ -44,6 +47,34 @@ class NcclCollectives : public Collectives {
   Status AfterCompute();
   int rank_ = 0, size_ = 1;
   std::chrono::milliseconds timeout_{0};
+  const std::atomic<bool>* abort_ = nullptr;
+  std::unique_ptr<Impl> impl_;
+};
+
+// One direction of a point-to-point link between two GPUs over NCCL (a communicator of two ranks:
+// the sender is rank 0): the pipeline's activations go one way on one link, gradients the other way
+// on another, so neither direction's queue can hold up the other's. Send queues the transfer on the
+// link's stream behind the compute stream's work so far and returns; the buffer must stay
+// untouched until SendDone says so. Recv waits for the data (with the deadline). Not thread-safe.
+class NcclPeerLink {
+ public:
+  static StatusOr<std::unique_ptr<NcclPeerLink>> Create(const std::string& unique_id, bool sender,
+                                                        int device,
+                                                        std::chrono::milliseconds timeout);
+  ~NcclPeerLink();
+  // A ticket per send: SendDone(ticket) is true once the buffer may be reused.
+  StatusOr<int64_t> Send(const void* buf, int64_t bytes);
+  bool SendDone(int64_t ticket);
+  Status WaitSends();  // every queued send complete (deadline), or the link aborted
+  Status Recv(void* buf, int64_t bytes);
+  void set_abort_flag(const std::atomic<bool>* flag) { abort_ = flag; }
+
+ private:
+  struct Impl;
+  NcclPeerLink() = default;
+  bool sender_ = false;
+  std::chrono::milliseconds timeout_{0};
+  const std::atomic<bool>* abort_ = nullptr;
   std::unique_ptr<Impl> impl_;
 };
 

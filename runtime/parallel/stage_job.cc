@@ -16,6 +16,7 @@
 
 #ifdef MOREH_WITH_CUDA
 #include "runtime/comm/nccl_collectives.h"
+#include "runtime/parallel/nccl_pipe_links.h"
 #endif
 
 namespace moreh::parallel {
@@ -378,35 +379,44 @@ void StageJob::Connect(const json& peers,
 
 #ifdef MOREH_WITH_CUDA
 // GPU stages: the data- and tensor-parallel groups become NCCL communicators (replacing the ring
-// through host copies that Create made). The group's first rank makes the unique id and sends it
-// to the others over the job's UCX links, now connected; every rank then joins (NCCL's init waits
-// for the whole group, which job_connect reaches together).
+// through host copies that Create made), and the pipeline links NCCL links between neighbouring
+// GPUs (replacing UCX from host copies). Every rank joins its groups in the same order (NCCL's
+// init waits for the whole group, which job_connect reaches together): data-parallel, tensor-
+// parallel, then the link to the previous stage and the one to the next, a chain that resolves
+// from the first stage on.
+std::string StageJob::NcclIdFor(const std::vector<int>& ranks, uint32_t channel) {
+  const auto timeout = std::chrono::milliseconds(a_.timeout_ms);
+  std::string id(comm::kNcclUniqueIdBytes, '\0');
+  if (ranks[0] == a_.rank) {
+    auto made = comm::NcclUniqueId();
+    made.status().ThrowIfError();
+    id = made.value();
+    std::vector<comm::Request> sends;
+    for (size_t i = 1; i < ranks.size(); ++i) {
+      auto r = transport_->Send(ranks[i], id.data(), id.size(), channel, 0);
+      r.status().ThrowIfError();
+      sends.push_back(r.value());
+    }
+    transport_->WaitAll(sends, timeout).ThrowIfError();
+  } else {
+    auto r = transport_->Recv(ranks[0], id.data(), id.size(), channel, 0);
+    r.status().ThrowIfError();
+    transport_->Wait(r.value(), timeout).ThrowIfError();
+  }
+  return id;
+}
+
 void StageJob::UseNccl() {
   const auto timeout = std::chrono::milliseconds(a_.timeout_ms);
   const std::string& name = device_->device_name();  // "cuda:N"
   MOREH_CHECK(name.rfind("cuda:", 0) == 0, "job_connect: device '{}' is not a GPU", name);
   const int gpu = std::stoi(name.substr(5));
   auto group = [&](const std::vector<int>& ranks, uint32_t channel) {
+    const std::string id = NcclIdFor(ranks, channel);
     const int me = static_cast<int>(std::find(ranks.begin(), ranks.end(), a_.rank) - ranks.begin());
-    std::string id(comm::kNcclUniqueIdBytes, '\0');
-    if (me == 0) {
-      auto made = comm::NcclUniqueId();
-      made.status().ThrowIfError();
-      id = made.value();
-      std::vector<comm::Request> sends;
-      for (size_t i = 1; i < ranks.size(); ++i) {
-        auto r = transport_->Send(ranks[i], id.data(), id.size(), channel, 0);
-        r.status().ThrowIfError();
-        sends.push_back(r.value());
-      }
-      transport_->WaitAll(sends, timeout).ThrowIfError();
-    } else {
-      auto r = transport_->Recv(ranks[0], id.data(), id.size(), channel, 0);
-      r.status().ThrowIfError();
-      transport_->Wait(r.value(), timeout).ThrowIfError();
-    }
     auto c = comm::NcclCollectives::Create(id, me, static_cast<int>(ranks.size()), gpu, timeout);
     c.status().ThrowIfError();
+    c.value()->set_abort_flag(&aborted_);
     return std::unique_ptr<comm::Collectives>(std::move(c.value()));
   };
   if (a_.dp_group.size() > 1) {
@@ -417,6 +427,24 @@ void StageJob::UseNccl() {
     tp_ = group(a_.tp_group, 19);
     runner_->set_tensor_parallel(tp_.get());
   }
+  if (a_.prev_rank < 0 && a_.next_rank < 0) return;
+  // Activations on channel 20's link, gradients on 21's; the earlier stage makes both ids.
+  auto link = [&](int lower, int upper, uint32_t channel, bool sender) {
+    auto l = comm::NcclPeerLink::Create(NcclIdFor({lower, upper}, channel), sender, gpu, timeout);
+    l.status().ThrowIfError();
+    l.value()->set_abort_flag(&aborted_);
+    return std::move(l.value());
+  };
+  NcclPipeLinks::Links l;
+  if (a_.prev_rank >= 0) {
+    l.activations_in = link(a_.prev_rank, a_.rank, 20, false);
+    l.gradients_out = link(a_.prev_rank, a_.rank, 21, true);
+  }
+  if (a_.next_rank >= 0) {
+    l.activations_out = link(a_.rank, a_.next_rank, 20, true);
+    l.gradients_in = link(a_.rank, a_.next_rank, 21, false);
+  }
+  links_ = std::make_unique<NcclPipeLinks>(std::move(l), a_.prev_rank, a_.next_rank);
 }
 #endif
 

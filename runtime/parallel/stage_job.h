@@ -79,9 +79,13 @@ class StageJob {
   runtime::Allocator* device_ = nullptr;
   std::unique_ptr<StageRunner> runner_;
   std::unique_ptr<comm::UcxTransport> transport_;
-  std::unique_ptr<UcxPipeLinks> links_;
+  std::unique_ptr<PipeLinks> links_;
   std::unique_ptr<comm::Collectives> dp_, tp_;
-  void UseNccl();  // GPU stages (CUDA builds): dp_ and tp_ over NCCL
+  // GPU stages (CUDA builds): dp_, tp_ and the pipeline links over NCCL.
+  void UseNccl();
+  // The unique id of a new NCCL communicator over `ranks` (made by ranks[0], sent to the others on
+  // `channel` of the job's UCX links).
+  std::string NcclIdFor(const std::vector<int>& ranks, uint32_t channel);
   std::vector<std::vector<planner::ScheduleStep>> table_;  // 1F1B, every stage's row
   std::atomic<bool> aborted_{false};
 };

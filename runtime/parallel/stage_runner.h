@@ -56,6 +56,7 @@ struct MicroBatch {
 class PipeLinks {
  public:
   virtual ~PipeLinks() = default;
+  virtual void set_step(int64_t /*step*/) {}  // links that tag their messages with it
   virtual void SendForward(int micro_batch, const runtime::Tensor& activation) = 0;
   virtual void RecvForward(int micro_batch, runtime::Tensor* activation) = 0;
   virtual void SendBackward(int micro_batch, const runtime::Tensor& grad) = 0;
@@ -69,7 +70,7 @@ class UcxPipeLinks : public PipeLinks {
  public:
   UcxPipeLinks(comm::UcxTransport* t, int prev_rank, int next_rank,
                std::chrono::milliseconds timeout);
-  void set_step(int64_t step) { step_ = step; }
+  void set_step(int64_t step) override { step_ = step; }
   void SendForward(int mb, const runtime::Tensor& a) override { Send(next_, 1, mb, a); }
   void RecvForward(int mb, runtime::Tensor* a) override { Recv(prev_, 1, mb, a); }
   void SendBackward(int mb, const runtime::Tensor& g) override { Send(prev_, 2, mb, g); }

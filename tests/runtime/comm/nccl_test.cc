@@ -3,6 +3,8 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "runtime/comm/nccl_collectives.h"
 
 namespace moreh::comm {
@@ -35,6 +37,78 @@ TEST(NcclCollectives, OneRankAllReduceGatherBroadcast) {
   EXPECT_FALSE(c.value()->AllReduce(dev, dev, n, DType::kI64, ReduceOp::kSum).ok());
   EXPECT_FALSE(NcclCollectives::Create("short", 0, 1, 0, std::chrono::seconds(1)).ok());
   cudaFree(dev);
+}
+
+// The overlapped all-reduce (queued behind the compute stream, waited for later), one rank.
+TEST(NcclCollectives, StartedAllReduceCompletesOnWait) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device on this machine: the NCCL path is built, not run";
+  auto id = NcclUniqueId();
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto c = NcclCollectives::Create(id.value(), 0, 1, 0, std::chrono::seconds(30));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  const int64_t n = 1 << 20;
+  std::vector<float> host(n, 3.0f);
+  float* dev = nullptr;
+  ASSERT_EQ(cudaMalloc(&dev, n * sizeof(float)), cudaSuccess);
+  // Written on the compute (legacy default) stream without a host wait: the all-reduce must see it.
+  ASSERT_EQ(cudaMemcpyAsync(dev, host.data(), n * sizeof(float), cudaMemcpyHostToDevice,
+                            cudaStreamLegacy),
+            cudaSuccess);
+  ASSERT_TRUE(c.value()->StartAllReduce(dev, n / 2, DType::kF32).ok());
+  ASSERT_TRUE(c.value()->StartAllReduce(dev + n / 2, n / 2, DType::kF32).ok());
+  ASSERT_TRUE(c.value()->WaitStarted().ok());
+  std::vector<float> back(n);
+  ASSERT_EQ(cudaMemcpy(back.data(), dev, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(back, host);
+  cudaFree(dev);
+}
+
+// A pipeline link between two GPUs (two ranks of one process, as two stages on one node).
+TEST(NcclPeerLink, SendsReachTheOtherGpuInOrder) {
+  int gpus = 0;
+  if (cudaGetDeviceCount(&gpus) != cudaSuccess || gpus < 2) {
+    GTEST_SKIP() << "needs two CUDA devices (NCCL refuses two ranks on one GPU); found " << gpus;
+  }
+  auto id = NcclUniqueId();
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  std::unique_ptr<NcclPeerLink> out, in;
+  std::thread t([&] {  // init waits for both ranks
+    auto l = NcclPeerLink::Create(id.value(), false, 1, std::chrono::seconds(30));
+    if (l.ok()) in = std::move(l.value());
+  });
+  auto l = NcclPeerLink::Create(id.value(), true, 0, std::chrono::seconds(30));
+  t.join();
+  ASSERT_TRUE(l.ok()) << l.status().ToString();
+  ASSERT_NE(in, nullptr);
+  out = std::move(l.value());
+  const int64_t n = 3 << 20;
+  std::vector<std::vector<uint8_t>> sent(3, std::vector<uint8_t>(n));
+  std::vector<void*> src(3), dst(3);
+  for (int k = 0; k < 3; ++k) {
+    for (int64_t i = 0; i < n; ++i) sent[k][i] = static_cast<uint8_t>(i * (k + 1));
+    ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(&src[k], n), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(src[k], sent[k].data(), n, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaSetDevice(1), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(&dst[k], n), cudaSuccess);
+  }
+  std::vector<int64_t> tickets;
+  for (int k = 0; k < 3; ++k) {
+    auto ticket = out->Send(src[k], n);
+    ASSERT_TRUE(ticket.ok()) << ticket.status().ToString();
+    tickets.push_back(ticket.value());
+  }
+  EXPECT_FALSE(in->Send(dst[0], n).ok());  // a receiving link does not send
+  for (int k = 0; k < 3; ++k) ASSERT_TRUE(in->Recv(dst[k], n).ok());
+  ASSERT_TRUE(out->WaitSends().ok());
+  for (int64_t ticket : tickets) EXPECT_TRUE(out->SendDone(ticket));
+  for (int k = 0; k < 3; ++k) {
+    std::vector<uint8_t> back(n);
+    ASSERT_EQ(cudaMemcpy(back.data(), dst[k], n, cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(back, sent[k]) << "message " << k;
+    cudaFree(src[k]);
+    cudaFree(dst[k]);
+  }
 }
 
 }  // namespace
