@@ -43,6 +43,9 @@ class Collectives {
     return AllReduce(buf, buf, count, dtype, ReduceOp::kSum);
   }
   virtual Status WaitStarted() { return Status::Ok(); }
+  // Whether a started all-reduce runs alongside the caller's compute (it does not where the
+  // calling thread itself moves the data, as the ring over UCX does).
+  virtual bool overlaps_compute() const { return false; }
 };
 
 class RingCollectives : public Collectives {

@@ -37,6 +37,7 @@ class NcclCollectives : public Collectives {
   // at once, and compute queued later runs alongside. WaitStarted waits (with the deadline).
   Status StartAllReduce(void* buf, int64_t count, DType dtype) override;
   Status WaitStarted() override;
+  bool overlaps_compute() const override { return true; }
   // While set, a wait gives up at once: the communicator is aborted (the job was ended).
   void set_abort_flag(const std::atomic<bool>* flag) { abort_ = flag; }
 

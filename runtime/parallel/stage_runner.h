@@ -22,7 +22,8 @@
 // gradient buffer is cut into buckets of consecutive parameters (MOREH_GRAD_BUCKET_MB, 25 by
 // default; 0 turns the overlap off), and during the step's last backward each bucket's sum
 // all-reduce starts as soon as its last gradient has been added (Collectives::StartAllReduce:
-// NCCL runs it on its own stream while the backward computes; the ring over UCX runs it at once).
+// NCCL runs it on its own stream while the backward computes). Over the ring, which would run it
+// at once on this thread, only when MOREH_GRAD_BUCKET_MB asks for it.
 // Update waits for them. Not with sharded optimizer states or parameters (their reduce-scatters
 // run in Update and in the programs).
 #pragma once
@@ -160,8 +161,9 @@ class StageRunner {
     int waiting = 0;             // of those, not yet added in this backward
   };
   std::vector<Bucket> buckets_;
-  std::vector<int> bucket_of_;  // per parameter
-  bool reduced_ = false;        // the gradient buffer holds group sums (reductions started)
+  std::vector<int> bucket_of_;   // per parameter
+  bool reduced_ = false;         // the gradient buffer holds group sums (reductions started)
+  bool buckets_forced_ = false;  // MOREH_GRAD_BUCKET_MB set: overlap even where it cannot gain
   std::unordered_map<int, int> param_index_;  // value id in program_.full -> parameter
   std::unordered_map<int, std::unordered_map<int, runtime::Tensor>> stash_;  // per micro-batch
   int64_t step_ = 0;
