@@ -34,6 +34,20 @@ Allocator* DefaultDevice() {
   return DeviceAllocator(env ? env : "");
 }
 
+bool ComputeDTypeFromEnv(DType* out) {
+  const char* env = std::getenv("MOREH_COMPUTE_DTYPE");
+  if (env == nullptr || *env == '\0') return false;
+  MOREH_CHECK(ParseDType(env, out) && IsFloating(*out),
+              "MOREH_COMPUTE_DTYPE='{}': expected f32, bf16 or f16", env);
+  return true;
+}
+
+DType ComputeDType(const Allocator* device) {
+  DType dt;
+  if (ComputeDTypeFromEnv(&dt)) return dt;
+  return device != nullptr && !device->host_accessible() ? DType::kBF16 : DType::kF32;
+}
+
 namespace {
 [[noreturn]] void NoCuda(const char* what) {
   throw Error(

@@ -19,6 +19,14 @@ Allocator* DeviceAllocator(const std::string& spec);
 // DeviceAllocator(MOREH_DEVICE), or the CPU when unset.
 Allocator* DefaultDevice();
 
+// MOREH_COMPUTE_DTYPE (f32, bf16 or f16) into *out; false when it is unset. Throws moreh::Error
+// naming any other value.
+bool ComputeDTypeFromEnv(DType* out);
+// The dtype a program computes in on `device`: MOREH_COMPUTE_DTYPE when set, else bf16 on a GPU
+// (mixed precision: bf16 copies of the f32 master weights, bf16 activations, f32 loss) and f32 on
+// the CPU (whose kernels compute in f32 anyway).
+DType ComputeDType(const Allocator* device);
+
 // Kernels that code outside the graph (the pipeline runner) runs on a tensor wherever it lives:
 // the CPU kernel for host memory, the CUDA kernel for a GPU's (on the calling thread's device).
 // acc (f32, contiguous) += x (any float dtype, same number of elements).

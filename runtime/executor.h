@@ -42,6 +42,7 @@ struct OpProfile {
 class Executor {
  public:
   explicit Executor(Allocator* alloc = nullptr);
+  Allocator* allocator() const { return alloc_; }  // the device it runs on
 
   // `inputs` are moved in so that buffers nobody else holds can be donated to in-place outputs.
   // Throws moreh::Error (a bad input, a failing kernel) or OutOfMemoryError; on a throw every

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <set>
 
+#include "runtime/device.h"
 #include "runtime/functional.h"
 #include "runtime/init.h"
 #include "runtime/io/hf_checkpoint.h"
@@ -73,20 +74,27 @@ LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c, int index, uint64_t s
   down_proj_ = Param({C, c.intermediate_size}, seed, prefix_ + "mlp.down_proj.weight", s);
 }
 
+namespace {
+// A weight as a computation in `dtype` reads it: itself, or its cast (whose gradient is the f32
+// gradient of the master weight).
+Tensor In(const Tensor& w, DType dtype) { return w.dtype() == dtype ? w : F::cast(w, dtype); }
+}  // namespace
+
 Tensor LlamaDecoderLayer::Forward(const Tensor& x, const Tensor& attention_mask) const {
   const LlamaConfig& c = config_;
   const int64_t B = x.size(0), T = x.size(1), D = c.head_dim();
-  Tensor h = F::rms_norm(x, input_layernorm_, c.rms_norm_eps);
-  Tensor q = F::reshape(F::linear(h, q_proj_), {B, T, c.num_attention_heads, D});
-  Tensor k = F::reshape(F::linear(h, k_proj_), {B, T, c.num_key_value_heads, D});
-  Tensor v = F::reshape(F::linear(h, v_proj_), {B, T, c.num_key_value_heads, D});
+  const DType dt = x.dtype();
+  Tensor h = F::rms_norm(x, In(input_layernorm_, dt), c.rms_norm_eps);
+  Tensor q = F::reshape(F::linear(h, In(q_proj_, dt)), {B, T, c.num_attention_heads, D});
+  Tensor k = F::reshape(F::linear(h, In(k_proj_, dt)), {B, T, c.num_key_value_heads, D});
+  Tensor v = F::reshape(F::linear(h, In(v_proj_, dt)), {B, T, c.num_key_value_heads, D});
   q = F::rotary(q, c.rope_theta);
   k = F::rotary(k, c.rope_theta);
   Tensor a = F::reshape(F::attention(q, k, v, attention_mask, true), {B, T, c.hidden_size});
-  Tensor x1 = x + F::linear(a, o_proj_);
-  h = F::rms_norm(x1, post_attention_layernorm_, c.rms_norm_eps);
-  Tensor m = F::swiglu(F::linear(h, gate_proj_), F::linear(h, up_proj_));
-  return x1 + F::linear(m, down_proj_);
+  Tensor x1 = x + F::linear(a, In(o_proj_, dt));
+  h = F::rms_norm(x1, In(post_attention_layernorm_, dt), c.rms_norm_eps);
+  Tensor m = F::swiglu(F::linear(h, In(gate_proj_, dt)), F::linear(h, In(up_proj_, dt)));
+  return x1 + F::linear(m, In(down_proj_, dt));
 }
 
 std::vector<std::pair<std::string, Tensor>> LlamaDecoderLayer::NamedParameters() const {
@@ -193,11 +201,13 @@ LlamaOutput LlamaForCausalLM::operator()(const Tensor& input_ids, const Tensor& 
     out.loss.impl()->backward_done = true;
     return out;
   }
-  Tensor x = F::embedding(input_ids, embed_tokens_);
+  const DType dt = runtime::ComputeDType(lazy::ThreadExecutor().allocator());
+  const Tensor embed = In(embed_tokens_, dt);  // cast once when the head shares it
+  Tensor x = F::embedding(input_ids, embed);
   for (const auto& layer : layers_) x = layer.Forward(x, attention_mask);
-  x = F::rms_norm(x, norm_, config_.rms_norm_eps);
+  x = F::rms_norm(x, In(norm_, dt), config_.rms_norm_eps);
   LlamaOutput out;
-  out.logits = F::linear(x, config_.tie_word_embeddings ? embed_tokens_ : lm_head_);
+  out.logits = F::linear(x, config_.tie_word_embeddings ? embed : In(lm_head_, dt));
   if (labels.defined()) out.loss = F::cross_entropy(out.logits, labels, -100, /*shift=*/true);
   return out;
 }

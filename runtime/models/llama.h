@@ -58,7 +58,8 @@ struct LlamaOutput {
 class LlamaDecoderLayer {
  public:
   LlamaDecoderLayer(const LlamaConfig& config, int index, uint64_t seed, bool initialize = true);
-  // x [B, T, C] -> [B, T, C]; attention_mask [B, T] (1 = token, 0 = pad) or undefined.
+  // x [B, T, C] -> [B, T, C]; attention_mask [B, T] (1 = token, 0 = pad) or undefined. The
+  // weights are read in x's dtype (cast from the f32 master weights in mixed precision).
   Tensor Forward(const Tensor& x, const Tensor& attention_mask) const;
   std::vector<std::pair<std::string, Tensor>> NamedParameters() const;
 
@@ -85,7 +86,9 @@ class LlamaForCausalLM {
 
   // input_ids, labels [B, T] (i64 or i32); attention_mask [B, T] or undefined.
   // On the cluster (parallel/session.h) the forward and backward run on the workers when the model
-  // is called: the loss comes back computed; logits are not returned.
+  // is called: the loss comes back computed; logits are not returned. In process it computes in
+  // runtime::ComputeDType (bf16 on a GPU: each weight cast from its f32 master for the step, bf16
+  // activations and logits, the loss in f32; gradients reach the master weights in f32).
   LlamaOutput operator()(const Tensor& input_ids, const Tensor& attention_mask = Tensor(),
                          const Tensor& labels = Tensor()) const;
   std::vector<std::pair<std::string, Tensor>> NamedParameters() const;

@@ -13,6 +13,7 @@
 
 #include "runtime/client/client.h"
 #include "runtime/core/error.h"
+#include "runtime/device.h"
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/net/tensor_codec.h"
 #include "runtime/option.h"
@@ -161,13 +162,8 @@ planner::TrainJob Session::PlanningJob(const models::LlamaConfig& config, int64_
 }
 
 DType Session::ComputeDType() const {
-  const std::string want = Env("MOREH_COMPUTE_DTYPE");
-  if (!want.empty()) {
-    DType dt;
-    MOREH_CHECK(ParseDType(want, &dt) && IsFloating(dt),
-                "MOREH_COMPUTE_DTYPE='{}': expected f32, bf16 or f16", want);
-    return dt;
-  }
+  DType dt;
+  if (runtime::ComputeDTypeFromEnv(&dt)) return dt;
   const auto& devs = client_->devices();
   const bool all_gpus = !devs.empty() && std::all_of(devs.begin(), devs.end(), [](const auto& d) {
     return d.kind == "cuda";

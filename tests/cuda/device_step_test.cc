@@ -146,45 +146,69 @@ TEST(CudaStep, LlamaBf16ForwardBackwardMatchesCpu) {
 }
 
 // The user's program as it is, on a GPU (MOREH_DEVICE=cuda:0): five AdamW steps of a small Llama
-// through the lazy frontend give the CPU's losses, and the parameters end up in GPU memory.
-TEST(CudaFrontend, TrainingMatchesCpuWithTheSameProgram) {
-  MOREH_SKIP_WITHOUT_GPU();
-  struct Result {
-    std::vector<float> losses;
-    bool params_on_gpu = false;
-  };
-  auto train = [](const char* device) {
-    Result r;
-    // MOREH_DEVICE is read when a thread first records, so each run gets its own thread.
-    std::thread t([&] {
-      setenv("MOREH_DEVICE", device, 1);
-      models::LlamaForCausalLM model(SmallLlama(), 0);
-      optim::AdamW opt(model.Parameters(), 1e-3);
-      std::vector<int64_t> ids(4 * 64);
-      for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>((i * 37 + 11) % 320);
-      const Tensor batch = Tensor::FromVector(ids, {4, 64});
-      for (int step = 0; step < 5; ++step) {
-        auto out =
-            model(moreh::Tensor::FromData(batch), moreh::Tensor(), moreh::Tensor::FromData(batch));
-        out.loss.backward();
-        opt.step();
-        model.ZeroGrad();
-        r.losses.push_back(out.loss.item());
-      }
-      r.params_on_gpu = !model.Parameters()[0].data().on_host();
-    });
-    t.join();
-    unsetenv("MOREH_DEVICE");
-    return r;
-  };
-  const Result cpu = train("cpu");
-  const Result gpu = train("cuda:0");
+// through the lazy frontend give the CPU's losses, and the parameters end up in GPU memory. In f32
+// (MOREH_COMPUTE_DTYPE=f32) as the CPU to f32 accuracy; by default in mixed precision (bf16
+// compute, f32 master weights) within bf16 accuracy.
+struct FrontendRun {
+  std::vector<float> losses;
+  bool params_on_gpu = false;
+  bool params_f32 = false;
+};
+
+FrontendRun TrainSmallLlama(const char* device, const char* compute) {
+  FrontendRun r;
+  // MOREH_DEVICE is read when a thread first records, so each run gets its own thread.
+  std::thread t([&] {
+    setenv("MOREH_DEVICE", device, 1);
+    if (compute != nullptr) setenv("MOREH_COMPUTE_DTYPE", compute, 1);
+    models::LlamaForCausalLM model(SmallLlama(), 0);
+    optim::AdamW opt(model.Parameters(), 1e-3);
+    std::vector<int64_t> ids(4 * 64);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>((i * 37 + 11) % 320);
+    const Tensor batch = Tensor::FromVector(ids, {4, 64});
+    for (int step = 0; step < 5; ++step) {
+      auto out =
+          model(moreh::Tensor::FromData(batch), moreh::Tensor(), moreh::Tensor::FromData(batch));
+      out.loss.backward();
+      opt.step();
+      model.ZeroGrad();
+      r.losses.push_back(out.loss.item());
+    }
+    r.params_on_gpu = !model.Parameters()[0].data().on_host();
+    r.params_f32 = model.Parameters()[0].data().dtype() == DType::kF32;
+  });
+  t.join();
+  unsetenv("MOREH_DEVICE");
+  unsetenv("MOREH_COMPUTE_DTYPE");
+  return r;
+}
+
+void CompareFrontend(const char* compute, double tolerance) {
+  const FrontendRun cpu = TrainSmallLlama("cpu", nullptr);
+  const FrontendRun gpu = TrainSmallLlama("cuda:0", compute);
   EXPECT_FALSE(cpu.params_on_gpu);
   EXPECT_TRUE(gpu.params_on_gpu);
+  EXPECT_TRUE(gpu.params_f32) << "the master weights stay f32";
   ASSERT_EQ(gpu.losses.size(), cpu.losses.size());
+  double worst = 0;
   for (size_t i = 0; i < cpu.losses.size(); ++i) {
-    EXPECT_NEAR(gpu.losses[i], cpu.losses[i], 1e-4 * std::fabs(cpu.losses[i])) << "step " << i + 1;
+    EXPECT_NEAR(gpu.losses[i], cpu.losses[i], tolerance * std::fabs(cpu.losses[i]))
+        << "step " << i + 1;
+    worst = std::max(worst, static_cast<double>(std::fabs(gpu.losses[i] - cpu.losses[i]) /
+                                                std::fabs(cpu.losses[i])));
   }
+  std::printf("frontend on cuda:0 (%s) vs the CPU in f32: worst loss rel. difference %.3g\n",
+              compute ? compute : "default", worst);
+}
+
+TEST(CudaFrontend, TrainingMatchesCpuWithTheSameProgram) {
+  MOREH_SKIP_WITHOUT_GPU();
+  CompareFrontend("f32", 1e-4);
+}
+
+TEST(CudaFrontend, MixedPrecisionByDefaultFollowsTheCpu) {
+  MOREH_SKIP_WITHOUT_GPU();
+  CompareFrontend(nullptr, 5e-3);
 }
 
 }  // namespace
