@@ -343,6 +343,41 @@ TEST(StageProgram, RejectsBadSpecs) {
   EXPECT_THROW(BuildStageProgram(s), Error);
 }
 
+// The compute dtype travels with the program to the workers; a bad one, or a program whose
+// parameters disagree with it, is refused with the reason.
+TEST(StageProgram, ComputeDtypeTravelsAndIsChecked) {
+  StageSpec s;
+  s.model = SmallLlama();
+  s.num_layers = static_cast<int>(s.model.num_hidden_layers);
+  s.compute_dtype = DType::kBF16;
+  nlohmann::json j = StageProgramToJson(BuildStageProgram(s));
+  auto back = StageProgramFromJson(j);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->spec.compute_dtype, DType::kBF16);
+  StageRunner runner(back.value(), nullptr, {});
+  EXPECT_EQ(runner.compute_parameter(0).dtype(), DType::kBF16);
+  EXPECT_EQ(runner.parameter(0).dtype(), DType::kF32);
+  j["spec"]["compute_dtype"] = "i64";
+  auto bad = StageProgramFromJson(j);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("compute_dtype"), std::string::npos)
+      << bad.status().message();
+  j["spec"]["compute_dtype"] = "f32";  // bf16 parameters in an f32 program
+  auto mismatched = StageProgramFromJson(j);
+  ASSERT_TRUE(mismatched.ok()) << mismatched.status().ToString();
+  try {
+    StageRunner r(mismatched.value(), nullptr, {});
+    ADD_FAILURE() << "a program whose parameters disagree with its compute dtype was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is bf16 but the compute dtype is f32"), std::string::npos)
+        << e.what();
+  }
+  j["spec"].erase("compute_dtype");  // programs from earlier clients: f32
+  auto old = StageProgramFromJson(j);
+  ASSERT_TRUE(old.ok());
+  EXPECT_EQ(old->spec.compute_dtype, DType::kF32);
+}
+
 TEST(SplitBatch, WeightsSumToTheOneDeviceMean) {
   const auto b = MakeBatches(1, 8, 8, 96)[0];
   EXPECT_THROW(SplitBatch(b.ids, b.mask, b.labels, 3, 1), Error);
