@@ -284,10 +284,17 @@ void CheckElementwise() {
       cpu::Add(ws.data(), a.data(), b.data(), s.n, s.nb);
       cpu::Mul(wp.data(), a.data(), b.data(), s.n, s.nb);
       cpu::Scale(wsc.data(), a.data(), -0.375f, s.n);
+      // Mixed precision's gradient accumulation: f32 += widened x, exact up to one f32 rounding.
+      const auto acc0 = Random(s.n);
+      Dev acc(acc0, DType::kF32);
+      gpu::AccumulateF32(acc.f(), da.p(), dt, s.n, nullptr);
+      std::vector<float> wacc(s.n);
+      for (int64_t i = 0; i < s.n; ++i) wacc[i] = acc0[i] + a[i];
       Case cs{name, dt == DType::kF32 ? 1e-6 : 1e-2};
       cs.Check("add", sum.Get(s.n, dt), ws);
       cs.Check("mul", prod.Get(s.n, dt), wp);
       cs.Check("scale", scaled.Get(s.n, dt), wsc);
+      cs.Check("accumulate_f32", acc.Get(s.n, DType::kF32), wacc, 1e-7);
     }
   }
   // Casts between the float types: the device must round exactly as the host (nearest even).
