@@ -17,6 +17,7 @@ namespace moreh::kernels::cuda {
 namespace {
 
 constexpr int64_t kContextReserve = 256ll << 20;
+constexpr int64_t kNcclReserve = 2ll << 30;
 
 class DeviceMemory final : public runtime::MemorySource {
  public:
@@ -96,7 +97,9 @@ runtime::Allocator* CudaAllocator(int device) {
     const cudaError_t e = cudaMemGetInfo(&free_bytes, &total);
     cudaSetDevice(previous);
     MOREH_CUDA_CHECK(e);
-    capacity = std::max<int64_t>(static_cast<int64_t>(free_bytes) - kContextReserve, 1);
+    const int64_t free = static_cast<int64_t>(free_bytes);
+    const int64_t reserve = std::min(kContextReserve + kNcclReserve, free / 4);
+    capacity = std::max<int64_t>(free - reserve, 1);
   }
   auto* a = new runtime::Allocator("cuda:" + std::to_string(device), capacity,
                                    std::make_unique<DeviceMemory>(device));

@@ -14,8 +14,11 @@ namespace moreh::kernels::cuda {
 
 // The allocator of GPU `device` ("cuda:N"), made on first use and never destroyed. Its capacity is
 // MOREH_CUDA_DEVICE_MEMORY (bytes, or with a K/M/G/T suffix) when set, else the memory the GPU
-// had free at that moment less 256 MiB for the CUDA context's own needs (cuBLAS workspaces,
-// kernels' code). Throws moreh::Error when `device` does not exist.
+// had free at that moment less what the process needs beside it: 256 MiB for the CUDA context
+// (cuBLASLt workspaces, kernels' code) and 2 GiB for NCCL's buffers (a pipeline stage joins up to
+// six communicators: data and tensor parallel, two links to each neighbour; each takes up to a
+// few hundred MiB on a GPU with many channels), at most a quarter of the free memory in all.
+// Throws moreh::Error when `device` does not exist.
 runtime::Allocator* CudaAllocator(int device);
 
 }  // namespace moreh::kernels::cuda
