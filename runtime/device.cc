@@ -48,17 +48,21 @@ DType ComputeDType(const Allocator* device) {
   return device != nullptr && !device->host_accessible() ? DType::kBF16 : DType::kF32;
 }
 
+#ifndef MOREH_WITH_CUDA
 namespace {
 [[noreturn]] void NoCuda(const char* what) {
   throw Error(
       fmt::format("{}: a tensor in device memory, and this build has no CUDA backend", what));
 }
 }  // namespace
+#endif
 
 void AddInto(const Tensor& acc, const Tensor& x) {
   MOREH_CHECK(acc.dtype() == DType::kF32 && acc.is_contiguous() && acc.numel() == x.numel(),
               "AddInto: {} += {}", acc.ToString(), x.ToString());
   MOREH_CHECK(IsFloating(x.dtype()), "AddInto: {} is not a float tensor", x.ToString());
+  MOREH_CHECK(acc.on_host() == x.on_host(), "AddInto: {} on {} into {} on {}", x.ToString(),
+              x.allocator()->device_name(), acc.ToString(), acc.allocator()->device_name());
   // A gradient in the compute dtype is widened element by element (no f32 copy of it).
   const Tensor g = x.Contiguous();
   float* a = acc.data<float>();

@@ -19,13 +19,17 @@ namespace {
 constexpr int64_t kContextReserve = 256ll << 20;
 constexpr int64_t kNcclReserve = 2ll << 30;
 
+// Stream-ordered on the compute (legacy default) stream: cudaFree would wait for the whole device,
+// NCCL's kernels included, and a host stuck in it while a queued send waits for a peer that is
+// itself stuck the same way is a deadlock no deadline can see. cudaFreeAsync returns at once and
+// frees after the compute stream's earlier work (memory NCCL still reads is held by its owner).
 class DeviceMemory final : public runtime::MemorySource {
  public:
   explicit DeviceMemory(int device) : device_(device) {}
   void* Allocate(int64_t bytes) override {
     DeviceScope scope(device_);
     void* p = nullptr;
-    if (cudaMalloc(&p, static_cast<size_t>(bytes)) != cudaSuccess) {
+    if (cudaMallocAsync(&p, static_cast<size_t>(bytes), cudaStreamLegacy) != cudaSuccess) {
       cudaGetLastError();  // clear it, so that a later launch check does not report it
       return nullptr;
     }
@@ -33,7 +37,7 @@ class DeviceMemory final : public runtime::MemorySource {
   }
   void Free(void* p) override {
     DeviceScope scope(device_);
-    cudaFree(p);  // errors here (a lost device) cannot be reported to anyone useful
+    cudaFreeAsync(p, cudaStreamLegacy);  // errors here (a lost device) cannot be reported usefully
   }
   int64_t MinCachedBytes() const override { return 0; }
   bool host_accessible() const override { return false; }

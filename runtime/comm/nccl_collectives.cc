@@ -92,8 +92,22 @@ struct Endpoint {
     MOREH_CUDA_STATUS(cudaStreamWaitEvent(stream, computed, 0));
     return Status::Ok();
   }
+  // Ends the communicator: destroyed when its stream is idle, else (work still waiting for a peer,
+  // e.g. after a failed step) or when the job was ended, aborted, which does not wait. The owner
+  // calls it before freeing anything that work may use.
+  void Close(const std::atomic<bool>* abort) {
+    if (comm == nullptr) return;  // never made, or aborted already
+    const bool busy = stream != nullptr && cudaStreamQuery(stream) != cudaSuccess;
+    if (busy || (abort != nullptr && abort->load())) {
+      ncclCommAbort(comm);
+    } else {
+      ncclCommDestroy(comm);
+    }
+    comm = nullptr;
+    cudaGetLastError();
+  }
   ~Endpoint() {
-    if (comm) ncclCommDestroy(comm);  // an aborted one is already gone
+    Close(nullptr);
     if (computed) cudaEventDestroy(computed);
     if (stream) cudaStreamDestroy(stream);
   }
@@ -138,7 +152,9 @@ StatusOr<std::unique_ptr<NcclCollectives>> NcclCollectives::Create(
   return c;
 }
 
-NcclCollectives::~NcclCollectives() = default;
+NcclCollectives::~NcclCollectives() {
+  if (impl_) impl_->Close(abort_);  // before the scratch its work may use is freed
+}
 
 Status NcclCollectives::AfterCompute() { return impl_->AfterCompute(); }
 
@@ -239,7 +255,9 @@ StatusOr<std::unique_ptr<NcclPeerLink>> NcclPeerLink::Create(const std::string& 
   return l;
 }
 
-NcclPeerLink::~NcclPeerLink() = default;
+NcclPeerLink::~NcclPeerLink() {
+  if (impl_) impl_->Close(abort_);
+}
 
 StatusOr<int64_t> NcclPeerLink::Send(const void* buf, int64_t bytes) {
   if (!sender_) return Status(StatusCode::kFailedPrecondition, "send on a receiving NCCL link");

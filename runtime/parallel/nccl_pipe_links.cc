@@ -42,6 +42,10 @@ void NcclPipeLinks::Recv(comm::NcclPeerLink* link, int peer, const char* what, i
   }
 }
 
+NcclPipeLinks::~NcclPipeLinks() {
+  l_ = Links();  // ends the links (aborting queued sends) while the tensors they read still live
+}
+
 void NcclPipeLinks::Flush() {
   for (comm::NcclPeerLink* link : {l_.activations_out.get(), l_.gradients_out.get()}) {
     if (link == nullptr) continue;

@@ -23,6 +23,7 @@ class NcclPipeLinks : public PipeLinks {
   };
   NcclPipeLinks(Links links, int prev_rank, int next_rank)
       : l_(std::move(links)), prev_(prev_rank), next_(next_rank) {}
+  ~NcclPipeLinks() override;
   void SendForward(int mb, const runtime::Tensor& a) override {
     Send(l_.activations_out.get(), next_, "activation", mb, a);
   }
@@ -45,9 +46,11 @@ class NcclPipeLinks : public PipeLinks {
     int64_t ticket;
     runtime::Tensor tensor;
   };
+  // Destroyed after the links (members go in reverse order): a send still queued is aborted
+  // before the tensor it reads goes back to the allocator.
+  std::vector<InFlight> in_flight_;
   Links l_;
   int prev_, next_;
-  std::vector<InFlight> in_flight_;
 };
 
 }  // namespace moreh::parallel

@@ -151,6 +151,7 @@ bool StageRunner::OverlapsReduction() const {
 void StageRunner::GradientAdded(int param) {
   Bucket& b = buckets_[bucket_of_[param]];
   if (--b.waiting > 0) return;
+  reduced_ = true;  // from now on the buffer may be written by the group: wait before touching it
   Status s = dp_->StartAllReduce(flat_grads_.data<float>() + b.begin, b.end - b.begin, DType::kF32);
   if (!s.ok()) throw Error("data-parallel gradient all-reduce: " + s.message());
 }
@@ -295,7 +296,6 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
             if (reduce) GradientAdded(param);
             return true;
           });
-      reduced_ = reduced_ || reduce;
       stats_.backward_s += Since(t0);
       if (p.grad_out >= 0) links->SendBackward(st.micro_batch, out[0]);
     }
@@ -318,6 +318,9 @@ void StageRunner::Update(comm::Collectives* dp, double lr) {
                                      static_cast<float>(adamw_.eps),
                                      static_cast<float>(adamw_.weight_decay),
                                      step_};
+  MOREH_CHECK(!reduced_ || dp == dp_,
+              "update: the gradients were reduced over the stage's data-parallel group during the "
+              "backward; the update must use that group");
   float* P = flat_params_.data<float>();
   float* G = flat_grads_.data<float>();
   auto check = [](Status s, const char* what) {
@@ -334,7 +337,7 @@ void StageRunner::Update(comm::Collectives* dp, double lr) {
     g_shard = runtime::Tensor();
     // In place: this replica's block of P is already where the gather puts it.
     check(dp->AllGather(p_shard, P, shard_, DType::kF32), "all-gather");
-  } else if (reduced_ && dp == dp_) {
+  } else if (reduced_) {
     const auto w0 = clk::now();
     WaitForReduction();  // started during the backward
     reduced_ = false;
