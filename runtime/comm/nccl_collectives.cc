@@ -10,6 +10,12 @@
 
 namespace moreh::comm {
 
+// Queues an NCCL operation on impl_'s communicator; the call still being queued is waited for.
+#define MOREH_NCCL_QUEUE(what, stmt)                   \
+  do {                                                 \
+    const Status s_ = impl_->Enqueued((stmt), (what)); \
+    if (!s_.ok()) return s_;                           \
+  } while (0)
 #define MOREH_CUDA_STATUS(stmt)                                                                   \
   do {                                                                                            \
     const cudaError_t e_ = (stmt);                                                                \
@@ -28,45 +34,19 @@ namespace moreh::comm {
     }                                                                                \
   } while (0)
 
-namespace {
-// Waits until `done` (an event behind the operation) completes, with a deadline; a stall or an
-// asynchronous NCCL error aborts the communicator (*comm becomes null) and names the operation.
-Status WaitEvent(ncclComm_t* comm, cudaEvent_t done, std::chrono::milliseconds timeout,
-                 const std::atomic<bool>* abort, const std::string& what) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (true) {
-    const cudaError_t q = cudaEventQuery(done);
-    if (q == cudaSuccess) return Status::Ok();
-    if (q != cudaErrorNotReady) {
-      return Status(StatusCode::kInternal, fmt::format("{}: {}", what, cudaGetErrorString(q)));
-    }
-    ncclResult_t async = ncclSuccess;
-    ncclCommGetAsyncError(*comm, &async);
-    const bool ended = abort != nullptr && abort->load();
-    if (async != ncclSuccess || ended || std::chrono::steady_clock::now() > deadline) {
-      ncclCommAbort(*comm);
-      *comm = nullptr;
-      if (ended) return Status(StatusCode::kUnavailable, what + ": the job was ended");
-      if (async != ncclSuccess) {
-        return Status(StatusCode::kUnavailable,
-                      fmt::format("{}: {}", what, ncclGetErrorString(async)));
-      }
-      return Status(
-          StatusCode::kDeadlineExceeded,
-          fmt::format("{}: the peer did not respond within {} ms", what, timeout.count()));
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(20));
-  }
-}
-}  // namespace
-
 // What both kinds of communicator hold: the NCCL communicator, its own stream, and an event for
 // ordering it after the compute (legacy default) stream.
+//
+// The communicator is non-blocking (NCCL's `blocking = 0`): its creation, and any call that is
+// still being queued when it returns (ncclInProgress), is waited for here with the deadline and
+// the job's abort flag, so a peer that dies before joining cannot hold job_connect forever.
 struct Endpoint {
   ncclComm_t comm = nullptr;  // null once aborted
   cudaStream_t stream = nullptr;
   int device = 0;
   cudaEvent_t computed = nullptr;  // the compute stream's work queued before an operation
+  std::chrono::milliseconds timeout{0};
+  const std::atomic<bool>* abort = nullptr;  // the job's: set, every wait gives up at once
 
   // Makes the stream and the event on `dev`, then joins the communicator (waits for every rank).
   Status Init(const std::string& unique_id, int rank, int size, int dev) {
@@ -80,8 +60,64 @@ struct Endpoint {
     MOREH_CUDA_STATUS(cudaSetDevice(device));
     MOREH_CUDA_STATUS(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     MOREH_CUDA_STATUS(cudaEventCreateWithFlags(&computed, cudaEventDisableTiming));
-    MOREH_NCCL_STATUS(ncclCommInitRank(&comm, size, id, rank));
-    return Status::Ok();
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    return Enqueued(ncclCommInitRankConfig(&comm, size, id, rank, &config),
+                    fmt::format("joining an NCCL group of {} as rank {}", size, rank));
+  }
+  // The result of an NCCL call: in progress is waited for (deadline, abort flag); an error, or a
+  // wait given up, aborts the communicator and is named.
+  Status Enqueued(ncclResult_t r, const std::string& what) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (r == ncclInProgress && comm != nullptr) {
+      if ((abort != nullptr && abort->load()) || std::chrono::steady_clock::now() > deadline) {
+        const bool ended = abort != nullptr && abort->load();
+        Abort();
+        return ended ? Status(StatusCode::kUnavailable, what + ": the job was ended")
+                     : Status(StatusCode::kDeadlineExceeded,
+                              fmt::format("{}: no answer within {} ms", what, timeout.count()));
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      if (ncclCommGetAsyncError(comm, &r) != ncclSuccess) r = ncclInternalError;
+    }
+    if (r == ncclSuccess) return Status::Ok();
+    Abort();
+    return Status(StatusCode::kUnavailable, fmt::format("{}: {}", what, ncclGetErrorString(r)));
+  }
+  // Waits until `done` (an event behind an operation) completes, with the deadline; a stall, an
+  // asynchronous NCCL error or the abort flag aborts the communicator and names the operation.
+  Status Wait(cudaEvent_t done, const std::string& what) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+      const cudaError_t q = cudaEventQuery(done);
+      if (q == cudaSuccess) return Status::Ok();
+      if (q != cudaErrorNotReady) {
+        return Status(StatusCode::kInternal, fmt::format("{}: {}", what, cudaGetErrorString(q)));
+      }
+      if (comm == nullptr) {
+        return Status(StatusCode::kFailedPrecondition, what + ": the communicator was aborted");
+      }
+      ncclResult_t async = ncclSuccess;
+      ncclCommGetAsyncError(comm, &async);
+      const bool failed = async != ncclSuccess && async != ncclInProgress;
+      const bool ended = abort != nullptr && abort->load();
+      if (failed || ended || std::chrono::steady_clock::now() > deadline) {
+        Abort();
+        if (ended) return Status(StatusCode::kUnavailable, what + ": the job was ended");
+        if (failed) {
+          return Status(StatusCode::kUnavailable,
+                        fmt::format("{}: {}", what, ncclGetErrorString(async)));
+        }
+        return Status(
+            StatusCode::kDeadlineExceeded,
+            fmt::format("{}: the peer did not respond within {} ms", what, timeout.count()));
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+  }
+  void Abort() {
+    if (comm != nullptr) ncclCommAbort(comm);
+    comm = nullptr;
   }
   // The runtime's kernels run on the legacy default stream, and this stream does not wait for it
   // by itself (non-blocking): each operation first waits for the work queued there, so it reads
@@ -95,7 +131,7 @@ struct Endpoint {
   // Ends the communicator: destroyed when its stream is idle, else (work still waiting for a peer,
   // e.g. after a failed step) or when the job was ended, aborted, which does not wait. The owner
   // calls it before freeing anything that work may use.
-  void Close(const std::atomic<bool>* abort) {
+  void Close() {
     if (comm == nullptr) return;  // never made, or aborted already
     const bool busy = stream != nullptr && cudaStreamQuery(stream) != cudaSuccess;
     if (busy || (abort != nullptr && abort->load())) {
@@ -107,7 +143,7 @@ struct Endpoint {
     cudaGetLastError();
   }
   ~Endpoint() {
-    Close(nullptr);
+    Close();
     if (computed) cudaEventDestroy(computed);
     if (stream) cudaStreamDestroy(stream);
   }
@@ -139,13 +175,14 @@ StatusOr<std::string> NcclUniqueId() {
 }
 
 StatusOr<std::unique_ptr<NcclCollectives>> NcclCollectives::Create(
-    const std::string& unique_id, int rank, int size, int device,
-    std::chrono::milliseconds timeout) {
+    const std::string& unique_id, int rank, int size, int device, std::chrono::milliseconds timeout,
+    const std::atomic<bool>* abort) {
   std::unique_ptr<NcclCollectives> c(new NcclCollectives());
   c->rank_ = rank;
   c->size_ = size;
-  c->timeout_ = timeout;
   c->impl_ = std::make_unique<Impl>();
+  c->impl_->timeout = timeout;
+  c->impl_->abort = abort;
   if (Status s = c->impl_->Init(unique_id, rank, size, device); !s.ok()) return s;
   MOREH_CUDA_STATUS(cudaMalloc(&c->impl_->scratch, sizeof(float)));
   MOREH_CUDA_STATUS(cudaEventCreateWithFlags(&c->impl_->done, cudaEventDisableTiming));
@@ -153,7 +190,7 @@ StatusOr<std::unique_ptr<NcclCollectives>> NcclCollectives::Create(
 }
 
 NcclCollectives::~NcclCollectives() {
-  if (impl_) impl_->Close(abort_);  // before the scratch its work may use is freed
+  if (impl_) impl_->Close();  // before the scratch its work may use is freed
 }
 
 Status NcclCollectives::AfterCompute() { return impl_->AfterCompute(); }
@@ -162,8 +199,7 @@ Status NcclCollectives::AfterCompute() { return impl_->AfterCompute(); }
 // communicator (it cannot be used again; build a new group) and names the operation.
 Status NcclCollectives::Finish(const char* what) {
   MOREH_CUDA_STATUS(cudaEventRecord(impl_->done, impl_->stream));
-  return WaitEvent(&impl_->comm, impl_->done, timeout_, abort_,
-                   fmt::format("{} on rank {}", what, rank_));
+  return impl_->Wait(impl_->done, fmt::format("{} on rank {}", what, rank_));
 }
 
 Status NcclCollectives::AllReduce(const void* in, void* out, int64_t count, DType dt, ReduceOp op) {
@@ -171,9 +207,9 @@ Status NcclCollectives::AllReduce(const void* in, void* out, int64_t count, DTyp
   if (!t.ok()) return t.status();
   if (!impl_->comm) return Status(StatusCode::kFailedPrecondition, "NCCL communicator was aborted");
   if (Status s = AfterCompute(); !s.ok()) return s;
-  MOREH_NCCL_STATUS(ncclAllReduce(in, out, static_cast<size_t>(count), t.value(),
-                                  op == ReduceOp::kAvg ? ncclAvg : ncclSum, impl_->comm,
-                                  impl_->stream));
+  MOREH_NCCL_QUEUE("all_reduce", ncclAllReduce(in, out, static_cast<size_t>(count), t.value(),
+                                               op == ReduceOp::kAvg ? ncclAvg : ncclSum,
+                                               impl_->comm, impl_->stream));
   return Finish("all_reduce");
 }
 
@@ -182,8 +218,8 @@ Status NcclCollectives::StartAllReduce(void* buf, int64_t count, DType dt) {
   if (!t.ok()) return t.status();
   if (!impl_->comm) return Status(StatusCode::kFailedPrecondition, "NCCL communicator was aborted");
   if (Status s = AfterCompute(); !s.ok()) return s;
-  MOREH_NCCL_STATUS(ncclAllReduce(buf, buf, static_cast<size_t>(count), t.value(), ncclSum,
-                                  impl_->comm, impl_->stream));
+  MOREH_NCCL_QUEUE("all_reduce", ncclAllReduce(buf, buf, static_cast<size_t>(count), t.value(),
+                                               ncclSum, impl_->comm, impl_->stream));
   return Status::Ok();
 }
 
@@ -198,9 +234,10 @@ Status NcclCollectives::ReduceScatter(const void* in, void* out, int64_t count, 
   if (!t.ok()) return t.status();
   if (!impl_->comm) return Status(StatusCode::kFailedPrecondition, "NCCL communicator was aborted");
   if (Status s = AfterCompute(); !s.ok()) return s;
-  MOREH_NCCL_STATUS(ncclReduceScatter(in, out, static_cast<size_t>(count), t.value(),
-                                      op == ReduceOp::kAvg ? ncclAvg : ncclSum, impl_->comm,
-                                      impl_->stream));
+  MOREH_NCCL_QUEUE(
+      "reduce_scatter",
+      ncclReduceScatter(in, out, static_cast<size_t>(count), t.value(),
+                        op == ReduceOp::kAvg ? ncclAvg : ncclSum, impl_->comm, impl_->stream));
   return Finish("reduce_scatter");
 }
 
@@ -209,8 +246,8 @@ Status NcclCollectives::AllGather(const void* in, void* out, int64_t count, DTyp
   if (!t.ok()) return t.status();
   if (!impl_->comm) return Status(StatusCode::kFailedPrecondition, "NCCL communicator was aborted");
   if (Status s = AfterCompute(); !s.ok()) return s;
-  MOREH_NCCL_STATUS(
-      ncclAllGather(in, out, static_cast<size_t>(count), t.value(), impl_->comm, impl_->stream));
+  MOREH_NCCL_QUEUE("all_gather", ncclAllGather(in, out, static_cast<size_t>(count), t.value(),
+                                               impl_->comm, impl_->stream));
   return Finish("all_gather");
 }
 
@@ -223,8 +260,8 @@ Status NcclCollectives::Broadcast(void* buf, int64_t count, DType dt, int root) 
   }
   if (!impl_->comm) return Status(StatusCode::kFailedPrecondition, "NCCL communicator was aborted");
   if (Status s = AfterCompute(); !s.ok()) return s;
-  MOREH_NCCL_STATUS(ncclBroadcast(buf, buf, static_cast<size_t>(count), t.value(), root,
-                                  impl_->comm, impl_->stream));
+  MOREH_NCCL_QUEUE("broadcast", ncclBroadcast(buf, buf, static_cast<size_t>(count), t.value(), root,
+                                              impl_->comm, impl_->stream));
   return Finish("broadcast");
 }
 
@@ -245,26 +282,28 @@ struct NcclPeerLink::Impl : Endpoint {
 
 StatusOr<std::unique_ptr<NcclPeerLink>> NcclPeerLink::Create(const std::string& unique_id,
                                                              bool sender, int device,
-                                                             std::chrono::milliseconds timeout) {
+                                                             std::chrono::milliseconds timeout,
+                                                             const std::atomic<bool>* abort) {
   std::unique_ptr<NcclPeerLink> l(new NcclPeerLink());
   l->sender_ = sender;
-  l->timeout_ = timeout;
   l->impl_ = std::make_unique<Impl>();
+  l->impl_->timeout = timeout;
+  l->impl_->abort = abort;
   if (Status s = l->impl_->Init(unique_id, sender ? 0 : 1, 2, device); !s.ok()) return s;
   MOREH_CUDA_STATUS(cudaEventCreateWithFlags(&l->impl_->received, cudaEventDisableTiming));
   return l;
 }
 
 NcclPeerLink::~NcclPeerLink() {
-  if (impl_) impl_->Close(abort_);
+  if (impl_) impl_->Close();
 }
 
 StatusOr<int64_t> NcclPeerLink::Send(const void* buf, int64_t bytes) {
   if (!sender_) return Status(StatusCode::kFailedPrecondition, "send on a receiving NCCL link");
   if (!impl_->comm) return Status(StatusCode::kFailedPrecondition, "NCCL link was aborted");
   if (Status s = impl_->AfterCompute(); !s.ok()) return s;
-  MOREH_NCCL_STATUS(
-      ncclSend(buf, static_cast<size_t>(bytes), ncclUint8, 1, impl_->comm, impl_->stream));
+  MOREH_NCCL_QUEUE("pipeline send", ncclSend(buf, static_cast<size_t>(bytes), ncclUint8, 1,
+                                             impl_->comm, impl_->stream));
   // An event behind it: a finished ticket's event is recycled.
   size_t slot = impl_->sent.size();
   for (size_t i = 0; i < impl_->sent.size(); ++i) {
@@ -298,7 +337,7 @@ Status NcclPeerLink::WaitSends() {
   for (size_t i = 0; i < impl_->sent.size(); ++i) {
     if (impl_->sent_ticket[i] < 0) continue;
     if (!impl_->comm) return Status(StatusCode::kFailedPrecondition, "NCCL link was aborted");
-    Status s = WaitEvent(&impl_->comm, impl_->sent[i], timeout_, abort_, "pipeline send over NCCL");
+    Status s = impl_->Wait(impl_->sent[i], "pipeline send over NCCL");
     if (!s.ok()) return s;
     impl_->sent_ticket[i] = -1;
   }
@@ -309,10 +348,10 @@ Status NcclPeerLink::Recv(void* buf, int64_t bytes) {
   if (sender_) return Status(StatusCode::kFailedPrecondition, "receive on a sending NCCL link");
   if (!impl_->comm) return Status(StatusCode::kFailedPrecondition, "NCCL link was aborted");
   if (Status s = impl_->AfterCompute(); !s.ok()) return s;
-  MOREH_NCCL_STATUS(
-      ncclRecv(buf, static_cast<size_t>(bytes), ncclUint8, 0, impl_->comm, impl_->stream));
+  MOREH_NCCL_QUEUE("pipeline receive", ncclRecv(buf, static_cast<size_t>(bytes), ncclUint8, 0,
+                                                impl_->comm, impl_->stream));
   MOREH_CUDA_STATUS(cudaEventRecord(impl_->received, impl_->stream));
-  return WaitEvent(&impl_->comm, impl_->received, timeout_, abort_, "pipeline receive over NCCL");
+  return impl_->Wait(impl_->received, "pipeline receive over NCCL");
 }
 
 }  // namespace moreh::comm

@@ -21,9 +21,11 @@ StatusOr<std::string> NcclUniqueId();
 class NcclCollectives : public Collectives {
  public:
   // `device`: the CUDA device of this rank.
-  static StatusOr<std::unique_ptr<NcclCollectives>> Create(const std::string& unique_id, int rank,
-                                                           int size, int device,
-                                                           std::chrono::milliseconds timeout);
+  // `timeout`: for joining the group and for each operation; `abort` (may be null): while set,
+  // every wait gives up at once and the communicator is aborted (the job was ended).
+  static StatusOr<std::unique_ptr<NcclCollectives>> Create(
+      const std::string& unique_id, int rank, int size, int device,
+      std::chrono::milliseconds timeout, const std::atomic<bool>* abort = nullptr);
   ~NcclCollectives() override;
 
   int size() const override { return size_; }
@@ -38,8 +40,6 @@ class NcclCollectives : public Collectives {
   Status StartAllReduce(void* buf, int64_t count, DType dtype) override;
   Status WaitStarted() override;
   bool overlaps_compute() const override { return true; }
-  // While set, a wait gives up at once: the communicator is aborted (the job was ended).
-  void set_abort_flag(const std::atomic<bool>* flag) { abort_ = flag; }
 
  private:
   struct Impl;
@@ -47,8 +47,6 @@ class NcclCollectives : public Collectives {
   Status Finish(const char* what);
   Status AfterCompute();
   int rank_ = 0, size_ = 1;
-  std::chrono::milliseconds timeout_{0};
-  const std::atomic<bool>* abort_ = nullptr;
   std::unique_ptr<Impl> impl_;
 };
 
@@ -61,21 +59,19 @@ class NcclPeerLink {
  public:
   static StatusOr<std::unique_ptr<NcclPeerLink>> Create(const std::string& unique_id, bool sender,
                                                         int device,
-                                                        std::chrono::milliseconds timeout);
+                                                        std::chrono::milliseconds timeout,
+                                                        const std::atomic<bool>* abort = nullptr);
   ~NcclPeerLink();
   // A ticket per send: SendDone(ticket) is true once the buffer may be reused.
   StatusOr<int64_t> Send(const void* buf, int64_t bytes);
   bool SendDone(int64_t ticket);
   Status WaitSends();  // every queued send complete (deadline), or the link aborted
   Status Recv(void* buf, int64_t bytes);
-  void set_abort_flag(const std::atomic<bool>* flag) { abort_ = flag; }
 
  private:
   struct Impl;
   NcclPeerLink() = default;
   bool sender_ = false;
-  std::chrono::milliseconds timeout_{0};
-  const std::atomic<bool>* abort_ = nullptr;
   std::unique_ptr<Impl> impl_;
 };
 

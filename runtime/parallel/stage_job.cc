@@ -414,9 +414,9 @@ void StageJob::UseNccl() {
   auto group = [&](const std::vector<int>& ranks, uint32_t channel) {
     const std::string id = NcclIdFor(ranks, channel);
     const int me = static_cast<int>(std::find(ranks.begin(), ranks.end(), a_.rank) - ranks.begin());
-    auto c = comm::NcclCollectives::Create(id, me, static_cast<int>(ranks.size()), gpu, timeout);
+    auto c = comm::NcclCollectives::Create(id, me, static_cast<int>(ranks.size()), gpu, timeout,
+                                           &aborted_);
     c.status().ThrowIfError();
-    c.value()->set_abort_flag(&aborted_);
     return std::unique_ptr<comm::Collectives>(std::move(c.value()));
   };
   if (a_.dp_group.size() > 1) {
@@ -430,9 +430,9 @@ void StageJob::UseNccl() {
   if (a_.prev_rank < 0 && a_.next_rank < 0) return;
   // Activations on channel 20's link, gradients on 21's; the earlier stage makes both ids.
   auto link = [&](int lower, int upper, uint32_t channel, bool sender) {
-    auto l = comm::NcclPeerLink::Create(NcclIdFor({lower, upper}, channel), sender, gpu, timeout);
+    auto l = comm::NcclPeerLink::Create(NcclIdFor({lower, upper}, channel), sender, gpu, timeout,
+                                        &aborted_);
     l.status().ThrowIfError();
-    l.value()->set_abort_flag(&aborted_);
     return std::move(l.value());
   };
   NcclPipeLinks::Links l;
