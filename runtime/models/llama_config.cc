@@ -68,6 +68,21 @@ StatusOr<LlamaConfig> LlamaConfig::FromJson(std::string_view text, const std::st
   if (s.ok()) s = Field(j, "num_key_value_heads", &c.num_key_value_heads, source, false);
   if (s.ok()) s = Field(j, "rms_norm_eps", &c.rms_norm_eps, source, false);
   if (s.ok()) s = Field(j, "rope_theta", &c.rope_theta, source, false);
+  // transformers 5 writes the rotary settings as "rope_parameters": {"rope_type", "rope_theta"}.
+  if (s.ok() && j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
+    const json& rp = j["rope_parameters"];
+    std::string type = "default";
+    if (!rp.is_object()) {
+      s = Bad(source, "'rope_parameters' must be an object");
+    } else {
+      s = Field(rp, "rope_type", &type, source, false);
+      if (s.ok() && type != "default") {
+        s = Bad(source, "rope_parameters.rope_type '" + type +
+                            "' is not supported (only 'default': rope scaling is not supported)");
+      }
+      if (s.ok()) s = Field(rp, "rope_theta", &c.rope_theta, source, false);
+    }
+  }
   if (s.ok()) s = Field(j, "tie_word_embeddings", &c.tie_word_embeddings, source, false);
   if (s.ok()) s = Field(j, "initializer_range", &c.initializer_range, source, false);
   if (s.ok()) s = Field(j, "max_position_embeddings", &c.max_position_embeddings, source, false);
@@ -75,6 +90,9 @@ StatusOr<LlamaConfig> LlamaConfig::FromJson(std::string_view text, const std::st
   if (s.ok()) s = Field(j, "eos_token_id", &c.eos_token_id, source, false);
   if (s.ok()) s = Field(j, "pad_token_id", &c.pad_token_id, source, false);
   if (s.ok()) s = Field(j, "torch_dtype", &c.torch_dtype, source, false);
+  if (s.ok() && !j.contains("torch_dtype")) {  // transformers 5's name for it
+    s = Field(j, "dtype", &c.torch_dtype, source, false);
+  }
   if (s.ok() && c.torch_dtype != "float32" && c.torch_dtype != "bfloat16" &&
       c.torch_dtype != "float16") {
     s = Bad(source, "torch_dtype '" + c.torch_dtype + "' is not float32, bfloat16 or float16");

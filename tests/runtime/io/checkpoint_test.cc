@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/io/safetensors.h"
@@ -179,6 +180,27 @@ TEST(Checkpoint, BadDirectoriesNameTheFileAndProblem) {
   std::ofstream(dir / "c1/config.json") << R"({"vocab_size": 64, "hidden_size": "big"})";
   EXPECT_ERROR_MENTIONS(models::LlamaForCausalLM::from_pretrained(dir / "c1"), "'hidden_size'",
                         "integer");
+  // transformers 5's config.json: rotary settings in rope_parameters, the dtype as "dtype".
+  {
+    auto j = nlohmann::json::parse(moreh::testing::TinyLlamaConfig().ToJson());
+    j.erase("rope_theta");
+    j.erase("rope_scaling");
+    j.erase("torch_dtype");
+    j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 500000.0}};
+    j["dtype"] = "bfloat16";
+    auto c = models::LlamaConfig::FromJson(j.dump(), "v5/config.json");
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    EXPECT_EQ(c->rope_theta, 500000.0);
+    EXPECT_EQ(c->checkpoint_dtype(), DType::kBF16);
+    j["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 500000.0}, {"factor", 8.0}};
+    auto scaled = models::LlamaConfig::FromJson(j.dump(), "v5/config.json");
+    ASSERT_FALSE(scaled.ok());
+    EXPECT_NE(scaled.status().message().find("rope_type 'llama3' is not supported"),
+              std::string::npos)
+        << scaled.status().message();
+    j["rope_parameters"] = 3;
+    EXPECT_FALSE(models::LlamaConfig::FromJson(j.dump(), "v5/config.json").ok());
+  }
   // A config that disagrees with the weights.
   models::LlamaConfig other = moreh::testing::TinyLlamaConfig();
   other.hidden_size = 64;
