@@ -310,6 +310,9 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
 }
 
 void StageRunner::Update(comm::Collectives* dp, double lr) {
+  MOREH_CHECK(!reduced_ || dp == dp_,
+              "update: the gradients were reduced over the stage's data-parallel group during the "
+              "backward; the update must use that group");
   const auto t0 = clk::now();
   ++step_;
   const kernels::cpu::AdamWParams hp{static_cast<float>(lr),
@@ -318,9 +321,6 @@ void StageRunner::Update(comm::Collectives* dp, double lr) {
                                      static_cast<float>(adamw_.eps),
                                      static_cast<float>(adamw_.weight_decay),
                                      step_};
-  MOREH_CHECK(!reduced_ || dp == dp_,
-              "update: the gradients were reduced over the stage's data-parallel group during the "
-              "backward; the update must use that group");
   float* P = flat_params_.data<float>();
   float* G = flat_grads_.data<float>();
   auto check = [](Status s, const char* what) {
