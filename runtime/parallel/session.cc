@@ -132,6 +132,8 @@ planner::ClusterSpec Session::cluster() const {
   if (c.num_devices % c.devices_per_node != 0) c.devices_per_node = 1;
   c.device.name = devs.empty() ? "cpu" : (devs[0].name.empty() ? devs[0].kind : devs[0].name);
   c.device.widens_16bit = devs.empty() || devs[0].kind == "cpu";
+  // GPU stages reduce over NCCL, which overlaps the gradient reduction with the backward.
+  c.overlapped_dp_reduction = !c.device.widens_16bit;
   // The workers' start-up profile is what they achieved on a GEMM: efficiency 1 against it.
   c.device.peak_flops = flops > 0 ? flops : 100e9;
   c.device.gemm_efficiency = 1.0;

@@ -76,6 +76,9 @@ StatusOr<ClusterSpec> ClusterSpec::FromJson(std::string_view text, const std::st
   if (s.ok()) s = Read(j, "inter_node_bandwidth", &c.inter_node_bandwidth, source, false);
   if (s.ok()) s = Read(j, "inter_node_latency", &c.inter_node_latency, source, false);
   if (s.ok()) s = Read(j, "node_concurrency", &c.node_concurrency, source, false);
+  if (s.ok()) {
+    s = Read(j, "overlapped_dp_reduction", &c.overlapped_dp_reduction, source, false);
+  }
   if (!s.ok()) return s;
   const auto d = j.find("device");
   if (d == j.end() || !d->is_object()) return Bad(source, "missing object 'device'");
@@ -113,6 +116,7 @@ std::string ClusterSpec::ToJson() const {
                   {"inter_node_bandwidth", inter_node_bandwidth},
                   {"inter_node_latency", inter_node_latency},
                   {"node_concurrency", node_concurrency},
+                  {"overlapped_dp_reduction", overlapped_dp_reduction},
                   {"device",
                    {{"name", device.name},
                     {"memory_bytes", device.memory_bytes},

@@ -35,6 +35,9 @@ struct ClusterSpec {
   double intra_node_latency = 0;    // s
   double inter_node_bandwidth = 0;  // bytes/s per device (e.g. InfiniBand)
   double inter_node_latency = 0;    // s
+  // Whether the runtime overlaps the data-parallel gradient reduction with the backward (GPUs:
+  // NCCL runs it on its own stream; the CPU devices' ring runs on the computing thread).
+  bool overlapped_dp_reduction = false;
   // How many devices of one node compute at full speed at once; more active devices share the
   // node's compute equally (CPU devices on one host share its cores: host cores / threads per
   // device). 0: every device computes on its own (GPUs).

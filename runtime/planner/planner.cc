@@ -22,6 +22,8 @@
 
 namespace moreh::planner {
 namespace {
+// The runtime's data-parallel gradient buckets (parallel/stage_runner.cc, MOREH_GRAD_BUCKET_MB).
+constexpr double kGradBucketBytes = 25.0 * 1024 * 1024;
 
 // How much slower (by the model) a simpler candidate may be and still be chosen: the time model's
 // typical error between close candidates (docs/benchmarks.md, ap_planner).
@@ -363,10 +365,18 @@ static Candidate Evaluate(const TrainJob& job, const ClusterSpec& cl, const Plan
       sc.fwd_wait += gather;
       sc.bwd_wait += 2 * gather;
     } else {
-      // Gradient reduction over DP (reduce-scatter + all-gather when sharded: the same volume);
-      // modelled without overlap with the backward, which makes it an upper bound.
-      // The gradients are reduced in f32 (mixed precision accumulates them in f32).
-      dp_max = std::max(dp_max, RingAllReduce(params * 4, c.dp, dp_bw, dp_lat));
+      // Gradient reduction over DP (reduce-scatter + all-gather when sharded: the same volume),
+      // in f32 (mixed precision accumulates the gradients in f32). Where the runtime overlaps it
+      // with the backward (NCCL: buckets reduced during the last micro-batch's backward, not with
+      // the sharded optimizer), only what outlasts that backward is on the step's path, and at
+      // least the last bucket, which starts as the backward ends.
+      const double reduce = RingAllReduce(params * 4, c.dp, dp_bw, dp_lat);
+      double exposed = reduce;
+      if (cl.overlapped_dp_reduction && !c.distribute_param && c.dp > 1) {
+        const double last_bucket = std::min(1.0, kGradBucketBytes / (params * 4));
+        exposed = std::max(reduce - sc.bwd, reduce * last_bucket);
+      }
+      dp_max = std::max(dp_max, exposed);
     }
     const double opt_params = c.distribute_param ? params / c.dp : params;
     opt_max = std::max(opt_max, opt_params * (mixed ? 30.0 : 24.0) / dev.memory_bandwidth);

@@ -24,6 +24,8 @@ ClusterSpec A100Cluster(int gpus) {
       ClusterSpec::FromFile(std::string(MOREH_SOURCE_DIR) + "/examples/clusters/dgx-a100.json")
           .value();
   c.num_devices = gpus;
+  // Megatron-LM as published (2021) reduced the gradients after the backward.
+  c.overlapped_dp_reduction = false;
   return c;
 }
 

@@ -200,6 +200,41 @@ TEST(PlannerMemory, PredictsTheCpuRuntimesPeak) {
   }
 }
 
+// On GPUs the runtime reduces the data-parallel gradients in buckets during the backward (NCCL on
+// its own stream): the model counts only what outlasts the backward, and never less than the last
+// bucket; with the sharded optimizer (reduce-scatter in the optimizer step) nothing is hidden.
+TEST(Planner, OverlappedReductionHidesBehindTheBackward) {
+  TrainJob job;
+  job.model = Llama2("13b");
+  job.global_batch = 64;
+  job.seq_len = 2048;
+  ClusterSpec cl = ClusterSpec::FromFile(kSource + "/examples/clusters/dgx-h100.json").value();
+  ASSERT_TRUE(cl.overlapped_dp_reduction);
+  PlannerOptions o;
+  o.log = false;
+  Candidate c;
+  c.num_stages = 2;
+  c.tp = 2;
+  c.dp = 2;
+  c.num_micro_batches = 8;
+  c.batch_per_device = 4;
+  c.recompute = kRecomputeFull;
+  const Candidate overlapped = EvaluateCandidate(job, cl, o, c);
+  cl.overlapped_dp_reduction = false;
+  const Candidate serial = EvaluateCandidate(job, cl, o, c);
+  ASSERT_TRUE(overlapped.feasible && serial.feasible) << overlapped.reason << serial.reason;
+  EXPECT_GT(serial.dp_time, 0.0);
+  EXPECT_LT(overlapped.dp_time, serial.dp_time);
+  EXPECT_GT(overlapped.dp_time, 0.0);  // the last bucket is always exposed
+  EXPECT_EQ(overlapped.pipeline_time, serial.pipeline_time);
+  EXPECT_LT(overlapped.step_time, serial.step_time);
+  c.distribute_param = true;
+  cl.overlapped_dp_reduction = true;
+  const Candidate zero1 = EvaluateCandidate(job, cl, o, c);
+  cl.overlapped_dp_reduction = false;
+  EXPECT_EQ(zero1.dp_time, EvaluateCandidate(job, cl, o, c).dp_time);
+}
+
 TEST(Planner, SearchIsFast) {
   PlannerOptions o;
   o.log = false;
