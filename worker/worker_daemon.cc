@@ -21,6 +21,7 @@
 #ifdef MOREH_WITH_CUDA
 #include "kernels/cuda/device_allocator.h"
 #include "kernels/cuda/device_info.h"
+#include "runtime/comm/nccl_collectives.h"
 #endif
 #include "runtime/comm/ucx_transport.h"
 #include "runtime/core/error.h"
@@ -628,6 +629,21 @@ StatusOr<std::unique_ptr<WorkerDaemon>> WorkerDaemon::Create(WorkerConfig config
     spdlog::info("moreh-worker: {}: bf16 GEMM {:.0f} TFLOP/s, memory {:.0f} GB/s",
                  kernels::cuda::DeviceName(0), gpu.gemm_flops_bf16 / 1e12,
                  gpu.memory_bandwidth / 1e9);
+    // The stages on this node's GPUs talk over NCCL (NVLink or PCIe), not the host's UCX links
+    // measured above: their all-reduce bus bandwidth is the links' bandwidth for the planner.
+    if (impl->config.devices.count >= 2) {
+      auto bus = comm::MeasureNcclBusBandwidth(impl->config.devices.count);
+      if (bus.ok()) {
+        impl->profile["link_bandwidth"] = bus.value();
+        spdlog::info("moreh-worker: NCCL all-reduce over {} GPUs: {:.0f} GB/s bus bandwidth",
+                     impl->config.devices.count, bus.value() / 1e9);
+      } else {
+        spdlog::warn(
+            "moreh-worker: measuring NCCL between the GPUs failed ({}); the planner gets "
+            "the host links' bandwidth",
+            bus.status().message());
+      }
+    }
   }
 #endif
   for (int d = 0; d < impl->config.devices.count; ++d) {

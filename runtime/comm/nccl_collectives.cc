@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 #include <nccl.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -172,6 +174,59 @@ StatusOr<std::string> NcclUniqueId() {
   ncclUniqueId id;
   MOREH_NCCL_STATUS(ncclGetUniqueId(&id));
   return std::string(id.internal, sizeof(id.internal));
+}
+
+StatusOr<double> MeasureNcclBusBandwidth(int devices) {
+  if (devices < 2) return Status::InvalidArgument("a bus bandwidth needs two GPUs or more");
+  const size_t count = 64ull << 20;  // f32 elements: 256 MiB
+  std::vector<ncclComm_t> comms(devices, nullptr);
+  std::vector<float*> bufs(devices, nullptr);
+  std::vector<cudaStream_t> streams(devices, nullptr);
+  auto release = [&] {
+    for (int d = 0; d < devices; ++d) {
+      cudaSetDevice(d);
+      if (comms[d]) ncclCommDestroy(comms[d]);
+      if (bufs[d]) cudaFree(bufs[d]);
+      if (streams[d]) cudaStreamDestroy(streams[d]);
+    }
+    cudaGetLastError();
+  };
+  auto measure = [&]() -> StatusOr<double> {
+    MOREH_NCCL_STATUS(ncclCommInitAll(comms.data(), devices, nullptr));
+    for (int d = 0; d < devices; ++d) {
+      MOREH_CUDA_STATUS(cudaSetDevice(d));
+      MOREH_CUDA_STATUS(cudaMalloc(&bufs[d], count * sizeof(float)));
+      MOREH_CUDA_STATUS(cudaMemset(bufs[d], 0, count * sizeof(float)));
+      MOREH_CUDA_STATUS(cudaStreamCreateWithFlags(&streams[d], cudaStreamNonBlocking));
+    }
+    double best = 1e30;
+    for (int round = 0; round < 6; ++round) {
+      for (int d = 0; d < devices; ++d) {
+        MOREH_CUDA_STATUS(cudaSetDevice(d));
+        MOREH_CUDA_STATUS(cudaDeviceSynchronize());
+      }
+      const auto t0 = std::chrono::steady_clock::now();
+      MOREH_NCCL_STATUS(ncclGroupStart());
+      for (int d = 0; d < devices; ++d) {
+        MOREH_NCCL_STATUS(
+            ncclAllReduce(bufs[d], bufs[d], count, ncclFloat, ncclSum, comms[d], streams[d]));
+      }
+      MOREH_NCCL_STATUS(ncclGroupEnd());
+      for (int d = 0; d < devices; ++d) {
+        MOREH_CUDA_STATUS(cudaSetDevice(d));
+        MOREH_CUDA_STATUS(cudaStreamSynchronize(streams[d]));
+      }
+      const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (round > 0) best = std::min(best, t);  // the first warms up
+    }
+    return 2.0 * (devices - 1) / devices * static_cast<double>(count * sizeof(float)) / best;
+  };
+  int previous = 0;
+  cudaGetDevice(&previous);
+  StatusOr<double> r = measure();
+  release();
+  cudaSetDevice(previous);
+  return r;
 }
 
 StatusOr<std::unique_ptr<NcclCollectives>> NcclCollectives::Create(

@@ -18,6 +18,12 @@ namespace moreh::comm {
 inline constexpr size_t kNcclUniqueIdBytes = 128;  // NCCL_UNIQUE_ID_BYTES
 StatusOr<std::string> NcclUniqueId();
 
+// The bus bandwidth (nccl-tests' definition: 2 (n - 1) / n x bytes / time) of a 256 MiB f32
+// all-reduce over GPUs 0..devices-1 of this process, the best of 5 after a warm-up: what a worker
+// with several GPUs reports as the bandwidth of its links (NVLink, PCIe), since its stages talk
+// over NCCL. Needs devices >= 2; takes about a second (communicator set-up included).
+StatusOr<double> MeasureNcclBusBandwidth(int devices);
+
 class NcclCollectives : public Collectives {
  public:
   // `device`: the CUDA device of this rank.

@@ -111,5 +111,18 @@ TEST(NcclPeerLink, SendsReachTheOtherGpuInOrder) {
   }
 }
 
+// What a worker with several GPUs reports as its links' bandwidth.
+TEST(NcclBusBandwidth, OfSeveralGpus) {
+  EXPECT_FALSE(MeasureNcclBusBandwidth(1).ok());  // one GPU has no links
+  int gpus = 0;
+  if (cudaGetDeviceCount(&gpus) != cudaSuccess || gpus < 2) {
+    GTEST_SKIP() << "needs two CUDA devices; found " << gpus;
+  }
+  auto bw = MeasureNcclBusBandwidth(gpus);
+  ASSERT_TRUE(bw.ok()) << bw.status().ToString();
+  std::printf("NCCL all-reduce bus bandwidth over %d GPUs: %.1f GB/s\n", gpus, bw.value() / 1e9);
+  EXPECT_GT(bw.value(), 1e9);  // slower than 1 GB/s between GPUs of one node is not a link
+}
+
 }  // namespace
 }  // namespace moreh::comm
