@@ -42,6 +42,7 @@ const OpDef kAdamWDef = {
                               g.data<float>(), g.numel(), p);
     }},
     .inplace = {{0, 0}, {1, 2}, {2, 3}},
+    .host_inputs = {4},  // [lr, step]
 };
 
 }  // namespace moreh::ops

@@ -72,7 +72,10 @@ struct OpDef {
   // View ops: the output is a view of input 0 (no copy, no kernel).
   std::function<Tensor(const Tensor& in, const Attrs& attrs, const ValueInfo& out)> view;
   std::vector<std::pair<int, int>> inplace;  // (output, input)
-  // Inputs that a kernel may read in place although not contiguous (none today).
+  // Inputs every backend's kernel reads on the host (a few scalars, e.g. AdamW's learning rate and
+  // step): where they are in host memory the executor leaves them there rather than moving them to
+  // the device, so a GPU step does not wait for a copy up and back per op.
+  std::vector<int> host_inputs;
 };
 
 // One definition per op, k<Name>Def in ops/<family>.cc (declared here so they link externally).

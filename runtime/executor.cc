@@ -123,11 +123,16 @@ std::vector<Tensor> Executor::RunNodes(const CompiledGraph& cg, std::vector<Tens
     const ops::OpDef& def = ops::GetOpDef(n.op);
     const auto t0 = std::chrono::steady_clock::now();
     in_tensors.clear();
-    for (int v : n.inputs) {
+    for (size_t k = 0; k < n.inputs.size(); ++k) {
+      const int v = n.inputs[k];
       MOREH_CHECK(slots[v].defined(), "{} (node {}): input value {} was freed or never computed",
                   OpName(n.op), ni, v);
-      // A graph input held in the other kind of memory moves once, to this executor's device.
-      if (slots[v].on_host() != (backend_ == ops::Backend::kCpu)) {
+      // A graph input held in the other kind of memory moves once, to this executor's device
+      // (not one the kernel reads on the host anyway).
+      const bool host_read =
+          std::count(def.host_inputs.begin(), def.host_inputs.end(), static_cast<int>(k)) > 0;
+      if (slots[v].on_host() != (backend_ == ops::Backend::kCpu) &&
+          !(host_read && slots[v].on_host())) {
         slots[v] = slots[v].CopyTo(alloc_);
       }
       in_tensors.push_back(slots[v]);
@@ -160,13 +165,8 @@ std::vector<Tensor> Executor::RunNodes(const CompiledGraph& cg, std::vector<Tens
         if (t.defined() && !t.is_contiguous()) t = t.Contiguous();
       }
       const auto& kernel = ops::KernelFor(n.op, backend_);
-      MOREH_CHECK(kernel != nullptr, "{}: no {} kernel{}", OpName(n.op),
-                  backend_ == ops::Backend::kCpu ? "CPU" : "CUDA",
-                  backend_ == ops::Backend::kCuda &&
-                          (n.op == OpKind::kTpReduce || n.op == OpKind::kDpGather ||
-                           n.op == OpKind::kDpReduceScatter)
-                      ? " (tensor and data parallelism on GPUs needs the NCCL path, not built yet)"
-                      : "");
+      MOREH_CHECK(kernel != nullptr, "{}: no {} kernel", OpName(n.op),
+                  backend_ == ops::Backend::kCpu ? "CPU" : "CUDA");
       kernel(in_tensors, out_tensors, n.attrs);
     }
     in_tensors.clear();
