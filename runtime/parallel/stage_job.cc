@@ -513,6 +513,7 @@ json StageJob::Save(const json& m) {
   // With sharded parameters every replica takes part in the gathers; otherwise the first replica's
   // tensor-parallel ranks do. The first rank writes.
   const json nothing = {{"file", ""}, {"tensors", json::array()}, {"bytes", 0}};
+  runner_->GatherMasters();  // every replica, where the master weights are sharded
   if (a_.dp_rank != 0 && shards == 1) return nothing;
   const std::string file = io::ShardFileName(a_.stage, a_.num_stages);
   std::vector<std::pair<std::string, runtime::Tensor>> tensors;

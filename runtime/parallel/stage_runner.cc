@@ -111,7 +111,9 @@ StageRunner::StageRunner(StageProgram program, runtime::Allocator* alloc, optim:
   const int64_t unit = 16 * dp_size_;
   padded_ = (num_params_ + unit - 1) / unit * unit;
   shard_ = distribute_ ? padded_ / dp_size_ : padded_;
-  flat_params_ = runtime::Tensor::Zeros({padded_}, DType::kF32, alloc_);
+  sharded_master_ = mixed() && distribute_;
+  shapes_ = shapes;
+  flat_params_ = runtime::Tensor::Zeros({sharded_master_ ? shard_ : padded_}, DType::kF32, alloc_);
   flat_grads_ = runtime::Tensor::Zeros({padded_}, DType::kF32, alloc_);
   m_ = runtime::Tensor::Zeros({shard_}, DType::kF32, alloc_);
   v_ = runtime::Tensor::Zeros({shard_}, DType::kF32, alloc_);
@@ -119,7 +121,9 @@ StageRunner::StageRunner(StageProgram program, runtime::Allocator* alloc, optim:
     flat_compute_ = runtime::Tensor::Zeros({padded_}, program_.spec.compute_dtype, alloc_);
   for (size_t i = 0; i < program_.param_values.size(); ++i) {
     const Shape& shape = shapes[i];
-    params_.push_back(flat_params_.Slice(0, offsets_[i], offsets_[i + 1]).View(shape));
+    if (!sharded_master_) {
+      params_.push_back(flat_params_.Slice(0, offsets_[i], offsets_[i + 1]).View(shape));
+    }
     grads_.push_back(flat_grads_.Slice(0, offsets_[i], offsets_[i + 1]).View(shape));
     compute_params_.push_back(
         mixed() ? flat_compute_.Slice(0, offsets_[i], offsets_[i + 1]).View(shape) : params_[i]);
@@ -163,13 +167,47 @@ void StageRunner::WaitForReduction() {
 
 runtime::Tensor StageRunner::parameter(size_t i) const {
   compute_stale_ = true;
-  return params_.at(i);
+  if (!sharded_master_) return params_.at(i);
+  MOREH_CHECK(i < shapes_.size(), "parameter {} of {}", i, shapes_.size());
+  if (!host_master_.defined()) {
+    MOREH_CHECK(step_ == 0,
+                "parameter '{}': the master weights are sharded over the data-parallel group; "
+                "GatherMasters() (on every replica) first",
+                program_.params[i]);
+    host_master_ = runtime::Tensor::Zeros({padded_}, DType::kF32);  // loading
+  }
+  return host_master_.Slice(0, offsets_[i], offsets_[i + 1]).View(shapes_[i]);
+}
+
+void StageRunner::GatherMasters() {
+  if (!sharded_master_) return;
+  MOREH_CHECK(dp_ != nullptr && dp_->size() == dp_size_,
+              "gathering the master weights: no data-parallel group of {}", dp_size_);
+  MOREH_CHECK(!grads_dirty_, "gathering the master weights between a step and its update");
+  if (host_master_.defined()) ApplyHostMasters();  // written since: those are the masters
+  // Through the gradient buffer (all zeros between an update and the next step, and as large).
+  Status s =
+      dp_->AllGather(flat_params_.data<float>(), flat_grads_.data<float>(), shard_, DType::kF32);
+  if (!s.ok()) throw Error("gathering the master weights: " + s.message());
+  host_master_ = flat_grads_.CopyTo(nullptr);
+  flat_grads_.Fill(0.0);
+}
+
+void StageRunner::ApplyHostMasters() {
+  const int64_t at = dp_rank_ * shard_;
+  flat_params_.CopyFrom(host_master_.Slice(0, at, at + shard_));
+  flat_compute_.CopyFrom(host_master_.To(program_.spec.compute_dtype));
+  host_master_ = runtime::Tensor();
 }
 
 runtime::Tensor StageRunner::compute_parameter(size_t i) const { return compute_params_.at(i); }
 
 void StageRunner::RefreshComputeWeights() {
-  if (mixed()) flat_compute_.CopyFrom(flat_params_);  // rounds to the nearest, as torch's .to()
+  if (sharded_master_) {
+    if (host_master_.defined()) ApplyHostMasters();  // else the update made the copy
+  } else if (mixed()) {
+    flat_compute_.CopyFrom(flat_params_);  // rounds to the nearest, as torch's .to()
+  }
   compute_stale_ = false;
 }
 
@@ -293,6 +331,7 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
             if (k < first_grad) return false;
             const int param = grad_param_[k - first_grad];
             runtime::AddInto(grads_[param], t);
+            grads_dirty_ = true;
             if (reduce) GradientAdded(param);
             return true;
           });
@@ -313,6 +352,11 @@ void StageRunner::Update(comm::Collectives* dp, double lr) {
   MOREH_CHECK(!reduced_ || dp == dp_,
               "update: the gradients were reduced over the stage's data-parallel group during the "
               "backward; the update must use that group");
+  MOREH_CHECK(!sharded_master_ || (dp != nullptr && dp->size() == dp_size_),
+              "update: the master weights are sharded over a data-parallel group of {}; the update "
+              "needs that group",
+              dp_size_);
+  if (host_master_.defined()) ApplyHostMasters();  // written since the last step
   const auto t0 = clk::now();
   ++step_;
   const kernels::cpu::AdamWParams hp{static_cast<float>(lr),
@@ -331,12 +375,22 @@ void StageRunner::Update(comm::Collectives* dp, double lr) {
     runtime::Tensor g_shard = runtime::Tensor::Empty({shard_}, DType::kF32, alloc_);
     check(dp->ReduceScatter(G, g_shard.data<float>(), shard_, DType::kF32, comm::ReduceOp::kSum),
           "reduce-scatter");
-    float* p_shard = P + dp_rank_ * shard_;
+    float* p_shard = sharded_master_ ? P : P + dp_rank_ * shard_;
     runtime::AdamWStepOn(flat_params_, p_shard, m_.data<float>(), v_.data<float>(),
                          g_shard.data<float>(), shard_, hp);
     g_shard = runtime::Tensor();
-    // In place: this replica's block of P is already where the gather puts it.
-    check(dp->AllGather(p_shard, P, shard_, DType::kF32), "all-gather");
+    if (sharded_master_) {
+      // The updated shard, rounded, into its block of the compute copy; then every block to
+      // every replica (half the bytes of gathering f32 masters).
+      runtime::Tensor mine = flat_compute_.Slice(0, dp_rank_ * shard_, (dp_rank_ + 1) * shard_);
+      mine.CopyFrom(flat_params_);
+      check(dp->AllGather(mine.raw_data(), flat_compute_.raw_data(), shard_,
+                          program_.spec.compute_dtype),
+            "all-gather");
+    } else {
+      // In place: this replica's block of P is already where the gather puts it.
+      check(dp->AllGather(p_shard, P, shard_, DType::kF32), "all-gather");
+    }
   } else if (reduced_) {
     const auto w0 = clk::now();
     WaitForReduction();  // started during the backward
@@ -361,6 +415,7 @@ void StageRunner::ZeroGrad() {
     reduced_ = false;
   }
   flat_grads_.Fill(0.0);
+  grads_dirty_ = false;
 }
 
 }  // namespace moreh::parallel

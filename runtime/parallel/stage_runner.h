@@ -12,11 +12,13 @@
 // distribute_param) and applies AdamW exactly as torch.optim.AdamW. Not thread-safe.
 //
 // Mixed precision (spec.compute_dtype bf16 or f16): the flat f32 buffer holds the master weights
-// and a second flat buffer their rounded copy in the compute dtype, which is what the programs
-// read; activations, activation gradients and weight gradients are computed in the compute dtype,
-// and each weight gradient is added into the f32 gradient buffer (accumulation over micro-batches,
-// the data-parallel reduction, AdamW and its moments stay f32, as Megatron-LM's main_grad). The
-// copy is refreshed after each update and before the first step after a parameter was written.
+// (with distribute_param only this replica's shard of them, as Megatron-LM's distributed
+// optimizer: the update rounds its shard into the compute copy and all-gathers that) and a second
+// flat buffer their rounded copy in the compute dtype, which is what the programs read;
+// activations, activation gradients and weight gradients are computed in the compute dtype, and
+// each weight gradient is added into the f32 gradient buffer (accumulation over micro-batches, the
+// data-parallel reduction, AdamW and its moments stay f32, as Megatron-LM's main_grad). The copy is
+// refreshed after each update and before the first step after a parameter was written.
 //
 // Data-parallel gradient reduction overlaps the backward (as PyTorch DDP's buckets): the flat
 // gradient buffer is cut into buckets of consecutive parameters (MOREH_GRAD_BUCKET_MB, 25 by
@@ -105,8 +107,13 @@ class StageRunner {
   const std::vector<std::string>& param_names() const { return program_.params; }
   int64_t num_params() const { return num_params_; }
   // The i-th parameter (a view of the flat f32 buffer: the master weights). Write into it to load
-  // weights.
+  // weights. With the master weights sharded (mixed precision with distribute_param) it is a view
+  // of a full host copy: writable before the first step (loading), and readable after
+  // GatherMasters; the next step or update takes what was written and drops the copy.
   runtime::Tensor parameter(size_t i) const;
+  // Sharded master weights: all-gathers them over the data-parallel group (every replica calls it,
+  // between an update and the next step) into the host copy parameter() reads. Else nothing.
+  void GatherMasters();
   // What the programs read for it: parameter(i) itself in f32, else its copy in the compute dtype
   // (current from the next RunMicroBatches on).
   runtime::Tensor compute_parameter(size_t i) const;
@@ -133,6 +140,9 @@ class StageRunner {
   std::vector<runtime::Tensor> Inputs(const SubProgram& prog,
                                       const std::unordered_map<int, runtime::Tensor>& stash) const;
   bool mixed() const { return program_.spec.compute_dtype != DType::kF32; }
+  // Takes the host copy of the master weights (loaded, or gathered) into the sharded master and
+  // the compute copy, and drops it.
+  void ApplyHostMasters();
   // Rounds the master weights into the compute-dtype copy (mixed precision).
   void RefreshComputeWeights();
   // Overlapped gradient reduction: whether it applies, and the bucket bookkeeping of one backward.
@@ -154,7 +164,11 @@ class StageRunner {
   runtime::Tensor flat_params_, flat_grads_, m_, v_;
   runtime::Tensor flat_compute_;  // mixed precision: the master weights in the compute dtype
   std::vector<runtime::Tensor> params_, grads_, compute_params_;  // views
-  mutable bool compute_stale_ = true;  // parameter() handed out a writable master view
+  mutable bool compute_stale_ = true;    // parameter() handed out a writable master view
+  bool sharded_master_ = false;          // mixed precision with distribute_param
+  mutable runtime::Tensor host_master_;  // sharded masters: the full f32 copy for load and save
+  std::vector<Shape> shapes_;            // per parameter
+  bool grads_dirty_ = false;             // gradients added since the last ZeroGrad
   struct Bucket {
     int64_t begin = 0, end = 0;  // elements of the flat gradient buffer
     int grads = 0;               // parameters with a gradient in it

@@ -227,19 +227,21 @@ def main():
 
         # 2c. Mixed precision through the daemons (what GPU workers run by default, here forced on
         # the CPU devices): bf16 weight copies, activations on the links and gradients, f32 master
-        # weights and AdamW; it trains as the f32 one-device run within bf16 accuracy and saves
-        # the f32 master weights.
+        # weights (sharded over the replicas: distribute_param) and AdamW; it trains as the f32
+        # one-device run within bf16 accuracy and saves the f32 master weights, gathered.
         out_mp = os.path.join(tmp, "mixed")
         r = subprocess.run(
             train + ["--max-steps", "10", "--save-model-dir", out_mp],
             env=dict(env, MOREH_ENABLE_ADVANCED_PARALLELIZATION="1", MOREH_COMPUTE_DTYPE="bf16",
-                     MOREH_ADVANCED_PARALLELIZATION_CONFIG='{"num_stages": 2, "tp": 2, '
-                                                          '"num_micro_batches": 2}'),
+                     MOREH_ADVANCED_PARALLELIZATION_CONFIG='{"num_stages": 2, '
+                                                          '"num_micro_batches": 2, '
+                                                          '"distribute_param": true}'),
             capture_output=True, text=True, timeout=600)
         rlog = r.stdout + r.stderr
         l_mp = losses(rlog)
         worst = max((abs(x - y) / abs(y) for x, y in zip(l_mp, l_one)), default=1.0)
-        check(f"mixed precision, TP 2 x 2 stages: losses follow the f32 one-device run within "
+        check(f"mixed precision, 2 stages x 2 replicas with the master weights sharded: losses "
+              f"follow the f32 one-device run within "
               f"bf16 accuracy (worst rel. {worst:.2e})",
               r.returncode == 0 and "Mixed precision: bf16" in rlog and len(l_mp) == len(l_one)
               and 0 < worst <= MIXED_LOSS_TOLERANCE, (r.returncode, l_mp, rlog[-1500:]))
