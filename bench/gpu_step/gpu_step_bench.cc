@@ -22,6 +22,7 @@
 #include "runtime/device.h"
 #include "runtime/parallel/stage_graph.h"
 #include "runtime/parallel/stage_runner.h"
+#include "runtime/planner/planner.h"
 
 using moreh::DType;
 using moreh::runtime::Tensor;
@@ -134,13 +135,33 @@ int main(int argc, char** argv) {
                  : 0;
     }
     const double tps = tokens / median;
+    // The planner's memory model for the same one-device configuration on this device.
+    moreh::planner::TrainJob job;
+    job.model = c;
+    job.global_batch = spec.micro_batch;
+    job.seq_len = spec.seq_len;
+    job.compute_dtype = spec.compute_dtype;
+    job.vocab_parallel = false;
+    moreh::planner::ClusterSpec cl;
+    cl.name = "this device";
+    cl.device.name = name;
+    cl.device.memory_bytes = int64_t{1} << 50;
+    cl.device.peak_flops = peak > 0 ? peak : 1e12;
+    cl.device.memory_bandwidth = 1e12;
+    cl.device.widens_16bit = !on_gpu;
+    moreh::planner::PlannerOptions po;
+    po.log = false;
+    moreh::planner::Candidate one;
+    one.batch_per_device = static_cast<int>(spec.micro_batch);
+    const auto judged = moreh::planner::EvaluateCandidate(job, cl, po, one);
+    const double predicted = judged.stage_peak_bytes.empty() ? 0 : judged.stage_peak_bytes[0];
     std::printf(
         "{\"device\": \"%s\", \"params\": %lld, \"tokens_per_step\": %.0f, \"step_ms\": %.1f, "
-        "\"tokens_per_s\": %.0f, \"mfu\": %.4f, \"peak_mem_gib\": %.2f, \"loss_first\": %.4f, "
-        "\"loss_last\": %.4f}\n",
+        "\"tokens_per_s\": %.0f, \"mfu\": %.4f, \"peak_bytes\": %lld, "
+        "\"predicted_peak_bytes\": %.0f, \"loss_first\": %.4f, \"loss_last\": %.4f}\n",
         name.c_str(), static_cast<long long>(num_params), tokens, median * 1e3, tps,
-        peak > 0 ? tps * flops_per_token / peak : 0.0, dev->peak_bytes() / 1073741824.0, first_loss,
-        last_loss);
+        peak > 0 ? tps * flops_per_token / peak : 0.0, static_cast<long long>(dev->peak_bytes()),
+        predicted, first_loss, last_loss);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gpu_step_bench: %s\n", e.what());
     return 1;

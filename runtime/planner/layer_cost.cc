@@ -88,9 +88,20 @@ void Analyse(const Graph& g, size_t num_fwd, const std::set<int>& params, int ch
   // (then reduce-scattered).
   std::set<int> weight_grads;
   for (int v : g.outputs()) weight_grads.insert(base[v]);
-  // The CPU backend's f32 copies of a node's 16-bit operands, alive while the node runs.
+  // What a node holds beside its outputs while it runs: on the CPU backend f32 copies of its
+  // 16-bit operands; on a GPU the cross-entropy kernels' buffers.
   auto widened = [&](const Node& n) -> int64_t {
-    if (!dev.widens_16bit || IsView(n.op)) return 0;
+    if (IsView(n.op)) return 0;
+    if (!dev.widens_16bit) {
+      // The CUDA cross-entropy's own buffers: the row labels (i64) on the device, and forward the
+      // per-row losses (f32) and the f64 sum and count.
+      const int64_t rows = n.op == OpKind::kCrossEntropy ? Numel(g.info(n.inputs[1]).shape)
+                           : n.op == OpKind::kCrossEntropyBackward
+                               ? Numel(g.info(n.inputs[2]).shape)
+                               : 0;
+      if (rows == 0) return 0;
+      return n.op == OpKind::kCrossEntropy ? 12 * rows + 16 : 8 * rows + 4;
+    }
     int64_t bytes = 0;
     for (const auto* list : {&n.inputs, &n.outputs}) {
       for (int v : *list) {

@@ -165,6 +165,12 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
     fixed += 2.0 * static_cast<double>(c.batch_per_device * job.seq_len * job.model.hidden_size *
                                        DTypeSize(job.compute_dtype));
   }
+  if (!cl.device.widens_16bit) {
+    // On a GPU the micro-batch's token ids, mask and labels (i64) are copied into device memory
+    // for the step (the CPU reads them where they are).
+    const double tokens = static_cast<double>(c.batch_per_device * job.seq_len);
+    fixed += 8 * tokens * (1 + (s == 0) + (s == p - 1));
+  }
   m.fixed = fixed + transient;
   if (s == 0) {  // the micro-batch's own activations (and, on a last stage, the head's) are gone
     m.edge_fixed = fixed + embed - (s == p - 1 ? static_cast<double>(k.head.saved_bytes[0]) : 0);
