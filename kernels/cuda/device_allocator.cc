@@ -23,13 +23,23 @@ constexpr int64_t kNcclReserve = 2ll << 30;
 // NCCL's kernels included, and a host stuck in it while a queued send waits for a peer that is
 // itself stuck the same way is a deadlock no deadline can see. cudaFreeAsync returns at once and
 // frees after the compute stream's earlier work (memory NCCL still reads is held by its owner).
+// Where the driver has no memory pools (cudaDevAttrMemoryPoolsSupported = 0), plain cudaMalloc.
 class DeviceMemory final : public runtime::MemorySource {
  public:
-  explicit DeviceMemory(int device) : device_(device) {}
+  explicit DeviceMemory(int device) : device_(device) {
+    int pools = 0;
+    stream_ordered_ =
+        cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device) == cudaSuccess &&
+        pools != 0;
+    cudaGetLastError();
+  }
   void* Allocate(int64_t bytes) override {
     DeviceScope scope(device_);
     void* p = nullptr;
-    if (cudaMallocAsync(&p, static_cast<size_t>(bytes), cudaStreamLegacy) != cudaSuccess) {
+    const cudaError_t e = stream_ordered_
+                              ? cudaMallocAsync(&p, static_cast<size_t>(bytes), cudaStreamLegacy)
+                              : cudaMalloc(&p, static_cast<size_t>(bytes));
+    if (e != cudaSuccess) {
       cudaGetLastError();  // clear it, so that a later launch check does not report it
       return nullptr;
     }
@@ -37,7 +47,12 @@ class DeviceMemory final : public runtime::MemorySource {
   }
   void Free(void* p) override {
     DeviceScope scope(device_);
-    cudaFreeAsync(p, cudaStreamLegacy);  // errors here (a lost device) cannot be reported usefully
+    // Errors here (a lost device) cannot be reported usefully.
+    if (stream_ordered_) {
+      cudaFreeAsync(p, cudaStreamLegacy);
+    } else {
+      cudaFree(p);
+    }
   }
   int64_t MinCachedBytes() const override { return 0; }
   bool host_accessible() const override { return false; }
@@ -72,6 +87,7 @@ class DeviceMemory final : public runtime::MemorySource {
     bool changed = false;
   };
   const int device_;
+  bool stream_ordered_ = false;
 };
 
 }  // namespace
