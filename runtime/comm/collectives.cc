@@ -17,9 +17,9 @@ std::vector<int64_t> Blocks(int64_t count, int n) {
 }
 
 Status CheckDType(DType d) {
-  if (d == DType::kF32 || d == DType::kBF16) return Status::Ok();
+  if (IsFloating(d)) return Status::Ok();  // f32; bf16 and f16 are reduced in f32
   return Status::InvalidArgument(
-      fmt::format("collectives support f32 and bf16, not {}", DTypeName(d)));
+      fmt::format("collectives support f32, bf16 and f16, not {}", DTypeName(d)));
 }
 
 // seq: 14 bits of operation, 1 bit of phase, 8 bits of step, 9 bits of segment.
@@ -114,7 +114,7 @@ Status RingCollectives::AllReduce(const void* in, void* out, int64_t count, DTyp
   if (!s.ok() || count < 0) return s.ok() ? Status::InvalidArgument("negative count") : s;
   const uint32_t op = op_seq_++;
   const int n = size();
-  // f32 runs in `out` itself; bf16 goes through an f32 buffer so partial sums stay f32.
+  // f32 runs in `out` itself; bf16 and f16 go through an f32 buffer so partial sums stay f32.
   std::vector<float> tmp;
   float* work = static_cast<float*>(out);
   if (dt == DType::kF32) {
@@ -144,7 +144,7 @@ Status RingCollectives::ReduceScatter(const void* in, void* out, int64_t count, 
   if (!s.ok()) return s;
   const uint32_t op = op_seq_++;
   const int n = size();
-  if (dt != DType::kF32) {  // bf16: partial sums in an f32 copy of the whole input
+  if (dt != DType::kF32) {  // bf16, f16: partial sums in an f32 copy of the whole input
     std::vector<float> work(static_cast<size_t>(count * n));
     ConvertElements(in, dt, work.data(), DType::kF32, count * n);
     std::vector<int64_t> off(n + 1);

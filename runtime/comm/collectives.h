@@ -1,5 +1,6 @@
 // Collectives behind one interface: all_reduce (sum, avg), reduce_scatter, all_gather, broadcast,
-// barrier on f32 and bf16 buffers (bf16 is accumulated in f32), in place or out of place.
+// barrier on f32, bf16 and f16 buffers (16-bit values are accumulated in f32), in place or out of
+// place.
 // Implementations: RingCollectives (a bandwidth-optimal ring over UcxTransport, chunked and
 // pipelined) here; NCCL with the [cuda] issue. A failing or silent peer makes the call return
 // Unavailable / DeadlineExceeded naming it, within the group's timeout. Not thread-safe.

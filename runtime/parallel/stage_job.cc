@@ -503,6 +503,8 @@ json StageJob::Update(const json& m) {
 }
 
 json StageJob::Save(const json& m) {
+  // First, before any check that could fail on one replica only: every replica takes part.
+  runner_->GatherMasters();  // where the master weights are sharded
   const std::string dir = Str(m, "tmp_dir");
   DType dt;
   MOREH_CHECK(ParseDType(Str(m, "dtype"), &dt) && IsFloating(dt),
@@ -513,7 +515,6 @@ json StageJob::Save(const json& m) {
   // With sharded parameters every replica takes part in the gathers; otherwise the first replica's
   // tensor-parallel ranks do. The first rank writes.
   const json nothing = {{"file", ""}, {"tensors", json::array()}, {"bytes", 0}};
-  runner_->GatherMasters();  // every replica, where the master weights are sharded
   if (a_.dp_rank != 0 && shards == 1) return nothing;
   const std::string file = io::ShardFileName(a_.stage, a_.num_stages);
   std::vector<std::pair<std::string, runtime::Tensor>> tensors;

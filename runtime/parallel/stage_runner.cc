@@ -170,7 +170,7 @@ runtime::Tensor StageRunner::parameter(size_t i) const {
   if (!sharded_master_) return params_.at(i);
   MOREH_CHECK(i < shapes_.size(), "parameter {} of {}", i, shapes_.size());
   if (!host_master_.defined()) {
-    MOREH_CHECK(step_ == 0,
+    MOREH_CHECK(!masters_applied_,
                 "parameter '{}': the master weights are sharded over the data-parallel group; "
                 "GatherMasters() (on every replica) first",
                 program_.params[i]);
@@ -198,6 +198,7 @@ void StageRunner::ApplyHostMasters() {
   flat_params_.CopyFrom(host_master_.Slice(0, at, at + shard_));
   flat_compute_.CopyFrom(host_master_.To(program_.spec.compute_dtype));
   host_master_ = runtime::Tensor();
+  masters_applied_ = true;
 }
 
 runtime::Tensor StageRunner::compute_parameter(size_t i) const { return compute_params_.at(i); }

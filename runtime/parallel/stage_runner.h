@@ -169,6 +169,7 @@ class StageRunner {
   mutable runtime::Tensor host_master_;  // sharded masters: the full f32 copy for load and save
   std::vector<Shape> shapes_;            // per parameter
   bool grads_dirty_ = false;             // gradients added since the last ZeroGrad
+  bool masters_applied_ = false;  // the loaded masters are in the shard: reading needs a gather
   struct Bucket {
     int64_t begin = 0, end = 0;  // elements of the flat gradient buffer
     int grads = 0;               // parameters with a gradient in it

@@ -165,11 +165,11 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
     fixed += 2.0 * static_cast<double>(c.batch_per_device * job.seq_len * job.model.hidden_size *
                                        DTypeSize(job.compute_dtype));
   }
-  if (!cl.device.widens_16bit) {
-    // On a GPU the micro-batch's token ids, mask and labels (i64) are copied into device memory
-    // for the step (the CPU reads them where they are).
+  {
+    // The step's token ids, mask and labels (i64) of every micro-batch in the device's memory
+    // (the worker decodes them there before the step).
     const double tokens = static_cast<double>(c.batch_per_device * job.seq_len);
-    fixed += 8 * tokens * (1 + (s == 0) + (s == p - 1));
+    fixed += 8 * tokens * (1 + (s == 0) + (s == p - 1)) * c.num_micro_batches;
   }
   m.fixed = fixed + transient;
   if (s == 0) {  // the micro-batch's own activations (and, on a last stage, the head's) are gone
@@ -376,11 +376,17 @@ static Candidate Evaluate(const TrainJob& job, const ClusterSpec& cl, const Plan
       // with the backward (NCCL: buckets reduced during the last micro-batch's backward, not with
       // the sharded optimizer), only what outlasts that backward is on the step's path, and at
       // least the last bucket, which starts as the backward ends.
-      const double reduce = RingAllReduce(params * 4, c.dp, dp_bw, dp_lat);
+      // With the master weights sharded (mixed precision, distribute_param) the gather half moves
+      // the compute dtype instead.
+      const double gather_bytes = c.distribute_param && mixed ? DTypeSize(job.compute_dtype) : 4;
+      const double reduce = RingAllReduce(params * (4 + gather_bytes) / 2, c.dp, dp_bw, dp_lat);
       double exposed = reduce;
       if (cl.overlapped_dp_reduction && !c.distribute_param && c.dp > 1) {
-        const double last_bucket = std::min(1.0, kGradBucketBytes / (params * 4));
-        exposed = std::max(reduce - sc.bwd, reduce * last_bucket);
+        // The runner's last bucket (from the last parameter back, closed at 25 MiB) holds the
+        // first stage's embedding whatever its size.
+        const double last =
+            std::max(kGradBucketBytes, s == 0 ? static_cast<double>(k.embed.params) * 4 : 0.0);
+        exposed = std::max(reduce - sc.bwd, reduce * std::min(1.0, last / (params * 4)));
       }
       dp_max = std::max(dp_max, exposed);
     }

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Multi-process collectives on 127.0.0.1 over UCX: spawns N ranks of moreh_comm_rank per case and
-checks their verdicts. Cases: 2, 3 and 4 ranks (sizes 0, 1, odd, 64 MiB; f32 and bf16; all-reduce
+checks their verdicts. Cases: 2, 3 and 4 ranks (sizes 0, 1, odd, 64 MiB; f32, bf16 and f16; all-reduce
 sum/avg, reduce-scatter, all-gather, broadcast, barrier), 8 ranks in a 2x2x2 grid, and a rank that
 dies mid-collective (every other rank must report an error naming a peer within the timeout).
 Ends with 'N passed, M failed'."""

@@ -44,8 +44,8 @@ std::vector<float> Pattern(int rank, int64_t n) {
 void TestAllReduce(RingCollectives& c, int world) {
   const float tri = world * (world + 1) / 2.0f;
   for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{1001}, int64_t{16} << 20}) {
-    for (DType dt : {DType::kF32, DType::kBF16}) {
-      if (dt == DType::kBF16 && n > 100000) continue;
+    for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
+      if (dt != DType::kF32 && n > 100000) continue;
       const std::vector<float> mine = Pattern(c.rank(), n);
       std::vector<uint16_t> raw(static_cast<size_t>(n) * 2);
       ConvertElements(mine.data(), DType::kF32, raw.data(), dt, n);
