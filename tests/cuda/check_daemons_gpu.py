@@ -14,41 +14,15 @@ there is no GPU.)
 """
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-# bf16 against f32 after 10 steps of examples/llama-ap; the same bounds as the CPU devices' mixed
-# precision check in tests/parallel/check_ap_end_to_end.py (measured there: 2.2e-4 and 1.2e-2).
-LOSS_TOLERANCE = 2e-3
-WEIGHT_TOLERANCE = 3e-2
-
-FAIL = []
-
-
-def check(name, cond, detail=""):
-    print(("ok: " if cond else "FAIL: ") + name + ("" if cond else f" ({detail})"), flush=True)
-    if not cond:
-        FAIL.append(name)
-
-
-def losses(log):
-    return [float(x) for x in re.findall(r"\[Step \d+/\d+\] Loss: ([0-9.eE+-]+)", log)]
-
-
-def read_checkpoint(d):
-    try:
-        from safetensors.numpy import load_file
-    except ImportError:
-        return None
-    out = {}
-    for f in sorted(os.listdir(d)):
-        if f.endswith(".safetensors"):
-            out.update(load_file(os.path.join(d, f)))
-    return out
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from training_checks import (FAIL, MIXED_LOSS_TOLERANCE, MIXED_WEIGHT_TOLERANCE,  # noqa: E402
+                             check, losses, read_checkpoint)
 
 
 def main():
@@ -125,7 +99,7 @@ def main():
         out_cpu = os.path.join(tmp, "cpu")
         c = subprocess.run(train + ["--save-model-dir", out_cpu],
                            env=dict(env, MOREH_HOME=os.path.join(tmp, "nohome"),
-                                    MOREH_DEVICE_SIZE="",
+                                    MOREH_DEVICE_SIZE="", MOREH_COMPUTE_DTYPE="f32",
                                     MOREH_ENABLE_ADVANCED_PARALLELIZATION="0"),
                            capture_output=True, text=True, timeout=300)
         check("the one-device f32 run on the CPU: exit code 0", c.returncode == 0,
@@ -135,7 +109,7 @@ def main():
         print("losses (GPU, bf16):", l_gpu)
         print("losses (CPU, f32): ", l_cpu)
         check(f"the GPU's losses follow the CPU's within bf16 accuracy (worst rel. {worst:.2e})",
-              len(l_gpu) == len(l_cpu) == 5 and 0 < worst <= LOSS_TOLERANCE, (l_gpu, l_cpu))
+              len(l_gpu) == len(l_cpu) == 5 and 0 < worst <= MIXED_LOSS_TOLERANCE, (l_gpu, l_cpu))
         w_gpu = read_checkpoint(out_gpu) if os.path.isdir(out_gpu) else {}
         w_cpu = read_checkpoint(out_cpu) if os.path.isdir(out_cpu) else {}
         if w_gpu is None:
@@ -147,7 +121,7 @@ def main():
             norm = sum(float((w_cpu[k].astype("float64") ** 2).sum()) for k in w_cpu) or 1.0
             rel = (diff / norm) ** 0.5
             check(f"the GPU job's checkpoint (f32 master weights) follows the CPU's "
-                  f"(rel. {rel:.2e})", same and rel <= WEIGHT_TOLERANCE,
+                  f"(rel. {rel:.2e})", same and rel <= MIXED_WEIGHT_TOLERANCE,
                   sorted(set(w_gpu) ^ set(w_cpu)))
         check("the scheduler and the worker are still running",
               all(d.poll() is None for d in daemons))

@@ -30,26 +30,10 @@ import tempfile
 import time
 
 import numpy as np
-from safetensors.numpy import load_file
 
-FAIL = []
-
-
-# bf16 against f32 after 10 steps of examples/llama-ap (measured 2026-11-28: losses within
-# 2.2e-4, master weights 1.2e-2 apart in relative L2 norm, AdamW's sign steps on near-zero
-# gradients that bf16 rounding flips).
-MIXED_LOSS_TOLERANCE = 2e-3
-MIXED_WEIGHT_TOLERANCE = 3e-2
-
-
-def check(name, cond, detail=""):
-    print(("ok: " if cond else "FAIL: ") + name + ("" if cond else f" ({detail})"), flush=True)
-    if not cond:
-        FAIL.append(name)
-
-
-def losses(log):
-    return [float(x) for x in re.findall(r"\[Step \d+/\d+\] Loss: (\S+)", log)]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from training_checks import (FAIL, MIXED_LOSS_TOLERANCE, MIXED_WEIGHT_TOLERANCE,  # noqa: E402
+                             check, losses, read_checkpoint)
 
 
 def wait_for_step(p, step):
@@ -78,14 +62,6 @@ def rel_diff(a, b):
     return worst, biggest
 
 
-def read_checkpoint(d):
-    out = {}
-    for f in sorted(os.listdir(d)):
-        if f.endswith(".safetensors"):
-            out.update(load_file(os.path.join(d, f)))
-    return out
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -98,7 +74,7 @@ def main():
     home = os.path.join(tmp, "home")
     os.makedirs(home)
     env = dict(os.environ, MOREH_HOME=home, MOREH_DEVICE_SIZE="Large")
-    for k in ("MOREH_SCHEDULER", "MOREH_ENABLE_ADVANCED_PARALLELIZATION"):
+    for k in ("MOREH_SCHEDULER", "MOREH_ENABLE_ADVANCED_PARALLELIZATION", "MOREH_COMPUTE_DTYPE"):
         env.pop(k, None)
     train = [run, "train", "--model-name-or-path", model, "--dataset", data, "--block-size", "128",
              "--batch-size", "8", "--lr", "1e-3", "--log-interval", "2"]
