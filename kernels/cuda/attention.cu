@@ -9,6 +9,7 @@
 // streams through shared memory kTile rows at a time. Scores exist only in registers, a tile at a
 // time; nothing of size T x S is ever stored. The backward recomputes the probabilities from q, k
 // and the saved row log-sum-exp, and makes no use of atomics (repeatable to the bit).
+#include <string>
 #include <type_traits>
 
 #include "kernels/cuda/attention_tc.h"
@@ -310,30 +311,122 @@ void Dispatch(const AttentionShape& sh, DType dtype, F&& f) {
 
 unsigned Tiles(int64_t n, int rows) { return static_cast<unsigned>((n + rows - 1) / rows); }
 
-bool UseTensorCores(AttentionImpl impl, const AttentionShape& sh, DType dtype,
-                    std::initializer_list<const void*> ptrs, const char* what) {
-  const bool supported = TensorCoreAttentionSupported(sh, dtype, ptrs);
-  if (impl == AttentionImpl::kTensorCores) {
-    MOREH_CHECK(supported,
-                "cuda::{}: tensor cores need bf16, head dim 64 or 128 and 16-byte aligned tensors "
-                "(got {}, d={})",
-                what, DTypeName(dtype), sh.d);
-    return true;
+const char* ImplName(AttentionImpl impl) {
+  switch (impl) {
+    case AttentionImpl::kMma:
+      return "mma";
+    case AttentionImpl::kWmma:
+      return "wmma";
+    case AttentionImpl::kSimple:
+      return "simple";
+    default:
+      return "auto";
   }
-  return impl == AttentionImpl::kAuto && supported && !TensorCoreAttentionDisabled();
+}
+
+// The implementation that runs: kAuto is MOREH_CUDA_ATTENTION's choice where supported, else the
+// CUDA-core kernels; an explicit tensor-core choice throws where unsupported.
+AttentionImpl Resolve(AttentionImpl impl, const AttentionShape& sh, DType dtype,
+                      std::initializer_list<const void*> ptrs, const char* what) {
+  if (impl == AttentionImpl::kSimple) return impl;
+  const bool automatic = impl == AttentionImpl::kAuto;
+  if (automatic) impl = DefaultAttentionImpl();
+  if (impl == AttentionImpl::kSimple || TensorCoreAttentionSupported(impl, sh, dtype, ptrs)) {
+    return impl;
+  }
+  MOREH_CHECK(automatic,
+              "cuda::{}: the {} tensor-core kernels need bf16, head dim 64 or 128, 16-byte "
+              "aligned tensors and enough shared memory (got {}, d={})",
+              what, ImplName(impl), DTypeName(dtype), sh.d);
+  return AttentionImpl::kSimple;
+}
+
+bool Aligned16(std::initializer_list<const void*> ptrs) {
+  for (const void* p : ptrs) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  }
+  return true;
 }
 
 }  // namespace
+
+bool TensorCoreAttentionSupported(AttentionImpl impl, const AttentionShape& sh, DType dtype,
+                                  std::initializer_list<const void*> ptrs) {
+  if (dtype != DType::kBF16 || (sh.d != 64 && sh.d != 128) || !Aligned16(ptrs)) return false;
+  // The largest of the implementation's kernels must fit the current GPU's shared memory
+  // (Hopper: 227 KiB; smaller on other generations, which then run the CUDA-core kernels).
+  const size_t needed =
+      impl == AttentionImpl::kWmma ? WmmaAttentionSmemBytes(sh.d) : MmaAttentionSmemBytes(sh.d);
+  int device = 0, optin = 0;
+  MOREH_CUDA_CHECK(cudaGetDevice(&device));
+  MOREH_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return static_cast<size_t>(optin) >= needed;
+}
+
+AttentionImpl DefaultAttentionImpl() {
+  static const AttentionImpl impl = [] {
+    const char* e = std::getenv("MOREH_CUDA_ATTENTION");
+    const std::string v = e == nullptr ? "" : e;
+    if (v.empty() || v == "mma") return AttentionImpl::kMma;
+    if (v == "wmma") return AttentionImpl::kWmma;
+    if (v == "simple") return AttentionImpl::kSimple;
+    throw Error(
+        fmt::format("MOREH_CUDA_ATTENTION='{}': expected mma (the default), wmma or simple", v));
+  }();
+  return impl;
+}
+
+void LaunchAttentionForward(AttentionForwardKernelFn kernel, size_t smem, int rows, int threads,
+                            void* out, float* lse, const void* q, const void* k, const void* v,
+                            const int64_t* key_mask, const AttentionShape& sh,
+                            cudaStream_t stream) {
+  AllowDynamicSmem(kernel, smem);
+  const dim3 grid(Tiles(sh.t, rows), static_cast<unsigned>(sh.h), static_cast<unsigned>(sh.b));
+  kernel<<<grid, threads, smem, stream>>>(
+      static_cast<__nv_bfloat16*>(out), lse, static_cast<const __nv_bfloat16*>(q),
+      static_cast<const __nv_bfloat16*>(k), static_cast<const __nv_bfloat16*>(v), key_mask, sh);
+  MOREH_CUDA_CHECK_LAUNCH();
+}
+
+void LaunchAttentionBackward(AttentionDqKernelFn dq_kernel, size_t dq_smem,
+                             AttentionDkvKernelFn dkv_kernel, size_t dkv_smem, int rows,
+                             int threads, void* dq, void* dk, void* dv, const void* dout,
+                             const void* q, const void* k, const void* v, const void* out,
+                             const float* lse, const int64_t* key_mask, const AttentionShape& sh,
+                             cudaStream_t stream) {
+  using bf16 = __nv_bfloat16;
+  AllowDynamicSmem(dq_kernel, dq_smem);
+  AllowDynamicSmem(dkv_kernel, dkv_smem);
+  const auto* pdout = static_cast<const bf16*>(dout);
+  const auto* pq = static_cast<const bf16*>(q);
+  const auto* pk = static_cast<const bf16*>(k);
+  const auto* pv = static_cast<const bf16*>(v);
+  const auto* po = static_cast<const bf16*>(out);
+  const dim3 q_grid(Tiles(sh.t, rows), static_cast<unsigned>(sh.h), static_cast<unsigned>(sh.b));
+  dq_kernel<<<q_grid, threads, dq_smem, stream>>>(static_cast<bf16*>(dq), pdout, pq, pk, pv, po,
+                                                  lse, key_mask, sh);
+  MOREH_CUDA_CHECK_LAUNCH();
+  if (sh.s == 0) return;
+  const dim3 kv_grid(Tiles(sh.s, rows), static_cast<unsigned>(sh.hkv), static_cast<unsigned>(sh.b));
+  dkv_kernel<<<kv_grid, threads, dkv_smem, stream>>>(static_cast<bf16*>(dk), static_cast<bf16*>(dv),
+                                                     pdout, pq, pk, pv, po, lse, key_mask, sh);
+  MOREH_CUDA_CHECK_LAUNCH();
+}
 
 void AttentionForward(void* out, float* lse, const void* q, const void* k, const void* v,
                       const int64_t* key_mask, const AttentionShape& sh, DType dtype,
                       cudaStream_t stream, AttentionImpl impl) {
   CheckShape(sh, dtype, "AttentionForward");
-  if (UseTensorCores(impl, sh, dtype, {out, q, k, v}, "AttentionForward")) {
-    if (sh.b > 0 && sh.t > 0) AttentionForwardTensorCores(out, lse, q, k, v, key_mask, sh, stream);
+  impl = Resolve(impl, sh, dtype, {out, q, k, v}, "AttentionForward");
+  if (sh.b == 0 || sh.t == 0) return;
+  if (impl == AttentionImpl::kMma) {
+    AttentionForwardMma(out, lse, q, k, v, key_mask, sh, stream);
     return;
   }
-  if (sh.b == 0 || sh.t == 0) return;
+  if (impl == AttentionImpl::kWmma) {
+    AttentionForwardTensorCores(out, lse, q, k, v, key_mask, sh, stream);
+    return;
+  }
   Dispatch(sh, dtype, [&](auto tag, auto dim) {
     using T = decltype(tag);
     constexpr int kMaxD = decltype(dim)::value;
@@ -351,8 +444,7 @@ void AttentionBackward(void* dq, void* dk, void* dv, const void* dout, const voi
                        const AttentionShape& sh, DType dtype, cudaStream_t stream,
                        AttentionImpl impl) {
   CheckShape(sh, dtype, "AttentionBackward");
-  const bool tc =
-      UseTensorCores(impl, sh, dtype, {dq, dk, dv, dout, q, k, v, out}, "AttentionBackward");
+  impl = Resolve(impl, sh, dtype, {dq, dk, dv, dout, q, k, v, out}, "AttentionBackward");
   if (sh.b == 0) return;
   const size_t kv_bytes = static_cast<size_t>(sh.b * sh.s * sh.hkv * sh.d) * DTypeSize(dtype);
   if (sh.t == 0) {  // no query: the key and value gradients are zero
@@ -360,7 +452,11 @@ void AttentionBackward(void* dq, void* dk, void* dv, const void* dout, const voi
     MOREH_CUDA_CHECK(cudaMemsetAsync(dv, 0, kv_bytes, stream));
     return;
   }
-  if (tc) {
+  if (impl == AttentionImpl::kMma) {
+    AttentionBackwardMma(dq, dk, dv, dout, q, k, v, out, lse, key_mask, sh, stream);
+    return;
+  }
+  if (impl == AttentionImpl::kWmma) {
     AttentionBackwardTensorCores(dq, dk, dv, dout, q, k, v, out, lse, key_mask, sh, stream);
     return;
   }

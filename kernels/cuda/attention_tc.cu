@@ -13,12 +13,6 @@
 #include <mma.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
-#include <initializer_list>
-#include <mutex>
-#include <set>
-#include <utility>
 
 #include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/common.cuh"
@@ -353,87 +347,27 @@ constexpr size_t DkvSmem() {
          2 * kWarps * (L::kWarpF32 + L::kWarpBf16 + L::kWarpAcc);
 }
 
-// Raises a kernel's dynamic shared-memory limit above the default 48 KiB, once per kernel and
-// device (the attribute belongs to the current device).
-template <typename K>
-void AllowSmem(K kernel, size_t bytes) {
-  int device = 0;
-  MOREH_CUDA_CHECK(cudaGetDevice(&device));
-  static std::mutex mu;
-  static std::set<std::pair<const void*, int>> done;
-  std::lock_guard<std::mutex> lock(mu);
-  const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), device);
-  if (done.count(key)) return;
-  MOREH_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(bytes)));
-  done.insert(key);
-}
-
-unsigned Tiles(int64_t n) { return static_cast<unsigned>((n + kTile - 1) / kTile); }
-
 template <int D>
 void Forward(void* out, float* lse, const void* q, const void* k, const void* v,
              const int64_t* key_mask, const AttentionShape& sh, cudaStream_t stream) {
-  constexpr size_t smem = ForwardSmem<D>();
-  AllowSmem(ForwardKernel<D>, smem);
-  const dim3 grid(Tiles(sh.t), static_cast<unsigned>(sh.h), static_cast<unsigned>(sh.b));
-  ForwardKernel<D><<<grid, kThreads, smem, stream>>>(
-      static_cast<bf16*>(out), lse, static_cast<const bf16*>(q), static_cast<const bf16*>(k),
-      static_cast<const bf16*>(v), key_mask, sh);
-  MOREH_CUDA_CHECK_LAUNCH();
+  LaunchAttentionForward(ForwardKernel<D>, ForwardSmem<D>(), kTile, kThreads, out, lse, q, k, v,
+                         key_mask, sh, stream);
 }
 
 template <int D>
 void Backward(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k,
               const void* v, const void* out, const float* lse, const int64_t* key_mask,
               const AttentionShape& sh, cudaStream_t stream) {
-  constexpr size_t dq_smem = DqSmem<D>(), dkv_smem = DkvSmem<D>();
-  AllowSmem(BackwardDqKernel<D>, dq_smem);
-  AllowSmem(BackwardDkvKernel<D>, dkv_smem);
-  const auto* pdout = static_cast<const bf16*>(dout);
-  const auto* pq = static_cast<const bf16*>(q);
-  const auto* pk = static_cast<const bf16*>(k);
-  const auto* pv = static_cast<const bf16*>(v);
-  const auto* po = static_cast<const bf16*>(out);
-  const dim3 q_grid(Tiles(sh.t), static_cast<unsigned>(sh.h), static_cast<unsigned>(sh.b));
-  BackwardDqKernel<D><<<q_grid, kThreads, dq_smem, stream>>>(static_cast<bf16*>(dq), pdout, pq, pk,
-                                                             pv, po, lse, key_mask, sh);
-  MOREH_CUDA_CHECK_LAUNCH();
-  if (sh.s == 0) return;
-  const dim3 kv_grid(Tiles(sh.s), static_cast<unsigned>(sh.hkv), static_cast<unsigned>(sh.b));
-  BackwardDkvKernel<D><<<kv_grid, kThreads, dkv_smem, stream>>>(
-      static_cast<bf16*>(dk), static_cast<bf16*>(dv), pdout, pq, pk, pv, po, lse, key_mask, sh);
-  MOREH_CUDA_CHECK_LAUNCH();
-}
-
-bool Aligned16(std::initializer_list<const void*> ptrs) {
-  for (const void* p : ptrs) {
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-  }
-  return true;
+  LaunchAttentionBackward(BackwardDqKernel<D>, DqSmem<D>(), BackwardDkvKernel<D>, DkvSmem<D>(),
+                          kTile, kThreads, dq, dk, dv, dout, q, k, v, out, lse, key_mask, sh,
+                          stream);
 }
 
 }  // namespace
 
-bool TensorCoreAttentionSupported(const AttentionShape& sh, DType dtype,
-                                  std::initializer_list<const void*> ptrs) {
-  if (dtype != DType::kBF16 || (sh.d != 64 && sh.d != 128) || !Aligned16(ptrs)) return false;
-  // The largest of the three kernels must fit the current GPU's shared memory (Hopper: 227 KiB;
-  // smaller on other generations, which then run the CUDA-core kernels).
-  const size_t needed = sh.d == 64 ? std::max({ForwardSmem<64>(), DqSmem<64>(), DkvSmem<64>()})
-                                   : std::max({ForwardSmem<128>(), DqSmem<128>(), DkvSmem<128>()});
-  int device = 0, optin = 0;
-  MOREH_CUDA_CHECK(cudaGetDevice(&device));
-  MOREH_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  return static_cast<size_t>(optin) >= needed;
-}
-
-bool TensorCoreAttentionDisabled() {
-  static const bool disabled = [] {
-    const char* e = std::getenv("MOREH_CUDA_ATTENTION");
-    return e != nullptr && std::strcmp(e, "simple") == 0;
-  }();
-  return disabled;
+size_t WmmaAttentionSmemBytes(int64_t d) {
+  if (d == 64) return std::max({ForwardSmem<64>(), DqSmem<64>(), DkvSmem<64>()});
+  return std::max({ForwardSmem<128>(), DqSmem<128>(), DkvSmem<128>()});
 }
 
 void AttentionForwardTensorCores(void* out, float* lse, const void* q, const void* k, const void* v,

@@ -79,9 +79,11 @@ void RotaryForward(void* y, const void* x, int64_t b, int64_t t, int64_t h, int6
 // Flash attention: q[B,T,H,D], k,v[B,S,Hkv,D], out[B,T,H,D] (`dtype`: f32 or bf16), lse[B,H,T]
 // f32, key_mask[B,S] (nonzero = attend) or null. D <= 256. Scores live in registers and shared
 // memory a tile at a time; no T x S matrix is ever written. kAuto runs bf16 with D 64 or 128 (and
-// 16-byte aligned tensors) on tensor cores (attention_tc.cu) unless MOREH_CUDA_ATTENTION=simple,
-// everything else on CUDA cores (attention.cu); kTensorCores throws where unsupported.
-enum class AttentionImpl { kAuto, kSimple, kTensorCores };
+// 16-byte aligned tensors) on tensor cores: mma.sync with register-resident tiles
+// (attention_mma.cu), or MOREH_CUDA_ATTENTION=wmma the WMMA kernels (attention_tc.cu); everything
+// else, and everything with MOREH_CUDA_ATTENTION=simple, on CUDA cores (attention.cu). kMma and
+// kWmma throw where unsupported.
+enum class AttentionImpl { kAuto, kSimple, kWmma, kMma };
 void AttentionForward(void* out, float* lse, const void* q, const void* k, const void* v,
                       const int64_t* key_mask, const AttentionShape& shape, DType dtype,
                       cudaStream_t stream, AttentionImpl impl = AttentionImpl::kAuto);

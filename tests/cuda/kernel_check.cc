@@ -5,7 +5,7 @@
 // |gpu - cpu| <= tol * (|cpu| + rms(cpu)) with tol per dtype and kernel. One line per case, a
 // summary last. Exit status: 0 all passed, 1 a case failed, 77 no CUDA device (a skip, not a pass).
 //
-//   moreh_cuda_kernel_check [--filter SUBSTRING] [--seed N]
+//   moreh_cuda_kernel_check [--filter SUBSTRING] [--exclude SUBSTRING] [--seed N]
 #include <cuda_runtime_api.h>
 
 #include <cmath>
@@ -32,7 +32,7 @@ namespace cpu = moreh::kernels::cpu;
 namespace gpu = moreh::kernels::cuda;
 
 std::mt19937_64 g_rng(20261128);
-std::string g_filter;
+std::string g_filter, g_exclude;  // cases whose name contains g_filter and not g_exclude
 int g_passed = 0, g_failed = 0;
 
 std::vector<float> Random(int64_t n, float scale = 1.0f) {
@@ -170,7 +170,8 @@ struct Case {
 };
 
 bool Selected(const std::string& name) {
-  return g_filter.empty() || name.find(g_filter) != std::string::npos;
+  return (g_filter.empty() || name.find(g_filter) != std::string::npos) &&
+         (g_exclude.empty() || name.find(g_exclude) == std::string::npos);
 }
 
 const char* Name(DType t) { return moreh::DTypeName(t).data(); }
@@ -386,7 +387,7 @@ void CheckAttention() {
       {1, 1024, 1024, 8, 2, 64, true, false},   {2, 150, 200, 4, 2, 128, false, true},
       {1, 100, 130, 6, 3, 64, false, false},    {1, 5, 0, 2, 1, 64, false, false},
       {1, 200, 200, 4, 4, 64, true, true, 4.0f}};
-  // Each case on CUDA cores, and bf16 with head dim 64 or 128 also on tensor cores.
+  // Each case on CUDA cores, and bf16 with head dim 64 or 128 also on both tensor-core versions.
   struct Run {
     DType dt;
     gpu::AttentionImpl impl;
@@ -394,11 +395,15 @@ void CheckAttention() {
   for (const S& s : shapes) {
     std::vector<Run> runs{{DType::kF32, gpu::AttentionImpl::kSimple},
                           {DType::kBF16, gpu::AttentionImpl::kSimple}};
-    if (s.d == 64 || s.d == 128) runs.push_back({DType::kBF16, gpu::AttentionImpl::kTensorCores});
+    if (s.d == 64 || s.d == 128) {
+      runs.push_back({DType::kBF16, gpu::AttentionImpl::kWmma});
+      runs.push_back({DType::kBF16, gpu::AttentionImpl::kMma});
+    }
     for (const Run& run : runs) {
       const DType dt = run.dt;
-      const char* impl =
-          run.impl == gpu::AttentionImpl::kTensorCores ? "tensor_cores" : "cuda_cores";
+      const char* impl = run.impl == gpu::AttentionImpl::kMma    ? "mma"
+                         : run.impl == gpu::AttentionImpl::kWmma ? "wmma"
+                                                                 : "cuda_cores";
       char name[192];
       std::snprintf(name, sizeof name,
                     "attention %s %s b=%lld t=%lld s=%lld h=%lld hkv=%lld d=%lld causal=%d mask=%d "
@@ -663,10 +668,14 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--filter" && i + 1 < argc) {
       g_filter = argv[++i];
+    } else if (a == "--exclude" && i + 1 < argc) {
+      g_exclude = argv[++i];
     } else if (a == "--seed" && i + 1 < argc) {
       g_rng.seed(std::stoull(argv[++i]));
     } else {
-      std::fprintf(stderr, "usage: %s [--filter SUBSTRING] [--seed N] | --self-test\n", argv[0]);
+      std::fprintf(
+          stderr, "usage: %s [--filter SUBSTRING] [--exclude SUBSTRING] [--seed N] | --self-test\n",
+          argv[0]);
       return 2;
     }
   }
