@@ -54,5 +54,5 @@ print(json.dumps({"mode": "compile" if a.compile else "eager", "step_ms": round(
                   "tokens_per_s": round(a.batch * a.seq / median),
                   "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
                   "params": sum(p.numel() for p in model.parameters()),
-                  "attn": model.config._attn_implementation,
+                  "attn": getattr(model.config, "_attn_implementation", None),
                   "torch": torch.__version__, "transformers": transformers.__version__}))
