@@ -1,5 +1,7 @@
 #include "runtime/device.h"
 
+#include <atomic>
+#include <cmath>
 #include <cstdlib>
 
 #include "runtime/core/error.h"
@@ -82,6 +84,43 @@ void AddInto(const Tensor& acc, const Tensor& x) {
   kernels::cuda::AccumulateF32(a, g.raw_data(), g.dtype(), g.numel(), nullptr);
 #else
   NoCuda("AddInto");
+#endif
+}
+
+bool AllFinite(const Tensor& x) {
+  MOREH_CHECK(x.dtype() == DType::kF32 && x.is_contiguous(), "AllFinite: {} must be contiguous f32",
+              x.ToString());
+  if (x.on_host()) {
+    const float* p = x.data<float>();
+    std::atomic<bool> finite{true};
+    ParallelFor(x.numel(), 1 << 16, [&](int64_t b, int64_t e) {
+      bool ok = true;
+      for (int64_t i = b; i < e; ++i) ok &= std::isfinite(p[i]);
+      if (!ok) finite = false;
+    });
+    return finite;
+  }
+#ifdef MOREH_WITH_CUDA
+  const Tensor flag = Tensor::Zeros({1}, DType::kI32, x.allocator());
+  kernels::cuda::FlagNonFinite(flag.data<int32_t>(), x.data<float>(), x.numel(), nullptr);
+  return flag.CopyTo(nullptr).data<int32_t>()[0] == 0;
+#else
+  NoCuda("AllFinite");
+#endif
+}
+
+void ScaleInPlace(const Tensor& x, float s) {
+  MOREH_CHECK(x.dtype() == DType::kF32 && x.is_contiguous(),
+              "ScaleInPlace: {} must be contiguous f32", x.ToString());
+  float* p = x.data<float>();
+  if (x.on_host()) {
+    kernels::cpu::Scale(p, p, s, x.numel());
+    return;
+  }
+#ifdef MOREH_WITH_CUDA
+  kernels::cuda::Scale(p, p, s, x.numel(), DType::kF32, nullptr);
+#else
+  NoCuda("ScaleInPlace");
 #endif
 }
 

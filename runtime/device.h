@@ -31,6 +31,10 @@ DType ComputeDType(const Allocator* device);
 // the CPU kernel for host memory, the CUDA kernel for a GPU's (on the calling thread's device).
 // acc (f32, contiguous) += x (any float dtype, same number of elements).
 void AddInto(const Tensor& acc, const Tensor& x);
+// Whether every element of x (f32, contiguous) is finite (the loss scaler's overflow check).
+bool AllFinite(const Tensor& x);
+// x (f32, contiguous) *= s, in place.
+void ScaleInPlace(const Tensor& x, float s);
 // AdamW (torch semantics) on n elements of f32 param/m/v/grad, all in the memory of `where`.
 void AdamWStepOn(const Tensor& where, float* param, float* m, float* v, const float* grad,
                  int64_t n, const kernels::cpu::AdamWParams& p);

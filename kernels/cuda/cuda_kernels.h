@@ -122,6 +122,8 @@ void CrossEntropyBackward(void* dlogits, const void* logits, const int64_t* labe
 // out[outer, inner] = sum over r of x[outer, r, inner], f32 accumulation, one dtype.
 void SumMiddle(void* out, const void* x, int64_t outer, int64_t r, int64_t inner, DType dtype,
                cudaStream_t stream);
+// *flag (device memory) = 1 where any of x[n] (f32) is inf or NaN; left as it is otherwise.
+void FlagNonFinite(int* flag, const float* x, int64_t n, cudaStream_t stream);
 
 // --- adamw.cu
 // Fused multi-tensor AdamW (torch.optim.AdamW semantics, as the CPU AdamWStep) over a list of

@@ -1,3 +1,4 @@
+// FlagNonFinite: a grid-stride scan for inf and NaN (the loss scaler's overflow check).
 // SumMiddle: out[o, i] = sum over r of x[o, r, i]. Two shapes of work: with a wide inner dimension
 // one thread per output walks r (reads coalesced across i); with a narrow one (a row sum) one block
 // per output reduces r across its threads.
@@ -34,7 +35,19 @@ __global__ void SumRowsKernel(T* out, const T* x, int64_t outer, int64_t r, int6
   }
 }
 
+__global__ void FlagNonFiniteKernel(int* flag, const float* x, int64_t n) {
+  bool bad = false;
+  for (int64_t i = GlobalThread(); i < n; i += GridStride()) bad |= !isfinite(x[i]);
+  if (bad) *flag = 1;  // every writer writes the same value
+}
+
 }  // namespace
+
+void FlagNonFinite(int* flag, const float* x, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  FlagNonFiniteKernel<<<GridFor(n, kThreads), kThreads, 0, stream>>>(flag, x, n);
+  MOREH_CUDA_CHECK_LAUNCH();
+}
 
 void SumMiddle(void* out, const void* x, int64_t outer, int64_t r, int64_t inner, DType dtype,
                cudaStream_t stream) {

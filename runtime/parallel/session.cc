@@ -227,6 +227,11 @@ void Session::Setup(int64_t B, int64_t T) {
         "gradient accumulation and optimizer states",
         DTypeName(job.compute_dtype));
   }
+  if (auto o = runtime::LossScalingFor(job.compute_dtype)) {
+    scaler_.emplace(*o);
+    spdlog::info("Loss scaling: {}, initial scale {:g}",
+                 o->growth_interval > 0 ? "dynamic" : "constant", o->initial_scale);
+  }
   const std::string forced = !options_.force_config.empty()
                                  ? options_.force_config
                                  : Env("MOREH_ADVANCED_PARALLELIZATION_CONFIG");
@@ -369,14 +374,21 @@ double Session::ForwardBackward(const runtime::Tensor& ids_in, const runtime::Te
       if (rk.stage == 0) j["ids"] = net::EncodeTensor(mb.ids);
       if (rk.stage == c.num_stages - 1) {
         j["labels"] = net::EncodeTensor(mb.labels);
-        j["loss_weight"] = net::EncodeTensor(mb.loss_weight);
+        // Loss scaling multiplies the loss, and with it every gradient, by a power of two.
+        const runtime::Tensor w =
+            scaler_ ? runtime::Tensor::FromVector<float>(
+                          {mb.loss_weight.ToFloats()[0] * static_cast<float>(scaler_->scale())}, {})
+                    : mb.loss_weight;
+        j["loss_weight"] = net::EncodeTensor(w);
       }
       mbs.push_back(std::move(j));
     }
-    msgs.push_back({{"type", "job_step"},
-                    {"device", client_->devices()[rk.device_index].device},
-                    {"step", step_},
-                    {"micro_batches", std::move(mbs)}});
+    json m = {{"type", "job_step"},
+              {"device", client_->devices()[rk.device_index].device},
+              {"step", step_},
+              {"micro_batches", std::move(mbs)}};
+    if (scaler_) m["check_overflow"] = true;
+    msgs.push_back(std::move(m));
   }
   last_step_ = CallAll(msgs);
   ++step_;
@@ -385,19 +397,30 @@ double Session::ForwardBackward(const runtime::Tensor& ids_in, const runtime::Te
     if (ranks_[r].stage == c.num_stages - 1 && ranks_[r].tp_rank == 0) {
       loss += last_step_[r].value("loss", 0.0);
     }
+    overflow_ = overflow_ || last_step_[r].value("found_overflow", false);
   }
-  return loss;
+  return scaler_ ? loss / scaler_->scale() : loss;
 }
 
 void Session::Update(double lr) {
   MOREH_CHECK(!ranks_.empty(), "optimizer step before the first forward of the distributed job");
+  const double scale = scaler_ ? scaler_->scale() : 1.0;
   std::vector<json> msgs;
   for (const Rank& rk : ranks_) {
-    msgs.push_back({{"type", "job_update"},
-                    {"device", client_->devices()[rk.device_index].device},
-                    {"lr", lr}});
+    json m = {
+        {"type", "job_update"}, {"device", client_->devices()[rk.device_index].device}, {"lr", lr}};
+    if (scaler_) {
+      m["grad_scale"] = 1.0 / scale;
+      m["skip"] = overflow_;
+    }
+    msgs.push_back(std::move(m));
   }
   last_update_ = CallAll(msgs);
+  if (scaler_) {
+    const bool applied = scaler_->Update(overflow_);
+    overflow_ = false;
+    if (!applied) spdlog::warn("{}", scaler_->OverflowMessage(scale));
+  }
 }
 
 void Session::Save(const std::string& dir) const {

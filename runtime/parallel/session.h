@@ -17,10 +17,12 @@
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "runtime/core/tensor.h"
+#include "runtime/loss_scaler.h"
 #include "runtime/models/llama.h"
 #include "runtime/optim.h"
 #include "runtime/planner/planner.h"
@@ -112,6 +114,10 @@ class Session {
   int64_t batch_ = 0, seq_len_ = 0;
   mutable std::vector<Rank> ranks_;
   std::vector<nlohmann::json> last_step_, last_update_;
+  // f16 compute: the loss scale sent with each step, and whether any rank's gradients overflowed
+  // since the last update (that update is then skipped everywhere).
+  std::optional<runtime::LossScaler> scaler_;
+  bool overflow_ = false;
   int64_t step_ = 0;
   uint64_t job_id_ = 0;
 };

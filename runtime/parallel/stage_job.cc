@@ -483,22 +483,31 @@ json StageJob::Step(const json& m) {
     }
     mbs.push_back(std::move(mb));
   }
+  // Loss scaling: the loss weights arrive scaled; each rank says whether its gradients overflowed.
+  const bool check = m.contains("check_overflow") && Bool(m, "check_overflow");
   runner_->ResetStats();
   device_->ResetPeak();
   links_->set_step(step);
+  runner_->set_overflow_check(check);
   const double loss = runner_->RunMicroBatches(table_[a_.stage], mbs, links_.get());
   const StageStats& st = runner_->stats();
-  return {{"loss", loss},
-          {"forward_s", st.forward_s},
-          {"backward_s", st.backward_s},
-          {"wait_s", st.wait_s},
-          {"peak_bytes", st.peak_bytes}};
+  json reply = {{"loss", loss},
+                {"forward_s", st.forward_s},
+                {"backward_s", st.backward_s},
+                {"wait_s", st.wait_s},
+                {"peak_bytes", st.peak_bytes}};
+  if (check) reply["found_overflow"] = st.found_overflow;
+  return reply;
 }
 
 json StageJob::Update(const json& m) {
   const double lr = Num(m, "lr");
   MOREH_CHECK(lr >= 0 && std::isfinite(lr), "job_update: lr {} must be >= 0", lr);
-  runner_->Update(dp_.get(), lr);
+  const double grad_scale = m.contains("grad_scale") ? Num(m, "grad_scale") : 1.0;
+  MOREH_CHECK(grad_scale > 0 && std::isfinite(grad_scale),
+              "job_update: grad_scale {} must be > 0 and finite", grad_scale);
+  const bool skip = m.contains("skip") && Bool(m, "skip");
+  runner_->Update(dp_.get(), lr, grad_scale, skip);
   return {{"update_s", runner_->stats().update_s}, {"peak_bytes", runner_->stats().peak_bytes}};
 }
 

@@ -64,9 +64,11 @@ class StageJob {
   void Connect(
       const nlohmann::json& peers,
       const std::function<bool(const std::string& address, const std::string& mac)>& trusted);
-  // {"step", "micro_batches": [{"ids"?, "mask", "labels"?, "loss_weight"?}]} -> {"loss", stats}.
+  // {"step", "micro_batches": [{"ids"?, "mask", "labels"?, "loss_weight"?}], "check_overflow"?}
+  // -> {"loss", stats, "found_overflow"? (with check_overflow: inf/NaN in this rank's gradients)}.
   nlohmann::json Step(const nlohmann::json& m);
-  // {"lr"} -> {stats}: gradient reduction over the data-parallel group and AdamW.
+  // {"lr", "grad_scale"?, "skip"?} -> {stats}: gradient reduction over the data-parallel group and
+  // AdamW, the gradients multiplied by grad_scale first (1 / the loss scale); skip drops them.
   nlohmann::json Update(const nlohmann::json& m);
   // {"tmp_dir", "dtype"}: writes this stage's tensors (data-parallel rank 0 only) as one shard;
   // -> {"file", "tensors": [names], "bytes"}.

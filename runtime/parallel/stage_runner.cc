@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 
 #include "kernels/cpu/cpu_kernels.h"
@@ -346,10 +347,17 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
   stats_.wait_s += Since(t0);
   MOREH_CHECK(stash_.empty(), "schedule: {} micro-batch(es) ran forward without backward",
               stash_.size());
+  if (overflow_check_) {
+    if (reduced_)
+      WaitForReduction();  // the buffer is being summed in place; the update waits anyway
+    stats_.found_overflow = !runtime::AllFinite(flat_grads_);
+  }
   return loss;
 }
 
-void StageRunner::Update(comm::Collectives* dp, double lr) {
+void StageRunner::Update(comm::Collectives* dp, double lr, double grad_scale, bool skip) {
+  MOREH_CHECK(grad_scale > 0 && std::isfinite(grad_scale), "update: gradient scale {} must be > 0",
+              grad_scale);
   MOREH_CHECK(!reduced_ || dp == dp_,
               "update: the gradients were reduced over the stage's data-parallel group during the "
               "backward; the update must use that group");
@@ -359,6 +367,20 @@ void StageRunner::Update(comm::Collectives* dp, double lr) {
               dp_size_);
   if (host_master_.defined()) ApplyHostMasters();  // written since the last step
   const auto t0 = clk::now();
+  if (skip) {  // an overflow somewhere: these gradients are dropped, nothing else changes
+    ZeroGrad();
+    stats_.update_s += Since(t0);
+    return;
+  }
+  bool summed = false;  // the overlapped reduction's sums are in the buffer
+  if (reduced_) {
+    const auto w0 = clk::now();
+    WaitForReduction();  // started during the backward
+    reduced_ = false;
+    summed = true;
+    stats_.wait_s += Since(w0);
+  }
+  if (grad_scale != 1.0) runtime::ScaleInPlace(flat_grads_, static_cast<float>(grad_scale));
   ++step_;
   const kernels::cpu::AdamWParams hp{static_cast<float>(lr),
                                      static_cast<float>(adamw_.beta1),
@@ -392,11 +414,7 @@ void StageRunner::Update(comm::Collectives* dp, double lr) {
       // In place: this replica's block of P is already where the gather puts it.
       check(dp->AllGather(p_shard, P, shard_, DType::kF32), "all-gather");
     }
-  } else if (reduced_) {
-    const auto w0 = clk::now();
-    WaitForReduction();  // started during the backward
-    reduced_ = false;
-    stats_.wait_s += Since(w0);
+  } else if (summed) {
     runtime::AdamWStepOn(flat_params_, P, m_.data<float>(), v_.data<float>(), G, padded_, hp);
   } else {
     if (dp != nullptr && dp->size() > 1 && program_.spec.param_shards == 1) {

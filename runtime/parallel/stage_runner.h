@@ -95,6 +95,7 @@ class UcxPipeLinks : public PipeLinks {
 struct StageStats {
   double forward_s = 0, backward_s = 0, wait_s = 0, update_s = 0;
   int64_t peak_bytes = 0;
+  bool found_overflow = false;  // with set_overflow_check: inf or NaN in the gradients
 };
 
 class StageRunner {
@@ -127,9 +128,16 @@ class StageRunner {
   // returns the sum of the weighted losses on the last stage (0 elsewhere). Gradients accumulate.
   double RunMicroBatches(const std::vector<planner::ScheduleStep>& steps,
                          const std::vector<MicroBatch>& micro_batches, PipeLinks* links);
+  // Loss scaling (f16): after each RunMicroBatches, stats().found_overflow says whether this
+  // rank's accumulated gradients hold an inf or NaN (after the step's own data-parallel reduction
+  // where it overlaps the backward; an overflow survives any sum, so one rank's local check is
+  // the group's). The caller ORs it over every rank of the job.
+  void set_overflow_check(bool on) { overflow_check_ = on; }
   // Sums the gradients over `dp` (nullptr: one replica; sharded parameters arrive summed), applies
-  // AdamW, zeroes the gradients.
-  void Update(comm::Collectives* dp, double lr);
+  // AdamW, zeroes the gradients. grad_scale multiplies the gradients first (1 / the loss scale);
+  // skip (an overflow somewhere in the job) zeroes them and leaves weights, optimizer states and
+  // the step count as they were.
+  void Update(comm::Collectives* dp, double lr, double grad_scale = 1.0, bool skip = false);
   void ZeroGrad();
   int64_t optimizer_steps() const { return step_; }
   const StageStats& stats() const { return stats_; }
@@ -176,8 +184,9 @@ class StageRunner {
     int waiting = 0;             // of those, not yet added in this backward
   };
   std::vector<Bucket> buckets_;
-  std::vector<int> bucket_of_;   // per parameter
-  bool reduced_ = false;         // the gradient buffer holds group sums (reductions started)
+  std::vector<int> bucket_of_;  // per parameter
+  bool reduced_ = false;        // the gradient buffer holds group sums (reductions started)
+  bool overflow_check_ = false;
   bool buckets_forced_ = false;  // MOREH_GRAD_BUCKET_MB set: overlap even where it cannot gain
   std::unordered_map<int, int> param_index_;  // value id in program_.full -> parameter
   std::unordered_map<int, std::unordered_map<int, runtime::Tensor>> stash_;  // per micro-batch

@@ -9,7 +9,8 @@ device. On a local cluster of 4 such devices (moreh-run cluster up):
      falls; the losses equal the one-device run's (an in-process run without the cluster) within
      1e-4 relative, and the saved sharded checkpoint equals the one-device checkpoint within 1e-4.
      Given configurations (tensor parallelism across stages; TP with parameters sharded over the
-     replicas) do the same.
+     replicas) do the same. Mixed precision: bf16 follows the f32 run within bf16 accuracy; f16
+     with dynamic loss scaling started too high skips its overflowing steps, then trains.
   3. The checkpoint loads back: transformers.LlamaForCausalLM reads it, and a second distributed
      job resumes from it (every worker reading only its own stage's tensors).
   4. A worker killed with SIGKILL mid-step: the client names it and exits non-zero within 5 s; the
@@ -74,7 +75,8 @@ def main():
     home = os.path.join(tmp, "home")
     os.makedirs(home)
     env = dict(os.environ, MOREH_HOME=home, MOREH_DEVICE_SIZE="Large")
-    for k in ("MOREH_SCHEDULER", "MOREH_ENABLE_ADVANCED_PARALLELIZATION", "MOREH_COMPUTE_DTYPE"):
+    for k in ("MOREH_SCHEDULER", "MOREH_ENABLE_ADVANCED_PARALLELIZATION", "MOREH_COMPUTE_DTYPE",
+              "MOREH_LOSS_SCALE"):
         env.pop(k, None)
     train = [run, "train", "--model-name-or-path", model, "--dataset", data, "--block-size", "128",
              "--batch-size", "8", "--lr", "1e-3", "--log-interval", "2"]
@@ -227,6 +229,32 @@ def main():
         check(f"mixed precision: the f32 master weights saved follow the one-device ones (rel. "
               f"{rel:.2e}, max elem. {big:.2e})", same and rel <= MIXED_WEIGHT_TOLERANCE,
               sorted(set(w_one) ^ set(w_mp)))
+
+        # 2d. f16 through the daemons (2 stages x 2 replicas, master weights sharded), with dynamic
+        # loss scaling started too high on purpose (2^23; here 2^19 is the largest that fits): the
+        # first steps overflow f16 on some rank, the session skips them on every rank and halves
+        # the scale, then training proceeds (the loss falls) and the checkpoint is finite.
+        out_f16 = os.path.join(tmp, "f16")
+        r = subprocess.run(
+            train + ["--max-steps", "12", "--save-model-dir", out_f16],
+            env=dict(env, MOREH_ENABLE_ADVANCED_PARALLELIZATION="1", MOREH_COMPUTE_DTYPE="f16",
+                     MOREH_LOSS_SCALE=f"dynamic:{2 ** 23}",
+                     MOREH_ADVANCED_PARALLELIZATION_CONFIG='{"num_stages": 2, '
+                                                          '"num_micro_batches": 2, '
+                                                          '"distribute_param": true}'),
+            capture_output=True, text=True, timeout=600)
+        rlog = r.stdout + r.stderr
+        l_f16 = losses(rlog)
+        skipped = rlog.count("the optimizer step was skipped")
+        check(f"f16 with loss scaling from 2^23: {skipped} overflowing step(s) skipped, then the "
+              f"loss falls ({l_f16})",
+              r.returncode == 0 and "Loss scaling: dynamic, initial scale 8.38861e+06" in rlog
+              and 1 <= skipped <= 8 and len(l_f16) == 6 and l_f16[-1] < l_f16[0],
+              (r.returncode, skipped, l_f16, rlog[-2000:]))
+        w_f16 = read_checkpoint(out_f16) if os.path.isdir(out_f16) else {}
+        check("f16: the checkpoint is finite and complete",
+              sorted(w_f16) == sorted(w_one) and all(np.isfinite(w).all() for w in w_f16.values()),
+              sorted(set(w_one) ^ set(w_f16)))
 
         # 3. Loads back: in transformers, and as the start of another distributed job.
         probe = ("import sys, torch, transformers\n"

@@ -10,11 +10,13 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <optional>
 #include <random>
 #include <thread>
 
 #include "runtime/comm/grid.h"
 #include "runtime/executor.h"
+#include "runtime/loss_scaler.h"
 #include "runtime/models/llama.h"
 #include "runtime/net/base64.h"
 #include "runtime/optim.h"
@@ -89,6 +91,18 @@ struct Trajectory {
   std::vector<double> losses;
   std::map<std::string, std::vector<float>> weights;
   std::vector<int64_t> peaks;  // per rank, of its own device (Distributed)
+  std::vector<bool> skipped;   // per step, with loss scaling: the update was skipped (overflow)
+  double final_scale = 0;      // with loss scaling
+};
+
+// Loss scaling as the session runs it (Distributed): every micro-batch's loss weight times the
+// scale, each rank's overflow check ORed over the job, the update skipped on overflow and
+// otherwise given 1 / scale. `weight_factor` multiplies every loss weight with or without scaling
+// (gradients small enough for f16 to flush); `eps` is AdamW's.
+struct Scaling {
+  std::optional<runtime::LossScalerOptions> scaler;
+  double weight_factor = 1;
+  double eps = 1e-8;
 };
 
 constexpr double kLr = 1e-3;
@@ -115,13 +129,27 @@ Trajectory OneDevice(const models::LlamaConfig& c, const std::vector<Batch>& bat
   return tr;
 }
 
+// Relative L2 distance of all weights of `a` from those of `b`.
+double WeightDistance(const Trajectory& a, const Trajectory& b) {
+  double diff = 0, norm = 0;
+  for (const auto& [name, w] : b.weights) {
+    const auto& g = a.weights.at(name);
+    EXPECT_EQ(g.size(), w.size()) << name;
+    for (size_t k = 0; k < std::min(g.size(), w.size()); ++k) {
+      diff += (g[k] - w[k]) * static_cast<double>(g[k] - w[k]);
+      norm += w[k] * static_cast<double>(w[k]);
+    }
+  }
+  return std::sqrt(diff / norm);
+}
+
 // Runs the candidate's configuration: rank = tp_rank + tp * (dp_rank + dp * stage), computing in
 // `compute` (bf16: mixed precision, f32 master weights).
 // `passes` > 1 accumulates each step's gradients over that many RunMicroBatches calls (the
 // micro-batches split between them) before the update.
 Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& cand,
                        const std::vector<Batch>& batches, DType compute = DType::kF32,
-                       double lr = kLr, int passes = 1) {
+                       double lr = kLr, int passes = 1, const Scaling& scaling = {}) {
   const int pp = cand.num_stages, dp = cand.dp, m = cand.num_micro_batches, tp = cand.tp;
   const int world = pp * dp * tp;
   const models::LlamaForCausalLM init(c, /*seed=*/3);
@@ -145,9 +173,22 @@ Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& c
   std::mutex mu;
   std::vector<std::string> errors;
   out.peaks.assign(world, 0);
+  // Loss scaling: after every rank's step, one completion ORs the overflow flags and moves the
+  // scale (as the session does between its job_step and job_update).
+  std::optional<runtime::LossScaler> scaler;
+  if (scaling.scaler) scaler.emplace(*scaling.scaler);
+  std::vector<char> overflow(world, 0);
+  bool skip = false;
+  auto decide = [&]() noexcept {
+    skip = std::any_of(overflow.begin(), overflow.end(), [](char f) { return f != 0; });
+    out.skipped.push_back(skip);
+    scaler->Update(skip);
+  };
+  std::barrier sync(world, decide);
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) {
     threads.emplace_back([&, r] {
+      bool steps_done = false;
       try {
         const comm::GridCoord at = grid.Coord(r);
         const int s = at.pp_rank;
@@ -155,8 +196,9 @@ Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& c
         spec.compute_dtype = compute;
         const bool zero3 = cand.distribute_low_prec_param;
         runtime::Allocator device("rank" + std::to_string(r), int64_t{1} << 36);
-        StageRunner runner(BuildStageProgram(spec), &device, {.lr = lr}, dp, at.dp_rank,
-                           cand.distribute_param && !zero3);
+        StageRunner runner(BuildStageProgram(spec), &device, {.lr = lr, .eps = scaling.eps}, dp,
+                           at.dp_rank, cand.distribute_param && !zero3);
+        runner.set_overflow_check(scaler.has_value());
         const auto& names = runner.param_names();
         std::vector<Shape> tp_shapes;
         for (size_t i = 0; i < names.size(); ++i) {
@@ -179,14 +221,30 @@ Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& c
           const auto& mine = split[step][at.dp_rank];
           const size_t per_pass = mine.size() / passes;
           double l = 0;
+          const double scale = scaler ? scaler->scale() : 1.0;
+          bool overflowed = false;
           for (int k = 0; k < passes; ++k) {
-            const std::vector<MicroBatch> part(mine.begin() + k * per_pass,
-                                               mine.begin() + (k + 1) * per_pass);
+            std::vector<MicroBatch> part(mine.begin() + k * per_pass,
+                                         mine.begin() + (k + 1) * per_pass);
+            for (MicroBatch& mb : part) {
+              if (!mb.loss_weight.defined()) continue;
+              const float w = mb.loss_weight.ToFloats()[0];
+              mb.loss_weight = runtime::Tensor::FromVector<float>(
+                  {static_cast<float>(w * scaling.weight_factor * scale)}, {});
+            }
             l += runner.RunMicroBatches(table[s], part, &links);
+            overflowed = overflowed || runner.stats().found_overflow;
           }
-          if (spec.last && at.tp_rank == 0) losses[at.dp_rank][step] = l;
-          runner.Update(&dpc, lr);
+          if (spec.last && at.tp_rank == 0) losses[at.dp_rank][step] = l / scale;
+          if (scaler) {
+            overflow[r] = overflowed;
+            sync.arrive_and_wait();
+            runner.Update(&dpc, lr, 1.0 / scale, skip);
+          } else {
+            runner.Update(&dpc, lr);
+          }
         }
+        steps_done = true;
         {
           std::lock_guard<std::mutex> lock(mu);
           out.peaks[r] = device.peak_bytes();
@@ -197,8 +255,9 @@ Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& c
           const auto master = runner.parameter(i).ToFloats();
           const auto seen = runner.compute_parameter(i).ToFloats();
           for (size_t k = 0; k < master.size(); ++k) {
-            const float want =
-                compute == DType::kBF16 ? BF16ToF32(F32ToBF16(master[k])) : master[k];
+            const float want = compute == DType::kBF16  ? BF16ToF32(F32ToBF16(master[k]))
+                               : compute == DType::kF16 ? F16ToF32(F32ToF16(master[k]))
+                                                        : master[k];
             if (seen[k] != want) {
               throw Error(fmt::format("{}[{}]: the program reads {} for master weight {}", names[i],
                                       k, seen[k], master[k]));
@@ -216,6 +275,7 @@ Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& c
           for (size_t i = 0; i < names.size(); ++i) out.weights[names[i]] = full[i].ToFloats();
         }
       } catch (const std::exception& e) {
+        if (scaler && !steps_done) sync.arrive_and_drop();  // the others go on without it
         std::lock_guard<std::mutex> lock(mu);
         errors.push_back(fmt::format("rank {}: {}", r, e.what()));
       }
@@ -223,6 +283,7 @@ Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& c
   }
   for (auto& t : threads) t.join();
   for (const auto& e : errors) ADD_FAILURE() << e;
+  if (scaler) out.final_scale = scaler->scale();
   for (size_t step = 0; step < batches.size(); ++step) {
     double l = 0;
     for (int d = 0; d < dp; ++d) l += losses[d][step];
@@ -477,18 +538,7 @@ TEST(Pipeline, MixedPrecisionMatchesOneDevice) {
   EXPECT_LE(bf16_vs_f32, 2e-3);
   EXPECT_GT(bf16_vs_f32, 0.0) << "bf16 computed exactly as f32";
   // Relative L2 distance of all weights.
-  auto distance = [](const Trajectory& a, const Trajectory& b) {
-    double diff = 0, norm = 0;
-    for (const auto& [name, w] : b.weights) {
-      const auto& g = a.weights.at(name);
-      EXPECT_EQ(g.size(), w.size()) << name;
-      for (size_t k = 0; k < std::min(g.size(), w.size()); ++k) {
-        diff += (g[k] - w[k]) * static_cast<double>(g[k] - w[k]);
-        norm += w[k] * static_cast<double>(w[k]);
-      }
-    }
-    return std::sqrt(diff / norm);
-  };
+  const auto distance = WeightDistance;
   std::printf("mixed precision, one device: loss rel. difference to f32 %.3g, weights %.3g\n",
               bf16_vs_f32, distance(ref, f32));
   EXPECT_LE(distance(ref, f32), 1e-2);
@@ -550,6 +600,82 @@ TEST(Pipeline, MixedPrecisionMatchesOneDevice) {
 // The data-parallel gradient reduction overlapped with the backward, in buckets (forced small here:
 // every parameter boundary starts one) and with gradients accumulated over two passes before the
 // update (the sums of the first pass are counted once), gives the one reduction's result.
+// f16 compute (MOREH_COMPUTE_DTYPE=f16) flushes gradients below 2^-24 to zero and keeps only a few
+// bits of those below 2^-14. With every loss weight 2^-10 (as with many tokens per step) the
+// unscaled f16 run drifts from the f32 one; with the loss scaled by 2^16 (the session's default
+// for f16) it trains as f32 does, on one device and on 2 stages x 2 replicas (each rank's
+// overflow check ORed over the job).
+TEST(Pipeline, LossScalingKeepsSmallF16GradientsAlive) {
+  const models::LlamaConfig c = SmallLlama();
+  const int64_t B = 8, T = 8;
+  const auto batches = MakeBatches(6, B, T, c.vocab_size);
+  planner::Candidate one;
+  one.batch_per_device = static_cast<int>(B);
+  one.stage_layers = {static_cast<int>(c.num_hidden_layers)};
+  Scaling small{.weight_factor = 1.0 / 1024, .eps = 1e-14};
+  const Trajectory f32 = Distributed(c, one, batches, DType::kF32, kLr, 1, small);
+  const Trajectory unscaled = Distributed(c, one, batches, DType::kF16, kLr, 1, small);
+  Scaling scaled = small;
+  scaled.scaler = runtime::LossScalerOptions{};
+  const Trajectory one_scaled = Distributed(c, one, batches, DType::kF16, kLr, 1, scaled);
+  planner::Candidate pp_dp = one;
+  pp_dp.stage_layers = {2, 2};
+  pp_dp.num_stages = 2;
+  pp_dp.dp = 2;
+  pp_dp.num_micro_batches = 2;
+  pp_dp.batch_per_device = static_cast<int>(B / 4);
+  const Trajectory split_scaled = Distributed(c, pp_dp, batches, DType::kF16, kLr, 1, scaled);
+  const double d_unscaled = WeightDistance(unscaled, f32), d_one = WeightDistance(one_scaled, f32),
+               d_split = WeightDistance(split_scaled, f32);
+  std::printf(
+      "f16 vs f32 with loss weights 2^-10: weights rel. L2 unscaled %.3g, scaled %.3g, "
+      "scaled on 2 stages x 2 replicas %.3g\n",
+      d_unscaled, d_one, d_split);
+  EXPECT_LE(d_one, 1e-2);
+  EXPECT_LE(d_split, 1e-2);
+  EXPECT_GE(d_unscaled, 4 * d_one) << "the scaling made no difference: nothing underflowed";
+  for (const Trajectory* t : {&one_scaled, &split_scaled}) {
+    EXPECT_EQ(t->final_scale, 65536.0);
+    EXPECT_EQ(std::count(t->skipped.begin(), t->skipped.end(), true), 0);
+    for (size_t i = 0; i < f32.losses.size(); ++i) {
+      EXPECT_NEAR(t->losses[i], f32.losses[i], 2e-3 * f32.losses[i]) << "step " << i;
+    }
+  }
+}
+
+// A scale too large overflows f16 (inf in the gradients): the step is skipped on every rank and
+// the scale halved until it fits. Skipped steps leave nothing behind: the run equals one that
+// starts, at the scale found, from the first step that was applied (weights and losses bit for
+// bit, later skips at the same steps; AdamW's step count and moments untouched by the skips).
+TEST(Pipeline, LossScalingSkipsOverflowingStepsWithoutATrace) {
+  const models::LlamaConfig c = SmallLlama();
+  const int64_t B = 8, T = 8;
+  const auto batches = MakeBatches(10, B, T, c.vocab_size);
+  planner::Candidate pp_dp;
+  pp_dp.stage_layers = {2, 2};
+  pp_dp.num_stages = 2;
+  pp_dp.dp = 2;
+  pp_dp.num_micro_batches = 2;
+  pp_dp.batch_per_device = static_cast<int>(B / 4);
+  Scaling huge{.scaler = runtime::LossScalerOptions{.initial_scale = std::ldexp(1.0, 22)}};
+  const Trajectory a = Distributed(c, pp_dp, batches, DType::kF16, kLr, 1, huge);
+  const auto k = std::find(a.skipped.begin(), a.skipped.end(), false) - a.skipped.begin();
+  std::printf("scale 2^22: %lld leading step(s) skipped, %lld later; final scale %g\n",
+              static_cast<long long>(k),
+              static_cast<long long>(std::count(a.skipped.begin() + k, a.skipped.end(), true)),
+              a.final_scale);
+  ASSERT_GE(k, 1) << "2^22 did not overflow f16";
+  ASSERT_LT(k, static_cast<long>(batches.size()) - 3);
+  Scaling fitted{.scaler = runtime::LossScalerOptions{
+                     .initial_scale = std::ldexp(1.0, 22 - static_cast<int>(k))}};
+  const std::vector<Batch> rest(batches.begin() + k, batches.end());
+  const Trajectory b = Distributed(c, pp_dp, rest, DType::kF16, kLr, 1, fitted);
+  EXPECT_EQ(std::vector<bool>(a.skipped.begin() + k, a.skipped.end()), b.skipped);
+  EXPECT_EQ(a.final_scale, b.final_scale);
+  for (size_t i = 0; i < rest.size(); ++i) EXPECT_EQ(a.losses[k + i], b.losses[i]) << i;
+  EXPECT_EQ(WeightDistance(a, b), 0.0);
+}
+
 TEST(Pipeline, OverlappedGradientReductionMatchesOneReduction) {
   const models::LlamaConfig c = SmallLlama();
   const int64_t B = 8, T = 8;
