@@ -1,9 +1,11 @@
 #include "runtime/lazy.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <unordered_map>
+#include <utility>
 
 #include "ops/op.h"
 #include "runtime/autograd.h"
@@ -100,10 +102,17 @@ class Recorder {
     } else {
       MOREH_CHECK(out.numel() == 1, "backward: {} is not a scalar; pass a gradient",
                   out.ToString());
+      // Loss scaling (f16): the loss's gradient is the scale, not 1, and every gradient with it.
+      MOREH_CHECK(grads_scale_ == 1.0 || grads_scale_ == loss_scale_,
+                  "backward: gradients scaled by {} are waiting for the optimizer; the scale is "
+                  "now {}",
+                  grads_scale_, loss_scale_);
+      grads_scale_ = loss_scale_;
       ops::GraphBuilder b(&graph_);
-      seed = b.Emit1(
-          OpKind::kFill, {},
-          {{"shape", out.shape()}, {"dtype", std::string(DTypeName(out.dtype()))}, {"value", 1.0}});
+      seed = b.Emit1(OpKind::kFill, {},
+                     {{"shape", out.shape()},
+                      {"dtype", std::string(DTypeName(out.dtype()))},
+                      {"value", loss_scale_}});
     }
     std::vector<int> wrt;
     std::vector<std::shared_ptr<TensorImpl>> leaves;
@@ -242,6 +251,11 @@ class Recorder {
   std::unordered_map<uint64_t, std::shared_ptr<const runtime::CompiledGraph>> cache_;
   runtime::Executor executor_;
   LazyStats stats_;
+
+ public:
+  double loss_scale_ = 1.0;  // what backward() of a scalar seeds (the optimizer's loss scaler)
+  double grads_scale_ =
+      1.0;  // the scale of the gradients accumulated since the optimizer took them
 };
 
 Recorder& R() {
@@ -257,6 +271,11 @@ std::vector<Tensor> Record(OpKind op, const std::vector<Tensor>& inputs, Attrs a
 }
 void Assign(const Tensor& target, const Tensor& value_of) { R().Assign(target, value_of); }
 runtime::Executor& ThreadExecutor() { return R().executor(); }
+void SetLossScale(double scale) {
+  MOREH_CHECK(scale > 0 && std::isfinite(scale), "loss scale {} must be > 0", scale);
+  R().loss_scale_ = scale;
+}
+double TakeGradientScale() { return std::exchange(R().grads_scale_, 1.0); }
 }  // namespace lazy
 
 // --- Tensor --------------------------------------------------------------------------------------

@@ -40,5 +40,11 @@ void Assign(const Tensor& target, const Tensor& value_of);
 
 runtime::Executor& ThreadExecutor();
 
+// Loss scaling for f16 programs (set by the optimizer that owns the scaler; 1 = none): backward()
+// of a scalar seeds `scale` instead of 1, so every gradient comes out multiplied by it.
+void SetLossScale(double scale);
+// The scale of the gradients accumulated since the last call (1: unscaled); resets it to 1.
+double TakeGradientScale();
+
 }  // namespace lazy
 }  // namespace moreh

@@ -1,5 +1,8 @@
 #include "runtime/optim.h"
 
+#include <spdlog/spdlog.h>
+
+#include "runtime/device.h"
 #include "runtime/lazy.h"
 #include "runtime/parallel/session.h"
 
@@ -27,6 +30,14 @@ AdamW::AdamW(std::vector<Tensor> params, AdamWOptions options)
   }
   m_.resize(params_.size());
   v_.resize(params_.size());
+  if (auto o = runtime::LossScalingFor(runtime::ComputeDType(lazy::ThreadExecutor().allocator()))) {
+    scaler_.emplace(*o);
+    lazy::SetLossScale(scaler_->scale());
+  }
+}
+
+AdamW::~AdamW() {
+  if (scaler_) lazy::SetLossScale(1.0);
 }
 
 void AdamW::step() {
@@ -34,6 +45,25 @@ void AdamW::step() {
     session_->Update(options_.lr);  // on every worker; the state never leaves them
     ++step_;
     return;
+  }
+  const double grad_scale = lazy::TakeGradientScale();
+  if (grad_scale != 1.0) {
+    // Loss scaling: an inf or NaN in any gradient skips the step (the scale shrinks); otherwise
+    // the gradients are divided by the scale, in place, before AdamW reads them.
+    std::vector<runtime::Tensor> grads;
+    bool finite = true;
+    for (const Tensor& p : params_) {
+      if (!p.grad().defined()) continue;
+      grads.push_back(p.grad().data());
+      finite = finite && runtime::AllFinite(grads.back());
+    }
+    const bool apply = scaler_ ? scaler_->Update(!finite) : finite;
+    if (scaler_) lazy::SetLossScale(scaler_->scale());
+    if (!apply) {
+      if (scaler_) spdlog::warn("{}", scaler_->OverflowMessage(grad_scale));
+      return;
+    }
+    for (const runtime::Tensor& g : grads) runtime::ScaleInPlace(g, 1.0f / grad_scale);
   }
   ++step_;
   const Tensor hp =

@@ -4,8 +4,10 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <vector>
 
+#include "runtime/loss_scaler.h"
 #include "runtime/tensor.h"
 
 namespace moreh::parallel {
@@ -26,6 +28,9 @@ class AdamW {
  public:
   AdamW(std::vector<Tensor> params, AdamWOptions options = {});
   AdamW(std::vector<Tensor> params, double lr) : AdamW(std::move(params), AdamWOptions{.lr = lr}) {}
+  ~AdamW();
+  AdamW(const AdamW&) = delete;
+  AdamW& operator=(const AdamW&) = delete;
 
   void step();
   // set_to_none (PyTorch's default): drops every parameter's grad.
@@ -42,6 +47,9 @@ class AdamW {
   std::vector<Tensor> m_, v_;
   // Set when the parameters live on worker daemons: step() runs AdamW there.
   std::shared_ptr<parallel::Session> session_;
+  // In process, when the program computes in f16 (runtime::LossScalingFor): the loss scale that
+  // backward() seeds; step() skips on overflow and otherwise divides it out first.
+  std::optional<runtime::LossScaler> scaler_;
   AdamWOptions options_;
   int64_t step_ = 0;
 };

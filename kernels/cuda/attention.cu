@@ -392,8 +392,8 @@ void LaunchAttentionBackward(AttentionDqKernelFn dq_kernel, size_t dq_smem,
                              AttentionDkvKernelFn dkv_kernel, size_t dkv_smem, int rows,
                              int threads, void* dq, void* dk, void* dv, const void* dout,
                              const void* q, const void* k, const void* v, const void* out,
-                             const float* lse, const int64_t* key_mask, const AttentionShape& sh,
-                             cudaStream_t stream) {
+                             const float* lse, const int64_t* key_mask, float* drow,
+                             const AttentionShape& sh, cudaStream_t stream) {
   using bf16 = __nv_bfloat16;
   AllowDynamicSmem(dq_kernel, dq_smem);
   AllowDynamicSmem(dkv_kernel, dkv_smem);
@@ -404,12 +404,13 @@ void LaunchAttentionBackward(AttentionDqKernelFn dq_kernel, size_t dq_smem,
   const auto* po = static_cast<const bf16*>(out);
   const dim3 q_grid(Tiles(sh.t, rows), static_cast<unsigned>(sh.h), static_cast<unsigned>(sh.b));
   dq_kernel<<<q_grid, threads, dq_smem, stream>>>(static_cast<bf16*>(dq), pdout, pq, pk, pv, po,
-                                                  lse, key_mask, sh);
+                                                  lse, key_mask, drow, sh);
   MOREH_CUDA_CHECK_LAUNCH();
   if (sh.s == 0) return;
   const dim3 kv_grid(Tiles(sh.s, rows), static_cast<unsigned>(sh.hkv), static_cast<unsigned>(sh.b));
   dkv_kernel<<<kv_grid, threads, dkv_smem, stream>>>(static_cast<bf16*>(dk), static_cast<bf16*>(dv),
-                                                     pdout, pq, pk, pv, po, lse, key_mask, sh);
+                                                     pdout, pq, pk, pv, po, lse, key_mask, drow,
+                                                     sh);
   MOREH_CUDA_CHECK_LAUNCH();
 }
 
@@ -442,7 +443,7 @@ void AttentionForward(void* out, float* lse, const void* q, const void* k, const
 void AttentionBackward(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k,
                        const void* v, const void* out, const float* lse, const int64_t* key_mask,
                        const AttentionShape& sh, DType dtype, cudaStream_t stream,
-                       AttentionImpl impl) {
+                       AttentionImpl impl, float* row_scratch) {
   CheckShape(sh, dtype, "AttentionBackward");
   impl = Resolve(impl, sh, dtype, {dq, dk, dv, dout, q, k, v, out}, "AttentionBackward");
   if (sh.b == 0) return;
@@ -453,11 +454,21 @@ void AttentionBackward(void* dq, void* dk, void* dv, const void* dout, const voi
     return;
   }
   if (impl == AttentionImpl::kMma) {
-    AttentionBackwardMma(dq, dk, dv, dout, q, k, v, out, lse, key_mask, sh, stream);
+    // dO . O per query row, written by the dq pass and read by the dk/dv pass: the caller's
+    // buffer, or one of our own for the duration (stream-ordered, so no synchronisation).
+    float* drow = row_scratch;
+    if (drow == nullptr) {
+      MOREH_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&drow),
+                                       static_cast<size_t>(sh.b * sh.h * sh.t) * sizeof(float),
+                                       stream));
+    }
+    AttentionBackwardMma(dq, dk, dv, dout, q, k, v, out, lse, key_mask, drow, sh, stream);
+    if (row_scratch == nullptr) MOREH_CUDA_CHECK(cudaFreeAsync(drow, stream));
     return;
   }
   if (impl == AttentionImpl::kWmma) {
-    AttentionBackwardTensorCores(dq, dk, dv, dout, q, k, v, out, lse, key_mask, sh, stream);
+    AttentionBackwardTensorCores(dq, dk, dv, dout, q, k, v, out, lse, key_mask, nullptr, sh,
+                                 stream);
     return;
   }
   Dispatch(sh, dtype, [&](auto tag, auto dim) {

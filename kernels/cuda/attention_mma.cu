@@ -288,11 +288,12 @@ __device__ __forceinline__ float RowDotQuad(const bf16* dout, const bf16* out, i
 }
 
 // dq: grid (ceil(T / 64), H, B). Per key tile: S = Q K^T, dP = dO V^T, dS = P (dP - Drow),
-// dQ += dS K; dq = scale dQ. Shared: Q and dO tiles, then two stages of (K, V).
+// dQ += dS K; dq = scale dQ. Shared: Q and dO tiles, then two stages of (K, V). Also writes each
+// row's Drow = dO . O to drow_out ([B, H, T]) for the dk/dv pass, which runs after it.
 template <int D>
 __global__ void __launch_bounds__(kThreads)
     MmaBackwardDqKernel(bf16* dq, const bf16* dout, const bf16* q, const bf16* k, const bf16* v,
-                        const bf16* out, const float* lse, const int64_t* key_mask,
+                        const bf16* out, const float* lse, const int64_t* key_mask, float* drow_out,
                         AttentionShape sh) {
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* qs = reinterpret_cast<bf16*>(smem);
@@ -319,6 +320,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int r = 0; r < 2; ++r) {
     drow[r] = RowDotQuad<D>(dout + head_off, out + head_off, row[r], sh.t, q_stride);
     lse2[r] = row[r] < sh.t ? lse[(b * sh.h + h) * sh.t + row[r]] * kLog2e : kNegInf;
+    if (t == 0 && row[r] < sh.t) drow_out[(b * sh.h + h) * sh.t + row[r]] = drow[r];  // for dk/dv
   }
   float acc[D / 8][4];
   ZeroAcc<D>(acc);
@@ -369,7 +371,7 @@ template <int D>
 __global__ void __launch_bounds__(kThreads)
     MmaBackwardDkvKernel(bf16* dk, bf16* dv, const bf16* dout, const bf16* q, const bf16* k,
                          const bf16* v, const bf16* out, const float* lse, const int64_t* key_mask,
-                         AttentionShape sh) {
+                         const float* drow, AttentionShape sh) {
   constexpr int N = kDkvN<D>;
   constexpr size_t kStageBytes = 2 * TileBytes<D>(N) + 2 * N * sizeof(float);
   extern __shared__ __align__(128) unsigned char smem[];
@@ -417,14 +419,12 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();  // this stage is in; the other stage's readers (tile it - 1) are done
     if (it + 1 < tiles) load_stage(it + 1);
     __pipeline_commit();
-    // The tile's lse and Drow: a quad per query row, each thread a quarter of D.
-    for (int rr = threadIdx.x / 4; rr < N; rr += kThreads / 4) {
+    // The tile's lse (in base 2) and Drow (written by the dq pass).
+    for (int rr = threadIdx.x; rr < N; rr += kThreads) {
       const int64_t iq = i0 + rr;
-      const float d = RowDotQuad<D>(dout + head_off(it), out + head_off(it), iq, sh.t, q_stride);
-      if (t == 0) {
-        drow_s[rr] = d;
-        lse_s[rr] = iq < sh.t ? lse[(b * sh.h + h) * sh.t + iq] * kLog2e : kNegInf;
-      }
+      const bool inside = iq < sh.t;
+      lse_s[rr] = inside ? lse[(b * sh.h + h) * sh.t + iq] * kLog2e : kNegInf;
+      drow_s[rr] = inside ? drow[(b * sh.h + h) * sh.t + iq] : 0.0f;
     }
     __syncthreads();
     float st[N / 8][4], dpt[N / 8][4];
@@ -478,10 +478,10 @@ void Forward(void* out, float* lse, const void* q, const void* k, const void* v,
 template <int D>
 void Backward(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k,
               const void* v, const void* out, const float* lse, const int64_t* key_mask,
-              const AttentionShape& sh, cudaStream_t stream) {
+              float* drow, const AttentionShape& sh, cudaStream_t stream) {
   LaunchAttentionBackward(MmaBackwardDqKernel<D>, DqSmem<D>(), MmaBackwardDkvKernel<D>,
                           DkvSmem<D>(), kRows, kThreads, dq, dk, dv, dout, q, k, v, out, lse,
-                          key_mask, sh, stream);
+                          key_mask, drow, sh, stream);
 }
 
 }  // namespace
@@ -502,11 +502,12 @@ void AttentionForwardMma(void* out, float* lse, const void* q, const void* k, co
 
 void AttentionBackwardMma(void* dq, void* dk, void* dv, const void* dout, const void* q,
                           const void* k, const void* v, const void* out, const float* lse,
-                          const int64_t* key_mask, const AttentionShape& sh, cudaStream_t stream) {
+                          const int64_t* key_mask, float* drow, const AttentionShape& sh,
+                          cudaStream_t stream) {
   if (sh.d == 64) {
-    Backward<64>(dq, dk, dv, dout, q, k, v, out, lse, key_mask, sh, stream);
+    Backward<64>(dq, dk, dv, dout, q, k, v, out, lse, key_mask, drow, sh, stream);
   } else {
-    Backward<128>(dq, dk, dv, dout, q, k, v, out, lse, key_mask, sh, stream);
+    Backward<128>(dq, dk, dv, dout, q, k, v, out, lse, key_mask, drow, sh, stream);
   }
 }
 

@@ -196,7 +196,7 @@ template <int D>
 __global__ void __launch_bounds__(kThreads)
     BackwardDqKernel(bf16* dq, const bf16* dout, const bf16* q, const bf16* k, const bf16* v,
                      const bf16* out, const float* lse, const int64_t* key_mask,
-                     AttentionShape sh) {
+                     float* /*drow: computed here*/, AttentionShape sh) {
   using L = Layout<D>;
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* qs = reinterpret_cast<bf16*>(smem);
@@ -255,7 +255,7 @@ template <int D>
 __global__ void __launch_bounds__(kThreads)
     BackwardDkvKernel(bf16* dk, bf16* dv, const bf16* dout, const bf16* q, const bf16* k,
                       const bf16* v, const bf16* out, const float* lse, const int64_t* key_mask,
-                      AttentionShape sh) {
+                      const float* /*drow: computed here*/, AttentionShape sh) {
   using L = Layout<D>;
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* ks = reinterpret_cast<bf16*>(smem);
@@ -357,9 +357,9 @@ void Forward(void* out, float* lse, const void* q, const void* k, const void* v,
 template <int D>
 void Backward(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k,
               const void* v, const void* out, const float* lse, const int64_t* key_mask,
-              const AttentionShape& sh, cudaStream_t stream) {
+              float* drow, const AttentionShape& sh, cudaStream_t stream) {
   LaunchAttentionBackward(BackwardDqKernel<D>, DqSmem<D>(), BackwardDkvKernel<D>, DkvSmem<D>(),
-                          kTile, kThreads, dq, dk, dv, dout, q, k, v, out, lse, key_mask, sh,
+                          kTile, kThreads, dq, dk, dv, dout, q, k, v, out, lse, key_mask, drow, sh,
                           stream);
 }
 
@@ -382,12 +382,12 @@ void AttentionForwardTensorCores(void* out, float* lse, const void* q, const voi
 
 void AttentionBackwardTensorCores(void* dq, void* dk, void* dv, const void* dout, const void* q,
                                   const void* k, const void* v, const void* out, const float* lse,
-                                  const int64_t* key_mask, const AttentionShape& sh,
+                                  const int64_t* key_mask, float* drow, const AttentionShape& sh,
                                   cudaStream_t stream) {
   if (sh.d == 64) {
-    Backward<64>(dq, dk, dv, dout, q, k, v, out, lse, key_mask, sh, stream);
+    Backward<64>(dq, dk, dv, dout, q, k, v, out, lse, key_mask, drow, sh, stream);
   } else {
-    Backward<128>(dq, dk, dv, dout, q, k, v, out, lse, key_mask, sh, stream);
+    Backward<128>(dq, dk, dv, dout, q, k, v, out, lse, key_mask, drow, sh, stream);
   }
 }
 

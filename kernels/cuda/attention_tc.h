@@ -32,7 +32,7 @@ void AttentionForwardTensorCores(void* out, float* lse, const void* q, const voi
                                  cudaStream_t stream);
 void AttentionBackwardTensorCores(void* dq, void* dk, void* dv, const void* dout, const void* q,
                                   const void* k, const void* v, const void* out, const float* lse,
-                                  const int64_t* key_mask, const AttentionShape& sh,
+                                  const int64_t* key_mask, float* drow, const AttentionShape& sh,
                                   cudaStream_t stream);
 
 // attention_mma.cu (mma.sync).
@@ -41,7 +41,8 @@ void AttentionForwardMma(void* out, float* lse, const void* q, const void* k, co
                          const int64_t* key_mask, const AttentionShape& sh, cudaStream_t stream);
 void AttentionBackwardMma(void* dq, void* dk, void* dv, const void* dout, const void* q,
                           const void* k, const void* v, const void* out, const float* lse,
-                          const int64_t* key_mask, const AttentionShape& sh, cudaStream_t stream);
+                          const int64_t* key_mask, float* drow, const AttentionShape& sh,
+                          cudaStream_t stream);
 
 // The kernels of a tensor-core implementation (the same signatures in both), launched by
 // LaunchAttentionForward/Backward (attention.cu) over query tiles x heads x batch (forward, dq)
@@ -50,14 +51,16 @@ void AttentionBackwardMma(void* dq, void* dk, void* dv, const void* dout, const 
 using AttentionForwardKernelFn = void (*)(__nv_bfloat16*, float*, const __nv_bfloat16*,
                                           const __nv_bfloat16*, const __nv_bfloat16*,
                                           const int64_t*, AttentionShape);
+// The backward kernels' `drow` ([B, H, T] f32): dq writes dO . O of each query row there and
+// dk/dv reads it (the mma kernels; the WMMA ones compute it where they need it and ignore it).
 using AttentionDqKernelFn = void (*)(__nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*,
                                      const __nv_bfloat16*, const __nv_bfloat16*,
-                                     const __nv_bfloat16*, const float*, const int64_t*,
+                                     const __nv_bfloat16*, const float*, const int64_t*, float*,
                                      AttentionShape);
 using AttentionDkvKernelFn = void (*)(__nv_bfloat16*, __nv_bfloat16*, const __nv_bfloat16*,
                                       const __nv_bfloat16*, const __nv_bfloat16*,
                                       const __nv_bfloat16*, const __nv_bfloat16*, const float*,
-                                      const int64_t*, AttentionShape);
+                                      const int64_t*, const float*, AttentionShape);
 void LaunchAttentionForward(AttentionForwardKernelFn kernel, size_t smem, int rows, int threads,
                             void* out, float* lse, const void* q, const void* k, const void* v,
                             const int64_t* key_mask, const AttentionShape& sh, cudaStream_t stream);
@@ -65,8 +68,8 @@ void LaunchAttentionBackward(AttentionDqKernelFn dq_kernel, size_t dq_smem,
                              AttentionDkvKernelFn dkv_kernel, size_t dkv_smem, int rows,
                              int threads, void* dq, void* dk, void* dv, const void* dout,
                              const void* q, const void* k, const void* v, const void* out,
-                             const float* lse, const int64_t* key_mask, const AttentionShape& sh,
-                             cudaStream_t stream);
+                             const float* lse, const int64_t* key_mask, float* drow,
+                             const AttentionShape& sh, cudaStream_t stream);
 
 // Raises a kernel's dynamic shared-memory limit above the default 48 KiB, once per kernel and
 // device (the attribute belongs to the current device).

@@ -89,10 +89,12 @@ void AttentionForward(void* out, float* lse, const void* q, const void* k, const
                       cudaStream_t stream, AttentionImpl impl = AttentionImpl::kAuto);
 // dq, dk, dv (`dtype`) =. Two passes, no atomics: one per key tile (dk, dv, summing the query
 // heads of a group), one per query tile (dq); both recompute the scores from q, k and lse.
+// row_scratch: B * H * T floats of device memory the mma kernels use for dO . O per row (null:
+// they allocate their own, stream-ordered).
 void AttentionBackward(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k,
                        const void* v, const void* out, const float* lse, const int64_t* key_mask,
                        const AttentionShape& shape, DType dtype, cudaStream_t stream,
-                       AttentionImpl impl = AttentionImpl::kAuto);
+                       AttentionImpl impl = AttentionImpl::kAuto, float* row_scratch = nullptr);
 
 // --- swiglu.cu
 // y[N] = silu(gate) * up; the backward writes dgate and dup.

@@ -116,10 +116,14 @@ void Attention(In in, Out out, const Attrs& a) {
 void AttentionBackward(In in, Out out, const Attrs& a) {
   const Tensor mask = in.size() > 6 ? AsType(in[6], DType::kI64) : Tensor();
   const Tensor lse = AsType(in[5], DType::kF32);
+  // dO . O per query row, [B, H, T] like lse, passed from the kernels' dq pass to their dk/dv
+  // pass: from the device's allocator, so the device's peak (and the planner's model) see it.
+  const Tensor rows = Tensor::Empty(lse.shape(), DType::kF32, out[0].allocator());
   gpu::AttentionBackward(out[0].raw_data(), out[1].raw_data(), out[2].raw_data(), in[0].raw_data(),
                          in[1].raw_data(), in[2].raw_data(), in[3].raw_data(), in[4].raw_data(),
                          lse.data<float>(), mask.defined() ? mask.data<int64_t>() : nullptr,
-                         AttentionShapeOf(in[1].shape(), in[2].shape(), a), in[1].dtype(), kStream);
+                         AttentionShapeOf(in[1].shape(), in[2].shape(), a), in[1].dtype(), kStream,
+                         gpu::AttentionImpl::kAuto, rows.data<float>());
 }
 
 void SwiGlu(In in, Out out, const Attrs&) {

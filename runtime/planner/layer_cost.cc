@@ -89,9 +89,13 @@ void Analyse(const Graph& g, size_t num_fwd, const std::set<int>& params, int ch
   std::set<int> weight_grads;
   for (int v : g.outputs()) weight_grads.insert(base[v]);
   // What a node holds beside its outputs while it runs: on the CPU backend f32 copies of its
-  // 16-bit operands; on a GPU the cross-entropy kernels' buffers.
+  // 16-bit operands; on a GPU the cross-entropy kernels' buffers and the attention backward's
+  // per-row dO . O (f32, shaped as the log-sum-exp).
   auto widened = [&](const Node& n) -> int64_t {
     if (IsView(n.op)) return 0;
+    if (!dev.widens_16bit && n.op == OpKind::kAttentionBackward) {
+      return 4 * Numel(g.info(n.inputs[5]).shape);
+    }
     if (!dev.widens_16bit) {
       // The CUDA cross-entropy's own buffers: the row labels (i64) on the device, and forward the
       // per-row losses (f32) and the f64 sum and count.

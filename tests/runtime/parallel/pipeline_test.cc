@@ -113,15 +113,22 @@ constexpr double kLr = 1e-3;
 constexpr double kMixedLossTolerance = 1e-3;
 constexpr double kMixedWeightTolerance = 5e-3;
 
+// `loss_factor` multiplies the loss before backward() (small gradients); `eps` is AdamW's.
 Trajectory OneDevice(const models::LlamaConfig& c, const std::vector<Batch>& batches,
-                     double lr = kLr) {
+                     double lr = kLr, double loss_factor = 1, double eps = 1e-8) {
   models::LlamaForCausalLM model(c, /*seed=*/3);
-  optim::AdamW opt(model.parameters(), lr);
+  optim::AdamW opt(model.parameters(), {.lr = lr, .eps = eps});
   Trajectory tr;
   for (const Batch& b : batches) {
     auto out = model(Tensor::FromData(b.ids), Tensor::FromData(b.mask), Tensor::FromData(b.labels));
-    out.loss.backward();
+    if (loss_factor == 1) {
+      out.loss.backward();
+    } else {
+      (out.loss * loss_factor).backward();
+    }
+    const int64_t before = opt.step_count();
     opt.step();
+    tr.skipped.push_back(opt.step_count() == before);
     model.zero_grad();
     tr.losses.push_back(out.loss.item());
   }
@@ -674,6 +681,44 @@ TEST(Pipeline, LossScalingSkipsOverflowingStepsWithoutATrace) {
   EXPECT_EQ(a.final_scale, b.final_scale);
   for (size_t i = 0; i < rest.size(); ++i) EXPECT_EQ(a.losses[k + i], b.losses[i]) << i;
   EXPECT_EQ(WeightDistance(a, b), 0.0);
+}
+
+// The same in the user's program in process (MOREH_COMPUTE_DTYPE=f16, AP off): the optimizer owns
+// the scaler, backward() seeds the scale, step() skips on overflow or divides the scale out.
+TEST(Pipeline, InProcessF16LossScaling) {
+  const models::LlamaConfig c = SmallLlama();
+  const auto batches = MakeBatches(8, 8, 8, c.vocab_size);
+  const double factor = 1.0 / 1024, eps = 1e-14;
+  unsetenv("MOREH_LOSS_SCALE");
+  const Trajectory f32 = OneDevice(c, batches, kLr, factor, eps);
+  setenv("MOREH_COMPUTE_DTYPE", "f16", 1);
+  const Trajectory scaled = OneDevice(c, batches, kLr, factor, eps);
+  setenv("MOREH_LOSS_SCALE", "off", 1);
+  const Trajectory unscaled = OneDevice(c, batches, kLr, factor, eps);
+  // Too large on purpose: leading steps overflow and are skipped; the run then equals a fresh one
+  // on the remaining batches at the scale found, bit for bit.
+  setenv("MOREH_LOSS_SCALE", "dynamic:4194304", 1);  // 2^22
+  const Trajectory huge = OneDevice(c, batches, kLr);
+  const auto k = std::find(huge.skipped.begin(), huge.skipped.end(), false) - huge.skipped.begin();
+  setenv("MOREH_LOSS_SCALE",
+         fmt::format("dynamic:{}", std::ldexp(1.0, 22 - static_cast<int>(k))).c_str(), 1);
+  const std::vector<Batch> rest(batches.begin() + k, batches.end());
+  const Trajectory fitted = OneDevice(c, rest, kLr);
+  unsetenv("MOREH_LOSS_SCALE");
+  unsetenv("MOREH_COMPUTE_DTYPE");
+  const double d_scaled = WeightDistance(scaled, f32), d_unscaled = WeightDistance(unscaled, f32);
+  std::printf(
+      "in process, f16 vs f32 with the loss times 2^-10: weights rel. L2 unscaled %.3g, "
+      "scaled %.3g; from 2^22: %lld leading step(s) skipped\n",
+      d_unscaled, d_scaled, static_cast<long long>(k));
+  EXPECT_LE(d_scaled, 1e-2);
+  EXPECT_GE(d_unscaled, 4 * d_scaled);
+  EXPECT_EQ(std::count(scaled.skipped.begin(), scaled.skipped.end(), true), 0);
+  ASSERT_GE(k, 1) << "2^22 did not overflow f16";
+  ASSERT_LT(k, static_cast<long>(batches.size()) - 3);
+  EXPECT_EQ(std::vector<bool>(huge.skipped.begin() + k, huge.skipped.end()), fitted.skipped);
+  for (size_t i = 0; i < rest.size(); ++i) EXPECT_EQ(huge.losses[k + i], fitted.losses[i]) << i;
+  EXPECT_EQ(WeightDistance(huge, fitted), 0.0);
 }
 
 TEST(Pipeline, OverlappedGradientReductionMatchesOneReduction) {
