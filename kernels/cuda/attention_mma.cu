@@ -176,6 +176,39 @@ __device__ __forceinline__ int64_t KeyEnd(const AttentionShape& sh, int64_t i0) 
 
 constexpr int kN = 64;  // keys per streamed tile (forward and dq)
 
+// A stage of the forward and dq passes: K and V tiles of kN keys, then one byte per key saying
+// whether it exists and is not padding (the key mask read once per tile, not once per score).
+template <int D>
+constexpr size_t KvStageBytes() {
+  return 2 * TileBytes<D>(kN) + kN;
+}
+template <int D>
+struct KvStage {
+  bf16* k;
+  bf16* v;
+  unsigned char* key_ok;
+};
+template <int D>
+__device__ __forceinline__ KvStage<D> KvStageAt(unsigned char* base, int stage) {
+  unsigned char* p = base + stage * KvStageBytes<D>();
+  return {reinterpret_cast<bf16*>(p), reinterpret_cast<bf16*>(p + TileBytes<D>(kN)),
+          p + 2 * TileBytes<D>(kN)};
+}
+
+// Starts loading keys [j0, j0 + kN) of K and V into a stage and marks which exist and are not
+// padding. Visible to the block after its next __syncthreads (and, for the tiles, the wait).
+template <int D>
+__device__ __forceinline__ void LoadKvStage(const KvStage<D>& st, const bf16* kb, const bf16* vb,
+                                            int64_t j0, int64_t kv_stride, const int64_t* key_mask,
+                                            int64_t b, const AttentionShape& sh) {
+  LoadTileAsync<D, kN>(st.k, kb, j0, sh.s, kv_stride);
+  LoadTileAsync<D, kN>(st.v, vb, j0, sh.s, kv_stride);
+  for (int c = threadIdx.x; c < kN; c += kThreads) {
+    const int64_t j = j0 + c;
+    st.key_ok[c] = j < sh.s && (key_mask == nullptr || key_mask[b * sh.s + j] != 0);
+  }
+}
+
 // grid (ceil(T / 64), H, B). Shared: Q tile, then two stages of (K, V) tiles.
 template <int D>
 __global__ void __launch_bounds__(kThreads)
@@ -183,7 +216,7 @@ __global__ void __launch_bounds__(kThreads)
                      const int64_t* key_mask, AttentionShape sh) {
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* qs = reinterpret_cast<bf16*>(smem);
-  bf16* stages = qs + kRows * kLd<D>;  // stage s: K at s * 2 * kN rows, V after it
+  unsigned char* stages = smem + TileBytes<D>(kRows);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int64_t b = blockIdx.z, h = blockIdx.y, i0 = static_cast<int64_t>(blockIdx.x) * kRows;
   const int64_t q_stride = sh.h * D, kv_stride = sh.hkv * D, kvh = h / (sh.h / sh.hkv);
@@ -192,8 +225,7 @@ __global__ void __launch_bounds__(kThreads)
   const int tiles = static_cast<int>((KeyEnd(sh, i0) + kN - 1) / kN);
   if (tiles > 0) {
     LoadTileAsync<D, kRows>(qs, q + (b * sh.t * sh.h + h) * D, i0, sh.t, q_stride);
-    LoadTileAsync<D, kN>(stages, kb, 0, sh.s, kv_stride);
-    LoadTileAsync<D, kN>(stages + kN * kLd<D>, vb, 0, sh.s, kv_stride);
+    LoadKvStage<D>(KvStageAt<D>(stages, 0), kb, vb, 0, kv_stride, key_mask, b, sh);
   }
   __pipeline_commit();
   const int64_t row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
@@ -203,26 +235,25 @@ __global__ void __launch_bounds__(kThreads)
   float m[2] = {kNegInf, kNegInf}, l[2] = {0.0f, 0.0f};  // l: this thread's part of the row sum
   for (int jt = 0; jt < tiles; ++jt) {
     const int64_t j0 = static_cast<int64_t>(jt) * kN;
-    const bf16* ks = stages + (jt % 2) * 2 * kN * kLd<D>;
-    const bf16* vs = ks + kN * kLd<D>;
+    const KvStage<D> st = KvStageAt<D>(stages, jt % 2);
     __pipeline_wait_prior(0);
     __syncthreads();  // tile jt is in for every thread; tile jt - 1 (the other stage) is read
     if (jt + 1 < tiles) {
-      bf16* next = stages + ((jt + 1) % 2) * 2 * kN * kLd<D>;
-      LoadTileAsync<D, kN>(next, kb, j0 + kN, sh.s, kv_stride);
-      LoadTileAsync<D, kN>(next + kN * kLd<D>, vb, j0 + kN, sh.s, kv_stride);
+      LoadKvStage<D>(KvStageAt<D>(stages, (jt + 1) % 2), kb, vb, j0 + kN, kv_stride, key_mask, b,
+                     sh);
     }
     __pipeline_commit();
     float s[kN / 8][4];
-    MulABt<D, kN>(s, qs + warp * 16 * kLd<D>, ks);
+    MulABt<D, kN>(s, qs + warp * 16 * kLd<D>, st.k);
     float mx[2] = {kNegInf, kNegInf};
 #pragma unroll
     for (int nt = 0; nt < kN / 8; ++nt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int r = e / 2;
-        const int64_t j = j0 + nt * 8 + 2 * t + (e & 1);
-        const float x = KeyVisible(sh, key_mask, b, row[r], j) ? s[nt][e] * scale_log2 : kNegInf;
+        const int r = e / 2, c = nt * 8 + 2 * t + (e & 1);
+        // Rows past T compute too (their results are never stored).
+        const bool vis = st.key_ok[c] && (!sh.causal || j0 + c <= row[r]);
+        const float x = vis ? s[nt][e] * scale_log2 : kNegInf;
         s[nt][e] = x;
         mx[r] = fmaxf(mx[r], x);
       }
@@ -256,7 +287,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     uint32_t pa[kN / 16][4];
     ToA<kN>(pa, s);
-    MulPB<D, kN>(o, pa, vs);
+    MulPB<D, kN>(o, pa, st.v);
   }
   __pipeline_wait_prior(0);
   float inv[2];
@@ -298,7 +329,7 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* qs = reinterpret_cast<bf16*>(smem);
   bf16* dos = qs + kRows * kLd<D>;
-  bf16* stages = dos + kRows * kLd<D>;
+  unsigned char* stages = smem + 2 * TileBytes<D>(kRows);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int64_t b = blockIdx.z, h = blockIdx.y, i0 = static_cast<int64_t>(blockIdx.x) * kRows;
   const int64_t q_stride = sh.h * D, kv_stride = sh.hkv * D, kvh = h / (sh.h / sh.hkv);
@@ -309,8 +340,7 @@ __global__ void __launch_bounds__(kThreads)
   if (tiles > 0) {
     LoadTileAsync<D, kRows>(qs, q + head_off, i0, sh.t, q_stride);
     LoadTileAsync<D, kRows>(dos, dout + head_off, i0, sh.t, q_stride);
-    LoadTileAsync<D, kN>(stages, kb, 0, sh.s, kv_stride);
-    LoadTileAsync<D, kN>(stages + kN * kLd<D>, vb, 0, sh.s, kv_stride);
+    LoadKvStage<D>(KvStageAt<D>(stages, 0), kb, vb, 0, kv_stride, key_mask, b, sh);
   }
   __pipeline_commit();
   const int64_t row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
@@ -326,33 +356,31 @@ __global__ void __launch_bounds__(kThreads)
   ZeroAcc<D>(acc);
   for (int jt = 0; jt < tiles; ++jt) {
     const int64_t j0 = static_cast<int64_t>(jt) * kN;
-    const bf16* ks = stages + (jt % 2) * 2 * kN * kLd<D>;
-    const bf16* vs = ks + kN * kLd<D>;
+    const KvStage<D> st = KvStageAt<D>(stages, jt % 2);
     __pipeline_wait_prior(0);
     __syncthreads();
     if (jt + 1 < tiles) {
-      bf16* next = stages + ((jt + 1) % 2) * 2 * kN * kLd<D>;
-      LoadTileAsync<D, kN>(next, kb, j0 + kN, sh.s, kv_stride);
-      LoadTileAsync<D, kN>(next + kN * kLd<D>, vb, j0 + kN, sh.s, kv_stride);
+      LoadKvStage<D>(KvStageAt<D>(stages, (jt + 1) % 2), kb, vb, j0 + kN, kv_stride, key_mask, b,
+                     sh);
     }
     __pipeline_commit();
     float s[kN / 8][4], dp[kN / 8][4];
-    MulABt<D, kN>(s, qs + warp * 16 * kLd<D>, ks);
-    MulABt<D, kN>(dp, dos + warp * 16 * kLd<D>, vs);
+    MulABt<D, kN>(s, qs + warp * 16 * kLd<D>, st.k);
+    MulABt<D, kN>(dp, dos + warp * 16 * kLd<D>, st.v);
 #pragma unroll
     for (int nt = 0; nt < kN / 8; ++nt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int r = e / 2;
-        const int64_t j = j0 + nt * 8 + 2 * t + (e & 1);
-        const bool vis = lse2[r] != kNegInf && KeyVisible(sh, key_mask, b, row[r], j);
+        const int r = e / 2, c = nt * 8 + 2 * t + (e & 1);
+        // lse is -inf for rows past T and rows that see no key.
+        const bool vis = lse2[r] != kNegInf && st.key_ok[c] && (!sh.causal || j0 + c <= row[r]);
         const float p = vis ? exp2f(s[nt][e] * scale_log2 - lse2[r]) : 0.0f;
         s[nt][e] = p * (dp[nt][e] - drow[r]);  // dS
       }
     }
     uint32_t dsa[kN / 16][4];
     ToA<kN>(dsa, s);
-    MulPB<D, kN>(acc, dsa, ks);
+    MulPB<D, kN>(acc, dsa, st.k);
   }
   __pipeline_wait_prior(0);
   const float scale[2] = {sh.scale, sh.scale};
@@ -405,6 +433,11 @@ __global__ void __launch_bounds__(kThreads)
   }
   __pipeline_commit();
   const int64_t key[2] = {j0 + warp * 16 + g, j0 + warp * 16 + g + 8};
+  bool key_ok[2];  // exists and is not padding
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    key_ok[r] = key[r] < sh.s && (key_mask == nullptr || key_mask[b * sh.s + key[r]] != 0);
+  }
   const float scale_log2 = sh.scale * kLog2e;
   float dk_acc[D / 8][4], dv_acc[D / 8][4];
   ZeroAcc<D>(dk_acc);
@@ -436,7 +469,9 @@ __global__ void __launch_bounds__(kThreads)
       for (int e = 0; e < 4; ++e) {
         const int c = nt * 8 + 2 * t + (e & 1);
         const float row_lse = lse_s[c];
-        const bool vis = row_lse != kNegInf && KeyVisible(sh, key_mask, b, i0 + c, key[e / 2]);
+        // lse is -inf for query rows past T and rows that see no key.
+        const bool vis =
+            row_lse != kNegInf && key_ok[e / 2] && (!sh.causal || key[e / 2] <= i0 + c);
         const float p = vis ? exp2f(st[nt][e] * scale_log2 - row_lse) : 0.0f;
         st[nt][e] = p;
         dpt[nt][e] = p * (dpt[nt][e] - drow_s[c]);  // dS^T
@@ -457,11 +492,11 @@ __global__ void __launch_bounds__(kThreads)
 
 template <int D>
 constexpr size_t ForwardSmem() {
-  return TileBytes<D>(kRows) + 4 * TileBytes<D>(kN);
+  return TileBytes<D>(kRows) + 2 * KvStageBytes<D>();
 }
 template <int D>
 constexpr size_t DqSmem() {
-  return 2 * TileBytes<D>(kRows) + 4 * TileBytes<D>(kN);
+  return 2 * TileBytes<D>(kRows) + 2 * KvStageBytes<D>();
 }
 template <int D>
 constexpr size_t DkvSmem() {
