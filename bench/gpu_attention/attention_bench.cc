@@ -3,8 +3,10 @@
 // then `--reps` forward and forward + backward passes each timed with CUDA events; prints one JSON
 // line per implementation with the medians and TFLOP/s (causal: half the T x S products; the
 // backward counted as 2.5 forwards, as FlashAttention reports it).
+// With --key-mask 1 the kernels also get an all-ones [B, S] key mask, as training passes one (the
+// batch's attention_mask): the masked path's cost.
 //   attention_bench [--batch B] [--seq T] [--heads H] [--kv-heads HKV] [--head-dim D] [--reps R]
-//                   [--impls mma,wmma,simple]
+//                   [--impls mma,wmma,simple] [--key-mask 0|1]
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -45,6 +47,7 @@ float Median(std::vector<float> v) {
 int main(int argc, char** argv) {
   int64_t b = 4, t = 2048, h = 32, hkv = 4, d = 64;
   int reps = 20;
+  bool with_mask = false;
   std::string impls = "mma,wmma,simple";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
@@ -62,6 +65,8 @@ int main(int argc, char** argv) {
       reps = std::stoi(v);
     else if (a == "--impls")
       impls = v;
+    else if (a == "--key-mask")
+      with_mask = v == "1";
     else {
       std::fprintf(stderr, "attention_bench: unknown option '%s'\n", a.c_str());
       return 2;
@@ -87,6 +92,12 @@ int main(int argc, char** argv) {
     MOREH_CUDA_CHECK(cudaMalloc(&dk, nk * 2));
     MOREH_CUDA_CHECK(cudaMalloc(&dv, nk * 2));
     MOREH_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&lse), b * h * t * sizeof(float)));
+    int64_t* mask = nullptr;
+    if (with_mask) {
+      const std::vector<int64_t> ones(b * t, 1);
+      MOREH_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&mask), ones.size() * 8));
+      MOREH_CUDA_CHECK(cudaMemcpy(mask, ones.data(), ones.size() * 8, cudaMemcpyHostToDevice));
+    }
     cudaEvent_t e0, e1, e2;
     MOREH_CUDA_CHECK(cudaEventCreate(&e0));
     MOREH_CUDA_CHECK(cudaEventCreate(&e1));
@@ -105,11 +116,11 @@ int main(int argc, char** argv) {
       else
         throw std::runtime_error("unknown implementation '" + name + "'");
       auto forward = [&] {
-        gpu::AttentionForward(out, lse, q, k, v, nullptr, sh, DType::kBF16, nullptr, impl);
+        gpu::AttentionForward(out, lse, q, k, v, mask, sh, DType::kBF16, nullptr, impl);
       };
       auto backward = [&] {
-        gpu::AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, nullptr, sh, DType::kBF16,
-                               nullptr, impl);
+        gpu::AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, mask, sh, DType::kBF16, nullptr,
+                               impl);
       };
       for (int i = 0; i < 3; ++i) {
         forward();
@@ -128,10 +139,10 @@ int main(int argc, char** argv) {
       }
       const double f = Median(fwd_ms), bw = Median(bwd_ms);
       std::printf(
-          "{\"impl\": \"%s\", \"forward_ms\": %.4f, \"backward_ms\": %.4f, \"forward_tflops\": "
+          "{\"impl\": \"%s%s\", \"forward_ms\": %.4f, \"backward_ms\": %.4f, \"forward_tflops\": "
           "%.1f, \"backward_tflops\": %.1f, \"total_ms\": %.4f, \"device\": \"%s\"}\n",
-          name.c_str(), f, bw, fwd_flop / (f * 1e-3) / 1e12, 2.5 * fwd_flop / (bw * 1e-3) / 1e12,
-          f + bw, gpu::DeviceName(0).c_str());
+          name.c_str(), with_mask ? "_masked" : "", f, bw, fwd_flop / (f * 1e-3) / 1e12,
+          2.5 * fwd_flop / (bw * 1e-3) / 1e12, f + bw, gpu::DeviceName(0).c_str());
       std::fflush(stdout);
     }
   } catch (const std::exception& e) {

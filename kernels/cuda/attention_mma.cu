@@ -176,27 +176,29 @@ __device__ __forceinline__ int64_t KeyEnd(const AttentionShape& sh, int64_t i0) 
 
 constexpr int kN = 64;  // keys per streamed tile (forward and dq)
 
-// A stage of the forward and dq passes: K and V tiles of kN keys, then one byte per key saying
-// whether it exists and is not padding (the key mask read once per tile, not once per score).
+// A stage of the forward and dq passes: K and V tiles of kN keys, then the key mask's entries for
+// them (nonzero: the key exists and is not padding), read once per tile, not once per score.
 template <int D>
 constexpr size_t KvStageBytes() {
-  return 2 * TileBytes<D>(kN) + kN;
+  return 2 * TileBytes<D>(kN) + kN * sizeof(int64_t);
 }
 template <int D>
 struct KvStage {
   bf16* k;
   bf16* v;
-  unsigned char* key_ok;
+  int64_t* key_ok;
 };
 template <int D>
 __device__ __forceinline__ KvStage<D> KvStageAt(unsigned char* base, int stage) {
   unsigned char* p = base + stage * KvStageBytes<D>();
   return {reinterpret_cast<bf16*>(p), reinterpret_cast<bf16*>(p + TileBytes<D>(kN)),
-          p + 2 * TileBytes<D>(kN)};
+          reinterpret_cast<int64_t*>(p + 2 * TileBytes<D>(kN))};
 }
 
-// Starts loading keys [j0, j0 + kN) of K and V into a stage and marks which exist and are not
-// padding. Visible to the block after its next __syncthreads (and, for the tiles, the wait).
+// Starts loading keys [j0, j0 + kN) of K and V and their key mask entries into a stage, all with
+// cp.async (a plain load of the mask here would stall the loading warps for a global memory
+// latency every tile); keys past S get 0. Visible to the block after the wait and its next
+// __syncthreads.
 template <int D>
 __device__ __forceinline__ void LoadKvStage(const KvStage<D>& st, const bf16* kb, const bf16* vb,
                                             int64_t j0, int64_t kv_stride, const int64_t* key_mask,
@@ -205,7 +207,13 @@ __device__ __forceinline__ void LoadKvStage(const KvStage<D>& st, const bf16* kb
   LoadTileAsync<D, kN>(st.v, vb, j0, sh.s, kv_stride);
   for (int c = threadIdx.x; c < kN; c += kThreads) {
     const int64_t j = j0 + c;
-    st.key_ok[c] = j < sh.s && (key_mask == nullptr || key_mask[b * sh.s + j] != 0);
+    const bool inside = j < sh.s;
+    if (key_mask == nullptr) {
+      st.key_ok[c] = inside;
+    } else {
+      __pipeline_memcpy_async(st.key_ok + c, key_mask + b * sh.s + (inside ? j : 0), 8,
+                              inside ? 0 : 8);
+    }
   }
 }
 
@@ -422,9 +430,20 @@ __global__ void __launch_bounds__(kThreads)
   };
   auto head_off = [&](int64_t it) { return (b * sh.t * sh.h + kvh * group + it / q_tiles) * D; };
   auto tile_i0 = [&](int64_t it) { return q_begin + (it % q_tiles) * N; };
+  // The tile's rows of Q and dO, their lse (from the forward) and Drow (from the dq pass), all
+  // with cp.async; rows past T are zero-filled.
   auto load_stage = [&](int64_t it) {
-    LoadTileAsync<D, N>(stage_q(it), q + head_off(it), tile_i0(it), sh.t, q_stride);
-    LoadTileAsync<D, N>(stage_do(it), dout + head_off(it), tile_i0(it), sh.t, q_stride);
+    const int64_t i0 = tile_i0(it);
+    LoadTileAsync<D, N>(stage_q(it), q + head_off(it), i0, sh.t, q_stride);
+    LoadTileAsync<D, N>(stage_do(it), dout + head_off(it), i0, sh.t, q_stride);
+    const int64_t rows = (b * sh.h + kvh * group + it / q_tiles) * sh.t;
+    for (int rr = threadIdx.x; rr < N; rr += kThreads) {
+      const int64_t iq = i0 + rr;
+      const bool inside = iq < sh.t;
+      const int64_t at = rows + (inside ? iq : 0);
+      __pipeline_memcpy_async(stage_lse(it) + rr, lse + at, 4, inside ? 0 : 4);
+      __pipeline_memcpy_async(stage_lse(it) + N + rr, drow + at, 4, inside ? 0 : 4);
+    }
   };
   if (tiles > 0) {
     LoadTileAsync<D, kRows>(ks, k + b * sh.s * kv_stride + kvh * D, j0, sh.s, kv_stride);
@@ -443,23 +462,15 @@ __global__ void __launch_bounds__(kThreads)
   ZeroAcc<D>(dk_acc);
   ZeroAcc<D>(dv_acc);
   for (int64_t it = 0; it < tiles; ++it) {
-    const int64_t i0 = tile_i0(it), h = kvh * group + it / q_tiles;
+    const int64_t i0 = tile_i0(it);
     const bf16* qs = stage_q(it);
     const bf16* dos = stage_do(it);
-    float* lse_s = stage_lse(it);
-    float* drow_s = lse_s + N;
+    const float* lse_s = stage_lse(it);
+    const float* drow_s = lse_s + N;
     __pipeline_wait_prior(0);
     __syncthreads();  // this stage is in; the other stage's readers (tile it - 1) are done
     if (it + 1 < tiles) load_stage(it + 1);
     __pipeline_commit();
-    // The tile's lse (in base 2) and Drow (written by the dq pass).
-    for (int rr = threadIdx.x; rr < N; rr += kThreads) {
-      const int64_t iq = i0 + rr;
-      const bool inside = iq < sh.t;
-      lse_s[rr] = inside ? lse[(b * sh.h + h) * sh.t + iq] * kLog2e : kNegInf;
-      drow_s[rr] = inside ? drow[(b * sh.h + h) * sh.t + iq] : 0.0f;
-    }
-    __syncthreads();
     float st[N / 8][4], dpt[N / 8][4];
     MulABt<D, N>(st, ks + warp * 16 * kLd<D>, qs);
     MulABt<D, N>(dpt, vs + warp * 16 * kLd<D>, dos);
@@ -469,10 +480,10 @@ __global__ void __launch_bounds__(kThreads)
       for (int e = 0; e < 4; ++e) {
         const int c = nt * 8 + 2 * t + (e & 1);
         const float row_lse = lse_s[c];
-        // lse is -inf for query rows past T and rows that see no key.
-        const bool vis =
-            row_lse != kNegInf && key_ok[e / 2] && (!sh.causal || key[e / 2] <= i0 + c);
-        const float p = vis ? exp2f(st[nt][e] * scale_log2 - row_lse) : 0.0f;
+        // lse is -inf for rows that see no key (and zero-filled for rows past T).
+        const bool vis = i0 + c < sh.t && row_lse != kNegInf && key_ok[e / 2] &&
+                         (!sh.causal || key[e / 2] <= i0 + c);
+        const float p = vis ? exp2f(st[nt][e] * scale_log2 - row_lse * kLog2e) : 0.0f;
         st[nt][e] = p;
         dpt[nt][e] = p * (dpt[nt][e] - drow_s[c]);  // dS^T
       }

@@ -1,9 +1,12 @@
-// Elementwise kernels: Add, Mul (with a suffix-broadcast second operand), Scale, and Cast. Grid-
-// stride loops; each element read once and written once, computed in f32.
+// Elementwise kernels: Add, Mul (with a suffix-broadcast second operand), Scale, Cast, the f32
+// gradient accumulation and Fill, vectorised (16 bytes per access, vectorized.cuh) where the
+// pointers allow; the strided copy and the integer casts as plain grid-stride loops. Each element
+// is read once and written once, computed in f32.
 #include <type_traits>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/vectorized.cuh"
 
 namespace moreh::kernels::cuda {
 namespace {
@@ -17,29 +20,80 @@ struct MulOp {
   __device__ float operator()(float a, float b) const { return a * b; }
 };
 
+// out = op(a, b[i % nb]); vectors stay whole in b when nb is a multiple of their width.
 template <typename T, typename Op>
-__global__ void BinaryKernel(T* out, const T* a, const T* b, int64_t n, int64_t nb, Op op) {
-  for (int64_t i = GlobalThread(); i < n; i += GridStride()) {
-    const int64_t j = nb == n ? i : i % nb;
-    out[i] = FromF32<T>(op(ToF32(a[i]), ToF32(b[j])));
+struct BinaryF {
+  T* out;
+  const T* a;
+  const T* b;
+  int64_t nb;
+  bool broadcast;
+  template <int N>
+  __device__ void Apply(int64_t i) const {
+    const Vec<T, N> x = LoadVec<N>(a + i), y = LoadVec<N>(b + (broadcast ? i % nb : i));
+    Vec<T, N> r;
+#pragma unroll
+    for (int k = 0; k < N; ++k) r.v[k] = FromF32<T>(Op{}(ToF32(x.v[k]), ToF32(y.v[k])));
+    StoreVec<N>(out + i, r);
   }
-}
+};
 
 template <typename T>
-__global__ void ScaleKernel(T* out, const T* x, float s, int64_t n) {
-  for (int64_t i = GlobalThread(); i < n; i += GridStride()) out[i] = FromF32<T>(ToF32(x[i]) * s);
-}
+struct ScaleF {
+  T* out;
+  const T* x;
+  float s;
+  template <int N>
+  __device__ void Apply(int64_t i) const {
+    const Vec<T, N> in = LoadVec<N>(x + i);
+    Vec<T, N> r;
+#pragma unroll
+    for (int k = 0; k < N; ++k) r.v[k] = FromF32<T>(ToF32(in.v[k]) * s);
+    StoreVec<N>(out + i, r);
+  }
+};
 
 // acc (f32) += x (any float type): a gradient of the compute dtype into its f32 accumulator.
 template <typename T>
-__global__ void AccumulateKernel(float* acc, const T* x, int64_t n) {
-  for (int64_t i = GlobalThread(); i < n; i += GridStride()) acc[i] += ToF32(x[i]);
-}
+struct AccumulateF {
+  float* acc;
+  const T* x;
+  template <int N>
+  __device__ void Apply(int64_t i) const {
+    Vec<float, N> a = LoadVec<N>(acc + i);
+    const Vec<T, N> in = LoadVec<N>(x + i);
+#pragma unroll
+    for (int k = 0; k < N; ++k) a.v[k] += ToF32(in.v[k]);
+    StoreVec<N>(acc + i, a);
+  }
+};
 
 template <typename TO, typename TI>
-__global__ void CastKernel(TO* out, const TI* in, int64_t n) {
-  for (int64_t i = GlobalThread(); i < n; i += GridStride()) out[i] = FromF32<TO>(ToF32(in[i]));
-}
+struct CastF {
+  TO* out;
+  const TI* in;
+  template <int N>
+  __device__ void Apply(int64_t i) const {
+    const Vec<TI, N> x = LoadVec<N>(in + i);
+    Vec<TO, N> r;
+#pragma unroll
+    for (int k = 0; k < N; ++k) r.v[k] = FromF32<TO>(ToF32(x.v[k]));
+    StoreVec<N>(out + i, r);
+  }
+};
+
+template <typename T>
+struct FillF {
+  T* dst;
+  T value;
+  template <int N>
+  __device__ void Apply(int64_t i) const {
+    Vec<T, N> r;
+#pragma unroll
+    for (int k = 0; k < N; ++k) r.v[k] = value;
+    StoreVec<N>(dst + i, r);
+  }
+};
 
 template <typename TO, typename TI>
 __global__ void IntCastKernel(TO* out, const TI* in, int64_t n) {
@@ -82,8 +136,10 @@ __global__ void StridedCopyKernel(TO* dst, const TI* src, View v, int64_t n) {
 }
 
 template <typename T>
-__global__ void FillKernel(T* dst, T value, int64_t n) {
-  for (int64_t i = GlobalThread(); i < n; i += GridStride()) dst[i] = value;
+void LaunchFill(void* dst, T value, int64_t n, cudaStream_t stream) {
+  T* d = static_cast<T*>(dst);
+  constexpr int N = VecWidth(sizeof(T));
+  LaunchVectorized<N>(FillF<T>{d, value}, n, VecAligned<N>(d), stream);
 }
 
 // Calls f(T{}) for any dtype (the floats and the integers).
@@ -109,10 +165,13 @@ void Binary(const char* name, void* out, const void* a, const void* b, int64_t n
   if (n == 0) return;
   DispatchFloat(dtype, name, [&](auto tag) {
     using T = decltype(tag);
-    BinaryKernel<T, Op><<<GridFor(n, kThreads), kThreads, 0, stream>>>(
-        static_cast<T*>(out), static_cast<const T*>(a), static_cast<const T*>(b), n, nb, Op{});
+    constexpr int N = VecWidth(sizeof(T));
+    const BinaryF<T, Op> f{static_cast<T*>(out), static_cast<const T*>(a), static_cast<const T*>(b),
+                           nb, nb != n};
+    LaunchVectorized<N>(
+        f, n, VecAligned<N>(f.out) && VecAligned<N>(f.a) && VecAligned<N>(f.b) && nb % N == 0,
+        stream);
   });
-  MOREH_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -131,20 +190,20 @@ void AccumulateF32(float* acc, const void* x, DType x_type, int64_t n, cudaStrea
   if (n <= 0) return;
   DispatchFloat(x_type, "AccumulateF32", [&](auto tag) {
     using T = decltype(tag);
-    AccumulateKernel<T>
-        <<<GridFor(n, kThreads), kThreads, 0, stream>>>(acc, static_cast<const T*>(x), n);
+    constexpr int N = VecWidth(sizeof(float));
+    const AccumulateF<T> f{acc, static_cast<const T*>(x)};
+    LaunchVectorized<N>(f, n, VecAligned<N>(f.acc) && VecAligned<N>(f.x), stream);
   });
-  MOREH_CUDA_CHECK_LAUNCH();
 }
 
 void Scale(void* out, const void* x, float s, int64_t n, DType dtype, cudaStream_t stream) {
   if (n <= 0) return;
   DispatchFloat(dtype, "Scale", [&](auto tag) {
     using T = decltype(tag);
-    ScaleKernel<T><<<GridFor(n, kThreads), kThreads, 0, stream>>>(static_cast<T*>(out),
-                                                                  static_cast<const T*>(x), s, n);
+    constexpr int N = VecWidth(sizeof(T));
+    const ScaleF<T> f{static_cast<T*>(out), static_cast<const T*>(x), s};
+    LaunchVectorized<N>(f, n, VecAligned<N>(f.out) && VecAligned<N>(f.x), stream);
   });
-  MOREH_CUDA_CHECK_LAUNCH();
 }
 
 void Cast(void* out, DType out_type, const void* in, DType in_type, int64_t n,
@@ -155,10 +214,12 @@ void Cast(void* out, DType out_type, const void* in, DType in_type, int64_t n,
       using TO = decltype(out_tag);
       DispatchFloat(in_type, "Cast", [&](auto in_tag) {
         using TI = decltype(in_tag);
-        CastKernel<TO, TI><<<GridFor(n, kThreads), kThreads, 0, stream>>>(
-            static_cast<TO*>(out), static_cast<const TI*>(in), n);
+        constexpr int N = VecWidth(sizeof(TO) > sizeof(TI) ? sizeof(TO) : sizeof(TI));
+        const CastF<TO, TI> f{static_cast<TO*>(out), static_cast<const TI*>(in)};
+        LaunchVectorized<N>(f, n, VecAligned<N>(f.out) && VecAligned<N>(f.in), stream);
       });
     });
+    return;
   } else if (out_type == DType::kI64 && in_type == DType::kI32) {
     IntCastKernel<int64_t, int32_t><<<GridFor(n, kThreads), kThreads, 0, stream>>>(
         static_cast<int64_t*>(out), static_cast<const int32_t*>(in), n);
@@ -208,9 +269,8 @@ void Fill(void* dst, DType dtype, int64_t n, double value, cudaStream_t stream) 
       const float f = static_cast<float>(value);
       uint16_t bits;
       ConvertElements(&f, DType::kF32, &bits, dtype, 1);
-      FillKernel<uint16_t>
-          <<<GridFor(n, kThreads), kThreads, 0, stream>>>(static_cast<uint16_t*>(dst), bits, n);
-      break;
+      LaunchFill<uint16_t>(dst, bits, n, stream);
+      return;
     }
     case 4: {
       uint32_t bits;
@@ -221,18 +281,15 @@ void Fill(void* dst, DType dtype, int64_t n, double value, cudaStream_t stream) 
         const int32_t i = static_cast<int32_t>(value);
         std::memcpy(&bits, &i, 4);
       }
-      FillKernel<uint32_t>
-          <<<GridFor(n, kThreads), kThreads, 0, stream>>>(static_cast<uint32_t*>(dst), bits, n);
-      break;
+      LaunchFill<uint32_t>(dst, bits, n, stream);
+      return;
     }
     default: {
       const int64_t i = static_cast<int64_t>(value);
-      FillKernel<int64_t>
-          <<<GridFor(n, kThreads), kThreads, 0, stream>>>(static_cast<int64_t*>(dst), i, n);
-      break;
+      LaunchFill<int64_t>(dst, i, n, stream);
+      return;
     }
   }
-  MOREH_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace moreh::kernels::cuda

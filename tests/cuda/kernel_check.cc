@@ -51,16 +51,20 @@ std::vector<float> Round(std::vector<float> v, DType dtype) {
   return v;
 }
 
-// A device buffer, freed at scope exit.
+// A device buffer, freed at scope exit. `shift` bytes past the allocation's start (which is
+// 256-byte aligned): a shift of one element makes the buffer a view no vector access may use, so
+// the vectorised kernels' fallback runs.
 class Dev {
  public:
-  Dev(int64_t bytes) : bytes_(std::max<int64_t>(bytes, 1)) {
-    MOREH_CUDA_CHECK(cudaMalloc(&p_, static_cast<size_t>(bytes_)));
+  explicit Dev(int64_t bytes, int64_t shift = 0)
+      : bytes_(std::max<int64_t>(bytes, 1)), shift_(shift) {
+    MOREH_CUDA_CHECK(cudaMalloc(&base_, static_cast<size_t>(bytes_ + shift_)));
+    p_ = static_cast<char*>(base_) + shift_;
     Poison();
   }
   // Uploads `v` converted to `dtype`.
-  Dev(const std::vector<float>& v, DType dtype)
-      : Dev(static_cast<int64_t>(v.size()) * moreh::DTypeSize(dtype)) {
+  Dev(const std::vector<float>& v, DType dtype, int64_t shift = 0)
+      : Dev(static_cast<int64_t>(v.size()) * moreh::DTypeSize(dtype), shift) {
     std::vector<char> host(bytes_);
     moreh::ConvertElements(v.data(), DType::kF32, host.data(), dtype,
                            static_cast<int64_t>(v.size()));
@@ -69,10 +73,10 @@ class Dev {
   explicit Dev(const std::vector<int64_t>& v) : Dev(static_cast<int64_t>(v.size()) * 8) {
     MOREH_CUDA_CHECK(cudaMemcpy(p_, v.data(), v.size() * 8, cudaMemcpyHostToDevice));
   }
-  ~Dev() { cudaFree(p_); }
+  ~Dev() { cudaFree(base_); }
   Dev(const Dev&) = delete;
   Dev& operator=(const Dev&) = delete;
-  void Poison() { MOREH_CUDA_CHECK(cudaMemset(p_, 0xff, static_cast<size_t>(bytes_))); }
+  void Poison() { MOREH_CUDA_CHECK(cudaMemset(base_, 0xff, static_cast<size_t>(bytes_ + shift_))); }
   std::vector<float> Get(int64_t n, DType dtype) const {
     MOREH_CUDA_CHECK(cudaDeviceSynchronize());
     std::vector<char> host(static_cast<size_t>(n * moreh::DTypeSize(dtype)));
@@ -88,8 +92,9 @@ class Dev {
   float* f() const { return static_cast<float*>(p_); }
 
  private:
+  void* base_ = nullptr;
   void* p_ = nullptr;
-  int64_t bytes_;
+  int64_t bytes_, shift_;
 };
 
 double Rms(const std::vector<float>& v) {
@@ -277,45 +282,55 @@ void CheckElementwise() {
   struct S {
     int64_t n, nb;
   };
-  for (const S& s : {S{1, 1}, S{1000, 1000}, S{7 * 333, 7}, S{(1 << 20) + 3, (1 << 20) + 3}}) {
+  // Broadcasts with nb a multiple of the vector width and not; shift 1: every operand one element
+  // off its vector alignment (the scalar fallback).
+  for (const S& s :
+       {S{1, 1}, S{1000, 1000}, S{7 * 333, 7}, S{16 * 1001, 16}, S{(1 << 20) + 3, (1 << 20) + 3}}) {
     for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
-      char name[128];
-      std::snprintf(name, sizeof name, "elementwise %s n=%lld nb=%lld", Name(dt), (long long)s.n,
-                    (long long)s.nb);
-      if (!Selected(name)) continue;
-      const auto a = Round(Random(s.n), dt), b = Round(Random(s.nb), dt);
-      Dev da(a, dt), db(b, dt), sum(s.n * 4), prod(s.n * 4), scaled(s.n * 4);
-      gpu::Add(sum.p(), da.p(), db.p(), s.n, s.nb, dt, nullptr);
-      gpu::Mul(prod.p(), da.p(), db.p(), s.n, s.nb, dt, nullptr);
-      gpu::Scale(scaled.p(), da.p(), -0.375f, s.n, dt, nullptr);
-      std::vector<float> ws(s.n), wp(s.n), wsc(s.n);
-      cpu::Add(ws.data(), a.data(), b.data(), s.n, s.nb);
-      cpu::Mul(wp.data(), a.data(), b.data(), s.n, s.nb);
-      cpu::Scale(wsc.data(), a.data(), -0.375f, s.n);
-      // Mixed precision's gradient accumulation: f32 += widened x, exact up to one f32 rounding.
-      const auto acc0 = Random(s.n);
-      Dev acc(acc0, DType::kF32);
-      gpu::AccumulateF32(acc.f(), da.p(), dt, s.n, nullptr);
-      std::vector<float> wacc(s.n);
-      for (int64_t i = 0; i < s.n; ++i) wacc[i] = acc0[i] + a[i];
-      Case cs{name, dt == DType::kF32 ? 1e-6 : 1e-2};
-      cs.Check("add", sum.Get(s.n, dt), ws);
-      cs.Check("mul", prod.Get(s.n, dt), wp);
-      cs.Check("scale", scaled.Get(s.n, dt), wsc);
-      cs.Check("accumulate_f32", acc.Get(s.n, DType::kF32), wacc, 1e-7);
+      for (int shift : {0, 1}) {
+        char name[128];
+        std::snprintf(name, sizeof name, "elementwise %s n=%lld nb=%lld shift=%d", Name(dt),
+                      (long long)s.n, (long long)s.nb, shift);
+        if (!Selected(name)) continue;
+        const int64_t sh = shift * moreh::DTypeSize(dt), sh32 = shift * 4;
+        const auto a = Round(Random(s.n), dt), b = Round(Random(s.nb), dt);
+        Dev da(a, dt, sh), db(b, dt, sh), sum(s.n * 4, sh), prod(s.n * 4, sh), scaled(s.n * 4, sh);
+        gpu::Add(sum.p(), da.p(), db.p(), s.n, s.nb, dt, nullptr);
+        gpu::Mul(prod.p(), da.p(), db.p(), s.n, s.nb, dt, nullptr);
+        gpu::Scale(scaled.p(), da.p(), -0.375f, s.n, dt, nullptr);
+        std::vector<float> ws(s.n), wp(s.n), wsc(s.n);
+        cpu::Add(ws.data(), a.data(), b.data(), s.n, s.nb);
+        cpu::Mul(wp.data(), a.data(), b.data(), s.n, s.nb);
+        cpu::Scale(wsc.data(), a.data(), -0.375f, s.n);
+        // Mixed precision's gradient accumulation: f32 += widened x, exact up to one f32 rounding.
+        const auto acc0 = Random(s.n);
+        Dev acc(acc0, DType::kF32, sh32);
+        gpu::AccumulateF32(acc.f(), da.p(), dt, s.n, nullptr);
+        std::vector<float> wacc(s.n);
+        for (int64_t i = 0; i < s.n; ++i) wacc[i] = acc0[i] + a[i];
+        Case cs{name, dt == DType::kF32 ? 1e-6 : 1e-2};
+        cs.Check("add", sum.Get(s.n, dt), ws);
+        cs.Check("mul", prod.Get(s.n, dt), wp);
+        cs.Check("scale", scaled.Get(s.n, dt), wsc);
+        cs.Check("accumulate_f32", acc.Get(s.n, DType::kF32), wacc, 1e-7);
+      }
     }
   }
   // Casts between the float types: the device must round exactly as the host (nearest even).
   for (DType from : {DType::kF32, DType::kBF16, DType::kF16}) {
     for (DType to : {DType::kF32, DType::kBF16, DType::kF16}) {
-      char name[64];
-      std::snprintf(name, sizeof name, "cast %s->%s n=100003", Name(from), Name(to));
-      if (!Selected(name)) continue;
-      const auto x = Round(Random(100003, 3.0f), from);
-      Dev dx(x, from), dy(100003 * 4);
-      gpu::Cast(dy.p(), to, dx.p(), from, 100003, nullptr);
-      Case cs{name, 1e-12};
-      cs.Check("y", dy.Get(100003, to), Round(x, to));
+      for (int shift : {0, 1}) {
+        char name[64];
+        std::snprintf(name, sizeof name, "cast %s->%s n=100003 shift=%d", Name(from), Name(to),
+                      shift);
+        if (!Selected(name)) continue;
+        const auto x = Round(Random(100003, 3.0f), from);
+        Dev dx(x, from, shift * moreh::DTypeSize(from)),
+            dy(100003 * 4, shift * moreh::DTypeSize(to));
+        gpu::Cast(dy.p(), to, dx.p(), from, 100003, nullptr);
+        Case cs{name, 1e-12};
+        cs.Check("y", dy.Get(100003, to), Round(x, to));
+      }
     }
   }
 }
@@ -469,14 +484,21 @@ void CheckAttention() {
 }
 
 void CheckSwiGlu() {
-  for (int64_t n : {int64_t{1}, int64_t{1000}, int64_t{(1 << 20) + 5}}) {
+  struct S {
+    int64_t n;
+    int shift;  // elements off the vector alignment
+  };
+  for (const S& s : {S{1, 0}, S{1000, 0}, S{(1 << 20) + 5, 0}, S{1003, 1}}) {
     for (DType dt : kAllFloat) {
+      const int64_t n = s.n, sh = s.shift * moreh::DTypeSize(dt);
       char name[64];
-      std::snprintf(name, sizeof name, "swiglu %s n=%lld", Name(dt), (long long)n);
+      std::snprintf(name, sizeof name, "swiglu %s n=%lld shift=%d", Name(dt), (long long)n,
+                    s.shift);
       if (!Selected(name)) continue;
       const auto g = Round(Random(n, 3.0f), dt), u = Round(Random(n), dt),
                  dy = Round(Random(n), dt);
-      Dev dg_in(g, dt), du_in(u, dt), ddy(dy, dt), y(n * 4), dg(n * 4), du(n * 4);
+      Dev dg_in(g, dt, sh), du_in(u, dt, sh), ddy(dy, dt, sh), y(n * 4, sh), dg(n * 4, sh),
+          du(n * 4, sh);
       gpu::SwiGluForward(y.p(), dg_in.p(), du_in.p(), n, dt, nullptr);
       gpu::SwiGluBackward(dg.p(), du.p(), ddy.p(), dg_in.p(), du_in.p(), n, dt, nullptr);
       std::vector<float> wy(n), wdg(n), wdu(n);
@@ -585,33 +607,39 @@ void CheckNonFinite() {
 
 void CheckAdamW() {
   // Three tensors with a bf16 copy, and 30 without (more than one launch's worth of tensors).
+  // Misaligned: every other tensor's arrays one element off the vector alignment (the kernel's
+  // scalar version, in the same call as the vectorised one).
   struct Variant {
     DType grad_type;
     bool copy;
     std::vector<int64_t> sizes;
+    bool misaligned = false;
   };
   const Variant variants[] = {{DType::kF32, true, {1, 100000, 70001}},
                               {DType::kBF16, true, {1, 100000, 70001}},
-                              {DType::kF32, false, std::vector<int64_t>(30, 1000)}};
+                              {DType::kF32, false, std::vector<int64_t>(30, 1000)},
+                              {DType::kBF16, true, {70001, 1003, 5, 100000}, true}};
   for (const Variant& var : variants) {
     const DType grad_type = var.grad_type;
     char name[96];
-    std::snprintf(name, sizeof name, "adamw grad=%s copy=%s tensors=%zu steps=1..3",
-                  Name(grad_type), var.copy ? "bf16" : "none", var.sizes.size());
+    std::snprintf(name, sizeof name, "adamw grad=%s copy=%s tensors=%zu%s steps=1..3",
+                  Name(grad_type), var.copy ? "bf16" : "none", var.sizes.size(),
+                  var.misaligned ? " misaligned" : "");
     if (!Selected(name)) continue;
     const std::vector<int64_t>& sizes = var.sizes;
     std::vector<std::vector<float>> p, m, v;
     std::vector<std::unique_ptr<Dev>> dev;  // param, m, v, grad, copy per tensor
     std::vector<gpu::AdamWTensor> list;
     for (int64_t n : sizes) {
+      const int64_t off = var.misaligned && p.size() % 2 == 0;  // elements
       p.push_back(Random(n));
       m.push_back(std::vector<float>(n, 0.0f));
       v.push_back(std::vector<float>(n, 0.0f));
-      dev.push_back(std::make_unique<Dev>(p.back(), DType::kF32));
-      dev.push_back(std::make_unique<Dev>(m.back(), DType::kF32));
-      dev.push_back(std::make_unique<Dev>(v.back(), DType::kF32));
-      dev.push_back(std::make_unique<Dev>(n * 4));
-      dev.push_back(std::make_unique<Dev>(n * 2));
+      dev.push_back(std::make_unique<Dev>(p.back(), DType::kF32, off * 4));
+      dev.push_back(std::make_unique<Dev>(m.back(), DType::kF32, off * 4));
+      dev.push_back(std::make_unique<Dev>(v.back(), DType::kF32, off * 4));
+      dev.push_back(std::make_unique<Dev>(n * 4, off * moreh::DTypeSize(grad_type)));
+      dev.push_back(std::make_unique<Dev>(n * 2, off * 2));
       const size_t b = dev.size() - 5;
       list.push_back({dev[b]->f(), dev[b + 1]->f(), dev[b + 2]->f(), dev[b + 3]->p(), grad_type,
                       var.copy ? dev[b + 4]->p() : nullptr, DType::kBF16, n});
