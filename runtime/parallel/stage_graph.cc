@@ -339,6 +339,9 @@ StageProgram BuildStageProgram(const StageSpec& s) {
   }
   p.forward = ExtractProgram(g, fwd_nodes, fwd_inputs, fwd_outputs);
   p.backward = ExtractProgram(g, bwd_nodes, bwd_inputs, bwd_outputs);
+  // The whole step as one graph, for reference runs: out, then the backward's outputs.
+  g.MarkOutput(p.out);
+  for (int v : bwd_outputs) g.MarkOutput(v);
   return p;
 }
 

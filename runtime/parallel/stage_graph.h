@@ -73,7 +73,7 @@ enum class DataRole { kParam, kIds, kActivation, kMask, kLabels, kLossWeight, kG
 
 struct StageProgram {
   StageSpec spec;
-  Graph full;  // forward + backward, for reference
+  Graph full;  // forward + backward, for reference: outputs out, grad_out, the used param grads
   int num_forward_nodes = 0;
   SubProgram forward, backward;
   std::vector<std::string> params;  // owned parameters (Hugging Face names)

@@ -2,7 +2,8 @@
 same weights and tokens (both f32 on the GPU; TF32 off; transformers' eager attention).
 transformers makes and saves a small random Llama; bin/moreh_cuda_llama_grads runs the runtime's
 step on cuda:0 and writes its loss and gradients; this compares them. Exit 77 (skipped) where torch
-sees no GPU.
+sees no GPU. --cpu-dry-run runs both sides on the CPU instead (CI runs it, so the GPU machine finds a
+working script and binary).
 
     python3 tests/cuda/check_against_transformers_gpu.py --binary DIR/moreh_cuda_llama_grads
 """
@@ -18,8 +19,10 @@ import torch
 ap = argparse.ArgumentParser()
 ap.add_argument("--binary", required=True)
 ap.add_argument("--seed", type=int, default=int.from_bytes(os.urandom(4), "little"))
+ap.add_argument("--cpu-dry-run", action="store_true")
 a = ap.parse_args()
-if not torch.cuda.is_available():
+device = "cpu" if a.cpu_dry_run else "cuda"
+if device == "cuda" and not torch.cuda.is_available():
     print("SKIP: torch sees no CUDA device on this machine")
     sys.exit(77)
 import transformers
@@ -28,8 +31,8 @@ from safetensors.numpy import load_file
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 torch.manual_seed(a.seed)
-print(f"transformers {transformers.__version__}, torch {torch.__version__}, "
-      f"{torch.cuda.get_device_name(0)}, seed {a.seed}")
+where = torch.cuda.get_device_name(0) if device == "cuda" else "CPU (dry run)"
+print(f"transformers {transformers.__version__}, torch {torch.__version__}, {where}, seed {a.seed}")
 cfg = transformers.LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=688,
                                num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4,
                                max_position_embeddings=512, rms_norm_eps=1e-6,
@@ -55,14 +58,15 @@ with tempfile.TemporaryDirectory() as d:
         model.save_pretrained(d)
     ids.numpy().astype(np.int64).tofile(os.path.join(d, "ids.bin"))
     out = os.path.join(d, "out.safetensors")
-    p = subprocess.run([a.binary, d, os.path.join(d, "ids.bin"), str(batch), str(seq), out],
-                       capture_output=True, text=True)
+    cmd = [a.binary, d, os.path.join(d, "ids.bin"), str(batch), str(seq), out]
+    p = subprocess.run(cmd + (["--cpu"] if device == "cpu" else []), capture_output=True,
+                       text=True)
     if p.returncode != 0:
         print(p.stdout, p.stderr)
         sys.exit(f"moreh_cuda_llama_grads failed ({p.returncode})")
     ours = load_file(out)
-model = model.cuda()
-loss = model(input_ids=ids.cuda(), labels=ids.cuda()).loss
+model = model.to(device)
+loss = model(input_ids=ids.to(device), labels=ids.to(device)).loss
 loss.backward()
 check("loss", abs(float(ours["loss"]) - loss.item()) / abs(loss.item()), 1e-5)
 worst, worst_name = 0.0, ""

@@ -116,6 +116,7 @@ void CompareStep(DType compute, double elem_tol, double l2_tol) {
   runtime::Executor gpu_exec(kernels::cuda::CudaAllocator(0));
   const std::vector<Tensor> want = cpu_exec.Run(*cg, inputs);
   const std::vector<Tensor> got = gpu_exec.Run(*cg, inputs);
+  ASSERT_EQ(want.size(), 1 + prog.params.size());  // the loss and every parameter's gradient
   ASSERT_EQ(got.size(), want.size());
   for (size_t k = 0; k < want.size(); ++k) {
     const std::string name = g.value(g.outputs()[k]).name;

@@ -1,9 +1,10 @@
 // The GPU half of tests/cuda/check_against_transformers_gpu.py: one forward + backward of a Llama
 // checkpoint (config.json + safetensors, as transformers saves it) on cuda:0 through the runtime
 // (the whole model as one stage program, f32), for token ids read from a raw int64 file; writes the
-// mean loss and every parameter's gradient ("loss", "grad.<name>") to a safetensors file.
-//   moreh_cuda_llama_grads CHECKPOINT_DIR IDS_FILE BATCH SEQ OUT.safetensors
-// Exit status 77 where no GPU is present.
+// mean loss and every parameter's gradient ("loss", "grad.<name>") to a safetensors file. With
+// --cpu it runs on the CPU instead (the check's dry run, so a GPU machine finds a working script).
+//   moreh_cuda_llama_grads CHECKPOINT_DIR IDS_FILE BATCH SEQ OUT.safetensors [--cpu]
+// Exit status 77 where no GPU is present (without --cpu).
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -19,11 +20,13 @@ using moreh::DType;
 using moreh::runtime::Tensor;
 
 int main(int argc, char** argv) {
-  if (argc != 6) {
-    std::fprintf(stderr, "usage: %s CHECKPOINT_DIR IDS_FILE BATCH SEQ OUT.safetensors\n", argv[0]);
+  const bool on_cpu = argc == 7 && std::string(argv[6]) == "--cpu";
+  if (argc != 6 && !on_cpu) {
+    std::fprintf(stderr, "usage: %s CHECKPOINT_DIR IDS_FILE BATCH SEQ OUT.safetensors [--cpu]\n",
+                 argv[0]);
     return 2;
   }
-  if (moreh::kernels::cuda::DeviceCount() == 0) {
+  if (!on_cpu && moreh::kernels::cuda::DeviceCount() == 0) {
     std::printf("SKIP: no CUDA device on this machine\n");
     return 77;
   }
@@ -47,7 +50,8 @@ int main(int argc, char** argv) {
     const auto prog = moreh::parallel::BuildStageProgram(spec);
     const auto cg = moreh::runtime::Compile(prog.full);
     const moreh::Graph& g = cg->graph;
-    moreh::runtime::Allocator* dev = moreh::kernels::cuda::CudaAllocator(0);
+    moreh::runtime::Allocator* dev =
+        on_cpu ? moreh::runtime::CpuAllocator() : moreh::kernels::cuda::CudaAllocator(0);
     std::vector<Tensor> inputs;
     for (int v : g.inputs()) {
       const moreh::ValueInfo& info = g.info(v);
@@ -73,6 +77,9 @@ int main(int argc, char** argv) {
         if (prog.param_grads[j] == v) result.emplace_back("grad." + prog.params[j], outs[k]);
       }
     }
+    MOREH_CHECK(result.size() == 1 + prog.params.size(),
+                "the step gave {} of the loss and {} parameter gradients", result.size(),
+                prog.params.size());
     const auto s = moreh::io::WriteSafetensors(argv[5], result, {});
     MOREH_CHECK(s.ok(), "{}", s.ToString());
   } catch (const std::exception& e) {

@@ -345,6 +345,8 @@ TEST(StageProgram, Bf16ProgramMatchesF32WithinBf16Accuracy) {
     for (const auto& t : exec.Run(*cg, inputs)) results[pass].push_back(t.ToFloats());
     EXPECT_EQ(g.info(p.out).dtype, DType::kF32);  // the loss stays f32
   }
+  // The loss and every parameter's gradient.
+  ASSERT_EQ(results[0].size(), 1 + StageParameterNames(s).size());
   ASSERT_EQ(results[0].size(), results[1].size());
   for (size_t k = 0; k < results[0].size(); ++k) {
     const auto &a = results[0][k], &b = results[1][k];
