@@ -11,7 +11,8 @@
 // 2t and 2t + 1 of each 8-column block), does the softmax arithmetic there (row statistics reduced
 // over the 4 threads of a quad), and reuses the same registers, rounded to bf16, as the A fragments
 // of the next product (the C layout of two 8-column blocks is the A layout of one 16-deep step);
-// the B fragments of that product come from the shared tile through ldmatrix.trans.
+// the B fragments of that product come from the shared tile through ldmatrix.trans. Fragments read
+// from shared tiles all come by ldmatrix (x4: four 8 x 8 matrices per instruction).
 // The backward is two passes without atomics, as in attention.cu: per query tile (dq) and per key
 // tile (dk, dv, over the group's query heads).
 #include <cuda_pipeline.h>
@@ -31,16 +32,12 @@ constexpr int kWarps = 4, kThreads = 32 * kWarps, kRows = 16 * kWarps;  // the b
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
 // Row stride (elements) of a tile in shared memory: 16 bytes of padding put the 8 rows one
-// fragment load touches in 8 different bank groups (for both 32-bit loads and ldmatrix).
+// fragment load touches in 8 different bank groups (ldmatrix reads 8 rows of 16 bytes at once).
 template <int D>
 constexpr int kLd = D + 8;
 template <int D>
 constexpr size_t TileBytes(int rows) {
   return size_t{static_cast<size_t>(rows)} * kLd<D> * sizeof(bf16);
-}
-
-__device__ __forceinline__ uint32_t Load32(const bf16* p) {
-  return *reinterpret_cast<const uint32_t*>(p);
 }
 
 // Two f32 as bf16x2, `lo` in the low half (the lower column of a fragment pair).
@@ -56,6 +53,17 @@ __device__ __forceinline__ void Mma(float c[4], const uint32_t a[4], uint32_t b0
       "{%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Four 8 x 8 bf16 matrices: lanes 8m..8m+7 give the row addresses of matrix m; each thread
+// receives, of each matrix, the elements [lane / 4][2(lane % 4)] and [lane / 4][2(lane % 4) + 1]
+// of the stored rows: the A fragment of a row-major tile, or the B fragment of an operand stored
+// [n][k] (K in S = Q K^T).
+__device__ __forceinline__ void LoadMatrixX4(uint32_t r[4], const bf16* row_address) {
+  const auto addr = static_cast<uint32_t>(__cvta_generic_to_shared(row_address));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
 }
 
 // Four 8 x 8 bf16 matrices transposed: lanes 8m..8m+7 give the row addresses of matrix m; each
@@ -86,20 +94,29 @@ __device__ __forceinline__ void LoadTileAsync(bf16* tile, const bf16* base, int6
 
 // s (16 x N, C fragments) = a (this warp's 16 rows of a shared tile, 16 x D) times the N rows of
 // the shared tile `b` taken as columns: A B^T.
+// Fragments by ldmatrix.x4: per 16-deep step one for a's 16 rows, and one per pair of 8-row
+// blocks of b (a quarter of the instructions of 32-bit loads; the same bytes).
 template <int D, int N>
 __device__ __forceinline__ void MulABt(float s[N / 8][4], const bf16* a, const bf16* b) {
-  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  static_assert(N % 16 == 0, "b's 8-row blocks are loaded in pairs");
+  const int lane = threadIdx.x % 32;
+  // Row addresses: a's row lane % 16 at column 8 (lane / 16) of the step (matrices: rows 0-7 and
+  // 8-15 of columns 0-7, then of columns 8-15: a[0..3]); b's row (lane & 7) + 8 (lane / 16) of the
+  // block pair at column 8 ((lane / 8) & 1) (matrices: b0, b1 of the first block, then the second).
+  const bf16* pa = a + (lane % 16) * kLd<D> + (lane / 16) * 8;
+  const bf16* pb = b + ((lane & 7) + (lane >> 4) * 8) * kLd<D> + ((lane >> 3) & 1) * 8;
 #pragma unroll
   for (int nt = 0; nt < N / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
-    const bf16* pa = a + g * kLd<D> + kk * 16 + 2 * t;
-    const uint32_t fa[4] = {Load32(pa), Load32(pa + 8 * kLd<D>), Load32(pa + 8),
-                            Load32(pa + 8 * kLd<D> + 8)};
+    uint32_t fa[4];
+    LoadMatrixX4(fa, pa + kk * 16);
 #pragma unroll
-    for (int nt = 0; nt < N / 8; ++nt) {
-      const bf16* pb = b + (nt * 8 + g) * kLd<D> + kk * 16 + 2 * t;
-      Mma(s[nt], fa, Load32(pb), Load32(pb + 8));
+    for (int nt = 0; nt < N / 8; nt += 2) {
+      uint32_t fb[4];
+      LoadMatrixX4(fb, pb + nt * 8 * kLd<D> + kk * 16);
+      Mma(s[nt], fa, fb[0], fb[1]);
+      Mma(s[nt + 1], fa, fb[2], fb[3]);
     }
   }
 }
@@ -217,6 +234,16 @@ __device__ __forceinline__ void LoadKvStage(const KvStage<D>& st, const bf16* kb
   }
 }
 
+// The forward and dq passes' barrier at the top of each streamed tile (after the cp.async wait),
+// which also answers whether the tile is interior: every one of the block's rows exists and sees
+// every one of the tile's keys, so no mask needs applying (and each row's lse is finite). The
+// first kN threads copied one key's mask entry each; the barrier ANDs their verdicts.
+__device__ __forceinline__ bool InteriorTile(const int64_t* key_ok, int64_t i0, int64_t j0,
+                                             const AttentionShape& sh) {
+  const bool keys_ok = __syncthreads_and(threadIdx.x >= kN || key_ok[threadIdx.x] != 0);
+  return keys_ok && i0 + kRows <= sh.t && (!sh.causal || j0 + kN - 1 <= i0);
+}
+
 // grid (ceil(T / 64), H, B). Shared: Q tile, then two stages of (K, V) tiles.
 template <int D>
 __global__ void __launch_bounds__(kThreads)
@@ -245,7 +272,8 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t j0 = static_cast<int64_t>(jt) * kN;
     const KvStage<D> st = KvStageAt<D>(stages, jt % 2);
     __pipeline_wait_prior(0);
-    __syncthreads();  // tile jt is in for every thread; tile jt - 1 (the other stage) is read
+    // Tile jt is in for every thread; tile jt - 1 (the other stage) is read.
+    const bool interior = InteriorTile(st.key_ok, i0, j0, sh);
     if (jt + 1 < tiles) {
       LoadKvStage<D>(KvStageAt<D>(stages, (jt + 1) % 2), kb, vb, j0 + kN, kv_stride, key_mask, b,
                      sh);
@@ -254,16 +282,27 @@ __global__ void __launch_bounds__(kThreads)
     float s[kN / 8][4];
     MulABt<D, kN>(s, qs + warp * 16 * kLd<D>, st.k);
     float mx[2] = {kNegInf, kNegInf};
+    if (interior) {
 #pragma unroll
-    for (int nt = 0; nt < kN / 8; ++nt) {
+      for (int nt = 0; nt < kN / 8; ++nt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = e / 2, c = nt * 8 + 2 * t + (e & 1);
-        // Rows past T compute too (their results are never stored).
-        const bool vis = st.key_ok[c] && (!sh.causal || j0 + c <= row[r]);
-        const float x = vis ? s[nt][e] * scale_log2 : kNegInf;
-        s[nt][e] = x;
-        mx[r] = fmaxf(mx[r], x);
+        for (int e = 0; e < 4; ++e) {
+          s[nt][e] *= scale_log2;
+          mx[e / 2] = fmaxf(mx[e / 2], s[nt][e]);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < kN / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int r = e / 2, c = nt * 8 + 2 * t + (e & 1);
+          // Rows past T compute too (their results are never stored).
+          const bool vis = st.key_ok[c] && (!sh.causal || j0 + c <= row[r]);
+          const float x = vis ? s[nt][e] * scale_log2 : kNegInf;
+          s[nt][e] = x;
+          mx[r] = fmaxf(mx[r], x);
+        }
       }
     }
     float corr[2];
@@ -366,7 +405,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t j0 = static_cast<int64_t>(jt) * kN;
     const KvStage<D> st = KvStageAt<D>(stages, jt % 2);
     __pipeline_wait_prior(0);
-    __syncthreads();
+    const bool interior = InteriorTile(st.key_ok, i0, j0, sh);
     if (jt + 1 < tiles) {
       LoadKvStage<D>(KvStageAt<D>(stages, (jt + 1) % 2), kb, vb, j0 + kN, kv_stride, key_mask, b,
                      sh);
@@ -375,15 +414,26 @@ __global__ void __launch_bounds__(kThreads)
     float s[kN / 8][4], dp[kN / 8][4];
     MulABt<D, kN>(s, qs + warp * 16 * kLd<D>, st.k);
     MulABt<D, kN>(dp, dos + warp * 16 * kLd<D>, st.v);
+    if (interior) {  // every row sees every key, so its lse is finite
 #pragma unroll
-    for (int nt = 0; nt < kN / 8; ++nt) {
+      for (int nt = 0; nt < kN / 8; ++nt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = e / 2, c = nt * 8 + 2 * t + (e & 1);
-        // lse is -inf for rows past T and rows that see no key.
-        const bool vis = lse2[r] != kNegInf && st.key_ok[c] && (!sh.causal || j0 + c <= row[r]);
-        const float p = vis ? exp2f(s[nt][e] * scale_log2 - lse2[r]) : 0.0f;
-        s[nt][e] = p * (dp[nt][e] - drow[r]);  // dS
+        for (int e = 0; e < 4; ++e) {
+          const int r = e / 2;
+          s[nt][e] = exp2f(s[nt][e] * scale_log2 - lse2[r]) * (dp[nt][e] - drow[r]);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < kN / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int r = e / 2, c = nt * 8 + 2 * t + (e & 1);
+          // lse is -inf for rows past T and rows that see no key.
+          const bool vis = lse2[r] != kNegInf && st.key_ok[c] && (!sh.causal || j0 + c <= row[r]);
+          const float p = vis ? exp2f(s[nt][e] * scale_log2 - lse2[r]) : 0.0f;
+          s[nt][e] = p * (dp[nt][e] - drow[r]);  // dS
+        }
       }
     }
     uint32_t dsa[kN / 16][4];
@@ -457,6 +507,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int r = 0; r < 2; ++r) {
     key_ok[r] = key[r] < sh.s && (key_mask == nullptr || key_mask[b * sh.s + key[r]] != 0);
   }
+  // Whether all of the block's 64 keys exist and are not padding (the warps' 16 keys each).
+  const bool block_keys_ok = __syncthreads_and(key_ok[0] && key_ok[1]);
   const float scale_log2 = sh.scale * kLog2e;
   float dk_acc[D / 8][4], dv_acc[D / 8][4];
   ZeroAcc<D>(dk_acc);
@@ -471,21 +523,37 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();  // this stage is in; the other stage's readers (tile it - 1) are done
     if (it + 1 < tiles) load_stage(it + 1);
     __pipeline_commit();
+    // Interior: every query row of the tile exists and sees every key of the block (so its
+    // lse is finite).
+    const bool interior = block_keys_ok && i0 + N <= sh.t && (!sh.causal || j0 + kRows - 1 <= i0);
     float st[N / 8][4], dpt[N / 8][4];
     MulABt<D, N>(st, ks + warp * 16 * kLd<D>, qs);
     MulABt<D, N>(dpt, vs + warp * 16 * kLd<D>, dos);
+    if (interior) {
 #pragma unroll
-    for (int nt = 0; nt < N / 8; ++nt) {
+      for (int nt = 0; nt < N / 8; ++nt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int c = nt * 8 + 2 * t + (e & 1);
-        const float row_lse = lse_s[c];
-        // lse is -inf for rows that see no key (and zero-filled for rows past T).
-        const bool vis = i0 + c < sh.t && row_lse != kNegInf && key_ok[e / 2] &&
-                         (!sh.causal || key[e / 2] <= i0 + c);
-        const float p = vis ? exp2f(st[nt][e] * scale_log2 - row_lse * kLog2e) : 0.0f;
-        st[nt][e] = p;
-        dpt[nt][e] = p * (dpt[nt][e] - drow_s[c]);  // dS^T
+        for (int e = 0; e < 4; ++e) {
+          const int c = nt * 8 + 2 * t + (e & 1);
+          const float p = exp2f(st[nt][e] * scale_log2 - lse_s[c] * kLog2e);
+          st[nt][e] = p;
+          dpt[nt][e] = p * (dpt[nt][e] - drow_s[c]);  // dS^T
+        }
+      }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < N / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int c = nt * 8 + 2 * t + (e & 1);
+          const float row_lse = lse_s[c];
+          // lse is -inf for rows that see no key (and zero-filled for rows past T).
+          const bool vis = i0 + c < sh.t && row_lse != kNegInf && key_ok[e / 2] &&
+                           (!sh.causal || key[e / 2] <= i0 + c);
+          const float p = vis ? exp2f(st[nt][e] * scale_log2 - row_lse * kLog2e) : 0.0f;
+          st[nt][e] = p;
+          dpt[nt][e] = p * (dpt[nt][e] - drow_s[c]);  // dS^T
+        }
       }
     }
     uint32_t pa[N / 16][4], dsa[N / 16][4];
