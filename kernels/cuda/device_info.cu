@@ -2,6 +2,9 @@
 // issue). Compiled whenever MOREH_ENABLE_CUDA is on, so the CUDA toolchain path of the build stays
 // working.
 #include <cuda_runtime.h>
+#include <dlfcn.h>
+
+#include <cstdio>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_info.h"
@@ -10,8 +13,22 @@ namespace moreh::kernels::cuda {
 
 int DeviceCount() {
   int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) return 0;
-  return n;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e == cudaSuccess) return n;
+  // No device, or no driver at all (the runtime says "insufficient driver" then too), is the
+  // normal case on a build machine. Anything else (a driver older than this build's CUDA runtime,
+  // a broken install) is said once, so a GPU machine that "has no GPU" says why.
+  static const bool said = [e] {
+    const bool no_driver =
+        e == cudaErrorInsufficientDriver && dlopen("libcuda.so.1", RTLD_LAZY) == nullptr;
+    if (e != cudaErrorNoDevice && !no_driver) {
+      std::fprintf(stderr, "CUDA: cudaGetDeviceCount failed: %s (%s); no GPU is used\n",
+                   cudaGetErrorString(e), cudaGetErrorName(e));
+    }
+    return true;
+  }();
+  (void)said;
+  return 0;
 }
 
 void SetDevice(int i) { MOREH_CUDA_CHECK(cudaSetDevice(i)); }

@@ -778,5 +778,10 @@ int main(int argc, char** argv) {
     }
   }
   std::printf("kernel_check: %d passed, %d failed\n", g_passed, g_failed);
+  if (g_passed + g_failed == 0) {  // a filter that matches nothing checks nothing: not a pass
+    std::printf("kernel_check: no case matches --filter '%s' --exclude '%s'\n", g_filter.c_str(),
+                g_exclude.c_str());
+    return 1;
+  }
   return g_failed ? 1 : 0;
 }

@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <thread>
 
 #include "runtime/comm/nccl_collectives.h"
@@ -15,8 +16,33 @@ bool HaveGpu() {
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
+// Skips where no GPU is present, unless MOREH_REQUIRE_GPU is set (the GPU check sets it: there a
+// missing device is a failure, not a skip).
+#define MOREH_SKIP_WITHOUT_GPU()                                                        \
+  do {                                                                                  \
+    if (HaveGpu()) break;                                                               \
+    if (std::getenv("MOREH_REQUIRE_GPU") != nullptr) FAIL() << "no usable CUDA device"; \
+    GTEST_SKIP() << "no CUDA device on this machine: the NCCL path is built, not run";  \
+  } while (0)
+
+// Poisoned device buffer of n floats.
+float* Poisoned(int64_t n) {
+  float* p = nullptr;
+  if (cudaMalloc(&p, n * sizeof(float)) != cudaSuccess) return nullptr;
+  cudaMemset(p, 0xff, n * sizeof(float));
+  return p;
+}
+
+std::vector<float> Download(const float* dev, int64_t n) {
+  std::vector<float> back(n);
+  EXPECT_EQ(cudaMemcpy(back.data(), dev, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+  return back;
+}
+
+// One rank: every collective is the identity, so each runs out of place into a poisoned buffer
+// (an implementation that returns Ok without moving data fails).
 TEST(NcclCollectives, OneRankAllReduceGatherBroadcast) {
-  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device on this machine: the NCCL path is built, not run";
+  MOREH_SKIP_WITHOUT_GPU();
   auto id = NcclUniqueId();
   ASSERT_TRUE(id.ok()) << id.status().ToString();
   auto c = NcclCollectives::Create(id.value(), 0, 1, 0, std::chrono::seconds(30));
@@ -27,21 +53,36 @@ TEST(NcclCollectives, OneRankAllReduceGatherBroadcast) {
   float* dev = nullptr;
   ASSERT_EQ(cudaMalloc(&dev, n * sizeof(float)), cudaSuccess);
   ASSERT_EQ(cudaMemcpy(dev, host.data(), n * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
-  ASSERT_TRUE(c.value()->AllReduce(dev, dev, n, DType::kF32, ReduceOp::kSum).ok());
-  ASSERT_TRUE(c.value()->AllReduce(dev, dev, n, DType::kF32, ReduceOp::kAvg).ok());
-  ASSERT_TRUE(c.value()->Broadcast(dev, n, DType::kF32, 0).ok());
-  ASSERT_TRUE(c.value()->Barrier().ok());
-  std::vector<float> back(n);
-  ASSERT_EQ(cudaMemcpy(back.data(), dev, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
-  EXPECT_EQ(back, host);  // one rank: sum and average are the identity
-  EXPECT_FALSE(c.value()->AllReduce(dev, dev, n, DType::kI64, ReduceOp::kSum).ok());
+  Collectives& coll = *c.value();
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg}) {
+    float* out = Poisoned(n);
+    ASSERT_NE(out, nullptr);
+    ASSERT_TRUE(coll.AllReduce(dev, out, n, DType::kF32, op).ok());
+    EXPECT_EQ(Download(out, n), host) << "all-reduce out of place";
+    cudaMemset(out, 0xff, n * sizeof(float));
+    ASSERT_TRUE(coll.ReduceScatter(dev, out, n, DType::kF32, op).ok());
+    EXPECT_EQ(Download(out, n), host) << "reduce-scatter";
+    cudaFree(out);
+  }
+  float* gathered = Poisoned(n);
+  ASSERT_NE(gathered, nullptr);
+  ASSERT_TRUE(coll.AllGather(dev, gathered, n, DType::kF32).ok());
+  EXPECT_EQ(Download(gathered, n), host) << "all-gather";
+  cudaFree(gathered);
+  ASSERT_TRUE(coll.AllReduce(dev, dev, n, DType::kF32, ReduceOp::kSum).ok());  // in place
+  ASSERT_TRUE(coll.Broadcast(dev, n, DType::kF32, 0).ok());
+  ASSERT_TRUE(coll.Barrier().ok());
+  EXPECT_EQ(Download(dev, n), host);
+  EXPECT_FALSE(coll.AllReduce(dev, dev, n, DType::kI64, ReduceOp::kSum).ok());
   EXPECT_FALSE(NcclCollectives::Create("short", 0, 1, 0, std::chrono::seconds(1)).ok());
   cudaFree(dev);
 }
 
 // The overlapped all-reduce (queued behind the compute stream, waited for later), one rank.
+// (One rank moves no data: this checks that queued collectives complete and leave the data intact,
+// not their ordering against the compute stream, which needs two ranks.)
 TEST(NcclCollectives, StartedAllReduceCompletesOnWait) {
-  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device on this machine: the NCCL path is built, not run";
+  MOREH_SKIP_WITHOUT_GPU();
   auto id = NcclUniqueId();
   ASSERT_TRUE(id.ok()) << id.status().ToString();
   auto c = NcclCollectives::Create(id.value(), 0, 1, 0, std::chrono::seconds(30));
