@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -31,12 +32,18 @@ inline runtime::Tensor RandomInts(const Shape& shape, std::mt19937_64& rng, int6
   return runtime::Tensor::FromVector(v, shape);
 }
 
-// max |a - b| / max(max |b|, 1e-30)
+// max |a - b| / max(max |b|, 1e-30); infinite when the sizes differ or an element is NaN or
+// infinite where the other is not (std::max would drop a NaN and report no error).
 inline double MaxRelError(const std::vector<float>& a, const std::vector<double>& b) {
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  if (a.size() != b.size()) return kInf;
   double num = 0, den = 1e-30;
   for (size_t i = 0; i < a.size(); ++i) {
-    num = std::max(num, std::fabs(static_cast<double>(a[i]) - b[i]));
-    den = std::max(den, std::fabs(b[i]));
+    if (std::isfinite(b[i])) den = std::max(den, std::fabs(b[i]));
+    if (a[i] == b[i]) continue;  // equal, infinities included
+    const double d = std::fabs(static_cast<double>(a[i]) - b[i]);
+    if (!std::isfinite(d)) return kInf;
+    num = std::max(num, d);
   }
   return num / den;
 }

@@ -285,18 +285,25 @@ def main():
             check("a corrupt database stops the start with a clear message",
                   p.returncode != 0 and "corrupt" in (p.stdout + p.stderr), p.stdout + p.stderr)
             # cuda:all: every visible GPU registers; with none (or a build without CUDA) the worker
-            # says so and exits.
+            # says so and exits. Which one is due depends on whether nvidia-smi finds a GPU here.
+            try:
+                gpu = subprocess.run(["nvidia-smi", "-L"], capture_output=True,
+                                     timeout=30).returncode == 0
+            except (OSError, subprocess.TimeoutExpired):
+                gpu = False
             p = subprocess.Popen([os.path.join(a.bin, "moreh-worker"), "--scheduler", "127.0.0.1:1",
                                   "--devices", "cuda:all", "--key-file", key_file, "--no-profile"],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             try:
                 msg = p.communicate(timeout=5)[0]
-                check("cuda:all without a GPU is refused by name", p.returncode == 2 and (
-                    "no CUDA device is visible" in msg or "built without CUDA" in msg), msg)
+                check("cuda:all without a GPU (or CUDA) is refused by name", p.returncode == 2 and (
+                    ("no CUDA device is visible" in msg and not gpu) or "built without CUDA" in msg),
+                      (f"nvidia-smi finds a GPU: {gpu}", msg))
             except subprocess.TimeoutExpired:  # GPUs found: the worker runs (and retries the
                 p.kill()                       # unreachable scheduler)
                 p.wait()
-                check("cuda:all with GPUs starts the worker", True)
+                check("cuda:all with GPUs starts the worker", gpu,
+                      "the worker runs, but nvidia-smi -L finds no GPU: it should have refused")
             # A JSON config file configures the scheduler; a wrong one is refused by name.
             cfg = os.path.join(d, "sched.json")
             with open(cfg, "w") as f:

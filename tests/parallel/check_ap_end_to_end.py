@@ -58,6 +58,8 @@ def rel_diff(a, b):
     worst, biggest = 0.0, 0.0
     for k in b:
         d = a[k].astype(np.float64) - b[k]
+        if not np.isfinite(d).all():  # max() would drop a NaN
+            return float("inf"), float("inf")
         worst = max(worst, float(np.linalg.norm(d) / max(np.linalg.norm(b[k]), 1e-30)))
         biggest = max(biggest, float(np.abs(d).max()))
     return worst, biggest
@@ -172,6 +174,8 @@ def main():
         check("AP on: the checkpoint has one file per stage (and an index), config.json",
               sorted(files) == sorted(want + ["config.json"]), (files, want))
         w_on, w_one = read_checkpoint(out_on), read_checkpoint(os.path.join(tmp, "one"))
+        # Every checkpoint comparison below would pass with both sides empty.
+        check("the one-device checkpoint has tensors", bool(w_one), os.path.join(tmp, "one"))
         same = sorted(w_on) == sorted(w_one)
         rel, big = rel_diff(w_on, w_one) if same else (1.0, 1.0)
         check(f"checkpoint equals the one-device checkpoint (rel. {rel:.2e}, max elem. {big:.2e})",
@@ -284,7 +288,9 @@ def main():
                                       os.path.join(tmp, "killed")],
                              env=dict(env, MOREH_ENABLE_ADVANCED_PARALLELIZATION="1"),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_for_step(p, 2)
+        # A client that died before step 2 would exit non-zero without the worker's kill.
+        check("worker killed: the job reached step 2 and is running",
+              "[Step 2/" in wait_for_step(p, 2) and p.poll() is None, p.returncode)
         time.sleep(0.3)  # inside a later step
         os.kill(victim, signal.SIGKILL)
         t0 = time.time()
@@ -346,7 +352,9 @@ def main():
                                               os.path.join(tmp, "stopped")],
                                      env=two, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
-            wait_for_step(first, 2)
+            # A first job that died would free the devices without its lease expiring.
+            check("the first job reached step 2 and is running",
+                  "[Step 2/" in wait_for_step(first, 2) and first.poll() is None, first.returncode)
             first.send_signal(signal.SIGSTOP)
             time.sleep(3.0)  # two lease lifetimes
             second = subprocess.run(train + ["--max-steps", "4",

@@ -40,7 +40,10 @@ def load_and_compare(runner, ckpt_dir, expected, tmp):
         got = np.load(os.path.join(out, name + ".npy"))
         if got.shape != value.shape:
             return float("inf")
-        worst = max(worst, float(np.abs(got.astype(np.float64) - value).max()))
+        e = float(np.abs(got.astype(np.float64) - value).max())
+        if not np.isfinite(e):  # max() would drop a NaN
+            return float("inf")
+        worst = max(worst, e)
     return worst
 
 
@@ -138,6 +141,8 @@ def main():
                 for name, prm in model.named_parameters():
                     g = np.load(os.path.join(d, f"grad_{name}.npy"))
                     e = rel(g, prm.grad.numpy())
+                    if not np.isfinite(e):  # max() would drop a NaN
+                        e = float("inf")
                     worst = max(worst, e)
                     if e > 1e-4:
                         print(f"      gradient of {name}: {e:.2e}")
@@ -146,6 +151,11 @@ def main():
             opt.zero_grad(set_to_none=True)
             losses.append(loss.item())
         ours = np.load(os.path.join(d, "losses.npy"))
+        # zip() below stops at the shorter list: a runner that logged fewer steps would pass.
+        full = len(ours) == a.steps
+        print(f"{'PASS' if full else 'FAIL'}  one loss per step from the runner ({len(ours)} of "
+              f"{a.steps})")
+        (passed if full else failures).append("loss count")
         check("loss (step 1)", rel(ours[0], losses[0]), 1e-5)
         steps_rel = [abs(x - y) / abs(y) for x, y in zip(ours, losses)]
         print("      per-step rel. differences:", " ".join(f"{e:.1e}" for e in steps_rel))

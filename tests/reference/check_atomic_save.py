@@ -43,17 +43,29 @@ def main():
             subprocess.run([a.runner, "save", c, a.config_dir, str(seed)], check=True)
             ref[seed], err = load(a.runner, c, os.path.join(d, f"ref{seed}_npy"))
             assert err is None, err
+        # Empty or equal references would make every kill's checkpoint look intact.
+        assert ref[1] and ref[2] and not same(ref[1], ref[2]), "reference checkpoints empty or equal"
         ckpt = os.path.join(d, "ckpt")
+        t0 = time.time()
         subprocess.run([a.runner, "save", ckpt, a.config_dir, "1"], check=True)
+        one_save = time.time() - t0  # a whole saver process: start, save, exit
         seen = set()
         for i in range(a.kills):
             proc = subprocess.Popen([a.runner, "save", ckpt, a.config_dir, str(2 - i % 2), "loop"])
-            time.sleep(rng.uniform(0.02, 0.6))
+            # About half the random delays end before the first save completes; the first kill
+            # waits past two whole saves so that model B is written (and checked below) every run.
+            delay = rng.uniform(0.02, 0.6)
+            time.sleep(max(delay, 2 * one_save) if i == 0 else delay)
+            # A saver that already exited was not killed mid-save: the old checkpoint proves nothing.
+            running = proc.poll() is None
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             got, err = load(a.runner, ckpt, os.path.join(d, f"got{i}"))
             which = None if got is None else (1 if same(got, ref[1]) else 2 if same(got, ref[2]) else None)
-            if which:
+            if not running:
+                failed += 1
+                print(f"FAIL  kill {i}: the saver had exited (code {proc.returncode}) before the kill")
+            elif which:
                 passed += 1
                 seen.add(which)
                 print(f"PASS  kill {i}: checkpoint intact (model {'AB'[which - 1]})")
@@ -70,6 +82,14 @@ def main():
             passed += 1
             print("PASS  a clean save removes the temporary directories of killed saves")
         print(f"states seen after kills: {sorted(seen)}")
+        # The directory starts as A: B there means a killed saver's completed save survived the
+        # kill (kill 0 waits for one), so not every kill found the untouched original.
+        if 2 in seen:
+            passed += 1
+            print("PASS  a kill found the checkpoint a killed saver had written (model B)")
+        else:
+            failed += 1
+            print("FAIL  no kill found model B: every kill came before a save completed")
     print(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 

@@ -153,6 +153,7 @@ TEST(Checkpoint, Bf16DTypeIsPreservedAndOtherFilesKept) {
   model.save_pretrained(dir / "ckpt");
   auto f = SafetensorsFile::Open(dir / "ckpt/model.safetensors");
   ASSERT_TRUE(f.ok());
+  ASSERT_EQ(f->entries().size(), model.NamedParameters().size());  // else the loops check nothing
   for (const auto& e : f->entries()) EXPECT_EQ(e.dtype, DType::kBF16) << e.name;
   std::ifstream keep(dir / "ckpt/tokenizer.model");
   std::string s;
@@ -160,8 +161,10 @@ TEST(Checkpoint, Bf16DTypeIsPreservedAndOtherFilesKept) {
   EXPECT_EQ(s, "keep");
   const auto back = models::LlamaForCausalLM::from_pretrained(dir / "ckpt");
   const auto a = model.NamedParameters(), b = back.NamedParameters();
+  ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) {  // values rounded to bf16 once
     const auto x = a[i].second.to_floats(), y = b[i].second.to_floats();
+    ASSERT_EQ(y.size(), x.size()) << a[i].first;
     for (size_t k = 0; k < x.size(); ++k) ASSERT_EQ(y[k], BF16ToF32(F32ToBF16(x[k])));
   }
 }

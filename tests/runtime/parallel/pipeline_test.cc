@@ -9,6 +9,7 @@
 #include <barrier>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 #include <random>
@@ -148,6 +149,25 @@ double WeightDistance(const Trajectory& a, const Trajectory& b) {
     }
   }
   return std::sqrt(diff / norm);
+}
+
+// |a - b|, infinite when either is NaN (std::max over the differences would drop a NaN).
+double WeightDiff(float a, float b) {
+  const double d = std::abs(static_cast<double>(a) - b);
+  return std::isnan(d) ? std::numeric_limits<double>::infinity() : d;
+}
+
+// The worst relative difference between two loss trajectories; infinite when their lengths differ,
+// they are empty, or a difference is NaN (std::max would drop it).
+double WorstLossDiff(const std::vector<double>& got, const std::vector<double>& want) {
+  if (got.size() != want.size() || want.empty()) return std::numeric_limits<double>::infinity();
+  double worst = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double d = std::abs(got[i] - want[i]) / std::abs(want[i]);
+    if (std::isnan(d)) return std::numeric_limits<double>::infinity();
+    worst = std::max(worst, d);
+  }
+  return worst;
 }
 
 // Runs the candidate's configuration: rank = tp_rank + tp * (dp_rank + dp * stage), computing in
@@ -504,7 +524,7 @@ TEST(Pipeline, EveryCandidateMatchesOneDevice) {
       ASSERT_NE(it, got.weights.end()) << name;
       ASSERT_EQ(it->second.size(), w.size()) << name;
       for (size_t k = 0; k < w.size(); ++k) {
-        max_diff = std::max(max_diff, static_cast<double>(std::abs(it->second[k] - w[k])));
+        max_diff = std::max(max_diff, WeightDiff(it->second[k], w[k]));
       }
     }
     EXPECT_LE(max_diff, 1e-4);
@@ -540,10 +560,8 @@ TEST(Pipeline, MixedPrecisionMatchesOneDevice) {
   one.stage_layers = {static_cast<int>(c.num_hidden_layers)};
   const Trajectory ref = Distributed(c, one, batches, DType::kBF16, lr);
   const Trajectory f32 = Distributed(c, one, batches, DType::kF32, lr);
-  double bf16_vs_f32 = 0;
-  for (size_t i = 0; i < ref.losses.size(); ++i) {
-    bf16_vs_f32 = std::max(bf16_vs_f32, std::abs(ref.losses[i] - f32.losses[i]) / f32.losses[i]);
-  }
+  ASSERT_EQ(ref.losses.size(), batches.size());
+  const double bf16_vs_f32 = WorstLossDiff(ref.losses, f32.losses);
   EXPECT_LE(bf16_vs_f32, 2e-3);
   EXPECT_GT(bf16_vs_f32, 0.0) << "bf16 computed exactly as f32";
   // Relative L2 distance of all weights.
@@ -558,10 +576,7 @@ TEST(Pipeline, MixedPrecisionMatchesOneDevice) {
     setenv("MOREH_COMPUTE_DTYPE", "bf16", 1);
     const Trajectory frontend = OneDevice(c, batches, lr);
     unsetenv("MOREH_COMPUTE_DTYPE");
-    double worst = 0;
-    for (size_t i = 0; i < ref.losses.size(); ++i) {
-      worst = std::max(worst, std::abs(frontend.losses[i] - ref.losses[i]) / ref.losses[i]);
-    }
+    const double worst = WorstLossDiff(frontend.losses, ref.losses);
     std::printf(
         "mixed precision, the frontend in process: loss rel. difference %.3g, weights "
         "%.3g\n",
@@ -593,11 +608,7 @@ TEST(Pipeline, MixedPrecisionMatchesOneDevice) {
     ASSERT_NE(it, plan.candidates.end()) << what;
     SCOPED_TRACE(std::string(what) + ": " + it->Describe() + " dp=" + std::to_string(it->dp));
     const Trajectory got = Distributed(c, *it, batches, DType::kBF16, lr);
-    ASSERT_EQ(got.losses.size(), ref.losses.size());
-    double worst_l = 0;
-    for (size_t i = 0; i < ref.losses.size(); ++i) {
-      worst_l = std::max(worst_l, std::abs(got.losses[i] - ref.losses[i]) / ref.losses[i]);
-    }
+    const double worst_l = WorstLossDiff(got.losses, ref.losses);
     const double worst_w = distance(got, ref);
     std::printf("mixed precision, %s: worst loss rel. difference %.3g, weights %.3g\n", what,
                 worst_l, worst_w);
@@ -646,6 +657,7 @@ TEST(Pipeline, LossScalingKeepsSmallF16GradientsAlive) {
   for (const Trajectory* t : {&one_scaled, &split_scaled}) {
     EXPECT_EQ(t->final_scale, 65536.0);
     EXPECT_EQ(std::count(t->skipped.begin(), t->skipped.end(), true), 0);
+    ASSERT_EQ(t->losses.size(), f32.losses.size());
     for (size_t i = 0; i < f32.losses.size(); ++i) {
       EXPECT_NEAR(t->losses[i], f32.losses[i], 2e-3 * f32.losses[i]) << "step " << i;
     }
@@ -754,9 +766,8 @@ TEST(Pipeline, OverlappedGradientReductionMatchesOneReduction) {
       double worst = 0;
       for (const auto& [name, w] : one.weights) {
         const auto& g = got.weights.at(name);
-        for (size_t k = 0; k < w.size(); ++k) {
-          worst = std::max(worst, static_cast<double>(std::abs(g[k] - w[k])));
-        }
+        ASSERT_EQ(g.size(), w.size()) << name;
+        for (size_t k = 0; k < w.size(); ++k) worst = std::max(worst, WeightDiff(g[k], w[k]));
       }
       EXPECT_LE(worst, 1e-6);
     }

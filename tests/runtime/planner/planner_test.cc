@@ -263,19 +263,23 @@ TEST(Planner, UserLimitsAreHonoured) {
   u.max_tp = 2;
   option::enable_advanced_parallelization(u);
   PlannerOptions o = PlannerOptions::FromUserOptions();
+  // Reset before any ASSERT can return: the options are global.
+  option::enable_advanced_parallelization(option::AdvancedParallelizationOptions{});
+  option::disable_advanced_parallelization();
   o.log = false;
   TrainJob job;
   job.model = Llama2("13b");
   job.global_batch = 64;
   job.seq_len = 1024;
   const Plan plan = PlanTraining(job, ReferenceCluster(32), o);
+  // Limits that filtered out every candidate would pass the loop below without checking anything.
+  ASSERT_FALSE(plan.candidates.empty());
+  EXPECT_TRUE(plan.chosen.feasible);
   for (const Candidate& c : plan.candidates) {
     EXPECT_EQ(c.num_stages, 1);
     EXPECT_EQ(c.recompute, 2);
     EXPECT_LE(c.tp, 2);
   }
-  option::enable_advanced_parallelization(option::AdvancedParallelizationOptions{});
-  option::disable_advanced_parallelization();
 }
 
 TEST(Planner, BadInputIsNamed) {
