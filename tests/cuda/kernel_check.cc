@@ -8,6 +8,7 @@
 //   moreh_cuda_kernel_check [--filter SUBSTRING] [--exclude SUBSTRING] [--seed N]
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -483,6 +484,51 @@ void CheckAttention() {
   }
 }
 
+// The mma kernels skip the mask arithmetic on interior tiles (every row of the block exists and
+// sees every key of the tile); that path must give the masked path's bits. The same rows at T = 128
+// (every tile interior) and T = 127 (the last query tile, and in the dk/dv pass the last query
+// tile, not interior), S = 128, not causal; dout's row 127 is zero, so at T = 128 that row adds
+// exact zeros to dk and dv.
+void CheckAttentionInteriorBits() {
+  for (int64_t d : {int64_t{64}, int64_t{128}}) {
+    char name[128];
+    std::snprintf(name, sizeof name, "attention bf16 mma interior tiles = masked path bits d=%lld",
+                  (long long)d);
+    if (!Selected(name)) continue;
+    const int64_t s = 128, h = 2, hkv = 1, row = h * d;  // batch 1; row: one query row's elements
+    const DType dt = DType::kBF16;
+    const auto q = Round(Random(128 * row), dt), k = Round(Random(s * hkv * d), dt),
+               v = Round(Random(s * hkv * d), dt);
+    auto dout = Round(Random(128 * row), dt);
+    std::fill(dout.begin() + 127 * row, dout.end(), 0.0f);
+    Dev dk_in(k, dt), dv_in(v, dt);
+    std::vector<float> got[2][5];  // per T: out, lse (rows 0..126 of each head), dq, dk, dv
+    for (int run = 0; run < 2; ++run) {
+      const int64_t t = 128 - run;
+      const cpu::AttentionShape sh{1, t, s, h, hkv, d, false, 1.0f / std::sqrt(float(d))};
+      Dev dq_in(std::vector<float>(q.begin(), q.begin() + t * row), dt),
+          ddout(std::vector<float>(dout.begin(), dout.begin() + t * row), dt), out(t * row * 2),
+          lse(h * t * 4), dq(t * row * 2), dk(s * hkv * d * 2), dv(s * hkv * d * 2);
+      gpu::AttentionForward(out.p(), lse.f(), dq_in.p(), dk_in.p(), dv_in.p(), nullptr, sh, dt,
+                            nullptr, gpu::AttentionImpl::kMma);
+      gpu::AttentionBackward(dq.p(), dk.p(), dv.p(), ddout.p(), dq_in.p(), dk_in.p(), dv_in.p(),
+                             out.p(), lse.f(), nullptr, sh, dt, nullptr, gpu::AttentionImpl::kMma);
+      const auto all_lse = lse.Get(h * t, DType::kF32);
+      for (int64_t head = 0; head < h; ++head) {  // lse is [B, H, T]
+        got[run][1].insert(got[run][1].end(), all_lse.begin() + head * t,
+                           all_lse.begin() + head * t + 127);
+      }
+      got[run][0] = out.Get(127 * row, dt);
+      got[run][2] = dq.Get(127 * row, dt);
+      got[run][3] = dk.Get(s * hkv * d, dt);
+      got[run][4] = dv.Get(s * hkv * d, dt);
+    }
+    Case cs{name, 0};
+    const char* what[5] = {"out", "lse", "dq", "dk", "dv"};
+    for (int o = 0; o < 5; ++o) cs.Check(what[o], got[1][o], got[0][o]);
+  }
+}
+
 void CheckSwiGlu() {
   struct S {
     int64_t n;
@@ -761,6 +807,7 @@ int main(int argc, char** argv) {
                                                          {"rmsnorm", CheckRmsNorm},
                                                          {"rotary", CheckRotary},
                                                          {"attention", CheckAttention},
+                                                         {"attention", CheckAttentionInteriorBits},
                                                          {"swiglu", CheckSwiGlu},
                                                          {"cross_entropy", CheckCrossEntropy},
                                                          {"sum_middle", CheckSumMiddle},
