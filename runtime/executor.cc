@@ -6,6 +6,7 @@
 #include "ops/op.h"
 
 #ifdef MOREH_WITH_CUDA
+#include "kernels/cuda/device_info.h"
 #include "ops/cuda/cuda_ops.h"
 #endif
 
@@ -116,12 +117,21 @@ std::vector<Tensor> Executor::RunNodes(const CompiledGraph& cg, std::vector<Tens
     profile_.resize(kNumOps);
     for (int k = 0; k < kNumOps; ++k) profile_[k].op = std::string(OpName(static_cast<OpKind>(k)));
   }
+#ifdef MOREH_WITH_CUDA
+  if (profiling_ && backend_ == ops::Backend::kCuda && !marks_) {
+    marks_ = std::make_shared<kernels::cuda::StreamMarks>();
+  }
+#endif
+  const bool gpu_timing = profiling_ && marks_ != nullptr;
   std::vector<Tensor> in_tensors;
   std::vector<Tensor> out_tensors;
   for (size_t ni = 0; ni < g.nodes().size(); ++ni) {
     const Node& n = g.nodes()[ni];
     const ops::OpDef& def = ops::GetOpDef(n.op);
     const auto t0 = std::chrono::steady_clock::now();
+#ifdef MOREH_WITH_CUDA
+    const int mark_from = gpu_timing ? marks_->Mark() : -1;
+#endif
     in_tensors.clear();
     for (size_t k = 0; k < n.inputs.size(); ++k) {
       const int v = n.inputs[k];
@@ -169,6 +179,9 @@ std::vector<Tensor> Executor::RunNodes(const CompiledGraph& cg, std::vector<Tens
                   backend_ == ops::Backend::kCpu ? "CPU" : "CUDA");
       kernel(in_tensors, out_tensors, n.attrs);
     }
+#ifdef MOREH_WITH_CUDA
+    if (gpu_timing) spans_.push_back({static_cast<int>(n.op), mark_from, marks_->Mark()});
+#endif
     in_tensors.clear();
     for (size_t o = 0; o < n.outputs.size(); ++o) slots[n.outputs[o]] = std::move(out_tensors[o]);
     for (int v : n.inputs) {
@@ -190,7 +203,9 @@ std::vector<Tensor> Executor::RunNodes(const CompiledGraph& cg, std::vector<Tens
     if (profiling_) {
       OpProfile& p = profile_[static_cast<int>(n.op)];
       p.calls += 1;
-      p.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (!gpu_timing) {
+        p.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      }
       p.flops += ops::OpCost(g, n).flops;
     }
   }
@@ -208,7 +223,20 @@ std::vector<Tensor> Executor::RunNodes(const CompiledGraph& cg, std::vector<Tens
   return outs;
 }
 
-std::vector<OpProfile> Executor::Profile() const {
+void Executor::ResetProfile() {
+  profile_.clear();
+  spans_.clear();
+#ifdef MOREH_WITH_CUDA
+  if (marks_) marks_->Clear();
+#endif
+}
+
+std::vector<OpProfile> Executor::Profile() {
+#ifdef MOREH_WITH_CUDA
+  for (const Span& s : spans_) profile_[s.op].seconds += marks_->Seconds(s.from, s.to);
+  if (marks_) marks_->Clear();
+#endif
+  spans_.clear();
   std::vector<OpProfile> p;
   for (const OpProfile& e : profile_) {
     if (e.calls) p.push_back(e);

@@ -20,6 +20,10 @@
 #include "runtime/core/graph.h"
 #include "runtime/core/tensor.h"
 
+namespace moreh::kernels::cuda {
+class StreamMarks;
+}
+
 namespace moreh::runtime {
 
 struct CompiledGraph {
@@ -64,8 +68,10 @@ class Executor {
 
   void set_profiling(bool on) { profiling_ = on; }
   // Per op kind, accumulated over every Run since the last ResetProfile (when profiling is on).
-  std::vector<OpProfile> Profile() const;
-  void ResetProfile() { profile_.clear(); }
+  // Seconds are wall time on the CPU; on a GPU, the GPU's time for each node's queued work
+  // (events around it on the compute stream, read here: this waits for the GPU).
+  std::vector<OpProfile> Profile();
+  void ResetProfile();
 
  private:
   std::vector<Tensor> RunNodes(const CompiledGraph& cg, std::vector<Tensor>& slots,
@@ -75,6 +81,12 @@ class Executor {
   ops::Backend backend_;  // CUDA when alloc_'s memory is a GPU's
   bool profiling_ = false;
   std::vector<OpProfile> profile_;
+  // Profiling on a GPU: each node's span between two stream marks, timed when Profile() reads it.
+  struct Span {
+    int op, from, to;
+  };
+  std::vector<Span> spans_;
+  std::shared_ptr<kernels::cuda::StreamMarks> marks_;
 };
 
 }  // namespace moreh::runtime

@@ -8,6 +8,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_info.h"
+#include "runtime/core/error.h"
 
 namespace moreh::kernels::cuda {
 
@@ -43,6 +44,30 @@ std::string DeviceName(int i) {
   cudaDeviceProp p;
   if (cudaGetDeviceProperties(&p, i) != cudaSuccess) return "";
   return p.name;
+}
+
+StreamMarks::~StreamMarks() {
+  for (void* e : events_) cudaEventDestroy(static_cast<cudaEvent_t>(e));
+}
+
+int StreamMarks::Mark() {
+  if (used_ == static_cast<int>(events_.size())) {
+    cudaEvent_t e;
+    MOREH_CUDA_CHECK(cudaEventCreate(&e));
+    events_.push_back(e);
+  }
+  MOREH_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(events_[used_]), cudaStreamLegacy));
+  return used_++;
+}
+
+double StreamMarks::Seconds(int from, int to) const {
+  MOREH_CHECK(from >= 0 && from < used_ && to >= 0 && to < used_,
+              "StreamMarks: marks {} and {} of {}", from, to, used_);
+  const auto a = static_cast<cudaEvent_t>(events_[from]), b = static_cast<cudaEvent_t>(events_[to]);
+  MOREH_CUDA_CHECK(cudaEventSynchronize(b));
+  float ms = 0;
+  MOREH_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+  return ms * 1e-3;
 }
 
 }  // namespace moreh::kernels::cuda

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace moreh::kernels::cuda {
 int DeviceCount();
@@ -21,4 +22,24 @@ struct GpuProfile {
   double memory_bandwidth = 0;
 };
 GpuProfile MeasureGpu(int device);
+
+// Events on the calling thread's compute stream (the legacy default stream) for timing the work
+// queued between two marks (profiling). Events are created as needed and reused after Clear. Not
+// thread-safe; throws moreh::Error on a CUDA failure.
+class StreamMarks {
+ public:
+  StreamMarks() = default;
+  ~StreamMarks();
+  StreamMarks(const StreamMarks&) = delete;
+  StreamMarks& operator=(const StreamMarks&) = delete;
+  // Records a mark behind everything queued so far; returns its index.
+  int Mark();
+  // Seconds of GPU time between marks `from` and `to` (waits until the GPU reaches `to`).
+  double Seconds(int from, int to) const;
+  void Clear() { used_ = 0; }
+
+ private:
+  std::vector<void*> events_;  // cudaEvent_t
+  int used_ = 0;
+};
 }  // namespace moreh::kernels::cuda

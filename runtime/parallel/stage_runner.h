@@ -105,6 +105,8 @@ class StageRunner {
               int dp_size = 1, int dp_rank = 0, bool distribute_param = false);
 
   const StageProgram& program() const { return program_; }
+  // The executor of the stage's programs (set_profiling / Profile: where a step's time goes).
+  runtime::Executor& executor() { return exec_; }
   const std::vector<std::string>& param_names() const { return program_.params; }
   int64_t num_params() const { return num_params_; }
   // The i-th parameter (a view of the flat f32 buffer: the master weights). Write into it to load
