@@ -3,6 +3,7 @@
 // and added into dw once per block.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/vectorized.cuh"
 
 namespace moreh::kernels::cuda {
 namespace {
@@ -12,57 +13,84 @@ constexpr int kThreads = 256;
 // into dw with atomics.
 constexpr int64_t kMaxSharedColumns = 48 * 1024 / sizeof(float) - 64;
 
-template <typename T>
+// Rows are read as N-element vectors (vectorized.cuh) when the launcher found every row aligned for
+// them (c a multiple of N, base pointers aligned); N = 1 otherwise.
+template <int N, typename T>
 __global__ void RmsNormForwardKernel(T* y, const T* x, const T* w, int64_t n, int64_t c,
                                      float eps) {
+  const int64_t vectors = c / N;
   for (int64_t row = blockIdx.x; row < n; row += gridDim.x) {
     const T* xr = x + row * c;
     float ss = 0.0f;
-    for (int64_t j = threadIdx.x; j < c; j += blockDim.x) {
-      const float v = ToF32(xr[j]);
-      ss += v * v;
+    for (int64_t j = threadIdx.x; j < vectors; j += blockDim.x) {
+      const Vec<T, N> xv = LoadVec<N>(xr + j * N);
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        const float v = ToF32(xv.v[k]);
+        ss += v * v;
+      }
     }
     ss = BlockSum(ss);
     const float r = 1.0f / sqrtf(ss / static_cast<float>(c) + eps);
     T* yr = y + row * c;
-    for (int64_t j = threadIdx.x; j < c; j += blockDim.x) {
-      yr[j] = FromF32<T>(ToF32(xr[j]) * r * ToF32(w[j]));
+    for (int64_t j = threadIdx.x; j < vectors; j += blockDim.x) {
+      const Vec<T, N> xv = LoadVec<N>(xr + j * N), wv = LoadVec<N>(w + j * N);
+      Vec<T, N> out;
+#pragma unroll
+      for (int k = 0; k < N; ++k) out.v[k] = FromF32<T>(ToF32(xv.v[k]) * r * ToF32(wv.v[k]));
+      StoreVec<N>(yr + j * N, out);
     }
   }
 }
 
 // dx_j = r * w_j * dy_j - x_j * r^3 / C * sum_k(dy_k w_k x_k);  dw_j = sum_rows dy_j x_j r
-template <typename T>
+template <int N, typename T>
 __global__ void RmsNormBackwardKernel(T* dx, float* dw, const T* dy, const T* x, const T* w,
                                       int64_t n, int64_t c, float eps, bool shared_dw) {
   extern __shared__ float dw_part[];
+  const int64_t vectors = c / N;
   if (shared_dw) {
     for (int64_t j = threadIdx.x; j < c; j += blockDim.x) dw_part[j] = 0.0f;
   }
+  // Each thread owns the columns of its vectors (here and in dw_part): no conflicts. The zeroing
+  // above owns columns differently, so the first row waits for it (BlockSum synchronises).
   for (int64_t row = blockIdx.x; row < n; row += gridDim.x) {
     const T* xr = x + row * c;
     const T* dyr = dy + row * c;
     float ss = 0.0f, dot = 0.0f;
-    for (int64_t j = threadIdx.x; j < c; j += blockDim.x) {
-      const float xv = ToF32(xr[j]);
-      ss += xv * xv;
-      dot += ToF32(dyr[j]) * ToF32(w[j]) * xv;
+    for (int64_t j = threadIdx.x; j < vectors; j += blockDim.x) {
+      const Vec<T, N> xv = LoadVec<N>(xr + j * N), dyv = LoadVec<N>(dyr + j * N),
+                      wv = LoadVec<N>(w + j * N);
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        const float xk = ToF32(xv.v[k]);
+        ss += xk * xk;
+        dot += ToF32(dyv.v[k]) * ToF32(wv.v[k]) * xk;
+      }
     }
     ss = BlockSum(ss);
     dot = BlockSum(dot);
     const float r = 1.0f / sqrtf(ss / static_cast<float>(c) + eps);
-    const float k = dot * r * r * r / static_cast<float>(c);
+    const float kk = dot * r * r * r / static_cast<float>(c);
     T* dxr = dx + row * c;
-    for (int64_t j = threadIdx.x; j < c; j += blockDim.x) {
-      const float xv = ToF32(xr[j]), dyv = ToF32(dyr[j]);
-      dxr[j] = FromF32<T>(r * ToF32(w[j]) * dyv - xv * k);
-      if (shared_dw) {
-        dw_part[j] += dyv * xv * r;
-      } else {
-        atomicAdd(dw + j, dyv * xv * r);
+    for (int64_t j = threadIdx.x; j < vectors; j += blockDim.x) {
+      const Vec<T, N> xv = LoadVec<N>(xr + j * N), dyv = LoadVec<N>(dyr + j * N),
+                      wv = LoadVec<N>(w + j * N);
+      Vec<T, N> out;
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        const float xk = ToF32(xv.v[k]), dyk = ToF32(dyv.v[k]);
+        out.v[k] = FromF32<T>(r * ToF32(wv.v[k]) * dyk - xk * kk);
+        if (shared_dw) {
+          dw_part[j * N + k] += dyk * xk * r;
+        } else {
+          atomicAdd(dw + j * N + k, dyk * xk * r);
+        }
       }
+      StoreVec<N>(dxr + j * N, out);
     }
   }
+  __syncthreads();  // every thread's dw_part columns are final before any thread reads others'
   if (shared_dw) {
     for (int64_t j = threadIdx.x; j < c; j += blockDim.x) atomicAdd(dw + j, dw_part[j]);
   }
@@ -82,8 +110,14 @@ void RmsNormForward(void* y, const void* x, const void* w, int64_t n, int64_t c,
   if (n <= 0 || c <= 0) return;
   DispatchFloat(dtype, "RmsNormForward", [&](auto tag) {
     using T = decltype(tag);
-    RmsNormForwardKernel<T><<<GridFor(n, 1), kThreads, 0, stream>>>(
-        static_cast<T*>(y), static_cast<const T*>(x), static_cast<const T*>(w), n, c, eps);
+    constexpr int N = VecWidth(sizeof(T));
+    T* yt = static_cast<T*>(y);
+    const T *xt = static_cast<const T*>(x), *wt = static_cast<const T*>(w);
+    if (c % N == 0 && VecAligned<N>(yt) && VecAligned<N>(xt) && VecAligned<N>(wt)) {
+      RmsNormForwardKernel<N, T><<<GridFor(n, 1), kThreads, 0, stream>>>(yt, xt, wt, n, c, eps);
+    } else {
+      RmsNormForwardKernel<1, T><<<GridFor(n, 1), kThreads, 0, stream>>>(yt, xt, wt, n, c, eps);
+    }
   });
   MOREH_CUDA_CHECK_LAUNCH();
 }
@@ -100,9 +134,19 @@ void RmsNormBackward(void* dx, float* dw, const void* dy, const void* x, const v
   const size_t smem = shared_dw ? static_cast<size_t>(c) * sizeof(float) : 0;
   DispatchFloat(dtype, "RmsNormBackward", [&](auto tag) {
     using T = decltype(tag);
-    RmsNormBackwardKernel<T><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(
-        static_cast<T*>(dx), dw, static_cast<const T*>(dy), static_cast<const T*>(x),
-        static_cast<const T*>(w), n, c, eps, shared_dw);
+    constexpr int N = VecWidth(sizeof(T));
+    T* dxt = static_cast<T*>(dx);
+    const T *dyt = static_cast<const T*>(dy), *xt = static_cast<const T*>(x),
+            *wt = static_cast<const T*>(w);
+    const unsigned grid = static_cast<unsigned>(blocks);
+    if (c % N == 0 && VecAligned<N>(dxt) && VecAligned<N>(dyt) && VecAligned<N>(xt) &&
+        VecAligned<N>(wt)) {
+      RmsNormBackwardKernel<N, T>
+          <<<grid, kThreads, smem, stream>>>(dxt, dw, dyt, xt, wt, n, c, eps, shared_dw);
+    } else {
+      RmsNormBackwardKernel<1, T>
+          <<<grid, kThreads, smem, stream>>>(dxt, dw, dyt, xt, wt, n, c, eps, shared_dw);
+    }
   });
   MOREH_CUDA_CHECK_LAUNCH();
 }

@@ -339,17 +339,21 @@ void CheckElementwise() {
 void CheckRmsNorm() {
   struct S {
     int64_t n, c;
+    int shift = 0;  // elements off the vector alignment (the kernels' scalar version)
   };
-  for (const S& s : {S{1, 1}, S{3, 17}, S{64, 768}, S{8, 4096}, S{3, 16384}, S{2048, 768}}) {
+  for (const S& s : {S{1, 1}, S{3, 17}, S{64, 768}, S{8, 4096}, S{3, 16384}, S{2048, 768},
+                     S{5, 768, 1}, S{3, 16384, 1}}) {
     for (DType dt : kAllFloat) {
       char name[128];
-      std::snprintf(name, sizeof name, "rmsnorm %s n=%lld c=%lld", Name(dt), (long long)s.n,
-                    (long long)s.c);
+      std::snprintf(name, sizeof name, "rmsnorm %s n=%lld c=%lld shift=%d", Name(dt),
+                    (long long)s.n, (long long)s.c, s.shift);
       if (!Selected(name)) continue;
+      const int64_t sh = s.shift * moreh::DTypeSize(dt);
       const float eps = 1e-5f;
       const auto x = Round(Random(s.n * s.c, 2.0f), dt), w = Round(Random(s.c), dt),
                  dy = Round(Random(s.n * s.c), dt);
-      Dev dx_in(x, dt), dw_in(w, dt), ddy(dy, dt), y(s.n * s.c * 4), dx(s.n * s.c * 4), dw(s.c * 4);
+      Dev dx_in(x, dt, sh), dw_in(w, dt, sh), ddy(dy, dt, sh), y(s.n * s.c * 4, sh),
+          dx(s.n * s.c * 4, sh), dw(s.c * 4);
       gpu::RmsNormForward(y.p(), dx_in.p(), dw_in.p(), s.n, s.c, eps, dt, nullptr);
       gpu::RmsNormBackward(dx.p(), dw.f(), ddy.p(), dx_in.p(), dw_in.p(), s.n, s.c, eps, dt,
                            nullptr);
