@@ -232,11 +232,21 @@ void Executor::ResetProfile() {
 }
 
 std::vector<OpProfile> Executor::Profile() {
+  std::vector<Span> spans;
+  spans.swap(spans_);  // read once, whatever happens below
 #ifdef MOREH_WITH_CUDA
-  for (const Span& s : spans_) profile_[s.op].seconds += marks_->Seconds(s.from, s.to);
-  if (marks_) marks_->Clear();
+  if (marks_) {
+    std::vector<double> seconds(profile_.size(), 0.0);
+    try {
+      for (const Span& s : spans) seconds[s.op] += marks_->Seconds(s.from, s.to);
+    } catch (...) {
+      marks_->Clear();
+      throw;
+    }
+    marks_->Clear();
+    for (size_t k = 0; k < seconds.size(); ++k) profile_[k].seconds += seconds[k];
+  }
 #endif
-  spans_.clear();
   std::vector<OpProfile> p;
   for (const OpProfile& e : profile_) {
     if (e.calls) p.push_back(e);

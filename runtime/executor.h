@@ -46,6 +46,8 @@ struct OpProfile {
 class Executor {
  public:
   explicit Executor(Allocator* alloc = nullptr);
+  Executor(const Executor&) = delete;  // its profiling state (GPU events) is its own
+  Executor& operator=(const Executor&) = delete;
   Allocator* allocator() const { return alloc_; }  // the device it runs on
 
   // `inputs` are moved in so that buffers nobody else holds can be donated to in-place outputs.
@@ -69,7 +71,8 @@ class Executor {
   void set_profiling(bool on) { profiling_ = on; }
   // Per op kind, accumulated over every Run since the last ResetProfile (when profiling is on).
   // Seconds are wall time on the CPU; on a GPU, the GPU's time for each node's queued work
-  // (events around it on the compute stream, read here: this waits for the GPU).
+  // (events around it on the compute stream, read here: this waits for the GPU). On a GPU every
+  // node's events are kept until Profile or ResetProfile: profile a few steps, not a whole run.
   std::vector<OpProfile> Profile();
   void ResetProfile();
 

@@ -51,6 +51,11 @@ StreamMarks::~StreamMarks() {
 }
 
 int StreamMarks::Mark() {
+  int device = 0;
+  MOREH_CUDA_CHECK(cudaGetDevice(&device));
+  if (device_ < 0) device_ = device;
+  MOREH_CHECK(device == device_, "StreamMarks: made on cuda:{}, marked from cuda:{}", device_,
+              device);
   if (used_ == static_cast<int>(events_.size())) {
     cudaEvent_t e;
     MOREH_CUDA_CHECK(cudaEventCreate(&e));

@@ -24,8 +24,9 @@ struct GpuProfile {
 GpuProfile MeasureGpu(int device);
 
 // Events on the calling thread's compute stream (the legacy default stream) for timing the work
-// queued between two marks (profiling). Events are created as needed and reused after Clear. Not
-// thread-safe; throws moreh::Error on a CUDA failure.
+// queued between two marks (profiling). Events are created as needed and reused after Clear; they
+// belong to the device current at the first Mark, and marking from another device is an error.
+// Not thread-safe; throws moreh::Error on a CUDA failure.
 class StreamMarks {
  public:
   StreamMarks() = default;
@@ -39,7 +40,8 @@ class StreamMarks {
   void Clear() { used_ = 0; }
 
  private:
-  std::vector<void*> events_;  // cudaEvent_t
+  std::vector<void*> events_;  // cudaEvent_t, of device_
   int used_ = 0;
+  int device_ = -1;
 };
 }  // namespace moreh::kernels::cuda

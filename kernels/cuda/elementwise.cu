@@ -168,9 +168,10 @@ void Binary(const char* name, void* out, const void* a, const void* b, int64_t n
     constexpr int N = VecWidth(sizeof(T));
     const BinaryF<T, Op> f{static_cast<T*>(out), static_cast<const T*>(a), static_cast<const T*>(b),
                            nb, nb != n};
-    LaunchVectorized<N>(
-        f, n, VecAligned<N>(f.out) && VecAligned<N>(f.a) && VecAligned<N>(f.b) && nb % N == 0,
-        stream);
+    LaunchVectorized<N>(f, n,
+                        VecAligned<N>(f.out) && VecAligned<N>(f.a) && VecAligned<N>(f.b) &&
+                            (nb == n || nb % N == 0),
+                        stream);
   });
 }
 

@@ -47,7 +47,7 @@ __global__ void RmsNormForwardKernel(T* y, const T* x, const T* w, int64_t n, in
 template <int N, typename T>
 __global__ void RmsNormBackwardKernel(T* dx, float* dw, const T* dy, const T* x, const T* w,
                                       int64_t n, int64_t c, float eps, bool shared_dw) {
-  extern __shared__ float dw_part[];
+  extern __shared__ __align__(32) float dw_part[];
   const int64_t vectors = c / N;
   if (shared_dw) {
     for (int64_t j = threadIdx.x; j < c; j += blockDim.x) dw_part[j] = 0.0f;
@@ -77,17 +77,23 @@ __global__ void RmsNormBackwardKernel(T* dx, float* dw, const T* dy, const T* x,
       const Vec<T, N> xv = LoadVec<N>(xr + j * N), dyv = LoadVec<N>(dyr + j * N),
                       wv = LoadVec<N>(w + j * N);
       Vec<T, N> out;
+      Vec<float, N> dwv;  // this row's dw terms; into dw_part as one vector (no bank conflicts)
 #pragma unroll
       for (int k = 0; k < N; ++k) {
         const float xk = ToF32(xv.v[k]), dyk = ToF32(dyv.v[k]);
         out.v[k] = FromF32<T>(r * ToF32(wv.v[k]) * dyk - xk * kk);
-        if (shared_dw) {
-          dw_part[j * N + k] += dyk * xk * r;
-        } else {
-          atomicAdd(dw + j * N + k, dyk * xk * r);
-        }
+        dwv.v[k] = dyk * xk * r;
       }
       StoreVec<N>(dxr + j * N, out);
+      if (shared_dw) {
+        Vec<float, N> part = LoadVec<N>(dw_part + j * N);
+#pragma unroll
+        for (int k = 0; k < N; ++k) part.v[k] += dwv.v[k];
+        StoreVec<N>(dw_part + j * N, part);
+      } else {
+#pragma unroll
+        for (int k = 0; k < N; ++k) atomicAdd(dw + j * N + k, dwv.v[k]);
+      }
     }
   }
   __syncthreads();  // every thread's dw_part columns are final before any thread reads others'
