@@ -478,7 +478,8 @@ __global__ void __launch_bounds__(kThreads)
   auto stage_lse = [&](int64_t it) {
     return reinterpret_cast<float*>(stage_base + (it % 2) * kStageBytes + 2 * TileBytes<D>(N));
   };
-  auto head_off = [&](int64_t it) { return (b * sh.t * sh.h + kvh * group + it / q_tiles) * D; };
+  auto head = [&](int64_t it) { return kvh * group + it / q_tiles; };  // query head of tile it
+  auto head_off = [&](int64_t it) { return (b * sh.t * sh.h + head(it)) * D; };
   auto tile_i0 = [&](int64_t it) { return q_begin + (it % q_tiles) * N; };
   // The tile's rows of Q and dO, their lse (from the forward) and Drow (from the dq pass), all
   // with cp.async; rows past T are zero-filled.
@@ -486,7 +487,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t i0 = tile_i0(it);
     LoadTileAsync<D, N>(stage_q(it), q + head_off(it), i0, sh.t, q_stride);
     LoadTileAsync<D, N>(stage_do(it), dout + head_off(it), i0, sh.t, q_stride);
-    const int64_t rows = (b * sh.h + kvh * group + it / q_tiles) * sh.t;
+    const int64_t rows = (b * sh.h + head(it)) * sh.t;
     for (int rr = threadIdx.x; rr < N; rr += kThreads) {
       const int64_t iq = i0 + rr;
       const bool inside = iq < sh.t;

@@ -168,10 +168,7 @@ void Binary(const char* name, void* out, const void* a, const void* b, int64_t n
     constexpr int N = VecWidth(sizeof(T));
     const BinaryF<T, Op> f{static_cast<T*>(out), static_cast<const T*>(a), static_cast<const T*>(b),
                            nb, nb != n};
-    LaunchVectorized<N>(f, n,
-                        VecAligned<N>(f.out) && VecAligned<N>(f.a) && VecAligned<N>(f.b) &&
-                            (nb == n || nb % N == 0),
-                        stream);
+    LaunchVectorized<N>(f, n, VecAligned<N>(f.out, f.a, f.b) && (nb == n || nb % N == 0), stream);
   });
 }
 
@@ -193,7 +190,7 @@ void AccumulateF32(float* acc, const void* x, DType x_type, int64_t n, cudaStrea
     using T = decltype(tag);
     constexpr int N = VecWidth(sizeof(float));
     const AccumulateF<T> f{acc, static_cast<const T*>(x)};
-    LaunchVectorized<N>(f, n, VecAligned<N>(f.acc) && VecAligned<N>(f.x), stream);
+    LaunchVectorized<N>(f, n, VecAligned<N>(f.acc, f.x), stream);
   });
 }
 
@@ -203,7 +200,7 @@ void Scale(void* out, const void* x, float s, int64_t n, DType dtype, cudaStream
     using T = decltype(tag);
     constexpr int N = VecWidth(sizeof(T));
     const ScaleF<T> f{static_cast<T*>(out), static_cast<const T*>(x), s};
-    LaunchVectorized<N>(f, n, VecAligned<N>(f.out) && VecAligned<N>(f.x), stream);
+    LaunchVectorized<N>(f, n, VecAligned<N>(f.out, f.x), stream);
   });
 }
 
@@ -217,7 +214,7 @@ void Cast(void* out, DType out_type, const void* in, DType in_type, int64_t n,
         using TI = decltype(in_tag);
         constexpr int N = VecWidth(sizeof(TO) > sizeof(TI) ? sizeof(TO) : sizeof(TI));
         const CastF<TO, TI> f{static_cast<TO*>(out), static_cast<const TI*>(in)};
-        LaunchVectorized<N>(f, n, VecAligned<N>(f.out) && VecAligned<N>(f.in), stream);
+        LaunchVectorized<N>(f, n, VecAligned<N>(f.out, f.in), stream);
       });
     });
     return;

@@ -119,7 +119,7 @@ void RmsNormForward(void* y, const void* x, const void* w, int64_t n, int64_t c,
     constexpr int N = VecWidth(sizeof(T));
     T* yt = static_cast<T*>(y);
     const T *xt = static_cast<const T*>(x), *wt = static_cast<const T*>(w);
-    if (c % N == 0 && VecAligned<N>(yt) && VecAligned<N>(xt) && VecAligned<N>(wt)) {
+    if (c % N == 0 && VecAligned<N>(yt, xt, wt)) {
       RmsNormForwardKernel<N, T><<<GridFor(n, 1), kThreads, 0, stream>>>(yt, xt, wt, n, c, eps);
     } else {
       RmsNormForwardKernel<1, T><<<GridFor(n, 1), kThreads, 0, stream>>>(yt, xt, wt, n, c, eps);
@@ -145,8 +145,7 @@ void RmsNormBackward(void* dx, float* dw, const void* dy, const void* x, const v
     const T *dyt = static_cast<const T*>(dy), *xt = static_cast<const T*>(x),
             *wt = static_cast<const T*>(w);
     const unsigned grid = static_cast<unsigned>(blocks);
-    if (c % N == 0 && VecAligned<N>(dxt) && VecAligned<N>(dyt) && VecAligned<N>(xt) &&
-        VecAligned<N>(wt)) {
+    if (c % N == 0 && VecAligned<N>(dxt, dyt, xt, wt)) {
       RmsNormBackwardKernel<N, T>
           <<<grid, kThreads, smem, stream>>>(dxt, dw, dyt, xt, wt, n, c, eps, shared_dw);
     } else {

@@ -59,8 +59,7 @@ void SwiGluForward(void* y, const void* gate, const void* up, int64_t n, DType d
     constexpr int N = VecWidth(sizeof(T));
     const SwiGluForwardF<T> f{static_cast<T*>(y), static_cast<const T*>(gate),
                               static_cast<const T*>(up)};
-    LaunchVectorized<N>(f, n, VecAligned<N>(f.y) && VecAligned<N>(f.gate) && VecAligned<N>(f.up),
-                        stream);
+    LaunchVectorized<N>(f, n, VecAligned<N>(f.y, f.gate, f.up), stream);
   });
 }
 
@@ -72,10 +71,7 @@ void SwiGluBackward(void* dgate, void* dup, const void* dy, const void* gate, co
     const SwiGluBackwardF<T> f{static_cast<T*>(dgate), static_cast<T*>(dup),
                                static_cast<const T*>(dy), static_cast<const T*>(gate),
                                static_cast<const T*>(up)};
-    LaunchVectorized<N>(f, n,
-                        VecAligned<N>(f.dgate) && VecAligned<N>(f.dup) && VecAligned<N>(f.dy) &&
-                            VecAligned<N>(f.gate) && VecAligned<N>(f.up),
-                        stream);
+    LaunchVectorized<N>(f, n, VecAligned<N>(f.dgate, f.dup, f.dy, f.gate, f.up), stream);
   });
 }
 

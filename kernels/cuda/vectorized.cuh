@@ -34,10 +34,10 @@ __device__ __forceinline__ void StoreVec(T* p, const Vec<T, N>& x) {
 // Elements per vector for a kernel whose widest element type has `widest` bytes: 16 bytes of it.
 constexpr int VecWidth(size_t widest) { return static_cast<int>(16 / widest); }
 
-// Whether p can be read and written as N-element vectors of T.
-template <int N, typename T>
-bool VecAligned(const T* p) {
-  return reinterpret_cast<uintptr_t>(p) % (sizeof(T) * N) == 0;
+// Whether every pointer can be read and written as N-element vectors of its type.
+template <int N, typename... T>
+bool VecAligned(const T*... p) {
+  return ((reinterpret_cast<uintptr_t>(p) % (sizeof(T) * N) == 0) && ...);
 }
 
 template <int N, typename F>

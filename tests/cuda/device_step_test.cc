@@ -15,6 +15,7 @@
 #include "runtime/models/llama.h"
 #include "runtime/optim.h"
 #include "runtime/parallel/stage_graph.h"
+#include "tests/cuda/gpu_test_skip.h"
 
 namespace moreh {
 namespace {
@@ -22,18 +23,8 @@ namespace {
 using runtime::Allocator;
 using runtime::Tensor;
 
-bool HaveGpu() { return kernels::cuda::DeviceCount() > 0; }
-// Skips where no GPU is present, unless MOREH_REQUIRE_GPU is set (the GPU check sets it: there a
-// missing device is a failure, not a skip).
-#define MOREH_SKIP_WITHOUT_GPU()                                                        \
-  do {                                                                                  \
-    if (HaveGpu()) break;                                                               \
-    if (std::getenv("MOREH_REQUIRE_GPU") != nullptr) FAIL() << "no usable CUDA device"; \
-    GTEST_SKIP() << "no CUDA device on this machine: built, not run";                   \
-  } while (0)
-
 TEST(CudaTensor, CopiesConvertsAndFillsOnTheDevice) {
-  MOREH_SKIP_WITHOUT_GPU();
+  MOREH_SKIP_WITHOUT_GPU("the CUDA backend is");
   Allocator* gpu = kernels::cuda::CudaAllocator(0);
   std::vector<float> v(6 * 5);
   for (size_t i = 0; i < v.size(); ++i) v[i] = 0.25f * static_cast<float>(i) - 3.0f;
@@ -55,7 +46,7 @@ TEST(CudaTensor, CopiesConvertsAndFillsOnTheDevice) {
 }
 
 TEST(CudaTensor, OutOfMemoryNamesTheDevice) {
-  MOREH_SKIP_WITHOUT_GPU();
+  MOREH_SKIP_WITHOUT_GPU("the CUDA backend is");
   Allocator* gpu = kernels::cuda::CudaAllocator(0);
   try {
     Tensor::Empty({gpu->capacity() / 4 + 1024}, DType::kF32, gpu);
@@ -142,13 +133,13 @@ void CompareStep(DType compute, double elem_tol, double l2_tol) {
 }
 
 TEST(CudaStep, LlamaForwardBackwardMatchesCpu) {
-  MOREH_SKIP_WITHOUT_GPU();
+  MOREH_SKIP_WITHOUT_GPU("the CUDA backend is");
   CompareStep(DType::kF32, 2e-3, 1e-4);
 }
 
 // Mixed precision: bf16 weights, activations and gradients (the loss in f32) on both sides.
 TEST(CudaStep, LlamaBf16ForwardBackwardMatchesCpu) {
-  MOREH_SKIP_WITHOUT_GPU();
+  MOREH_SKIP_WITHOUT_GPU("the CUDA backend is");
   CompareStep(DType::kBF16, 6e-2, 2e-2);
 }
 
@@ -209,12 +200,12 @@ void CompareFrontend(const char* compute, double tolerance) {
 }
 
 TEST(CudaFrontend, TrainingMatchesCpuWithTheSameProgram) {
-  MOREH_SKIP_WITHOUT_GPU();
+  MOREH_SKIP_WITHOUT_GPU("the CUDA backend is");
   CompareFrontend("f32", 1e-4);
 }
 
 TEST(CudaFrontend, MixedPrecisionByDefaultFollowsTheCpu) {
-  MOREH_SKIP_WITHOUT_GPU();
+  MOREH_SKIP_WITHOUT_GPU("the CUDA backend is");
   CompareFrontend(nullptr, 5e-3);
 }
 

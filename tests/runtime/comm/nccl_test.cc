@@ -3,27 +3,13 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <thread>
 
 #include "runtime/comm/nccl_collectives.h"
+#include "tests/cuda/gpu_test_skip.h"
 
 namespace moreh::comm {
 namespace {
-
-bool HaveGpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-// Skips where no GPU is present, unless MOREH_REQUIRE_GPU is set (the GPU check sets it: there a
-// missing device is a failure, not a skip).
-#define MOREH_SKIP_WITHOUT_GPU()                                                        \
-  do {                                                                                  \
-    if (HaveGpu()) break;                                                               \
-    if (std::getenv("MOREH_REQUIRE_GPU") != nullptr) FAIL() << "no usable CUDA device"; \
-    GTEST_SKIP() << "no CUDA device on this machine: the NCCL path is built, not run";  \
-  } while (0)
 
 // Poisoned device buffer of n floats.
 float* Poisoned(int64_t n) {
@@ -42,7 +28,7 @@ std::vector<float> Download(const float* dev, int64_t n) {
 // One rank: every collective is the identity, so each runs out of place into a poisoned buffer
 // (an implementation that returns Ok without moving data fails).
 TEST(NcclCollectives, OneRankAllReduceGatherBroadcast) {
-  MOREH_SKIP_WITHOUT_GPU();
+  MOREH_SKIP_WITHOUT_GPU("the NCCL path is");
   auto id = NcclUniqueId();
   ASSERT_TRUE(id.ok()) << id.status().ToString();
   auto c = NcclCollectives::Create(id.value(), 0, 1, 0, std::chrono::seconds(30));
@@ -82,7 +68,7 @@ TEST(NcclCollectives, OneRankAllReduceGatherBroadcast) {
 // (One rank moves no data: this checks that queued collectives complete and leave the data intact,
 // not their ordering against the compute stream, which needs two ranks.)
 TEST(NcclCollectives, StartedAllReduceCompletesOnWait) {
-  MOREH_SKIP_WITHOUT_GPU();
+  MOREH_SKIP_WITHOUT_GPU("the NCCL path is");
   auto id = NcclUniqueId();
   ASSERT_TRUE(id.ok()) << id.status().ToString();
   auto c = NcclCollectives::Create(id.value(), 0, 1, 0, std::chrono::seconds(30));
