@@ -65,10 +65,11 @@ int main(int argc, char** argv) {
       reps = std::stoi(v);
     else if (a == "--impls")
       impls = v;
-    else if (a == "--key-mask")
+    else if (a == "--key-mask" && (v == "0" || v == "1"))
       with_mask = v == "1";
     else {
-      std::fprintf(stderr, "attention_bench: unknown option '%s'\n", a.c_str());
+      std::fprintf(stderr, "attention_bench: unknown option '%s %s' (--key-mask takes 0 or 1)\n",
+                   a.c_str(), v.c_str());
       return 2;
     }
   }
