@@ -102,9 +102,9 @@ void Launch(const Batch& batch, DType grad_type, DType copy_type, bool aligned,
       using TC = decltype(ctag);
       const unsigned grid = static_cast<unsigned>(blocks);
       if (aligned) {
-        AdamWKernel<kVec, TG, TC><<<grid, kThreads, 0, stream>>>(batch, k);
+        MOREH_CUDA_LAUNCH(grid, kThreads, 0, stream, AdamWKernel<kVec, TG, TC>)(batch, k);
       } else {
-        AdamWKernel<1, TG, TC><<<grid, kThreads, 0, stream>>>(batch, k);
+        MOREH_CUDA_LAUNCH(grid, kThreads, 0, stream, AdamWKernel<1, TG, TC>)(batch, k);
       }
     });
   });

@@ -382,9 +382,9 @@ void LaunchAttentionForward(AttentionForwardKernelFn kernel, size_t smem, int ro
                             cudaStream_t stream) {
   AllowDynamicSmem(kernel, smem);
   const dim3 grid(Tiles(sh.t, rows), static_cast<unsigned>(sh.h), static_cast<unsigned>(sh.b));
-  kernel<<<grid, threads, smem, stream>>>(
-      static_cast<__nv_bfloat16*>(out), lse, static_cast<const __nv_bfloat16*>(q),
-      static_cast<const __nv_bfloat16*>(k), static_cast<const __nv_bfloat16*>(v), key_mask, sh);
+  MOREH_CUDA_LAUNCH(grid, threads, smem, stream, kernel)
+  (static_cast<__nv_bfloat16*>(out), lse, static_cast<const __nv_bfloat16*>(q),
+   static_cast<const __nv_bfloat16*>(k), static_cast<const __nv_bfloat16*>(v), key_mask, sh);
   MOREH_CUDA_CHECK_LAUNCH();
 }
 
@@ -403,14 +403,13 @@ void LaunchAttentionBackward(AttentionDqKernelFn dq_kernel, size_t dq_smem,
   const auto* pv = static_cast<const bf16*>(v);
   const auto* po = static_cast<const bf16*>(out);
   const dim3 q_grid(Tiles(sh.t, rows), static_cast<unsigned>(sh.h), static_cast<unsigned>(sh.b));
-  dq_kernel<<<q_grid, threads, dq_smem, stream>>>(static_cast<bf16*>(dq), pdout, pq, pk, pv, po,
-                                                  lse, key_mask, drow, sh);
+  MOREH_CUDA_LAUNCH(q_grid, threads, dq_smem, stream, dq_kernel)
+  (static_cast<bf16*>(dq), pdout, pq, pk, pv, po, lse, key_mask, drow, sh);
   MOREH_CUDA_CHECK_LAUNCH();
   if (sh.s == 0) return;
   const dim3 kv_grid(Tiles(sh.s, rows), static_cast<unsigned>(sh.hkv), static_cast<unsigned>(sh.b));
-  dkv_kernel<<<kv_grid, threads, dkv_smem, stream>>>(static_cast<bf16*>(dk), static_cast<bf16*>(dv),
-                                                     pdout, pq, pk, pv, po, lse, key_mask, drow,
-                                                     sh);
+  MOREH_CUDA_LAUNCH(kv_grid, threads, dkv_smem, stream, dkv_kernel)
+  (static_cast<bf16*>(dk), static_cast<bf16*>(dv), pdout, pq, pk, pv, po, lse, key_mask, drow, sh);
   MOREH_CUDA_CHECK_LAUNCH();
 }
 
@@ -433,9 +432,9 @@ void AttentionForward(void* out, float* lse, const void* q, const void* k, const
     constexpr int kMaxD = decltype(dim)::value;
     const dim3 grid(Tiles(sh.t, Tiling<kMaxD>::kRows), static_cast<unsigned>(sh.h),
                     static_cast<unsigned>(sh.b));
-    AttentionForwardKernel<T, kMaxD><<<grid, kThreads, 0, stream>>>(
-        static_cast<T*>(out), lse, static_cast<const T*>(q), static_cast<const T*>(k),
-        static_cast<const T*>(v), key_mask, sh);
+    MOREH_CUDA_LAUNCH(grid, kThreads, 0, stream, AttentionForwardKernel<T, kMaxD>)
+    (static_cast<T*>(out), lse, static_cast<const T*>(q), static_cast<const T*>(k),
+     static_cast<const T*>(v), key_mask, sh);
   });
   MOREH_CUDA_CHECK_LAUNCH();
 }
@@ -476,18 +475,18 @@ void AttentionBackward(void* dq, void* dk, void* dv, const void* dout, const voi
     constexpr int kMaxD = decltype(dim)::value;
     constexpr int kRows = Tiling<kMaxD>::kRows;
     const dim3 q_grid(Tiles(sh.t, kRows), static_cast<unsigned>(sh.h), static_cast<unsigned>(sh.b));
-    AttentionBackwardDqKernel<T, kMaxD><<<q_grid, kThreads, 0, stream>>>(
-        static_cast<T*>(dq), static_cast<const T*>(dout), static_cast<const T*>(q),
-        static_cast<const T*>(k), static_cast<const T*>(v), static_cast<const T*>(out), lse,
-        key_mask, sh);
+    MOREH_CUDA_LAUNCH(q_grid, kThreads, 0, stream, AttentionBackwardDqKernel<T, kMaxD>)
+    (static_cast<T*>(dq), static_cast<const T*>(dout), static_cast<const T*>(q),
+     static_cast<const T*>(k), static_cast<const T*>(v), static_cast<const T*>(out), lse, key_mask,
+     sh);
     MOREH_CUDA_CHECK_LAUNCH();
     if (sh.s == 0) return;
     const dim3 kv_grid(Tiles(sh.s, kRows), static_cast<unsigned>(sh.hkv),
                        static_cast<unsigned>(sh.b));
-    AttentionBackwardDkvKernel<T, kMaxD><<<kv_grid, kThreads, 0, stream>>>(
-        static_cast<T*>(dk), static_cast<T*>(dv), static_cast<const T*>(dout),
-        static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v),
-        static_cast<const T*>(out), lse, key_mask, sh);
+    MOREH_CUDA_LAUNCH(kv_grid, kThreads, 0, stream, AttentionBackwardDkvKernel<T, kMaxD>)
+    (static_cast<T*>(dk), static_cast<T*>(dv), static_cast<const T*>(dout),
+     static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v),
+     static_cast<const T*>(out), lse, key_mask, sh);
     MOREH_CUDA_CHECK_LAUNCH();
   });
 }

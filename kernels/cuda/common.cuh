@@ -13,7 +13,28 @@
 #include "runtime/core/dtype.h"
 #include "runtime/core/error.h"
 
+// Launches a kernel: MOREH_CUDA_LAUNCH(grid, block, smem, stream, kernel)(args...) is
+// kernel<<<grid, block, smem, stream>>>(args...), spelled so that the SIMT emulator
+// (tests/cuda/simt) can run the same sources on a machine without a GPU.
+#ifdef MOREH_CUDA_SIMT
+#define MOREH_CUDA_LAUNCH(grid, block, smem, stream, ...) \
+  ::moreh::simt::MakeLauncher(grid, block, smem, stream, __VA_ARGS__, #__VA_ARGS__)
+#else
+#define MOREH_CUDA_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#endif
+
 namespace moreh::kernels::cuda {
+
+// The block's dynamic shared memory (the launch's smem bytes), 32-byte aligned.
+template <typename T>
+__device__ __forceinline__ T* DynamicShared() {
+#ifdef MOREH_CUDA_SIMT
+  return static_cast<T*>(::moreh::simt::DynamicShared());
+#else
+  extern __shared__ __align__(32) unsigned char moreh_dynamic_smem[];
+  return reinterpret_cast<T*>(moreh_dynamic_smem);
+#endif
+}
 
 __device__ __forceinline__ float ToF32(float x) { return x; }
 __device__ __forceinline__ float ToF32(__nv_bfloat16 x) { return __bfloat162float(x); }

@@ -139,13 +139,13 @@ void CrossEntropyForward(float* loss, float* lse, float* row_loss, double* sum_c
   if (n > 0) {
     DispatchFloat(dtype, "CrossEntropyForward", [&](auto tag) {
       using T = decltype(tag);
-      CrossEntropyForwardKernel<T><<<GridFor(n, 1), kThreads, 0, stream>>>(
-          lse, row_loss, static_cast<const T*>(logits), labels, n, v, ignore_index);
+      MOREH_CUDA_LAUNCH(GridFor(n, 1), kThreads, 0, stream, CrossEntropyForwardKernel<T>)
+      (lse, row_loss, static_cast<const T*>(logits), labels, n, v, ignore_index);
     });
     MOREH_CUDA_CHECK_LAUNCH();
   }
-  SumLossKernel<<<1, kThreads, 0, stream>>>(loss, sum_count, row_loss, labels, n, ignore_index,
-                                            mean);
+  MOREH_CUDA_LAUNCH(1, kThreads, 0, stream, SumLossKernel)
+  (loss, sum_count, row_loss, labels, n, ignore_index, mean);
   MOREH_CUDA_CHECK_LAUNCH();
 }
 
@@ -155,14 +155,14 @@ void CrossEntropyBackward(void* dlogits, const void* logits, const int64_t* labe
                           DType dtype, cudaStream_t stream) {
   MOREH_CHECK(IsFloating(dtype), "cuda::CrossEntropyBackward: dtype {}", DTypeName(dtype));
   if (n <= 0 || v <= 0) return;
-  GradScaleKernel<<<1, kThreads, 0, stream>>>(scratch, labels, n, ignore_index, grad_scale, dloss,
-                                              mean);
+  MOREH_CUDA_LAUNCH(1, kThreads, 0, stream, GradScaleKernel)
+  (scratch, labels, n, ignore_index, grad_scale, dloss, mean);
   MOREH_CUDA_CHECK_LAUNCH();
   DispatchFloat(dtype, "CrossEntropyBackward", [&](auto tag) {
     using T = decltype(tag);
-    CrossEntropyBackwardKernel<T><<<GridFor(n, 1), kThreads, 0, stream>>>(
-        static_cast<T*>(dlogits), static_cast<const T*>(logits), labels, lse, n, v, ignore_index,
-        scratch);
+    MOREH_CUDA_LAUNCH(GridFor(n, 1), kThreads, 0, stream, CrossEntropyBackwardKernel<T>)
+    (static_cast<T*>(dlogits), static_cast<const T*>(logits), labels, lse, n, v, ignore_index,
+     scratch);
   });
   MOREH_CUDA_CHECK_LAUNCH();
 }

@@ -10,10 +10,19 @@ namespace moreh::kernels::cuda {
 
 [[noreturn]] void ThrowCudaError(cudaError_t e, const char* expr, const char* file, int line);
 
+// Most blocks a grid-stride loop's grid has. The SIMT emulator (tests/cuda/simt) takes far fewer,
+// so that its small cases run every grid-stride loop for several rounds.
+#ifdef MOREH_CUDA_SIMT
+inline constexpr int64_t kMaxGridBlocks = 61;
+#else
+inline constexpr int64_t kMaxGridBlocks = 65536;
+#endif
+
 // Grid size for a grid-stride loop over n elements with `threads` per block.
 inline unsigned GridFor(int64_t n, int threads) {
   const int64_t blocks = (n + threads - 1) / threads;
-  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65536 ? 65536 : blocks));
+  return static_cast<unsigned>(blocks < 1 ? 1
+                                          : (blocks > kMaxGridBlocks ? kMaxGridBlocks : blocks));
 }
 
 }  // namespace moreh::kernels::cuda

@@ -219,11 +219,11 @@ void Cast(void* out, DType out_type, const void* in, DType in_type, int64_t n,
     });
     return;
   } else if (out_type == DType::kI64 && in_type == DType::kI32) {
-    IntCastKernel<int64_t, int32_t><<<GridFor(n, kThreads), kThreads, 0, stream>>>(
-        static_cast<int64_t*>(out), static_cast<const int32_t*>(in), n);
+    MOREH_CUDA_LAUNCH(GridFor(n, kThreads), kThreads, 0, stream, IntCastKernel<int64_t, int32_t>)
+    (static_cast<int64_t*>(out), static_cast<const int32_t*>(in), n);
   } else if (out_type == DType::kI32 && in_type == DType::kI64) {
-    IntCastKernel<int32_t, int64_t><<<GridFor(n, kThreads), kThreads, 0, stream>>>(
-        static_cast<int32_t*>(out), static_cast<const int64_t*>(in), n);
+    MOREH_CUDA_LAUNCH(GridFor(n, kThreads), kThreads, 0, stream, IntCastKernel<int32_t, int64_t>)
+    (static_cast<int32_t*>(out), static_cast<const int64_t*>(in), n);
   } else if (out_type == in_type) {
     MOREH_CUDA_CHECK(cudaMemcpyAsync(out, in, static_cast<size_t>(n * DTypeSize(in_type)),
                                      cudaMemcpyDeviceToDevice, stream));
@@ -252,8 +252,8 @@ void StridedCopy(void* dst, DType dst_type, const void* src_base, DType src_type
     using TO = decltype(out_tag);
     DispatchAny(src_type, [&](auto in_tag) {
       using TI = decltype(in_tag);
-      StridedCopyKernel<TO, TI><<<GridFor(n, kThreads), kThreads, 0, stream>>>(
-          static_cast<TO*>(dst), static_cast<const TI*>(src_base), v, n);
+      MOREH_CUDA_LAUNCH(GridFor(n, kThreads), kThreads, 0, stream, StridedCopyKernel<TO, TI>)
+      (static_cast<TO*>(dst), static_cast<const TI*>(src_base), v, n);
     });
   });
   MOREH_CUDA_CHECK_LAUNCH();

@@ -36,8 +36,6 @@ __global__ void EmbeddingBackwardKernel(float* dweight, const T* dout, const int
   }
 }
 
-unsigned RowBlocks(int64_t n) { return static_cast<unsigned>(n < 65536 ? (n < 1 ? 1 : n) : 65536); }
-
 }  // namespace
 
 void EmbeddingForward(void* out, const void* weight, const int64_t* ids, int64_t n, int64_t c,
@@ -45,8 +43,8 @@ void EmbeddingForward(void* out, const void* weight, const int64_t* ids, int64_t
   if (n <= 0 || c <= 0) return;
   DispatchFloat(dtype, "EmbeddingForward", [&](auto tag) {
     using T = decltype(tag);
-    EmbeddingForwardKernel<T><<<RowBlocks(n), kThreads, 0, stream>>>(
-        static_cast<T*>(out), static_cast<const T*>(weight), ids, n, c, v);
+    MOREH_CUDA_LAUNCH(GridFor(n, 1), kThreads, 0, stream, EmbeddingForwardKernel<T>)
+    (static_cast<T*>(out), static_cast<const T*>(weight), ids, n, c, v);
   });
   MOREH_CUDA_CHECK_LAUNCH();
 }
@@ -58,8 +56,8 @@ void EmbeddingBackward(float* dweight, const void* dout, const int64_t* ids, int
   if (n <= 0 || c <= 0) return;
   DispatchFloat(dtype, "EmbeddingBackward", [&](auto tag) {
     using T = decltype(tag);
-    EmbeddingBackwardKernel<T>
-        <<<RowBlocks(n), kThreads, 0, stream>>>(dweight, static_cast<const T*>(dout), ids, n, c, v);
+    MOREH_CUDA_LAUNCH(GridFor(n, 1), kThreads, 0, stream, EmbeddingBackwardKernel<T>)
+    (dweight, static_cast<const T*>(dout), ids, n, c, v);
   });
   MOREH_CUDA_CHECK_LAUNCH();
 }

@@ -45,7 +45,7 @@ __global__ void FlagNonFiniteKernel(int* flag, const float* x, int64_t n) {
 
 void FlagNonFinite(int* flag, const float* x, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
-  FlagNonFiniteKernel<<<GridFor(n, kThreads), kThreads, 0, stream>>>(flag, x, n);
+  MOREH_CUDA_LAUNCH(GridFor(n, kThreads), kThreads, 0, stream, FlagNonFiniteKernel)(flag, x, n);
   MOREH_CUDA_CHECK_LAUNCH();
 }
 
@@ -58,11 +58,11 @@ void SumMiddle(void* out, const void* x, int64_t outer, int64_t r, int64_t inner
     if (r == 0) {
       MOREH_CUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<size_t>(n) * sizeof(T), stream));
     } else if (inner >= 32 || r < 64) {
-      SumColumnsKernel<T><<<GridFor(n, kThreads), kThreads, 0, stream>>>(
-          static_cast<T*>(out), static_cast<const T*>(x), outer, r, inner);
+      MOREH_CUDA_LAUNCH(GridFor(n, kThreads), kThreads, 0, stream, SumColumnsKernel<T>)
+      (static_cast<T*>(out), static_cast<const T*>(x), outer, r, inner);
     } else {
-      SumRowsKernel<T><<<GridFor(n, 1), kThreads, 0, stream>>>(
-          static_cast<T*>(out), static_cast<const T*>(x), outer, r, inner);
+      MOREH_CUDA_LAUNCH(GridFor(n, 1), kThreads, 0, stream, SumRowsKernel<T>)
+      (static_cast<T*>(out), static_cast<const T*>(x), outer, r, inner);
     }
   });
   MOREH_CUDA_CHECK_LAUNCH();

@@ -47,7 +47,7 @@ __global__ void RmsNormForwardKernel(T* y, const T* x, const T* w, int64_t n, in
 template <int N, typename T>
 __global__ void RmsNormBackwardKernel(T* dx, float* dw, const T* dy, const T* x, const T* w,
                                       int64_t n, int64_t c, float eps, bool shared_dw) {
-  extern __shared__ __align__(32) float dw_part[];
+  float* dw_part = DynamicShared<float>();
   const int64_t vectors = c / N;
   if (shared_dw) {
     for (int64_t j = threadIdx.x; j < c; j += blockDim.x) dw_part[j] = 0.0f;
@@ -120,9 +120,11 @@ void RmsNormForward(void* y, const void* x, const void* w, int64_t n, int64_t c,
     T* yt = static_cast<T*>(y);
     const T *xt = static_cast<const T*>(x), *wt = static_cast<const T*>(w);
     if (c % N == 0 && VecAligned<N>(yt, xt, wt)) {
-      RmsNormForwardKernel<N, T><<<GridFor(n, 1), kThreads, 0, stream>>>(yt, xt, wt, n, c, eps);
+      MOREH_CUDA_LAUNCH(GridFor(n, 1), kThreads, 0, stream, RmsNormForwardKernel<N, T>)
+      (yt, xt, wt, n, c, eps);
     } else {
-      RmsNormForwardKernel<1, T><<<GridFor(n, 1), kThreads, 0, stream>>>(yt, xt, wt, n, c, eps);
+      MOREH_CUDA_LAUNCH(GridFor(n, 1), kThreads, 0, stream, RmsNormForwardKernel<1, T>)
+      (yt, xt, wt, n, c, eps);
     }
   });
   MOREH_CUDA_CHECK_LAUNCH();
@@ -146,11 +148,11 @@ void RmsNormBackward(void* dx, float* dw, const void* dy, const void* x, const v
             *wt = static_cast<const T*>(w);
     const unsigned grid = static_cast<unsigned>(blocks);
     if (c % N == 0 && VecAligned<N>(dxt, dyt, xt, wt)) {
-      RmsNormBackwardKernel<N, T>
-          <<<grid, kThreads, smem, stream>>>(dxt, dw, dyt, xt, wt, n, c, eps, shared_dw);
+      MOREH_CUDA_LAUNCH(grid, kThreads, smem, stream, RmsNormBackwardKernel<N, T>)
+      (dxt, dw, dyt, xt, wt, n, c, eps, shared_dw);
     } else {
-      RmsNormBackwardKernel<1, T>
-          <<<grid, kThreads, smem, stream>>>(dxt, dw, dyt, xt, wt, n, c, eps, shared_dw);
+      MOREH_CUDA_LAUNCH(grid, kThreads, smem, stream, RmsNormBackwardKernel<1, T>)
+      (dxt, dw, dyt, xt, wt, n, c, eps, shared_dw);
     }
   });
   MOREH_CUDA_CHECK_LAUNCH();

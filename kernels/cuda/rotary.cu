@@ -51,9 +51,9 @@ void RotaryForward(void* y, const void* x, int64_t b, int64_t t, int64_t h, int6
   if (n <= 0) return;
   DispatchFloat(dtype, "RotaryForward", [&](auto tag) {
     using T = decltype(tag);
-    RotaryKernel<T><<<GridFor(n, kThreads), kThreads, 0, stream>>>(
-        static_cast<T*>(y), static_cast<const T*>(x), b * t * h, t, h, d, inv, position_offset,
-        inverse);
+    MOREH_CUDA_LAUNCH(GridFor(n, kThreads), kThreads, 0, stream, RotaryKernel<T>)
+    (static_cast<T*>(y), static_cast<const T*>(x), b * t * h, t, h, d, inv, position_offset,
+     inverse);
   });
   MOREH_CUDA_CHECK_LAUNCH();
 }

@@ -57,9 +57,11 @@ void LaunchVectorized(const F& f, int64_t n, bool aligned, cudaStream_t stream) 
   if (n <= 0) return;
   constexpr int kThreads = 256;
   if (aligned && N > 1) {
-    VectorizedKernel<N, F><<<GridFor((n + N - 1) / N, kThreads), kThreads, 0, stream>>>(f, n);
+    MOREH_CUDA_LAUNCH(GridFor((n + N - 1) / N, kThreads), kThreads, 0, stream,
+                      VectorizedKernel<N, F>)
+    (f, n);
   } else {
-    VectorizedKernel<1, F><<<GridFor(n, kThreads), kThreads, 0, stream>>>(f, n);
+    MOREH_CUDA_LAUNCH(GridFor(n, kThreads), kThreads, 0, stream, VectorizedKernel<1, F>)(f, n);
   }
   MOREH_CUDA_CHECK_LAUNCH();
 }

@@ -1,0 +1,587 @@
+// The SIMT emulator's scheduler (fibers), the CUDA runtime calls the kernels and the
+// check make (device memory is host memory), and the GPU-only entry points, which say they are not
+// simulated. See simt.h.
+#include "tests/cuda/simt/simt.h"
+
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/attention_tc.h"
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/device_info.h"
+#include "runtime/core/error.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define MOREH_SIMT_ASAN 1
+#endif
+
+namespace moreh::simt {
+
+const ThreadCoords g_host_coords;
+const ThreadCoords* g_current = &g_host_coords;
+
+namespace {
+
+// Hopper's limits (what a launch is checked against).
+constexpr unsigned kMaxThreads = 1024;
+constexpr unsigned kMaxGridYZ = 65535;
+constexpr size_t kDefaultDynamicSmem = 48 << 10;
+constexpr size_t kOptinDynamicSmem = 227 << 10;
+constexpr int64_t kMemoryBytes = int64_t{8} << 30;  // what the emulated device reports
+constexpr size_t kStackBytes = 256 << 10;
+constexpr size_t kWarpSlotBytes = 32 * 16;
+
+// --- fibers: a stack each, switched in user space ---
+// A warp shuffle is two barriers for each of 32 lanes, so a kernel's run is millions of switches;
+// swapcontext saves the signal mask with a system call each time, this switch is a few
+// instructions.
+#if defined(__x86_64__)
+// Pushes the callee-saved registers, stores the stack pointer in *from, and pops the same from
+// the stack `to`. The SSE and x87 control words are not switched: no kernel changes them.
+extern "C" void moreh_simt_switch(void** from, void* to);
+asm(R"(
+  .text
+  .globl moreh_simt_switch
+  .type moreh_simt_switch, @function
+moreh_simt_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size moreh_simt_switch, .-moreh_simt_switch
+)");
+
+struct Context {
+  void* sp = nullptr;
+};
+void Switch(Context* from, Context* to) { moreh_simt_switch(&from->sp, to->sp); }
+// A context that starts entry() (which must never return) on the given stack.
+void MakeContext(Context* c, char* stack, size_t bytes, void (*entry)()) {
+  auto* top =
+      reinterpret_cast<uint64_t*>(reinterpret_cast<uintptr_t>(stack + bytes) & ~uintptr_t{15});
+  top[-1] = 0;  // entry's return address: entered as if called, with the ABI's alignment
+  top[-2] = reinterpret_cast<uint64_t>(entry);  // where the switch returns to
+  for (int k = 3; k <= 8; ++k) top[-k] = 0;     // rbp, rbx, r12-r15
+  c->sp = top - 8;
+}
+#else
+struct Context {
+  ucontext_t uc;
+};
+void Switch(Context* from, Context* to) { swapcontext(&from->uc, &to->uc); }
+void MakeContext(Context* c, char* stack, size_t bytes, void (*entry)()) {
+  getcontext(&c->uc);
+  c->uc.uc_stack.ss_sp = stack;
+  c->uc.uc_stack.ss_size = bytes;
+  c->uc.uc_link = nullptr;
+  makecontext(&c->uc, entry, 0);
+}
+#endif
+
+enum class State { kReady, kBlockBarrier, kWarpBarrier, kDone };
+
+struct Fiber {
+  Context context;
+  char* stack = nullptr;  // kStackBytes
+  ThreadCoords coords;
+  State state = State::kReady;
+#ifdef MOREH_SIMT_ASAN
+  void* fake_stack = nullptr;  // while it waits at a barrier
+#endif
+};
+
+// One block's run: its threads, the barrier counts and the warp exchange slots.
+struct Block {
+  const char* kernel = "";
+  std::vector<Fiber>* fibers = nullptr;
+  int live = 0;
+  int block_arrived = 0;
+  int block_and = 1, block_or = 0;
+  int result_and = 1, result_or = 0;
+  std::vector<int> warp_arrived, warp_live;
+  // Per warp: two sets of 32 lanes x 16 bytes, used by turns (the lanes read one set while the
+  // next exchange fills the other, so one barrier per exchange suffices), and the turn.
+  std::vector<unsigned char> slots;
+  std::vector<int> turn;
+  std::vector<unsigned char> dynamic_smem;
+  int current = -1;
+  int n = 0;             // threads
+  bool reverse = false;  // the run order: thread order or its reverse
+  int woken = 0;         // the earliest place in the run order a barrier released a thread at
+  Context scheduler;
+  std::function<void()>* body = nullptr;
+  std::exception_ptr error;  // thrown by a thread; the launch rethrows it
+#ifdef MOREH_SIMT_ASAN
+  void* fake_stack = nullptr;             // the scheduler's, while a thread runs
+  const void* scheduler_stack = nullptr;  // its bounds, learnt by the first thread started
+  size_t scheduler_stack_size = 0;
+#endif
+};
+
+// The block being run (launches are serialised by g_launch_mu and run on the launching thread).
+Block* g_block = nullptr;
+
+std::mutex g_launch_mu;  // one grid runs at a time
+cudaError_t g_last_error = cudaSuccess;
+std::map<const void*, size_t> g_smem_optin;  // cudaFuncSetAttribute's dynamic shared memory
+
+// -1: not chosen yet (MOREH_SIMT_ORDER decides at the first launch), 0 forward, 1 reverse.
+int g_reverse = -1;
+
+bool ReverseOrder() {
+  if (g_reverse < 0) {
+    const char* e = std::getenv("MOREH_SIMT_ORDER");
+    const std::string v = e == nullptr ? "" : e;
+    MOREH_CHECK(v.empty() || v == "forward" || v == "reverse",
+                "MOREH_SIMT_ORDER='{}': expected forward or reverse", v);
+    g_reverse = v == "reverse";
+  }
+  return g_reverse == 1;
+}
+
+Fiber& Me() { return (*g_block->fibers)[g_block->current]; }
+int WarpOf(const Fiber& f) { return static_cast<int>(f.coords.thread_idx.x / 32); }
+
+void SwitchToScheduler() {
+  Block* b = g_block;
+  Fiber& me = Me();
+#ifdef MOREH_SIMT_ASAN
+  __sanitizer_start_switch_fiber(&me.fake_stack, b->scheduler_stack, b->scheduler_stack_size);
+#endif
+  Switch(&me.context, &b->scheduler);
+#ifdef MOREH_SIMT_ASAN
+  __sanitizer_finish_switch_fiber(me.fake_stack, nullptr, nullptr);
+#endif
+}
+
+// Thread i may go on; the scheduler goes back to it if it comes before the one running.
+void Wake(Block* b, int i) {
+  (*b->fibers)[i].state = State::kReady;
+  b->woken = std::min(b->woken, b->reverse ? b->n - 1 - i : i);
+}
+
+void ReleaseBlock(Block* b) {
+  for (int i = 0; i < b->n; ++i) {
+    if ((*b->fibers)[i].state == State::kBlockBarrier) Wake(b, i);
+  }
+  b->result_and = b->block_and;
+  b->result_or = b->block_or;
+  b->block_arrived = 0;
+  b->block_and = 1;
+  b->block_or = 0;
+}
+
+void ReleaseWarp(Block* b, int w) {
+  const int end = std::min(b->n, (w + 1) * 32);
+  for (int i = w * 32; i < end; ++i) {
+    if ((*b->fibers)[i].state == State::kWarpBarrier) Wake(b, i);
+  }
+  b->warp_arrived[w] = 0;
+  b->turn[w] ^= 1;
+}
+
+void FiberEntry() {
+#ifdef MOREH_SIMT_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &g_block->scheduler_stack,
+                                  &g_block->scheduler_stack_size);
+#endif
+  try {
+    (*g_block->body)();
+  } catch (...) {  // an exception cannot cross the fiber's bottom frame
+    g_block->error = std::current_exception();
+  }
+  Block* b = g_block;
+  Fiber& me = Me();
+  me.state = State::kDone;
+  --b->live;
+  --b->warp_live[WarpOf(me)];
+  // A barrier the remaining threads wait at may now be complete.
+  if (b->live > 0 && b->block_arrived == b->live) ReleaseBlock(b);
+  const int w = WarpOf(me);
+  if (b->warp_live[w] > 0 && b->warp_arrived[w] == b->warp_live[w]) ReleaseWarp(b, w);
+#ifdef MOREH_SIMT_ASAN
+  __sanitizer_start_switch_fiber(nullptr, b->scheduler_stack, b->scheduler_stack_size);
+#endif
+  Switch(&me.context, &b->scheduler);  // never resumed
+  std::abort();
+}
+
+void BlockBarrier(int predicate) {
+  Block* b = g_block;
+  Fiber& me = Me();
+  b->block_and &= predicate != 0;
+  b->block_or |= predicate != 0;
+  me.state = State::kBlockBarrier;
+  if (++b->block_arrived == b->live) ReleaseBlock(b);
+  SwitchToScheduler();
+}
+
+void WarpBarrier(unsigned mask) {
+  Block* b = g_block;
+  Fiber& me = Me();
+  const int w = WarpOf(me);
+  // Every use in the kernels names the whole warp; a partial mask would need per-lane tracking.
+  const int lanes_in_block = std::min<int>(32, static_cast<int>(b->fibers->size()) - w * 32);
+  const unsigned full = lanes_in_block == 32 ? 0xffffffffu : (1u << lanes_in_block) - 1;
+  if ((mask & full) != full) {
+    throw Error(
+        fmt::format("simt: kernel {}: warp operation with mask {:#x} (only whole warps are "
+                    "emulated)",
+                    b->kernel, mask));
+  }
+  me.state = State::kWarpBarrier;
+  if (++b->warp_arrived[w] == b->warp_live[w]) ReleaseWarp(b, w);
+  SwitchToScheduler();
+}
+
+[[noreturn]] void Deadlock(const Block& b) {
+  int at_block = 0, at_warp = 0, done = 0;
+  for (const Fiber& f : *b.fibers) {
+    at_block += f.state == State::kBlockBarrier;
+    at_warp += f.state == State::kWarpBarrier;
+    done += f.state == State::kDone;
+  }
+  throw Error(fmt::format(
+      "simt: kernel {}: deadlock in block ({}, {}, {}): {} thread(s) wait at __syncthreads, {} at "
+      "a warp barrier (shuffle or __syncwarp), {} returned — a barrier that not every thread "
+      "reaches",
+      b.kernel, (*b.fibers)[0].coords.block_idx.x, (*b.fibers)[0].coords.block_idx.y,
+      (*b.fibers)[0].coords.block_idx.z, at_block, at_warp, done));
+}
+
+// Runs one block to completion.
+void RunBlock(Block& b) {
+  std::vector<Fiber>& fibers = *b.fibers;
+  const int n = static_cast<int>(fibers.size());
+  for (Fiber& f : fibers) {
+    f.state = State::kReady;
+#ifdef MOREH_SIMT_ASAN
+    // The last block's frames on this stack never returned: their redzones are still marked.
+    ASAN_UNPOISON_MEMORY_REGION(f.stack, kStackBytes);
+#endif
+    MakeContext(&f.context, f.stack, kStackBytes, FiberEntry);
+  }
+  b.live = n;
+  b.block_arrived = 0;
+  b.block_and = 1;
+  b.block_or = 0;
+  std::fill(b.warp_arrived.begin(), b.warp_arrived.end(), 0);
+  for (int w = 0; w < static_cast<int>(b.warp_live.size()); ++w) {
+    b.warp_live[w] = std::min(32, n - w * 32);
+  }
+  // Dynamic shared memory starts as garbage on a GPU: NaN bytes here, so a read before any write
+  // shows.
+  std::fill(b.dynamic_smem.begin(), b.dynamic_smem.end(), 0xff);
+  b.n = n;
+  b.reverse = ReverseOrder();
+  // Always the first ready thread in the run order: the early threads run ahead as far as their
+  // barriers let them (in thread order thread 0 reaches the next row first; in reverse, last),
+  // so that a shared value read or written without the barrier it needs shows in one order.
+  int k = 0;  // no thread before place k of the run order is ready
+  while (b.live > 0) {
+    while (k < n && fibers[b.reverse ? n - 1 - k : k].state != State::kReady) ++k;
+    if (k == n) Deadlock(b);
+    {
+      const int i = b.reverse ? n - 1 - k : k;
+      b.woken = n;
+      b.current = i;
+      g_current = &fibers[i].coords;
+#ifdef MOREH_SIMT_ASAN
+      __sanitizer_start_switch_fiber(&b.fake_stack, fibers[i].stack, kStackBytes);
+#endif
+      Switch(&b.scheduler, &fibers[i].context);
+#ifdef MOREH_SIMT_ASAN
+      __sanitizer_finish_switch_fiber(b.fake_stack, nullptr, nullptr);
+#endif
+      b.current = -1;
+      g_current = &g_host_coords;
+      if (b.error) std::rethrow_exception(b.error);
+      k = std::min(k, b.woken);
+    }
+  }
+}
+
+}  // namespace
+
+void SyncThreads() { BlockBarrier(1); }
+
+int SyncThreadsAnd(int predicate) {
+  BlockBarrier(predicate);
+  return g_block->result_and;
+}
+
+int SyncThreadsOr(int predicate) {
+  BlockBarrier(predicate);
+  return g_block->result_or;
+}
+
+void SyncWarp(unsigned mask) { WarpBarrier(mask); }
+
+void WarpExchange(unsigned mask, const void* value, size_t bytes, int (*src_lane)(int, int),
+                  int arg, void* out) {
+  Block* b = g_block;
+  MOREH_CHECK(bytes <= 16, "simt: a shuffle of {} bytes", bytes);
+  const int lane = static_cast<int>(Me().coords.thread_idx.x % 32);
+  const int w = WarpOf(Me());
+  unsigned char* slots =
+      b->slots.data() + (static_cast<size_t>(w) * 2 + b->turn[w]) * kWarpSlotBytes;
+  std::memcpy(slots + lane * 16, value, bytes);
+  WarpBarrier(mask);  // every lane's value is in; the last lane in flipped the turn
+  const int src = src_lane(lane, arg);
+  const bool valid = src >= 0 && src < 32 && w * 32 + src < static_cast<int>(b->fibers->size());
+  // A source lane outside the warp reads the lane's own value (the hardware's rule for xor
+  // offsets past the width).
+  std::memcpy(out, slots + (valid ? src : lane) * 16, bytes);
+}
+
+void* DynamicShared() { return g_block->dynamic_smem.data(); }
+
+void SetReverseOrder(bool reverse) {
+  std::lock_guard<std::mutex> lock(g_launch_mu);
+  g_reverse = reverse ? 1 : 0;
+}
+
+void Launch(const char* kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+            const void* kernel_id, std::function<void()> body) {
+  std::lock_guard<std::mutex> lock(g_launch_mu);
+  const uint64_t threads = uint64_t{block.x} * block.y * block.z;
+  if (threads == 0 || threads > kMaxThreads || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+      grid.y > kMaxGridYZ || grid.z > kMaxGridYZ) {
+    std::fprintf(stderr, "simt: kernel %s: invalid launch: grid (%u, %u, %u), block (%u, %u, %u)\n",
+                 kernel, grid.x, grid.y, grid.z, block.x, block.y, block.z);
+    g_last_error = cudaErrorInvalidConfiguration;
+    return;
+  }
+  const auto optin = g_smem_optin.find(kernel_id);
+  const size_t smem_limit = optin == g_smem_optin.end() ? kDefaultDynamicSmem : optin->second;
+  if (smem > smem_limit) {
+    std::fprintf(stderr,
+                 "simt: kernel %s: %zu bytes of dynamic shared memory, %zu allowed (above 48 KiB "
+                 "takes cudaFuncSetAttribute)\n",
+                 kernel, smem, smem_limit);
+    g_last_error = cudaErrorInvalidValue;
+    return;
+  }
+  MOREH_CHECK(block.y == 1 && block.z == 1, "simt: kernel {}: only 1-D blocks are emulated",
+              kernel);
+  // The stacks outlive the launch: the next one reuses them.
+  static std::vector<std::unique_ptr<char[]>> stacks;
+  while (stacks.size() < threads) stacks.emplace_back(new char[kStackBytes]);
+  std::vector<Fiber> fibers(threads);
+  for (size_t t = 0; t < threads; ++t) fibers[t].stack = stacks[t].get();
+  Block b;
+  b.kernel = kernel;
+  b.fibers = &fibers;
+  const size_t warps = (threads + 31) / 32;
+  b.warp_arrived.assign(warps, 0);
+  b.warp_live.assign(warps, 0);
+  b.slots.assign(warps * 2 * kWarpSlotBytes, 0);
+  b.turn.assign(warps, 0);
+  b.dynamic_smem.assign(smem, 0);
+  b.body = &body;
+  Block* outer = g_block;
+  g_block = &b;
+  try {
+    for (unsigned z = 0; z < grid.z; ++z) {
+      for (unsigned y = 0; y < grid.y; ++y) {
+        for (unsigned x = 0; x < grid.x; ++x) {
+          for (unsigned t = 0; t < threads; ++t) {
+            fibers[t].coords = ThreadCoords{{t, 0, 0}, {x, y, z}, block, grid};
+          }
+          RunBlock(b);
+        }
+      }
+    }
+  } catch (...) {
+    g_block = outer;
+    throw;
+  }
+  g_block = outer;
+}
+
+}  // namespace moreh::simt
+
+// --- the CUDA runtime calls, over host memory ---------------------------------------------------
+
+namespace {
+using moreh::simt::g_last_error;
+
+// The errors the emulator returns, with the runtime's names and messages.
+struct ErrorText {
+  cudaError_t error;
+  const char* name;
+  const char* text;
+};
+constexpr ErrorText kErrors[] = {
+    {cudaSuccess, "cudaSuccess", "no error"},
+    {cudaErrorInvalidValue, "cudaErrorInvalidValue", "invalid argument"},
+    {cudaErrorMemoryAllocation, "cudaErrorMemoryAllocation", "out of memory"},
+    {cudaErrorInvalidConfiguration, "cudaErrorInvalidConfiguration",
+     "invalid configuration argument"},
+    {cudaErrorInvalidDevice, "cudaErrorInvalidDevice", "invalid device ordinal"},
+};
+const ErrorText& ErrorInfo(cudaError_t e) {
+  static constexpr ErrorText kUnknown{cudaErrorUnknown, "cudaErrorUnknown", "unknown error"};
+  for (const ErrorText& t : kErrors) {
+    if (t.error == e) return t;
+  }
+  return kUnknown;
+}
+
+cudaError_t Record(cudaError_t e) {
+  if (e != cudaSuccess) g_last_error = e;
+  return e;
+}
+
+void* AllocateDevice(size_t bytes) {
+  // 256-byte alignment as cudaMalloc gives; the exact size, so that an access past the end is out
+  // of bounds for the address sanitizer.
+  void* p = nullptr;
+  return posix_memalign(&p, 256, std::max<size_t>(bytes, 1)) == 0 ? p : nullptr;
+}
+}  // namespace
+
+extern "C" {
+
+cudaError_t cudaMalloc(void** p, size_t bytes) {
+  *p = AllocateDevice(bytes);
+  return *p ? cudaSuccess : Record(cudaErrorMemoryAllocation);
+}
+cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) { return cudaMalloc(p, bytes); }
+cudaError_t cudaFree(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return cudaFree(p); }
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+  if (bytes) std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t) {
+  return cudaMemcpy(dst, src, bytes, kind);
+}
+cudaError_t cudaMemset(void* p, int value, size_t bytes) {
+  if (bytes) std::memset(p, value, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) {
+  return cudaMemset(p, value, bytes);
+}
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = g_last_error;
+  g_last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError() { return g_last_error; }
+const char* cudaGetErrorString(cudaError_t e) { return ErrorInfo(e).text; }
+const char* cudaGetErrorName(cudaError_t e) { return ErrorInfo(e).name; }
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* d) {
+  *d = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : Record(cudaErrorInvalidDevice); }
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (device != 0) return Record(cudaErrorInvalidDevice);
+  switch (attr) {
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *value = static_cast<int>(moreh::simt::kOptinDynamicSmem);
+      return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount:  // few: grids sized by it loop over several rows
+      *value = 4;
+      return cudaSuccess;
+    case cudaDevAttrMemoryPoolsSupported:
+      *value = 1;  // cudaMallocAsync above
+      return cudaSuccess;
+    default:
+      return Record(cudaErrorInvalidValue);
+  }
+}
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  *free_bytes = *total_bytes = static_cast<size_t>(moreh::simt::kMemoryBytes);
+  return cudaSuccess;
+}
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 ||
+      static_cast<size_t>(value) > moreh::simt::kOptinDynamicSmem) {
+    return Record(cudaErrorInvalidValue);
+  }
+  std::lock_guard<std::mutex> lock(moreh::simt::g_launch_mu);
+  moreh::simt::g_smem_optin[func] = static_cast<size_t>(value);
+  return cudaSuccess;
+}
+
+}  // extern "C"
+
+// --- what needs a GPU: named, not faked ---------------------------------------------------------
+
+namespace moreh::kernels::cuda {
+namespace {
+[[noreturn]] void NotSimulated(const char* what) {
+  throw Error(fmt::format("{}: not simulated (tensor cores and cuBLASLt run only on a GPU)", what));
+}
+}  // namespace
+
+int DeviceCount() { return 1; }
+void SetDevice(int i) { MOREH_CHECK(i == 0, "simt: device {} of 1", i); }
+int64_t DeviceMemoryBytes(int) { return moreh::simt::kMemoryBytes; }
+std::string DeviceName(int) { return "SIMT emulator on the CPU (not a GPU)"; }
+
+void Gemm(bool, bool, int64_t, int64_t, int64_t, float, const void*, int64_t, const void*, int64_t,
+          float, void*, int64_t, DType, DType, cudaStream_t) {
+  NotSimulated("Gemm (cuBLASLt)");
+}
+// No tensor-core attention fits this device, so kAuto runs the CUDA-core kernels.
+size_t WmmaAttentionSmemBytes(int64_t) { return SIZE_MAX; }
+size_t MmaAttentionSmemBytes(int64_t) { return SIZE_MAX; }
+void AttentionForwardTensorCores(void*, float*, const void*, const void*, const void*,
+                                 const int64_t*, const AttentionShape&, cudaStream_t) {
+  NotSimulated("AttentionForwardTensorCores (WMMA)");
+}
+void AttentionBackwardTensorCores(void*, void*, void*, const void*, const void*, const void*,
+                                  const void*, const void*, const float*, const int64_t*, float*,
+                                  const AttentionShape&, cudaStream_t) {
+  NotSimulated("AttentionBackwardTensorCores (WMMA)");
+}
+void AttentionForwardMma(void*, float*, const void*, const void*, const void*, const int64_t*,
+                         const AttentionShape&, cudaStream_t) {
+  NotSimulated("AttentionForwardMma (mma.sync)");
+}
+void AttentionBackwardMma(void*, void*, void*, const void*, const void*, const void*, const void*,
+                          const void*, const float*, const int64_t*, float*, const AttentionShape&,
+                          cudaStream_t) {
+  NotSimulated("AttentionBackwardMma (mma.sync)");
+}
+
+}  // namespace moreh::kernels::cuda

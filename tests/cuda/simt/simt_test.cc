@@ -1,0 +1,223 @@
+// The SIMT emulator's own behaviour, on small CUDA kernels written here: what it must compute as a
+// GPU would, and the mistakes it must catch (a missing barrier, a barrier not every thread
+// reaches, a launch a GPU refuses, an access past a buffer).
+#include <gtest/gtest.h>
+
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/common.cuh"
+#include "runtime/core/error.h"
+
+namespace moreh::kernels::cuda {
+namespace {
+
+__global__ void WarpSumKernel(float* out, const float* in) {
+  out[threadIdx.x] = WarpSum(in[threadIdx.x]);
+}
+
+__global__ void BlockSumKernel(float* out, const float* in) {
+  const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+  out[i] = BlockSum(in[i]);
+}
+
+// Each thread writes its slot and reads its neighbour's, with or without the barrier between.
+__global__ void NeighbourKernel(int* out, int salt, bool barrier) {
+  __shared__ int slot[64];
+  slot[threadIdx.x] = static_cast<int>(threadIdx.x) + salt;
+  if (barrier) __syncthreads();
+  out[threadIdx.x] = slot[(threadIdx.x + 1) % blockDim.x];
+}
+
+// Wrong: half of warp 0 waits at the block barrier, the other half at a shuffle that needs the
+// whole warp.
+__global__ void DivergentBarrierKernel(int* out) {
+  int v = static_cast<int>(threadIdx.x);
+  if (threadIdx.x < 16) {
+    __syncthreads();
+  } else {
+    v = __shfl_xor_sync(0xffffffffu, v, 1);
+  }
+  out[threadIdx.x] = v;
+}
+
+// Threads that return early do not hold a barrier up (as on the GPU).
+__global__ void EarlyExitKernel(int* out) {
+  if (threadIdx.x >= 40) return;
+  __syncthreads();
+  out[threadIdx.x] = 1;
+}
+
+__global__ void VoteKernel(int* out) {
+  const int all = __syncthreads_and(threadIdx.x < 1000);
+  const int any = __syncthreads_or(threadIdx.x == 17);
+  const int none = __syncthreads_or(0);
+  out[threadIdx.x] = all * 100 + any * 10 + none;
+}
+
+// Tag: a distinct kernel per test (the shared memory allowance is the kernel's for the process).
+template <int Tag>
+__global__ void DynamicSmemKernel(float* out) {
+  float* s = DynamicShared<float>();
+  s[threadIdx.x] = static_cast<float>(threadIdx.x);
+  __syncthreads();
+  out[threadIdx.x] = s[blockDim.x - 1 - threadIdx.x];
+}
+
+__global__ void ThrowingKernel(int* out) {
+  if (threadIdx.x == 5) throw Error("thread 5 gave up");
+  out[threadIdx.x] = 1;
+}
+
+__global__ void ReadPastEndKernel(float* out, const float* in, int n) {
+  out[threadIdx.x] = in[threadIdx.x + 1];  // the last thread reads in[n]
+}
+
+template <typename T>
+std::vector<T> Output(int n, const std::function<void(T*)>& launch) {
+  T* d = nullptr;
+  EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&d), n * sizeof(T)), cudaSuccess);
+  launch(d);
+  std::vector<T> h(n);
+  EXPECT_EQ(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+  cudaFree(d);
+  return h;
+}
+
+class Simt : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override { simt::SetReverseOrder(GetParam()); }
+  void TearDown() override { simt::SetReverseOrder(false); }
+};
+
+TEST_P(Simt, ShufflesAndBlockSumsGiveEveryThreadTheTotal) {
+  std::vector<float> in(256);
+  std::iota(in.begin(), in.end(), 1.0f);
+  float* din = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&din), in.size() * 4), cudaSuccess);
+  cudaMemcpy(din, in.data(), in.size() * 4, cudaMemcpyHostToDevice);
+  const auto warp = Output<float>(64, [&](float* out) {
+    MOREH_CUDA_LAUNCH(1, 64, 0, nullptr, WarpSumKernel)(out, din);
+  });
+  for (int t = 0; t < 64; ++t) EXPECT_EQ(warp[t], t < 32 ? 528.0f : 1552.0f) << t;  // 1..32, 33..64
+  const auto block = Output<float>(128, [&](float* out) {
+    MOREH_CUDA_LAUNCH(2, 64, 0, nullptr, BlockSumKernel)(out, din);
+  });
+  for (int t = 0; t < 128; ++t) EXPECT_EQ(block[t], t < 64 ? 2080.0f : 6176.0f) << t;
+  cudaFree(din);
+}
+
+TEST_P(Simt, AMissingBarrierReadsStaleSharedMemory) {
+  const auto good = Output<int>(64, [](int* out) {
+    MOREH_CUDA_LAUNCH(1, 64, 0, nullptr, NeighbourKernel)(out, 0, true);
+  });
+  for (int t = 0; t < 64; ++t) EXPECT_EQ(good[t], (t + 1) % 64);
+  // Without the barrier: in thread order each thread reads a slot its neighbour has not written
+  // yet; in reverse order the wrap-around read (thread 63 reads slot 0) is the stale one, left by
+  // the launch before.
+  const auto racy = Output<int>(64, [](int* out) {
+    MOREH_CUDA_LAUNCH(1, 64, 0, nullptr, NeighbourKernel)(out, 1000, false);
+  });
+  int wrong = 0;
+  for (int t = 0; t < 64; ++t) wrong += racy[t] != (t + 1) % 64 + 1000;
+  EXPECT_GT(wrong, 0) << "the race must change the result in either order";
+}
+
+TEST_P(Simt, ABarrierNotEveryThreadReachesIsADeadlock) {
+  int* out = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&out), 64 * 4), cudaSuccess);
+  try {
+    MOREH_CUDA_LAUNCH(1, 64, 0, nullptr, DivergentBarrierKernel)(out);
+    FAIL() << "no deadlock reported";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("deadlock"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("DivergentBarrierKernel"), std::string::npos) << e.what();
+  }
+  cudaFree(out);
+}
+
+TEST_P(Simt, ReturnedThreadsDoNotHoldABarrier) {
+  const auto out = Output<int>(64, [](int* o) {
+    cudaMemset(o, 0, 64 * 4);
+    MOREH_CUDA_LAUNCH(1, 64, 0, nullptr, EarlyExitKernel)(o);
+  });
+  for (int t = 0; t < 64; ++t) EXPECT_EQ(out[t], t < 40 ? 1 : 0);
+}
+
+TEST_P(Simt, BarrierVotes) {
+  const auto out =
+      Output<int>(96, [](int* o) { MOREH_CUDA_LAUNCH(1, 96, 0, nullptr, VoteKernel)
+                                   (o); });
+  for (int t = 0; t < 96; ++t) EXPECT_EQ(out[t], 110) << t;
+}
+
+TEST_P(Simt, DynamicSharedMemory) {
+  const auto out = Output<float>(256, [](float* o) {
+    MOREH_CUDA_LAUNCH(1, 256, 256 * sizeof(float), nullptr, DynamicSmemKernel<0>)(o);
+  });
+  for (int t = 0; t < 256; ++t) EXPECT_EQ(out[t], 255.0f - t);
+}
+
+// Above 48 KiB a launch fails unless the kernel was allowed more, as on the GPU.
+TEST(SimtLimits, DynamicSharedMemoryAbove48KiBTakesTheAttribute) {
+  float* o = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&o), 256 * 4), cudaSuccess);
+  MOREH_CUDA_LAUNCH(1, 256, 64 << 10, nullptr, DynamicSmemKernel<1>)(o);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+  ASSERT_EQ(cudaFuncSetAttribute(DynamicSmemKernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 64 << 10),
+            cudaSuccess);
+  MOREH_CUDA_LAUNCH(1, 256, 64 << 10, nullptr, DynamicSmemKernel<1>)(o);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  // More than the GPU has is refused at the attribute.
+  EXPECT_EQ(cudaFuncSetAttribute(DynamicSmemKernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 228 << 10),
+            cudaErrorInvalidValue);
+  cudaGetLastError();
+  cudaFree(o);
+}
+
+TEST_P(Simt, LaunchesAGpuRefusesFail) {
+  int* o = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&o), 4096 * 4), cudaSuccess);
+  MOREH_CUDA_LAUNCH(1, 2048, 0, nullptr, EarlyExitKernel)(o);  // more than 1024 threads
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  MOREH_CUDA_LAUNCH(dim3(1, 70000), 32, 0, nullptr, EarlyExitKernel)(o);  // grid.y > 65535
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  MOREH_CUDA_LAUNCH(1, 32, 0, nullptr, EarlyExitKernel)(o);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  cudaFree(o);
+}
+
+TEST_P(Simt, AnExceptionInAThreadReachesTheLauncher) {
+  int* o = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&o), 64 * 4), cudaSuccess);
+  EXPECT_THROW(MOREH_CUDA_LAUNCH(1, 64, 0, nullptr, ThrowingKernel)(o), Error);
+  // The emulator is usable afterwards.
+  MOREH_CUDA_LAUNCH(1, 32, 0, nullptr, EarlyExitKernel)(o);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  cudaFree(o);
+}
+
+INSTANTIATE_TEST_SUITE_P(Order, Simt, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "reverse" : "forward"; });
+
+#if defined(__SANITIZE_ADDRESS__)
+// Device buffers are host allocations of the exact size: an index one past the end stops the run
+// with the address sanitizer's report.
+void ReadPastEnd() {
+  float* in = nullptr;
+  float* out = nullptr;
+  cudaMalloc(reinterpret_cast<void**>(&in), 64 * sizeof(float));
+  cudaMalloc(reinterpret_cast<void**>(&out), 64 * sizeof(float));
+  MOREH_CUDA_LAUNCH(1, 64, 0, nullptr, ReadPastEndKernel)(out, in, 64);
+}
+
+TEST(SimtDeathTest, AReadPastABufferIsReported) {
+  EXPECT_DEATH(ReadPastEnd(), "heap-buffer-overflow");
+}
+#endif
+
+}  // namespace
+}  // namespace moreh::kernels::cuda
