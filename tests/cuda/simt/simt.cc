@@ -1,6 +1,6 @@
-// The SIMT emulator's scheduler (fibers), the CUDA runtime calls the kernels and the
-// check make (device memory is host memory), and the GPU-only entry points, which say they are not
-// simulated. See simt.h.
+// The SIMT emulator's scheduler (fibers) and the CUDA runtime calls the kernels, the runtime and
+// the checks make (device memory is host memory). See simt.h; simt_device.cc has the device's
+// other entry points.
 #include "tests/cuda/simt/simt.h"
 
 #if !defined(__x86_64__)
@@ -18,9 +18,6 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cuda/attention_tc.h"
-#include "kernels/cuda/cuda_kernels.h"
-#include "kernels/cuda/device_info.h"
 #include "runtime/core/error.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -542,46 +539,29 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
   return cudaSuccess;
 }
 
+// Streams and events: every call completes before it returns, so a stream is always idle and an
+// event always reached; they are distinct handles all the same.
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
+  *s = reinterpret_cast<cudaStream_t>(new char);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  delete reinterpret_cast<char*>(s);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
+  *e = reinterpret_cast<cudaEvent_t>(new char);
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, 0); }
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete reinterpret_cast<char*>(e);
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+
 }  // extern "C"
-
-// --- what needs a GPU: named, not faked ---------------------------------------------------------
-
-namespace moreh::kernels::cuda {
-namespace {
-[[noreturn]] void NotSimulated(const char* what) {
-  throw Error(fmt::format("{}: not simulated (tensor cores and cuBLASLt run only on a GPU)", what));
-}
-}  // namespace
-
-int DeviceCount() { return 1; }
-void SetDevice(int i) { MOREH_CHECK(i == 0, "simt: device {} of 1", i); }
-int64_t DeviceMemoryBytes(int) { return moreh::simt::kMemoryBytes; }
-std::string DeviceName(int) { return "SIMT emulator on the CPU (not a GPU)"; }
-
-void Gemm(bool, bool, int64_t, int64_t, int64_t, float, const void*, int64_t, const void*, int64_t,
-          float, void*, int64_t, DType, DType, cudaStream_t) {
-  NotSimulated("Gemm (cuBLASLt)");
-}
-// No tensor-core attention fits this device, so kAuto runs the CUDA-core kernels.
-size_t WmmaAttentionSmemBytes(int64_t) { return SIZE_MAX; }
-size_t MmaAttentionSmemBytes(int64_t) { return SIZE_MAX; }
-void AttentionForwardTensorCores(void*, float*, const void*, const void*, const void*,
-                                 const int64_t*, const AttentionShape&, cudaStream_t) {
-  NotSimulated("AttentionForwardTensorCores (WMMA)");
-}
-void AttentionBackwardTensorCores(void*, void*, void*, const void*, const void*, const void*,
-                                  const void*, const void*, const float*, const int64_t*, float*,
-                                  const AttentionShape&, cudaStream_t) {
-  NotSimulated("AttentionBackwardTensorCores (WMMA)");
-}
-void AttentionForwardMma(void*, float*, const void*, const void*, const void*, const int64_t*,
-                         const AttentionShape&, cudaStream_t) {
-  NotSimulated("AttentionForwardMma (mma.sync)");
-}
-void AttentionBackwardMma(void*, void*, void*, const void*, const void*, const void*, const void*,
-                          const void*, const float*, const int64_t*, float*, const AttentionShape&,
-                          cudaStream_t) {
-  NotSimulated("AttentionBackwardMma (mma.sync)");
-}
-
-}  // namespace moreh::kernels::cuda

@@ -3,21 +3,22 @@
 // The kernel sources (kernels/cuda/*.cu) are compiled as C++ for the host with this header forced
 // in first (-include). Each kernel launch runs its grid one block at a time; each thread of the
 // block is a fiber (its own stack) that runs until it reaches a barrier (__syncthreads, a warp
-// shuffle, __syncwarp) or returns, and the block's barrier opens when every thread that has not
-// returned is waiting at it. What this checks that a GPU would not show as plainly:
+// shuffle, __syncwarp) or returns, and a barrier opens when every thread of the block (of the
+// warp) that has not returned waits at it. What this checks that a GPU would not show as plainly:
 //   - every index computed by the kernels (device buffers are host allocations of the exact size:
 //     under AddressSanitizer an access one element past an end stops the run);
-//   - barriers: a __syncthreads some threads of a block skip, or threads of one warp waiting at
-//     different barriers, is reported as a deadlock naming the kernel;
-//   - missing barriers: between two barriers the threads run one after another, in thread order
-//     or (MOREH_SIMT_ORDER=reverse) in reverse; a thread reading shared memory that another
-//     writes in the same phase sees the stale value in one of the two orders;
+//   - barriers: threads of a block waiting at different kinds of barrier (a shuffle against a
+//     __syncthreads) is reported as a deadlock naming the kernel and the block;
+//   - missing barriers: the scheduler always resumes the first ready thread in the run order,
+//     thread order or (MOREH_SIMT_ORDER=reverse) its reverse, so early threads run as far ahead
+//     as their barriers allow; a value read or overwritten without the barrier it needs is
+//     stale in one of the two orders;
 //   - launch configurations: block size, grid size and dynamic shared memory are checked against
 //     a Hopper GPU's limits, the 48 KiB default included (a kernel needing more without
 //     cudaFuncSetAttribute fails here as it would there).
-// What it does not model: tensor-core instructions (mma, ldmatrix, cp.async, WMMA) and cuBLASLt,
-// whose callers here throw "not simulated"; timing; the memory model beyond barriers (a
-// warp-synchronous assumption without __syncwarp is caught only when the order exposes it).
+// What it does not model: tensor-core instructions (mma, ldmatrix, cp.async, WMMA) and cuBLASLt
+// (simt_device.cc); timing; the memory model beyond barriers (a warp-synchronous assumption
+// without __syncwarp is caught only when the order exposes it); partial-warp masks (refused).
 #pragma once
 
 #include <cuda_bf16.h>

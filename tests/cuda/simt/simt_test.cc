@@ -146,9 +146,10 @@ TEST_P(Simt, ReturnedThreadsDoNotHoldABarrier) {
 }
 
 TEST_P(Simt, BarrierVotes) {
-  const auto out =
-      Output<int>(96, [](int* o) { MOREH_CUDA_LAUNCH(1, 96, 0, nullptr, VoteKernel)
-                                   (o); });
+  const auto out = Output<int>(96, [](int* o) {
+    MOREH_CUDA_LAUNCH(1, 96, 0, nullptr, VoteKernel)
+    (o);
+  });
   for (int t = 0; t < 96; ++t) EXPECT_EQ(out[t], 110) << t;
 }
 
