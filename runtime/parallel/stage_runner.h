@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "runtime/comm/collectives.h"
+#include "runtime/core/error.h"
 #include "runtime/core/tensor.h"
 #include "runtime/executor.h"
 #include "runtime/optim.h"
@@ -65,6 +66,16 @@ class PipeLinks {
   virtual void SendBackward(int micro_batch, const runtime::Tensor& grad) = 0;
   virtual void RecvBackward(int micro_batch, runtime::Tensor* grad) = 0;
   virtual void Flush() = 0;
+};
+
+// The links of a pipeline of one stage: a send or receive is a schedule error.
+class NoPipeLinks : public PipeLinks {
+ public:
+  void SendForward(int, const runtime::Tensor&) override { throw Error("no next stage"); }
+  void RecvForward(int, runtime::Tensor*) override { throw Error("no previous stage"); }
+  void SendBackward(int, const runtime::Tensor&) override { throw Error("no previous stage"); }
+  void RecvBackward(int, runtime::Tensor*) override { throw Error("no next stage"); }
+  void Flush() override {}
 };
 
 // PipeLinks over UCX to the previous and next stage's ranks (-1: none). Tags carry the step, so a

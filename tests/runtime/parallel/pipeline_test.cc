@@ -847,15 +847,6 @@ TEST(PlannerMemory, PredictsEveryStagesPeakWithParallelism) {
 }
 
 // A one-stage pipeline has no neighbours.
-class NoLinks : public PipeLinks {
- public:
-  void SendForward(int, const runtime::Tensor&) override { throw Error("no next stage"); }
-  void RecvForward(int, runtime::Tensor*) override { throw Error("no previous stage"); }
-  void SendBackward(int, const runtime::Tensor&) override { throw Error("no previous stage"); }
-  void RecvBackward(int, runtime::Tensor*) override { throw Error("no next stage"); }
-  void Flush() override {}
-};
-
 // The planner's memory model against the stage runner, which is what runs on the workers: a
 // training step of examples/llama-mini (two micro-batches) on a device of its own, f32 and mixed
 // precision (bf16 weight copies, activations and gradients; f32 master weights, gradient
@@ -883,7 +874,7 @@ TEST(PlannerMemory, PredictsTheStageRunnersPeak) {
       {
         StageRunner runner(BuildStageProgram(spec), &device, {.lr = 1e-3});
         for (size_t i = 0; i < runner.param_names().size(); ++i) runner.parameter(i).Fill(0.01);
-        NoLinks links;
+        NoPipeLinks links;
         for (int step = 0; step < 2; ++step) {  // the second step holds AdamW's moments throughout
           device.ResetPeak();
           runner.RunMicroBatches(planner::OneFOneB(1, static_cast<int>(m), false)[0], mbs, &links);
