@@ -15,7 +15,9 @@
 // from shared tiles all come by ldmatrix (x4: four 8 x 8 matrices per instruction).
 // The backward is two passes without atomics, as in attention.cu: per query tile (dq) and per key
 // tile (dk, dv, over the group's query heads).
+#ifndef MOREH_CUDA_SIMT  // the emulator has its own cp.async (tests/cuda/simt)
 #include <cuda_pipeline.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -48,11 +50,15 @@ __device__ __forceinline__ uint32_t Pack(float lo, float hi) {
 
 // c (16 x 8, f32) += a (16 x 16, bf16, row) * b (16 x 8, bf16, col).
 __device__ __forceinline__ void Mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+#ifdef MOREH_CUDA_SIMT
+  ::moreh::simt::MmaM16N8K16Bf16(c, a, b0, b1);
+#else
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
       "{%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 
 // Four 8 x 8 bf16 matrices: lanes 8m..8m+7 give the row addresses of matrix m; each thread
@@ -60,20 +66,28 @@ __device__ __forceinline__ void Mma(float c[4], const uint32_t a[4], uint32_t b0
 // of the stored rows: the A fragment of a row-major tile, or the B fragment of an operand stored
 // [n][k] (K in S = Q K^T).
 __device__ __forceinline__ void LoadMatrixX4(uint32_t r[4], const bf16* row_address) {
+#ifdef MOREH_CUDA_SIMT
+  ::moreh::simt::LoadMatrixX4(r, row_address, /*trans=*/false);
+#else
   const auto addr = static_cast<uint32_t>(__cvta_generic_to_shared(row_address));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
+#endif
 }
 
 // Four 8 x 8 bf16 matrices transposed: lanes 8m..8m+7 give the row addresses of matrix m; each
 // thread receives, of each matrix, the elements [2(lane % 4)][lane / 4] and [2(lane % 4) + 1][lane
 // / 4] of the stored rows: the B fragment of a row-major [k][n] operand.
 __device__ __forceinline__ void LoadMatrixX4Trans(uint32_t r[4], const bf16* row_address) {
+#ifdef MOREH_CUDA_SIMT
+  ::moreh::simt::LoadMatrixX4(r, row_address, /*trans=*/true);
+#else
   const auto addr = static_cast<uint32_t>(__cvta_generic_to_shared(row_address));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
+#endif
 }
 
 // Starts copying rows [row0, row0 + ROWS) of a [.., D] matrix with row stride `stride` into a
@@ -249,7 +263,7 @@ template <int D>
 __global__ void __launch_bounds__(kThreads)
     MmaForwardKernel(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                      const int64_t* key_mask, AttentionShape sh) {
-  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* smem = DynamicShared<unsigned char>();
   bf16* qs = reinterpret_cast<bf16*>(smem);
   unsigned char* stages = smem + TileBytes<D>(kRows);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -373,7 +387,7 @@ __global__ void __launch_bounds__(kThreads)
     MmaBackwardDqKernel(bf16* dq, const bf16* dout, const bf16* q, const bf16* k, const bf16* v,
                         const bf16* out, const float* lse, const int64_t* key_mask, float* drow_out,
                         AttentionShape sh) {
-  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* smem = DynamicShared<unsigned char>();
   bf16* qs = reinterpret_cast<bf16*>(smem);
   bf16* dos = qs + kRows * kLd<D>;
   unsigned char* stages = smem + 2 * TileBytes<D>(kRows);
@@ -460,7 +474,7 @@ __global__ void __launch_bounds__(kThreads)
                          const float* drow, AttentionShape sh) {
   constexpr int N = kDkvN<D>;
   constexpr size_t kStageBytes = 2 * TileBytes<D>(N) + 2 * N * sizeof(float);
-  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* smem = DynamicShared<unsigned char>();
   bf16* ks = reinterpret_cast<bf16*>(smem);
   bf16* vs = ks + kRows * kLd<D>;
   unsigned char* stage_base = smem + 2 * TileBytes<D>(kRows);

@@ -25,13 +25,13 @@
 
 namespace moreh::kernels::cuda {
 
-// The block's dynamic shared memory (the launch's smem bytes), 32-byte aligned.
+// The block's dynamic shared memory (the launch's smem bytes), 128-byte aligned.
 template <typename T>
 __device__ __forceinline__ T* DynamicShared() {
 #ifdef MOREH_CUDA_SIMT
   return static_cast<T*>(::moreh::simt::DynamicShared());
 #else
-  extern __shared__ __align__(32) unsigned char moreh_dynamic_smem[];
+  extern __shared__ __align__(128) unsigned char moreh_dynamic_smem[];
   return reinterpret_cast<T*>(moreh_dynamic_smem);
 #endif
 }

@@ -280,8 +280,9 @@ TEST(CudaStage, RunnerTrainsAsOnTheCpu) {
         << "step " << i + 1;
   }
   // AdamW moves each weight by about lr per step whatever the gradient's size, so a weight whose
-  // bf16 gradient differs in sign near zero may land up to 2 lr per step away; most agree far
-  // closer.
+  // bf16 gradient differs in sign near zero may land about 2 lr per step away (emulated: 3.7e-3
+  // worst with the CUDA-core attention, 4.8e-3 with mma); the mean and the losses carry the
+  // check.
   ASSERT_EQ(got.params.size(), want.params.size());
   double worst = 0, sum = 0;
   int64_t n = 0;
@@ -300,7 +301,7 @@ TEST(CudaStage, RunnerTrainsAsOnTheCpu) {
       "weights worst %.2e mean %.2e\n",
       got.losses[0], got.losses[1], got.losses[2], want.losses[0], want.losses[1], want.losses[2],
       worst, sum / n);
-  EXPECT_LE(worst, 6e-3);
+  EXPECT_LE(worst, 1e-2);
   EXPECT_LE(sum / n, 2e-4);
 }
 

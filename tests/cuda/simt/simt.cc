@@ -40,7 +40,8 @@ constexpr size_t kDefaultDynamicSmem = 48 << 10;
 constexpr size_t kOptinDynamicSmem = 227 << 10;
 constexpr int64_t kMemoryBytes = int64_t{8} << 30;  // what the emulated device reports
 constexpr size_t kStackBytes = 256 << 10;
-constexpr size_t kWarpSlotBytes = 32 * 16;
+constexpr size_t kLaneSlotBytes = 32;  // the most one lane passes in a warp exchange
+constexpr size_t kWarpSlotBytes = 32 * kLaneSlotBytes;
 
 // --- fibers: a stack each, switched in user space ---
 // A warp shuffle is two barriers for each of 32 lanes, so a kernel's run is millions of switches;
@@ -102,11 +103,20 @@ void MakeContext(Context* c, char* stack, size_t bytes, void (*entry)()) {
 
 enum class State { kReady, kBlockBarrier, kWarpBarrier, kDone };
 
+struct PendingCopy {
+  void* dst;
+  const void* src;
+  size_t bytes, zero_fill;
+  int group;  // the commit group (the number of commits before it)
+};
+
 struct Fiber {
   Context context;
   char* stack = nullptr;  // kStackBytes
   ThreadCoords coords;
   State state = State::kReady;
+  std::vector<PendingCopy> copies;  // cp.async not landed yet
+  int committed = 0;
 #ifdef MOREH_SIMT_ASAN
   void* fake_stack = nullptr;  // while it waits at a barrier
 #endif
@@ -125,7 +135,8 @@ struct Block {
   // next exchange fills the other, so one barrier per exchange suffices), and the turn.
   std::vector<unsigned char> slots;
   std::vector<int> turn;
-  std::vector<unsigned char> dynamic_smem;
+  unsigned char* dynamic_smem = nullptr;  // 128-byte aligned, of exactly the launch's bytes
+  size_t dynamic_smem_bytes = 0;
   int current = -1;
   int n = 0;             // threads
   bool reverse = false;  // the run order: thread order or its reverse
@@ -277,6 +288,8 @@ void RunBlock(Block& b) {
   const int n = static_cast<int>(fibers.size());
   for (Fiber& f : fibers) {
     f.state = State::kReady;
+    f.copies.clear();
+    f.committed = 0;
 #ifdef MOREH_SIMT_ASAN
     // The last block's frames on this stack never returned: their redzones are still marked.
     ASAN_UNPOISON_MEMORY_REGION(f.stack, kStackBytes);
@@ -293,7 +306,7 @@ void RunBlock(Block& b) {
   }
   // Dynamic shared memory starts as garbage on a GPU: NaN bytes here, so a read before any write
   // shows.
-  std::fill(b.dynamic_smem.begin(), b.dynamic_smem.end(), 0xff);
+  if (b.dynamic_smem_bytes > 0) std::memset(b.dynamic_smem, 0xff, b.dynamic_smem_bytes);
   b.n = n;
   b.reverse = ReverseOrder();
   // Always the first ready thread in the run order: the early threads run ahead as far as their
@@ -347,16 +360,108 @@ void WarpExchange(unsigned mask, const void* value, size_t bytes, int (*src_lane
   const int w = WarpOf(Me());
   unsigned char* slots =
       b->slots.data() + (static_cast<size_t>(w) * 2 + b->turn[w]) * kWarpSlotBytes;
-  std::memcpy(slots + lane * 16, value, bytes);
+  std::memcpy(slots + lane * kLaneSlotBytes, value, bytes);
   WarpBarrier(mask);  // every lane's value is in; the last lane in flipped the turn
   const int src = src_lane(lane, arg);
   const bool valid = src >= 0 && src < 32 && w * 32 + src < static_cast<int>(b->fibers->size());
   // A source lane outside the warp reads the lane's own value (the hardware's rule for xor
   // offsets past the width).
-  std::memcpy(out, slots + (valid ? src : lane) * 16, bytes);
+  std::memcpy(out, slots + (valid ? src : lane) * kLaneSlotBytes, bytes);
 }
 
-void* DynamicShared() { return g_block->dynamic_smem.data(); }
+// Every lane of a whole warp passes `bytes`; `all` receives the 32 lanes' bytes in lane order.
+void WarpGather(const void* value, size_t bytes, void* all) {
+  Block* b = g_block;
+  MOREH_CHECK(bytes <= kLaneSlotBytes, "simt: a warp exchange of {} bytes", bytes);
+  const int lane = static_cast<int>(Me().coords.thread_idx.x % 32);
+  const int w = WarpOf(Me());
+  unsigned char* slots =
+      b->slots.data() + (static_cast<size_t>(w) * 2 + b->turn[w]) * kWarpSlotBytes;
+  std::memcpy(slots + lane * kLaneSlotBytes, value, bytes);
+  WarpBarrier(0xffffffffu);
+  for (int l = 0; l < 32; ++l) {
+    std::memcpy(static_cast<unsigned char*>(all) + l * bytes, slots + l * kLaneSlotBytes, bytes);
+  }
+}
+
+float Bf16Half(uint32_t pair, int half) {
+  const uint32_t bits = (half ? pair >> 16 : pair & 0xffffu) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+void MmaM16N8K16Bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  struct Frag {
+    uint32_t a[4], b[2];
+  };
+  const Frag mine{{a[0], a[1], a[2], a[3]}, {b0, b1}};
+  Frag all[32];
+  WarpGather(&mine, sizeof mine, all);
+  if (static_cast<int>(g_block->n) < 32 * (WarpOf(Me()) + 1)) {
+    throw Error(fmt::format("simt: kernel {}: mma.sync in a partial warp", g_block->kernel));
+  }
+  // The PTX ISA's m16n8k16 layouts (g = lane / 4, t = lane % 4): A row g (+8), columns 2t, 2t+1
+  // (+8) in a0..a3; B rows (k) 2t, 2t+1 (+8), column (n) g in b0, b1; C rows g, g+8, columns 2t,
+  // 2t+1. The low half of a register holds the lower column (row of B).
+  auto A = [&](int row, int k) {
+    const Frag& f = all[(row % 8) * 4 + (k % 8) / 2];
+    return Bf16Half(f.a[(row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k % 2);
+  };
+  auto B = [&](int k, int n) {
+    const Frag& f = all[n * 4 + (k % 8) / 2];
+    return Bf16Half(f.b[k >= 8 ? 1 : 0], k % 2);
+  };
+  const int lane = static_cast<int>(Me().coords.thread_idx.x % 32), g = lane / 4, t = lane % 4;
+  for (int e = 0; e < 4; ++e) {
+    const int row = g + (e >= 2 ? 8 : 0), col = 2 * t + (e % 2);
+    float sum = 0.0f;
+    for (int k = 0; k < 16; ++k) sum += A(row, k) * B(k, col);
+    c[e] += sum;
+  }
+}
+
+void LoadMatrixX4(uint32_t r[4], const void* row_address, bool trans) {
+  const void* rows[32];
+  WarpGather(&row_address, sizeof row_address, rows);
+  const int lane = static_cast<int>(Me().coords.thread_idx.x % 32);
+  auto at = [&](int m, int row, int col) {  // element [row][col] of matrix m
+    uint16_t v;
+    std::memcpy(&v, static_cast<const unsigned char*>(rows[8 * m + row]) + 2 * col, 2);
+    return static_cast<uint32_t>(v);
+  };
+  for (int m = 0; m < 4; ++m) {
+    const int i = lane / 4, j = 2 * (lane % 4);
+    r[m] = trans ? at(m, j, i) | at(m, j + 1, i) << 16 : at(m, i, j) | at(m, i, j + 1) << 16;
+  }
+}
+
+// cp.async: each thread's copies wait in its list until a wait lets them land (as late as the
+// commit groups allow, so that a read the wait does not cover sees the stale bytes).
+void CpAsync(void* dst, const void* src, size_t bytes, size_t zero_fill) {
+  MOREH_CHECK(zero_fill <= bytes && (bytes == 4 || bytes == 8 || bytes == 16),
+              "simt: cp.async of {} bytes, {} zero-filled", bytes, zero_fill);
+  Fiber& me = Me();
+  me.copies.push_back({dst, src, bytes, zero_fill, me.committed});
+}
+
+void CpAsyncCommit() { ++Me().committed; }
+
+void CpAsyncWaitPrior(int n) {
+  Fiber& me = Me();
+  std::vector<PendingCopy> later;
+  for (const PendingCopy& c : me.copies) {
+    if (c.group < me.committed - n) {
+      std::memcpy(c.dst, c.src, c.bytes - c.zero_fill);
+      std::memset(static_cast<unsigned char*>(c.dst) + c.bytes - c.zero_fill, 0, c.zero_fill);
+    } else {
+      later.push_back(c);
+    }
+  }
+  me.copies.swap(later);
+}
+
+void* DynamicShared() { return g_block->dynamic_smem; }
 
 void SetReverseOrder(bool reverse) {
   std::lock_guard<std::mutex> lock(g_launch_mu);
@@ -399,7 +504,14 @@ void Launch(const char* kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t
   b.warp_live.assign(warps, 0);
   b.slots.assign(warps * 2 * kWarpSlotBytes, 0);
   b.turn.assign(warps, 0);
-  b.dynamic_smem.assign(smem, 0);
+  std::unique_ptr<void, decltype(&std::free)> dynamic_smem(nullptr, &std::free);
+  if (smem > 0) {
+    void* p = nullptr;
+    MOREH_CHECK(posix_memalign(&p, 128, smem) == 0, "simt: {} bytes of shared memory", smem);
+    dynamic_smem.reset(p);
+  }
+  b.dynamic_smem = static_cast<unsigned char*>(dynamic_smem.get());
+  b.dynamic_smem_bytes = smem;
   b.body = &body;
   Block* outer = g_block;
   g_block = &b;

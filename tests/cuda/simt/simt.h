@@ -54,6 +54,14 @@ void SyncWarp(unsigned mask = 0xffffffffu);
 void WarpExchange(unsigned mask, const void* value, size_t bytes, int (*src_lane)(int, int),
                   int arg, void* out);
 void* DynamicShared();
+// The tensor-core instructions the mma attention uses (kernels/cuda/attention_mma.cu), each a
+// warp-wide exchange: mma.sync.m16n8k16 (bf16 in, f32 accumulation) and ldmatrix.x4 (.trans)
+// with the PTX ISA's fragment layouts; cp.async with its commit groups.
+void MmaM16N8K16Bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
+void LoadMatrixX4(uint32_t r[4], const void* row_address, bool trans);
+void CpAsync(void* dst, const void* src, size_t bytes, size_t zero_fill = 0);
+void CpAsyncCommit();
+void CpAsyncWaitPrior(int n);
 // The order the threads of a block run between two barriers (default: MOREH_SIMT_ORDER, forward
 // or reverse).
 void SetReverseOrder(bool reverse);
@@ -128,6 +136,9 @@ T ShflXor(unsigned mask, T v, int lane_mask) {
 #define __syncthreads_or ::moreh::simt::SyncThreadsOr
 #define __syncwarp ::moreh::simt::SyncWarp
 #define __shfl_xor_sync ::moreh::simt::ShflXor
+#define __pipeline_memcpy_async ::moreh::simt::CpAsync
+#define __pipeline_commit ::moreh::simt::CpAsyncCommit
+#define __pipeline_wait_prior ::moreh::simt::CpAsyncWaitPrior
 
 inline float __int_as_float(int x) {
   float f;

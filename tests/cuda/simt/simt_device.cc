@@ -1,5 +1,5 @@
 // The emulated device's entry points that are not kernels of kernels/cuda: its name and memory,
-// GPU-time marks, the GEMM, and the tensor-core attention, which is not emulated.
+// GPU-time marks, the GEMM, and the WMMA attention, which is not emulated.
 //
 // The GEMM is the CPU kernel on the device buffers (converted to f32 and back): the emulator checks
 // what surrounds cuBLASLt (the op glue, device tensors, the executor, mixed precision), not
@@ -81,9 +81,8 @@ void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   }
 }
 
-// No tensor-core attention fits this device, so kAuto runs the CUDA-core kernels.
+// The WMMA attention is not emulated (its fragments are opaque types): no WMMA kernel fits.
 size_t WmmaAttentionSmemBytes(int64_t) { return SIZE_MAX; }
-size_t MmaAttentionSmemBytes(int64_t) { return SIZE_MAX; }
 void AttentionForwardTensorCores(void*, float*, const void*, const void*, const void*,
                                  const int64_t*, const AttentionShape&, cudaStream_t) {
   NotSimulated("AttentionForwardTensorCores (WMMA)");
@@ -92,15 +91,6 @@ void AttentionBackwardTensorCores(void*, void*, void*, const void*, const void*,
                                   const void*, const void*, const float*, const int64_t*, float*,
                                   const AttentionShape&, cudaStream_t) {
   NotSimulated("AttentionBackwardTensorCores (WMMA)");
-}
-void AttentionForwardMma(void*, float*, const void*, const void*, const void*, const int64_t*,
-                         const AttentionShape&, cudaStream_t) {
-  NotSimulated("AttentionForwardMma (mma.sync)");
-}
-void AttentionBackwardMma(void*, void*, void*, const void*, const void*, const void*, const void*,
-                          const void*, const float*, const int64_t*, float*, const AttentionShape&,
-                          cudaStream_t) {
-  NotSimulated("AttentionBackwardMma (mma.sync)");
 }
 
 }  // namespace moreh::kernels::cuda
