@@ -10,7 +10,9 @@
 // Accumulators (O, dQ, dK, dV) live in f32 shared memory. The backward is two passes without
 // atomics, as in attention.cu: per key tile (dK, dV over the group's query heads) and per query
 // tile (dQ).
+#ifndef MOREH_CUDA_SIMT  // the emulator has its own nvcuda::wmma (tests/cuda/simt)
 #include <mma.h>
+#endif
 
 #include <algorithm>
 
@@ -117,7 +119,7 @@ __global__ void __launch_bounds__(kThreads)
     ForwardKernel(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                   const int64_t* key_mask, AttentionShape sh) {
   using L = Layout<D>;
-  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* smem = DynamicShared<unsigned char>();
   bf16* qs = reinterpret_cast<bf16*>(smem);
   bf16* ks = reinterpret_cast<bf16*>(smem + L::kTileBytes);
   bf16* vs = reinterpret_cast<bf16*>(smem + 2 * L::kTileBytes);
@@ -198,7 +200,7 @@ __global__ void __launch_bounds__(kThreads)
                      const bf16* out, const float* lse, const int64_t* key_mask,
                      float* /*drow: computed here*/, AttentionShape sh) {
   using L = Layout<D>;
-  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* smem = DynamicShared<unsigned char>();
   bf16* qs = reinterpret_cast<bf16*>(smem);
   bf16* dos = reinterpret_cast<bf16*>(smem + L::kTileBytes);
   bf16* ks = reinterpret_cast<bf16*>(smem + 2 * L::kTileBytes);
@@ -257,7 +259,7 @@ __global__ void __launch_bounds__(kThreads)
                       const bf16* v, const bf16* out, const float* lse, const int64_t* key_mask,
                       const float* /*drow: computed here*/, AttentionShape sh) {
   using L = Layout<D>;
-  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* smem = DynamicShared<unsigned char>();
   bf16* ks = reinterpret_cast<bf16*>(smem);
   bf16* vs = reinterpret_cast<bf16*>(smem + L::kTileBytes);
   bf16* qs = reinterpret_cast<bf16*>(smem + 2 * L::kTileBytes);

@@ -6,9 +6,9 @@
 // summary last. Exit status: 0 all passed, 1 a case failed, 77 no CUDA device (a skip, not a pass).
 //
 // Built a second time against the SIMT emulator (tests/cuda/simt; moreh_cuda_kernel_check_simt,
-// run by CI): the same cases on the CPU, except those of cuBLASLt and the WMMA attention (and a few
-// too large to emulate in CI's time), which are listed as not simulated (neither passed nor
-// failed). The mma attention runs there: the emulator has mma.sync, ldmatrix and cp.async.
+// run by CI): the same cases on the CPU, except those of cuBLASLt (and a few too large to emulate
+// in CI's time), which are listed as not simulated (neither passed nor failed). Both tensor-core
+// attentions run there: the emulator has mma.sync, ldmatrix, cp.async and WMMA.
 //
 //   moreh_cuda_kernel_check [--filter SUBSTRING] [--exclude SUBSTRING] [--seed N]
 #include <cuda_runtime_api.h>
@@ -473,11 +473,7 @@ void CheckAttention() {
                     Name(dt), impl, (long long)s.b, (long long)s.t, (long long)s.s, (long long)s.h,
                     (long long)s.hkv, (long long)s.d, s.causal, s.mask, s.q_scale);
       const bool tensor_cores = run.impl != gpu::AttentionImpl::kSimple;
-      if (NotSimulated(name, run.impl == gpu::AttentionImpl::kWmma
-                                 ? kNeedsGpu
-                                 : TooLarge(s.b * s.t * s.s * s.h > 2e6)) ||
-          !Selected(name))
-        continue;
+      if (NotSimulated(name, TooLarge(s.b * s.t * s.s * s.h > 6e5)) || !Selected(name)) continue;
       const cpu::AttentionShape sh{s.b,   s.t, s.s,      s.h,
                                    s.hkv, s.d, s.causal, 1.0f / std::sqrt(static_cast<float>(s.d))};
       const int64_t nq = s.b * s.t * s.h * s.d, nk = s.b * s.s * s.hkv * s.d, nl = s.b * s.h * s.t;

@@ -436,6 +436,18 @@ void LoadMatrixX4(uint32_t r[4], const void* row_address, bool trans) {
   }
 }
 
+void Mma16x16x16(float d[256], const float a[256], const float b[256], const float c[256]) {
+  const int lane = static_cast<int>(Me().coords.thread_idx.x % 32);
+  float mine[8];  // outputs 8 lane .. 8 lane + 7
+  for (int e = 0; e < 8; ++e) {
+    const int o = 8 * lane + e, row = o / 16, col = o % 16;
+    float sum = 0.0f;
+    for (int k = 0; k < 16; ++k) sum += a[row * 16 + k] * b[k * 16 + col];
+    mine[e] = c[o] + sum;
+  }
+  WarpGather(mine, sizeof mine, d);  // d may be c: every lane has read c before any writes d
+}
+
 // cp.async: each thread's copies wait in its list until a wait lets them land (as late as the
 // commit groups allow, so that a read the wait does not cover sees the stale bytes).
 void CpAsync(void* dst, const void* src, size_t bytes, size_t zero_fill) {

@@ -16,8 +16,9 @@
 //   - launch configurations: block size, grid size and dynamic shared memory are checked against
 //     a Hopper GPU's limits, the 48 KiB default included (a kernel needing more without
 //     cudaFuncSetAttribute fails here as it would there).
-// What it does not model: tensor-core instructions (mma, ldmatrix, cp.async, WMMA) and cuBLASLt
-// (simt_device.cc); timing; the memory model beyond barriers (a warp-synchronous assumption
+// The tensor-core instructions the attention kernels use are here too (mma.sync, ldmatrix,
+// cp.async, WMMA 16x16x16). What it does not model: cuBLASLt (simt_device.cc: the CPU's GEMM);
+// timing; the memory model beyond barriers and cp.async groups (a warp-synchronous assumption
 // without __syncwarp is caught only when the order exposes it); partial-warp masks (refused).
 #pragma once
 
@@ -60,6 +61,9 @@ void* DynamicShared();
 void MmaM16N8K16Bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
 void LoadMatrixX4(uint32_t r[4], const void* row_address, bool trans);
 void CpAsync(void* dst, const void* src, size_t bytes, size_t zero_fill = 0);
+// WMMA's 16 x 16 x 16 product, each lane holding whole tiles: d = a b + c, the 256 outputs shared
+// out among the warp's lanes (8 each) and exchanged.
+void Mma16x16x16(float d[256], const float a[256], const float b[256], const float c[256]);
 void CpAsyncCommit();
 void CpAsyncWaitPrior(int n);
 // The order the threads of a block run between two barriers (default: MOREH_SIMT_ORDER, forward
@@ -109,6 +113,71 @@ T ShflXor(unsigned mask, T v, int lane_mask) {
 }
 
 }  // namespace moreh::simt
+
+// nvcuda::wmma for 16 x 16 x 16 tiles (what attention_tc.cu uses), each lane holding the whole
+// tile as f32 (the hardware's per-lane layout is opaque and the kernels never look at it). Every
+// call is a warp-wide barrier, as the _sync names promise.
+namespace nvcuda::wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+  static_assert(M == 16 && N == 16 && K == 16, "the emulator has 16 x 16 x 16 WMMA only");
+  float v[256];  // [row][col]
+};
+
+template <typename Use, typename T, typename Layout>
+void fill_fragment(fragment<Use, 16, 16, 16, T, Layout>& f, float value) {
+  ::moreh::simt::SyncWarp();
+  for (float& x : f.v) x = value;
+}
+
+namespace detail {
+inline float ToFloat(float x) { return x; }
+inline float ToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
+inline float ToFloat(__half x) { return __half2float(x); }
+template <typename T>
+void Load(float* v, const T* p, unsigned ldm, bool col_major) {
+  ::moreh::simt::SyncWarp();
+  for (int r = 0; r < 16; ++r) {
+    for (int c = 0; c < 16; ++c)
+      v[r * 16 + c] = ToFloat(col_major ? p[c * ldm + r] : p[r * ldm + c]);
+  }
+}
+}  // namespace detail
+
+template <typename Use, typename T, typename Layout>
+void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* p, unsigned ldm) {
+  detail::Load(f.v, p, ldm, std::is_same_v<Layout, col_major>);
+}
+template <typename T>
+void load_matrix_sync(fragment<accumulator, 16, 16, 16, T>& f, const T* p, unsigned ldm,
+                      layout_t layout) {
+  detail::Load(f.v, p, ldm, layout == mem_col_major);
+}
+template <typename T>
+void store_matrix_sync(T* p, const fragment<accumulator, 16, 16, 16, T>& f, unsigned ldm,
+                       layout_t layout) {
+  ::moreh::simt::SyncWarp();
+  for (int r = 0; r < 16; ++r) {
+    for (int c = 0; c < 16; ++c) {
+      (layout == mem_col_major ? p[c * ldm + r] : p[r * ldm + c]) = f.v[r * 16 + c];
+    }
+  }
+}
+template <typename TA, typename LA, typename TB, typename LB, typename TC>
+void mma_sync(fragment<accumulator, 16, 16, 16, TC>& d,
+              const fragment<matrix_a, 16, 16, 16, TA, LA>& a,
+              const fragment<matrix_b, 16, 16, 16, TB, LB>& b,
+              const fragment<accumulator, 16, 16, 16, TC>& c) {
+  ::moreh::simt::Mma16x16x16(d.v, a.v, b.v, c.v);
+}
+}  // namespace nvcuda::wmma
 
 // Device qualifiers become plain C++. __shared__ variables are static (one block runs at a time):
 // a block starts with what the last block left there, as on a GPU (dynamic shared memory starts

@@ -1,5 +1,5 @@
 // The emulated device's entry points that are not kernels of kernels/cuda: its name and memory,
-// GPU-time marks, the GEMM, and the WMMA attention, which is not emulated.
+// GPU-time marks and the GEMM.
 //
 // The GEMM is the CPU kernel on the device buffers (converted to f32 and back): the emulator checks
 // what surrounds cuBLASLt (the op glue, device tensors, the executor, mixed precision), not
@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
-#include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/device_info.h"
 #include "runtime/core/dtype.h"
@@ -18,10 +17,6 @@
 
 namespace moreh::kernels::cuda {
 namespace {
-
-[[noreturn]] void NotSimulated(const char* what) {
-  throw Error(fmt::format("{}: not simulated (tensor-core kernels run only on a GPU)", what));
-}
 
 // rows x cols of a row-major matrix with row stride ld, as packed f32.
 std::vector<float> Unpack(const void* p, DType dtype, int64_t rows, int64_t cols, int64_t ld) {
@@ -79,18 +74,6 @@ void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   for (int64_t r = 0; r < m; ++r) {
     ConvertElements(fc.data() + r * n, DType::kF32, out + r * ldc * DTypeSize(c_type), c_type, n);
   }
-}
-
-// The WMMA attention is not emulated (its fragments are opaque types): no WMMA kernel fits.
-size_t WmmaAttentionSmemBytes(int64_t) { return SIZE_MAX; }
-void AttentionForwardTensorCores(void*, float*, const void*, const void*, const void*,
-                                 const int64_t*, const AttentionShape&, cudaStream_t) {
-  NotSimulated("AttentionForwardTensorCores (WMMA)");
-}
-void AttentionBackwardTensorCores(void*, void*, void*, const void*, const void*, const void*,
-                                  const void*, const void*, const float*, const int64_t*, float*,
-                                  const AttentionShape&, cudaStream_t) {
-  NotSimulated("AttentionBackwardTensorCores (WMMA)");
 }
 
 }  // namespace moreh::kernels::cuda
