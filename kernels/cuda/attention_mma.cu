@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/common.cuh"
@@ -45,7 +46,9 @@ constexpr size_t TileBytes(int rows) {
 // Two f32 as bf16x2, `lo` in the low half (the lower column of a fragment pair).
 __device__ __forceinline__ uint32_t Pack(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
+  uint32_t bits;
+  memcpy(&bits, &v, sizeof bits);  // no type-punned read (a host compiler may reorder one)
+  return bits;
 }
 
 // c (16 x 8, f32) += a (16 x 16, bf16, row) * b (16 x 8, bf16, col).
