@@ -44,7 +44,7 @@ constexpr size_t kLaneSlotBytes = 32;  // the most one lane passes in a warp exc
 constexpr size_t kWarpSlotBytes = 32 * kLaneSlotBytes;
 
 // --- fibers: a stack each, switched in user space ---
-// A warp shuffle is two barriers for each of 32 lanes, so a kernel's run is millions of switches;
+// A warp shuffle is a barrier for each of 32 lanes, so a kernel's run is millions of switches;
 // swapcontext saves the signal mask with a system call each time, this switch is a few
 // instructions.
 #if defined(__x86_64__)
@@ -131,8 +131,8 @@ struct Block {
   int block_and = 1, block_or = 0;
   int result_and = 1, result_or = 0;
   std::vector<int> warp_arrived, warp_live;
-  // Per warp: two sets of 32 lanes x 16 bytes, used by turns (the lanes read one set while the
-  // next exchange fills the other, so one barrier per exchange suffices), and the turn.
+  // Per warp: two sets of 32 lanes x kLaneSlotBytes, used by turns (the lanes read one set while
+  // the next exchange fills the other, so one barrier per exchange suffices), and the turn.
   std::vector<unsigned char> slots;
   std::vector<int> turn;
   unsigned char* dynamic_smem = nullptr;  // 128-byte aligned, of exactly the launch's bytes
@@ -226,11 +226,11 @@ void FiberEntry() {
   Block* b = g_block;
   Fiber& me = Me();
   me.state = State::kDone;
+  const int w = WarpOf(me);
   --b->live;
-  --b->warp_live[WarpOf(me)];
+  --b->warp_live[w];
   // A barrier the remaining threads wait at may now be complete.
   if (b->live > 0 && b->block_arrived == b->live) ReleaseBlock(b);
-  const int w = WarpOf(me);
   if (b->warp_live[w] > 0 && b->warp_arrived[w] == b->warp_live[w]) ReleaseWarp(b, w);
 #ifdef MOREH_SIMT_ASAN
   __sanitizer_start_switch_fiber(nullptr, b->scheduler_stack, b->scheduler_stack_size);
@@ -254,7 +254,7 @@ void WarpBarrier(unsigned mask) {
   Fiber& me = Me();
   const int w = WarpOf(me);
   // Every use in the kernels names the whole warp; a partial mask would need per-lane tracking.
-  const int lanes_in_block = std::min<int>(32, static_cast<int>(b->fibers->size()) - w * 32);
+  const int lanes_in_block = std::min(32, b->n - w * 32);
   const unsigned full = lanes_in_block == 32 ? 0xffffffffu : (1u << lanes_in_block) - 1;
   if ((mask & full) != full) {
     throw Error(
@@ -307,7 +307,6 @@ void RunBlock(Block& b) {
   // Dynamic shared memory starts as garbage on a GPU: NaN bytes here, so a read before any write
   // shows.
   if (b.dynamic_smem_bytes > 0) std::memset(b.dynamic_smem, 0xff, b.dynamic_smem_bytes);
-  b.n = n;
   b.reverse = ReverseOrder();
   // Always the first ready thread in the run order: the early threads run ahead as far as their
   // barriers let them (in thread order thread 0 reaches the next row first; in reverse, last),
@@ -352,18 +351,28 @@ int SyncThreadsOr(int predicate) {
 
 void SyncWarp(unsigned mask) { WarpBarrier(mask); }
 
-void WarpExchange(unsigned mask, const void* value, size_t bytes, int (*src_lane)(int, int),
-                  int arg, void* out) {
+namespace {
+// Puts this lane's `bytes` in its slot of the warp's current set and waits for the warp; returns
+// the set, lane l's bytes at l * kLaneSlotBytes (the last lane in flipped the turn, so the next
+// exchange fills the other set).
+const unsigned char* DepositAndWait(unsigned mask, const void* value, size_t bytes) {
   Block* b = g_block;
-  MOREH_CHECK(bytes <= 16, "simt: a shuffle of {} bytes", bytes);
-  const int lane = static_cast<int>(Me().coords.thread_idx.x % 32);
+  MOREH_CHECK(bytes <= kLaneSlotBytes, "simt: a warp exchange of {} bytes", bytes);
   const int w = WarpOf(Me());
   unsigned char* slots =
       b->slots.data() + (static_cast<size_t>(w) * 2 + b->turn[w]) * kWarpSlotBytes;
-  std::memcpy(slots + lane * kLaneSlotBytes, value, bytes);
-  WarpBarrier(mask);  // every lane's value is in; the last lane in flipped the turn
+  std::memcpy(slots + (Me().coords.thread_idx.x % 32) * kLaneSlotBytes, value, bytes);
+  WarpBarrier(mask);
+  return slots;
+}
+}  // namespace
+
+void WarpExchange(unsigned mask, const void* value, size_t bytes, int (*src_lane)(int, int),
+                  int arg, void* out) {
+  const unsigned char* slots = DepositAndWait(mask, value, bytes);
+  const int lane = static_cast<int>(Me().coords.thread_idx.x % 32), w = WarpOf(Me());
   const int src = src_lane(lane, arg);
-  const bool valid = src >= 0 && src < 32 && w * 32 + src < static_cast<int>(b->fibers->size());
+  const bool valid = src >= 0 && src < 32 && w * 32 + src < g_block->n;
   // A source lane outside the warp reads the lane's own value (the hardware's rule for xor
   // offsets past the width).
   std::memcpy(out, slots + (valid ? src : lane) * kLaneSlotBytes, bytes);
@@ -371,14 +380,7 @@ void WarpExchange(unsigned mask, const void* value, size_t bytes, int (*src_lane
 
 // Every lane of a whole warp passes `bytes`; `all` receives the 32 lanes' bytes in lane order.
 void WarpGather(const void* value, size_t bytes, void* all) {
-  Block* b = g_block;
-  MOREH_CHECK(bytes <= kLaneSlotBytes, "simt: a warp exchange of {} bytes", bytes);
-  const int lane = static_cast<int>(Me().coords.thread_idx.x % 32);
-  const int w = WarpOf(Me());
-  unsigned char* slots =
-      b->slots.data() + (static_cast<size_t>(w) * 2 + b->turn[w]) * kWarpSlotBytes;
-  std::memcpy(slots + lane * kLaneSlotBytes, value, bytes);
-  WarpBarrier(0xffffffffu);
+  const unsigned char* slots = DepositAndWait(0xffffffffu, value, bytes);
   for (int l = 0; l < 32; ++l) {
     std::memcpy(static_cast<unsigned char*>(all) + l * bytes, slots + l * kLaneSlotBytes, bytes);
   }
@@ -398,7 +400,7 @@ void MmaM16N8K16Bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) 
   const Frag mine{{a[0], a[1], a[2], a[3]}, {b0, b1}};
   Frag all[32];
   WarpGather(&mine, sizeof mine, all);
-  if (static_cast<int>(g_block->n) < 32 * (WarpOf(Me()) + 1)) {
+  if (g_block->n < 32 * (WarpOf(Me()) + 1)) {
     throw Error(fmt::format("simt: kernel {}: mma.sync in a partial warp", g_block->kernel));
   }
   // The PTX ISA's m16n8k16 layouts (g = lane / 4, t = lane % 4): A row g (+8), columns 2t, 2t+1
@@ -511,6 +513,7 @@ void Launch(const char* kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t
   Block b;
   b.kernel = kernel;
   b.fibers = &fibers;
+  b.n = static_cast<int>(threads);
   const size_t warps = (threads + 31) / 32;
   b.warp_arrived.assign(warps, 0);
   b.warp_live.assign(warps, 0);
