@@ -623,10 +623,17 @@ StatusOr<std::unique_ptr<WorkerDaemon>> WorkerDaemon::Create(WorkerConfig config
 #ifdef MOREH_WITH_CUDA
   // GPUs: the GEMM and memory speed of the first (the node's GPUs are one model).
   if (impl->config.measure_profile && impl->config.devices.kind == "cuda") {
-    const kernels::cuda::GpuProfile gpu = kernels::cuda::MeasureGpu(0);
+    kernels::cuda::GpuProfile gpu;
+    try {
+      gpu = kernels::cuda::MeasureGpu(0);
+    } catch (const std::exception& e) {  // a GPU that fails this would fail every job
+      return Status(StatusCode::kUnavailable,
+                    fmt::format("cuda:0 ({}) failed its start-up profile: {}",
+                                kernels::cuda::DeviceName(0), e.what()));
+    }
     impl->profile["gemm_flops_bf16"] = gpu.gemm_flops_bf16;
     impl->profile["gpu_memory_bandwidth"] = gpu.memory_bandwidth;
-    spdlog::info("moreh-worker: {}: bf16 GEMM {:.0f} TFLOP/s, memory {:.0f} GB/s",
+    spdlog::info("moreh-worker: {}: bf16 GEMM {:.4g} TFLOP/s, memory {:.4g} GB/s",
                  kernels::cuda::DeviceName(0), gpu.gemm_flops_bf16 / 1e12,
                  gpu.memory_bandwidth / 1e9);
     // The stages on this node's GPUs talk over NCCL (NVLink or PCIe), not the host's UCX links

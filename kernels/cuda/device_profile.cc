@@ -17,8 +17,13 @@ GpuProfile MeasureGpu(int device) {
     int d;
     ~Restore() { cudaSetDevice(d); }
   } restore{previous};
+#ifndef MOREH_CUDA_SIMT
   constexpr int64_t kN = 4096;
   constexpr size_t kCopyBytes = 512u << 20;
+#else  // the emulated device (tests/cuda/simt) is a CPU: the same measurement, at its size
+  constexpr int64_t kN = 256;
+  constexpr size_t kCopyBytes = 8u << 20;
+#endif
   void *a = nullptr, *b = nullptr, *c = nullptr, *src = nullptr, *dst = nullptr;
   cudaEvent_t start = nullptr, stop = nullptr;
   auto release = [&] {

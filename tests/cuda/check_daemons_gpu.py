@@ -8,11 +8,14 @@ losses follow the f32 one-device run on the CPU (in process, no cluster) within 
 checkpoint it writes (the f32 master weights, read back from the GPU) follows the CPU one; and the
 daemons are still up afterwards. Exit 0 pass, 1 fail, 77 no GPU (skipped, not a pass).
 
-usage: check_daemons_gpu.py --bin DIR --source DIR [--cpu-dry-run]
+usage: check_daemons_gpu.py --bin DIR --source DIR [--cpu-dry-run | --emulated WORKER]
 (--cpu-dry-run: the same checks with a CPU device computing in bf16, to test this script where
-there is no GPU.)
+there is no GPU. --emulated WORKER: the same checks with WORKER, a moreh-worker built against the
+SIMT emulator (tests/cuda/simt), as the GPU worker: the CUDA kernels, the device allocator and the
+start-up profile run in it, on the CPU.)
 """
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -24,24 +27,38 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from training_checks import (FAIL, MIXED_LOSS_TOLERANCE, MIXED_WEIGHT_TOLERANCE,  # noqa: E402
                              check, losses, read_checkpoint)
 
+EMULATED_NAME = "SIMT emulator on the CPU (not a GPU)"  # tests/cuda/simt/simt_device.cc
+
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     ap.add_argument("--source", required=True)
     ap.add_argument("--cpu-dry-run", action="store_true")
+    ap.add_argument("--emulated", metavar="WORKER")
     a = ap.parse_args()
-    if not a.cpu_dry_run and (shutil.which("nvidia-smi") is None or subprocess.run(
+    if not a.cpu_dry_run and not a.emulated and (shutil.which("nvidia-smi") is None or subprocess.run(
             ["nvidia-smi", "-L"], capture_output=True).returncode != 0):
         print("check_daemons_gpu: no NVIDIA GPU on this machine: skipped")
         return 77
-    run = os.path.join(a.bin, "moreh-run")
-    train = [run, "train", "--model-name-or-path", os.path.join(a.source, "examples/llama-ap"),
-             "--dataset", os.path.join(a.source, "examples/data/man_summaries.jsonl"),
-             "--block-size", "128", "--batch-size", "8", "--lr", "1e-3", "--log-interval", "2",
-             "--max-steps", "10"]
     tmp = tempfile.mkdtemp(prefix="moreh-gpu-daemons-")
-    env = dict(os.environ, MOREH_HOME=os.path.join(tmp, "home"))
+    model, block, batch = os.path.join(a.source, "examples/llama-ap"), "128", "8"
+    if a.emulated:  # the emulator runs a kernel's threads one by one: a smaller Llama, head size 64
+        model, block, batch = os.path.join(tmp, "llama-small"), "32", "4"
+        shutil.copytree(os.path.join(a.source, "examples/llama-ap"), model)
+        with open(os.path.join(model, "config.json")) as f:
+            config = json.load(f)
+        config.update(hidden_size=256, intermediate_size=688, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2)
+        with open(os.path.join(model, "config.json"), "w") as f:
+            json.dump(config, f, indent=2)
+    run = os.path.join(a.bin, "moreh-run")
+    train = [run, "train", "--model-name-or-path", model,
+             "--dataset", os.path.join(a.source, "examples/data/man_summaries.jsonl"),
+             "--block-size", block, "--batch-size", batch, "--lr", "1e-3", "--log-interval", "2",
+             "--max-steps", "10"]
+    env = dict(os.environ, MOREH_HOME=os.path.join(tmp, "home"),
+               ASAN_OPTIONS="detect_leaks=0")  # the emulated worker runs under ASan
     for k in ("MOREH_SCHEDULER", "MOREH_DEVICE", "MOREH_COMPUTE_DTYPE",
               "MOREH_ADVANCED_PARALLELIZATION_CONFIG"):
         env.pop(k, None)
@@ -65,9 +82,9 @@ def main():
             time.sleep(0.05)
         sched = "127.0.0.1:" + open(port_file).read().strip()
         daemons.append(subprocess.Popen(
-            [os.path.join(a.bin, "moreh-worker"), "--scheduler", sched, "--devices", devices,
-             "--node", "gpu0", "--key-file", key], stdout=logs["worker"],
-            stderr=subprocess.STDOUT))
+            [a.emulated or os.path.join(a.bin, "moreh-worker"), "--scheduler", sched,
+             "--devices", devices, "--node", "gpu0", "--key-file", key], env=env,
+            stdout=logs["worker"], stderr=subprocess.STDOUT))
         smi = ""
         for _ in range(300):  # the worker measures its GPUs before it registers
             smi = subprocess.run([os.path.join(a.bin, "moreh-smi"), "--cluster",
@@ -75,13 +92,17 @@ def main():
                                  text=True, timeout=30).stdout
             if "free devices: " in smi and "free devices: 0" not in smi:
                 break
+            if daemons[1].poll() is not None:
+                break  # the worker's log (printed below) says why
             time.sleep(0.2)
         print(smi)
-        gpu_names = "cpu" if a.cpu_dry_run else subprocess.run(
+        gpu_names = "cpu" if a.cpu_dry_run else EMULATED_NAME if a.emulated else subprocess.run(
             ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
             capture_output=True, text=True).stdout.split("\n")[0].strip()
         check(f"the worker registers its GPUs (moreh-smi names '{gpu_names}')",
               gpu_names != "" and gpu_names in smi, smi)
+        if FAIL:
+            raise SystemExit(1)  # no GPU to run the job on (the finally prints the logs)
 
         out_gpu = os.path.join(tmp, "gpu")
         t0 = time.time()

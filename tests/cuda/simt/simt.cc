@@ -8,6 +8,7 @@
 #endif
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -42,6 +43,13 @@ constexpr int64_t kMemoryBytes = int64_t{8} << 30;  // what the emulated device 
 constexpr size_t kStackBytes = 256 << 10;
 constexpr size_t kLaneSlotBytes = 32;  // the most one lane passes in a warp exchange
 constexpr size_t kWarpSlotBytes = 32 * kLaneSlotBytes;
+
+// A cudaEvent_t: when it was last recorded (host time: the work before it has finished).
+struct Event {
+  unsigned flags = 0;
+  bool recorded = false;
+  double seconds = 0;
+};
 
 // --- fibers: a stack each, switched in user space ---
 // A warp shuffle is a barrier for each of 32 lanes, so a kernel's run is millions of switches;
@@ -678,17 +686,35 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 }
 cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
-  *e = reinterpret_cast<cudaEvent_t>(new char);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned flags) {
+  *e = reinterpret_cast<cudaEvent_t>(new moreh::simt::Event{flags});
   return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, 0); }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  delete reinterpret_cast<char*>(e);
+  delete reinterpret_cast<moreh::simt::Event*>(e);
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  auto* ev = reinterpret_cast<moreh::simt::Event*>(e);
+  ev->recorded = true;
+  ev->seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  return cudaSuccess;
+}
 cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
 cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+// The host time between the two records (every launch between them ran to its end inside them).
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t stop) {
+  const auto* a = reinterpret_cast<const moreh::simt::Event*>(start);
+  const auto* b = reinterpret_cast<const moreh::simt::Event*>(stop);
+  if (a == nullptr || b == nullptr || ms == nullptr) return Record(cudaErrorInvalidValue);
+  if ((a->flags | b->flags) & cudaEventDisableTiming) {
+    return Record(cudaErrorInvalidResourceHandle);
+  }
+  if (!a->recorded || !b->recorded) return Record(cudaErrorInvalidResourceHandle);
+  *ms = static_cast<float>((b->seconds - a->seconds) * 1e3);
+  return cudaSuccess;
+}
 
 }  // extern "C"

@@ -3,8 +3,10 @@
 // reaches, a launch a GPU refuses, an access past a buffer).
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/cuda/common.cuh"
@@ -199,6 +201,28 @@ TEST_P(Simt, AnExceptionInAThreadReachesTheLauncher) {
   MOREH_CUDA_LAUNCH(1, 32, 0, nullptr, EarlyExitKernel)(o);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
   cudaFree(o);
+}
+
+// Events time the host between their records (work in between has finished); one created
+// without timing, or never recorded, is refused as CUDA refuses it.
+TEST(SimtEvents, ElapsedTimeBetweenRecords) {
+  cudaEvent_t a = nullptr, b = nullptr, untimed = nullptr;
+  ASSERT_EQ(cudaEventCreate(&a), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&b), cudaSuccess);
+  ASSERT_EQ(cudaEventCreateWithFlags(&untimed, cudaEventDisableTiming), cudaSuccess);
+  float ms = -1;
+  EXPECT_EQ(cudaEventElapsedTime(&ms, a, b), cudaErrorInvalidResourceHandle);  // not recorded
+  cudaGetLastError();
+  ASSERT_EQ(cudaEventRecord(a, nullptr), cudaSuccess);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(cudaEventRecord(b, nullptr), cudaSuccess);
+  ASSERT_EQ(cudaEventElapsedTime(&ms, a, b), cudaSuccess);
+  EXPECT_GE(ms, 19.0f);
+  EXPECT_LT(ms, 5000.0f);
+  ASSERT_EQ(cudaEventRecord(untimed, nullptr), cudaSuccess);
+  EXPECT_EQ(cudaEventElapsedTime(&ms, a, untimed), cudaErrorInvalidResourceHandle);
+  cudaGetLastError();
+  for (cudaEvent_t e : {a, b, untimed}) cudaEventDestroy(e);
 }
 
 INSTANTIATE_TEST_SUITE_P(Order, Simt, ::testing::Values(false, true),
