@@ -25,6 +25,9 @@
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define MOREH_SIMT_ASAN 1
+// The emulator keeps its fiber stacks and the communicators' threads for the process's life: no
+// leak report at exit (ASAN_OPTIONS still overrides).
+extern "C" const char* __asan_default_options() { return "detect_leaks=0"; }
 #endif
 
 namespace moreh::simt {
@@ -162,8 +165,9 @@ struct Block {
 // The block being run (launches are serialised by g_launch_mu and run on the launching thread).
 Block* g_block = nullptr;
 
-std::mutex g_launch_mu;  // one grid runs at a time
-cudaError_t g_last_error = cudaSuccess;
+std::mutex g_launch_mu;                               // one grid runs at a time
+thread_local cudaError_t g_last_error = cudaSuccess;  // per host thread, as CUDA's
+thread_local int g_device = 0;                        // the host thread's current device
 std::map<const void*, size_t> g_smem_optin;  // cudaFuncSetAttribute's dynamic shared memory
 
 // -1: not chosen yet (MOREH_SIMT_ORDER decides at the first launch), 0 forward, 1 reverse.
@@ -485,6 +489,16 @@ void CpAsyncWaitPrior(int n) {
 
 void* DynamicShared() { return g_block->dynamic_smem; }
 
+int EmulatedDevices() {
+  static const int n = [] {
+    const char* e = std::getenv("MOREH_SIMT_DEVICES");
+    const int v = e == nullptr ? 1 : std::atoi(e);
+    MOREH_CHECK(v >= 1 && v <= 8, "MOREH_SIMT_DEVICES='{}': from 1 to 8 emulated devices", e);
+    return v;
+  }();
+  return n;
+}
+
 void SetReverseOrder(bool reverse) {
   std::lock_guard<std::mutex> lock(g_launch_mu);
   g_reverse = reverse ? 1 : 0;
@@ -636,16 +650,22 @@ const char* cudaGetErrorName(cudaError_t e) { return ErrorInfo(e).name; }
 cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaGetDeviceCount(int* n) {
-  *n = 1;
+  *n = moreh::simt::EmulatedDevices();
   return cudaSuccess;
 }
 cudaError_t cudaGetDevice(int* d) {
-  *d = 0;
+  *d = moreh::simt::g_device;
   return cudaSuccess;
 }
-cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : Record(cudaErrorInvalidDevice); }
+cudaError_t cudaSetDevice(int d) {
+  if (d < 0 || d >= moreh::simt::EmulatedDevices()) return Record(cudaErrorInvalidDevice);
+  moreh::simt::g_device = d;
+  return cudaSuccess;
+}
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
-  if (device != 0) return Record(cudaErrorInvalidDevice);
+  if (device < 0 || device >= moreh::simt::EmulatedDevices()) {
+    return Record(cudaErrorInvalidDevice);
+  }
   switch (attr) {
     case cudaDevAttrMaxSharedMemoryPerBlockOptin:
       *value = static_cast<int>(moreh::simt::kOptinDynamicSmem);

@@ -103,6 +103,10 @@ Launcher<P...> MakeLauncher(dim3 grid, dim3 block, size_t smem, cudaStream_t str
   return Launcher<P...>(grid, block, smem, stream, kernel, name);
 }
 
+// How many devices the emulator has: MOREH_SIMT_DEVICES (1 to 8, default 1). They share the
+// host's memory; each host thread has its current device (cudaSetDevice).
+int EmulatedDevices();
+
 inline int XorLane(int lane, int m) { return lane ^ m; }
 
 template <typename T>

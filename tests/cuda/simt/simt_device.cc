@@ -35,8 +35,10 @@ double Now() {
 
 }  // namespace
 
-int DeviceCount() { return 1; }
-void SetDevice(int i) { MOREH_CHECK(i == 0, "simt: device {} of 1", i); }
+int DeviceCount() { return simt::EmulatedDevices(); }
+void SetDevice(int i) {
+  MOREH_CHECK(cudaSetDevice(i) == cudaSuccess, "simt: device {} of {}", i, DeviceCount());
+}
 int64_t DeviceMemoryBytes(int) {
   size_t free_bytes = 0, total = 0;
   cudaMemGetInfo(&free_bytes, &total);

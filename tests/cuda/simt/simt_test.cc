@@ -2,6 +2,7 @@
 // GPU would, and the mistakes it must catch (a missing barrier, a barrier not every thread
 // reaches, a launch a GPU refuses, an access past a buffer).
 #include <gtest/gtest.h>
+#include <nccl.h>
 
 #include <chrono>
 #include <numeric>
@@ -223,6 +224,41 @@ TEST(SimtEvents, ElapsedTimeBetweenRecords) {
   EXPECT_EQ(cudaEventElapsedTime(&ms, a, untimed), cudaErrorInvalidResourceHandle);
   cudaGetLastError();
   for (cudaEvent_t e : {a, b, untimed}) cudaEventDestroy(e);
+}
+
+// The emulated NCCL refuses what NCCL would not deliver: a message of another size than the
+// receive's, and a receive from a rank that is gone (its communicator aborted) fails at once with
+// the communicator's error, instead of hanging.
+// Two ranks of one process on a fresh group.
+void TwoRanks(ncclComm_t comms[2]) {
+  ncclUniqueId id;
+  ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);
+  std::thread other([&] { ncclCommInitRank(&comms[1], 2, id, 1); });
+  ASSERT_EQ(ncclCommInitRank(&comms[0], 2, id, 0), ncclSuccess);
+  other.join();
+  ASSERT_NE(comms[1], nullptr);
+}
+
+TEST(SimtNccl, WrongSizesAndLostPeersFail) {
+  std::vector<float> a(8, 1.0f), b(16, 0.0f);
+  ncclComm_t comms[2] = {nullptr, nullptr};
+  ASSERT_NO_FATAL_FAILURE(TwoRanks(comms));
+  ASSERT_EQ(ncclSend(a.data(), 8, ncclFloat, 0, comms[1], nullptr), ncclSuccess);
+  EXPECT_EQ(ncclRecv(b.data(), 16, ncclFloat, 1, comms[0], nullptr), ncclInvalidUsage);
+  ncclResult_t state = ncclSuccess;
+  ASSERT_EQ(ncclCommGetAsyncError(comms[0], &state), ncclSuccess);
+  EXPECT_EQ(state, ncclInvalidUsage);  // the communicator's error from then on, as NCCL's
+  EXPECT_EQ(ncclSend(a.data(), 8, ncclFloat, 1, comms[0], nullptr), ncclInvalidUsage);
+  for (ncclComm_t c : comms) ASSERT_EQ(ncclCommAbort(c), ncclSuccess);
+
+  ASSERT_NO_FATAL_FAILURE(TwoRanks(comms));
+  ASSERT_EQ(ncclCommAbort(comms[1]), ncclSuccess);
+  EXPECT_EQ(ncclRecv(b.data(), 8, ncclFloat, 1, comms[0], nullptr), ncclRemoteError);
+  ASSERT_EQ(ncclCommAbort(comms[0]), ncclSuccess);
+
+  ncclUniqueId foreign{};  // not made by ncclGetUniqueId
+  ncclComm_t c = nullptr;
+  EXPECT_EQ(ncclCommInitRank(&c, 1, foreign, 0), ncclInvalidArgument);
 }
 
 INSTANTIATE_TEST_SUITE_P(Order, Simt, ::testing::Values(false, true),

@@ -1,9 +1,12 @@
-// NCCL behind the Collectives interface, one rank on one GPU. Skips (with the reason) where no GPU
-// is present; the build machines compile and link it, the GPU check runs it.
+// NCCL behind the Collectives interface: one rank on one GPU, two on two. Skips (with the reason)
+// where no GPU is present; the build machines compile and link it, the GPU check runs it.
 #include <cuda_runtime.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "runtime/comm/nccl_collectives.h"
 #include "tests/cuda/gpu_test_skip.h"
@@ -138,6 +141,87 @@ TEST(NcclPeerLink, SendsReachTheOtherGpuInOrder) {
   }
 }
 
+// Two ranks on two GPUs (two threads of one process, as a worker's two stages): every collective's
+// values, in f32 and bf16, out of place into poisoned buffers and in place.
+TEST(NcclCollectives, TwoRanksComputeEachCollective) {
+  int gpus = 0;
+  if (cudaGetDeviceCount(&gpus) != cudaSuccess || gpus < 2) {
+    GTEST_SKIP() << "needs two CUDA devices (NCCL refuses two ranks on one GPU); found " << gpus;
+  }
+  auto id = NcclUniqueId();
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  const int64_t n = 4099;  // odd: no chunk of a ring lines up with it
+  // Rank r's input: x_r[i] = (i % 17) * (r + 1) + r, exact in bf16 (small integers).
+  auto input = [](int r, int64_t i) { return static_cast<float>((i % 17) * (r + 1) + r); };
+  std::vector<std::string> failures(2);
+  auto rank = [&](int r) {
+    std::string& f = failures[r];
+    auto fail = [&](const std::string& what) {
+      if (f.empty()) f = "rank " + std::to_string(r) + ": " + what;
+    };
+    if (cudaSetDevice(r) != cudaSuccess) return fail("cudaSetDevice");
+    auto made = NcclCollectives::Create(id.value(), r, 2, r, std::chrono::seconds(60));
+    if (!made.ok()) return fail(made.status().ToString());
+    Collectives& c = *made.value();
+    for (DType dt : {DType::kF32, DType::kBF16}) {
+      const size_t es = DTypeSize(dt);
+      std::vector<float> host(2 * n);
+      for (int64_t i = 0; i < 2 * n; ++i) host[i] = input(r, i);
+      std::vector<char> packed(2 * n * es);
+      ConvertElements(host.data(), DType::kF32, packed.data(), dt, 2 * n);
+      void *in = nullptr, *out = nullptr;
+      cudaMalloc(&in, 2 * n * es);
+      cudaMalloc(&out, 2 * n * es);
+      cudaMemcpy(in, packed.data(), 2 * n * es, cudaMemcpyHostToDevice);
+      auto result = [&](const void* dev, int64_t count) {
+        std::vector<char> raw(count * es);
+        cudaMemcpy(raw.data(), dev, count * es, cudaMemcpyDeviceToHost);
+        std::vector<float> v(count);
+        ConvertElements(raw.data(), dt, v.data(), DType::kF32, count);
+        return v;
+      };
+      auto expect = [&](const char* what, const std::vector<float>& got, auto want) {
+        for (size_t i = 0; i < got.size(); ++i) {
+          if (got[i] != want(static_cast<int64_t>(i))) {
+            return fail(fmt::format("{} {}: element {} is {}, expected {}", what, DTypeName(dt), i,
+                                    got[i], want(static_cast<int64_t>(i))));
+          }
+        }
+      };
+      auto sum = [&](int64_t i) { return input(0, i) + input(1, i); };
+      cudaMemset(out, 0xff, 2 * n * es);
+      if (!c.AllReduce(in, out, n, dt, ReduceOp::kSum).ok()) return fail("all_reduce");
+      expect("all_reduce sum", result(out, n), sum);
+      if (!c.AllReduce(in, out, n, dt, ReduceOp::kAvg).ok()) return fail("all_reduce avg");
+      expect("all_reduce avg", result(out, n), [&](int64_t i) { return sum(i) / 2; });
+      cudaMemset(out, 0xff, 2 * n * es);
+      if (!c.ReduceScatter(in, out, n, dt, ReduceOp::kSum).ok()) return fail("reduce_scatter");
+      expect("reduce_scatter", result(out, n), [&](int64_t i) { return sum(r * n + i); });
+      cudaMemset(out, 0xff, 2 * n * es);
+      if (!c.AllGather(in, out, n, dt).ok()) return fail("all_gather");
+      expect("all_gather", result(out, 2 * n),
+             [&](int64_t i) { return input(static_cast<int>(i / n), i % n); });
+      if (!c.Broadcast(in, n, dt, 1).ok()) return fail("broadcast");
+      expect("broadcast from rank 1", result(in, n), [&](int64_t i) { return input(1, i); });
+      // Overlapped, in place, as the data-parallel gradient buckets: now both hold x_1.
+      if (!c.StartAllReduce(in, n / 2, dt).ok() ||
+          !c.StartAllReduce(static_cast<char*>(in) + n / 2 * es, n - n / 2, dt).ok() ||
+          !c.WaitStarted().ok()) {
+        return fail("started all_reduce");
+      }
+      expect("started all_reduce", result(in, n), [&](int64_t i) { return 2 * input(1, i); });
+      cudaFree(in);
+      cudaFree(out);
+    }
+    if (!c.Barrier().ok()) fail("barrier");
+  };
+  std::thread other(rank, 1);
+  rank(0);
+  other.join();
+  EXPECT_EQ(failures[0], "");
+  EXPECT_EQ(failures[1], "");
+}
+
 // What a worker with several GPUs reports as its links' bandwidth.
 TEST(NcclBusBandwidth, OfSeveralGpus) {
   EXPECT_FALSE(MeasureNcclBusBandwidth(1).ok());  // one GPU has no links
@@ -148,7 +232,11 @@ TEST(NcclBusBandwidth, OfSeveralGpus) {
   auto bw = MeasureNcclBusBandwidth(gpus);
   ASSERT_TRUE(bw.ok()) << bw.status().ToString();
   std::printf("NCCL all-reduce bus bandwidth over %d GPUs: %.1f GB/s\n", gpus, bw.value() / 1e9);
+#ifndef MOREH_CUDA_SIMT
   EXPECT_GT(bw.value(), 1e9);  // slower than 1 GB/s between GPUs of one node is not a link
+#else
+  EXPECT_GT(bw.value(), 0.0);  // the emulated devices' link is a socket on 127.0.0.1
+#endif
 }
 
 }  // namespace
