@@ -1,5 +1,6 @@
 #include "runtime/parallel/stage_job.h"
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -426,6 +427,17 @@ void StageJob::UseNccl() {
   if (a_.tp_group.size() > 1) {
     tp_ = group(a_.tp_group, 19);
     runner_->set_tensor_parallel(tp_.get());
+  }
+  std::vector<std::string> uses;  // logged: which of the job's traffic goes over NCCL
+  if (a_.dp_group.size() > 1) {
+    uses.push_back(fmt::format("data parallelism ({} ranks)", a_.dp_group.size()));
+  }
+  if (a_.tp_group.size() > 1) {
+    uses.push_back(fmt::format("tensor parallelism ({} ranks)", a_.tp_group.size()));
+  }
+  if (a_.prev_rank >= 0 || a_.next_rank >= 0) uses.push_back("the pipeline links");
+  if (!uses.empty()) {
+    spdlog::info("rank {} on {}: NCCL for {}", a_.rank, name, fmt::join(uses, ", "));
   }
   if (a_.prev_rank < 0 && a_.next_rank < 0) return;
   // Activations on channel 20's link, gradients on 21's; the earlier stage makes both ids.
