@@ -177,7 +177,6 @@ def main():
                   f"(rel. {rel:.2e})", same and rel <= MIXED_WEIGHT_TOLERANCE,
                   sorted(set(w_gpu) ^ set(w_cpu)))
         if len(jobs) > 1:  # the given configurations' groups and links were NCCL's
-            logs["worker"].flush()
             with open(os.path.join(tmp, "worker.log")) as f:
                 wlog = f.read()
             for use in ("NCCL for data parallelism (2 ranks)", "the pipeline links",

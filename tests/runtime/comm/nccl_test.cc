@@ -14,6 +14,14 @@
 namespace moreh::comm {
 namespace {
 
+// The CUDA devices of this process (0 where CUDA finds none); the tests of two ranks need two.
+int CudaDevices() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
+constexpr char kNeedsTwoGpus[] =
+    "needs two CUDA devices (NCCL refuses two ranks on one GPU); found ";
+
 // Poisoned device buffer of n floats.
 float* Poisoned(int64_t n) {
   float* p = nullptr;
@@ -95,10 +103,7 @@ TEST(NcclCollectives, StartedAllReduceCompletesOnWait) {
 
 // A pipeline link between two GPUs (two ranks of one process, as two stages on one node).
 TEST(NcclPeerLink, SendsReachTheOtherGpuInOrder) {
-  int gpus = 0;
-  if (cudaGetDeviceCount(&gpus) != cudaSuccess || gpus < 2) {
-    GTEST_SKIP() << "needs two CUDA devices (NCCL refuses two ranks on one GPU); found " << gpus;
-  }
+  if (CudaDevices() < 2) GTEST_SKIP() << kNeedsTwoGpus << CudaDevices();
   auto id = NcclUniqueId();
   ASSERT_TRUE(id.ok()) << id.status().ToString();
   std::unique_ptr<NcclPeerLink> out, in;
@@ -144,10 +149,7 @@ TEST(NcclPeerLink, SendsReachTheOtherGpuInOrder) {
 // Two ranks on two GPUs (two threads of one process, as a worker's two stages): every collective's
 // values, in f32 and bf16, out of place into poisoned buffers and in place.
 TEST(NcclCollectives, TwoRanksComputeEachCollective) {
-  int gpus = 0;
-  if (cudaGetDeviceCount(&gpus) != cudaSuccess || gpus < 2) {
-    GTEST_SKIP() << "needs two CUDA devices (NCCL refuses two ranks on one GPU); found " << gpus;
-  }
+  if (CudaDevices() < 2) GTEST_SKIP() << kNeedsTwoGpus << CudaDevices();
   auto id = NcclUniqueId();
   ASSERT_TRUE(id.ok()) << id.status().ToString();
   const int64_t n = 4099;  // odd: no chunk of a ring lines up with it
@@ -225,10 +227,8 @@ TEST(NcclCollectives, TwoRanksComputeEachCollective) {
 // What a worker with several GPUs reports as its links' bandwidth.
 TEST(NcclBusBandwidth, OfSeveralGpus) {
   EXPECT_FALSE(MeasureNcclBusBandwidth(1).ok());  // one GPU has no links
-  int gpus = 0;
-  if (cudaGetDeviceCount(&gpus) != cudaSuccess || gpus < 2) {
-    GTEST_SKIP() << "needs two CUDA devices; found " << gpus;
-  }
+  const int gpus = CudaDevices();
+  if (gpus < 2) GTEST_SKIP() << kNeedsTwoGpus << gpus;
   auto bw = MeasureNcclBusBandwidth(gpus);
   ASSERT_TRUE(bw.ok()) << bw.status().ToString();
   std::printf("NCCL all-reduce bus bandwidth over %d GPUs: %.1f GB/s\n", gpus, bw.value() / 1e9);
