@@ -85,8 +85,6 @@ int Connect(uint16_t port) {
     close(fd);
     return -1;
   }
-  const int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   return fd;
 }
 
@@ -297,9 +295,6 @@ struct ncclComm {
       if (fd < 0) continue;
       const int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      const int buffer = 8 << 20;
-      setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
-      setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer);
       fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     }
     const size_t n = static_cast<size_t>(nranks);
