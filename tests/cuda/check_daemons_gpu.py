@@ -42,7 +42,8 @@ def main():
     ap.add_argument("--emulated", metavar="WORKER")
     ap.add_argument("--emulated-devices", type=int, default=1)
     a = ap.parse_args()
-    if not a.cpu_dry_run and not a.emulated and (shutil.which("nvidia-smi") is None or subprocess.run(
+    real_gpu = not a.cpu_dry_run and not a.emulated
+    if real_gpu and (shutil.which("nvidia-smi") is None or subprocess.run(
             ["nvidia-smi", "-L"], capture_output=True).returncode != 0):
         print("check_daemons_gpu: no NVIDIA GPU on this machine: skipped")
         return 77
@@ -62,8 +63,7 @@ def main():
              "--dataset", os.path.join(a.source, "examples/data/man_summaries.jsonl"),
              "--block-size", block, "--batch-size", batch, "--lr", "1e-3", "--log-interval", "2",
              "--max-steps", str(steps)]
-    env = dict(os.environ, MOREH_HOME=os.path.join(tmp, "home"),
-               ASAN_OPTIONS="detect_leaks=0")  # the emulated worker runs under ASan
+    env = dict(os.environ, MOREH_HOME=os.path.join(tmp, "home"))
     for k in ("MOREH_SCHEDULER", "MOREH_DEVICE", "MOREH_COMPUTE_DTYPE",
               "MOREH_ADVANCED_PARALLELIZATION_CONFIG"):
         env.pop(k, None)
@@ -71,7 +71,8 @@ def main():
     devices = "cuda:all"
     worker_flags = []
     if a.cpu_dry_run:
-        n_gpus = 1
+        n_gpus, devices = 1, "cpu:1:2G"
+        env["MOREH_COMPUTE_DTYPE"] = "bf16"
     elif a.emulated:
         n_gpus = a.emulated_devices
         env["MOREH_SIMT_DEVICES"] = str(n_gpus)
@@ -83,9 +84,6 @@ def main():
     # The virtual device: the most of the node's GPUs that a size names.
     size = next(name for count, name in ((8, "xLarge"), (4, "Large"), (2, "Medium"), (1, "Small"))
                 if count <= max(n_gpus, 1))
-    if a.cpu_dry_run:
-        devices = "cpu:1:2G"
-        env["MOREH_COMPUTE_DTYPE"] = "bf16"
     key = os.path.join(tmp, "key")
     with open(key, "w") as f:
         f.write("gpu-check-cluster-key-0123456789abcdef")
@@ -162,7 +160,8 @@ def main():
             worst = max((abs(x - y) / abs(y) for x, y in zip(l_gpu, l_cpu)), default=1.0)
             print("losses (GPU, bf16):", l_gpu)
             check(f"{name}: the GPU's losses follow the CPU's within bf16 accuracy (worst rel. "
-                  f"{worst:.2e})", len(l_gpu) == len(l_cpu) == steps // 2 and 0 < worst <= MIXED_LOSS_TOLERANCE,
+                  f"{worst:.2e})",
+                  len(l_gpu) == len(l_cpu) == steps // 2 and 0 < worst <= MIXED_LOSS_TOLERANCE,
                   (l_gpu, l_cpu))
             w_gpu = read_checkpoint(out_gpu) if os.path.isdir(out_gpu) else {}
             if w_gpu is None:  # on the GPU machine a comparison not made is a failure
