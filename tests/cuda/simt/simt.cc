@@ -8,7 +8,6 @@
 #endif
 
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -46,13 +45,6 @@ constexpr int64_t kMemoryBytes = int64_t{8} << 30;  // what the emulated device 
 constexpr size_t kStackBytes = 256 << 10;
 constexpr size_t kLaneSlotBytes = 32;  // the most one lane passes in a warp exchange
 constexpr size_t kWarpSlotBytes = 32 * kLaneSlotBytes;
-
-// A cudaEvent_t: when it was last recorded (host time: the work before it has finished).
-struct Event {
-  unsigned flags = 0;
-  bool recorded = false;
-  double seconds = 0;
-};
 
 // --- fibers: a stack each, switched in user space ---
 // A warp shuffle is a barrier for each of 32 lanes, so a kernel's run is millions of switches;
@@ -153,7 +145,7 @@ struct Block {
   bool reverse = false;  // the run order: thread order or its reverse
   int woken = 0;         // the earliest place in the run order a barrier released a thread at
   Context scheduler;
-  std::function<void()>* body = nullptr;
+  const std::function<void()>* body = nullptr;
   std::exception_ptr error;  // thrown by a thread; the launch rethrows it
 #ifdef MOREH_SIMT_ASAN
   void* fake_stack = nullptr;             // the scheduler's, while a thread runs
@@ -504,34 +496,18 @@ void SetReverseOrder(bool reverse) {
   g_reverse = reverse ? 1 : 0;
 }
 
-void Launch(const char* kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-            const void* kernel_id, std::function<void()> body) {
+namespace {
+
+// Runs a launch that was checked: the grid one block at a time, on the stream's thread.
+void RunGrid(const char* kernel, dim3 grid, dim3 block, size_t smem,
+             const std::function<void()>& body) {
   std::lock_guard<std::mutex> lock(g_launch_mu);
-  const uint64_t threads = uint64_t{block.x} * block.y * block.z;
-  if (threads == 0 || threads > kMaxThreads || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
-      grid.y > kMaxGridYZ || grid.z > kMaxGridYZ) {
-    std::fprintf(stderr, "simt: kernel %s: invalid launch: grid (%u, %u, %u), block (%u, %u, %u)\n",
-                 kernel, grid.x, grid.y, grid.z, block.x, block.y, block.z);
-    g_last_error = cudaErrorInvalidConfiguration;
-    return;
-  }
-  const auto optin = g_smem_optin.find(kernel_id);
-  const size_t smem_limit = optin == g_smem_optin.end() ? kDefaultDynamicSmem : optin->second;
-  if (smem > smem_limit) {
-    std::fprintf(stderr,
-                 "simt: kernel %s: %zu bytes of dynamic shared memory, %zu allowed (above 48 KiB "
-                 "takes cudaFuncSetAttribute)\n",
-                 kernel, smem, smem_limit);
-    g_last_error = cudaErrorInvalidValue;
-    return;
-  }
-  MOREH_CHECK(block.y == 1 && block.z == 1, "simt: kernel {}: only 1-D blocks are emulated",
-              kernel);
+  const size_t threads = block.x;
   // The stacks outlive the launch: the next one reuses them.
-  static std::vector<std::unique_ptr<char[]>> stacks;
-  while (stacks.size() < threads) stacks.emplace_back(new char[kStackBytes]);
+  static auto* stacks = new std::vector<std::unique_ptr<char[]>>;
+  while (stacks->size() < threads) stacks->emplace_back(new char[kStackBytes]);
   std::vector<Fiber> fibers(threads);
-  for (size_t t = 0; t < threads; ++t) fibers[t].stack = stacks[t].get();
+  for (size_t t = 0; t < threads; ++t) fibers[t].stack = (*stacks)[t].get();
   Block b;
   b.kernel = kernel;
   b.fibers = &fibers;
@@ -570,12 +546,53 @@ void Launch(const char* kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t
   g_block = outer;
 }
 
+}  // namespace
+
+// A configuration the GPU would refuse fails here, at the launch (the calling thread's last
+// error); the grid runs on the stream.
+void Launch(const char* kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+            const void* kernel_id, std::function<void()> body) {
+  const uint64_t threads = uint64_t{block.x} * block.y * block.z;
+  if (threads == 0 || threads > kMaxThreads || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+      grid.y > kMaxGridYZ || grid.z > kMaxGridYZ) {
+    std::fprintf(stderr, "simt: kernel %s: invalid launch: grid (%u, %u, %u), block (%u, %u, %u)\n",
+                 kernel, grid.x, grid.y, grid.z, block.x, block.y, block.z);
+    g_last_error = cudaErrorInvalidConfiguration;
+    return;
+  }
+  size_t smem_limit = kDefaultDynamicSmem;
+  {
+    std::lock_guard<std::mutex> lock(g_launch_mu);
+    const auto optin = g_smem_optin.find(kernel_id);
+    if (optin != g_smem_optin.end()) smem_limit = optin->second;
+  }
+  if (smem > smem_limit) {
+    std::fprintf(stderr,
+                 "simt: kernel %s: %zu bytes of dynamic shared memory, %zu allowed (above 48 KiB "
+                 "takes cudaFuncSetAttribute)\n",
+                 kernel, smem, smem_limit);
+    g_last_error = cudaErrorInvalidValue;
+    return;
+  }
+  MOREH_CHECK(block.y == 1 && block.z == 1, "simt: kernel {}: only 1-D blocks are emulated",
+              kernel);
+  Enqueue(stream, [kernel, grid, block, smem, body = std::move(body)] {
+    RunGrid(kernel, grid, block, smem, body);
+  });
+}
+
+cudaError_t RecordError(cudaError_t e) {
+  if (e != cudaSuccess) g_last_error = e;
+  return e;
+}
+
 }  // namespace moreh::simt
 
-// --- the CUDA runtime calls, over host memory ---------------------------------------------------
+// --- the CUDA runtime's device and error calls (memory, streams, events: simt_streams.cc) ------
 
 namespace {
 using moreh::simt::g_last_error;
+using moreh::simt::RecordError;
 
 // The errors the emulator returns, with the runtime's names and messages.
 struct ErrorText {
@@ -590,6 +607,8 @@ constexpr ErrorText kErrors[] = {
     {cudaErrorInvalidConfiguration, "cudaErrorInvalidConfiguration",
      "invalid configuration argument"},
     {cudaErrorInvalidDevice, "cudaErrorInvalidDevice", "invalid device ordinal"},
+    {cudaErrorInvalidResourceHandle, "cudaErrorInvalidResourceHandle", "invalid resource handle"},
+    {cudaErrorNotReady, "cudaErrorNotReady", "device not ready"},
 };
 const ErrorText& ErrorInfo(cudaError_t e) {
   static constexpr ErrorText kUnknown{cudaErrorUnknown, "cudaErrorUnknown", "unknown error"};
@@ -598,47 +617,10 @@ const ErrorText& ErrorInfo(cudaError_t e) {
   }
   return kUnknown;
 }
-
-cudaError_t Record(cudaError_t e) {
-  if (e != cudaSuccess) g_last_error = e;
-  return e;
-}
-
-void* AllocateDevice(size_t bytes) {
-  // 256-byte alignment as cudaMalloc gives; the exact size, so that an access past the end is out
-  // of bounds for the address sanitizer.
-  void* p = nullptr;
-  return posix_memalign(&p, 256, std::max<size_t>(bytes, 1)) == 0 ? p : nullptr;
-}
 }  // namespace
 
 extern "C" {
 
-cudaError_t cudaMalloc(void** p, size_t bytes) {
-  *p = AllocateDevice(bytes);
-  return *p ? cudaSuccess : Record(cudaErrorMemoryAllocation);
-}
-cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) { return cudaMalloc(p, bytes); }
-cudaError_t cudaFree(void* p) {
-  std::free(p);
-  return cudaSuccess;
-}
-cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return cudaFree(p); }
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
-  if (bytes) std::memmove(dst, src, bytes);
-  return cudaSuccess;
-}
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
-                            cudaStream_t) {
-  return cudaMemcpy(dst, src, bytes, kind);
-}
-cudaError_t cudaMemset(void* p, int value, size_t bytes) {
-  if (bytes) std::memset(p, value, bytes);
-  return cudaSuccess;
-}
-cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) {
-  return cudaMemset(p, value, bytes);
-}
 cudaError_t cudaGetLastError() {
   const cudaError_t e = g_last_error;
   g_last_error = cudaSuccess;
@@ -647,8 +629,6 @@ cudaError_t cudaGetLastError() {
 cudaError_t cudaPeekAtLastError() { return g_last_error; }
 const char* cudaGetErrorString(cudaError_t e) { return ErrorInfo(e).text; }
 const char* cudaGetErrorName(cudaError_t e) { return ErrorInfo(e).name; }
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaGetDeviceCount(int* n) {
   *n = moreh::simt::EmulatedDevices();
   return cudaSuccess;
@@ -658,13 +638,13 @@ cudaError_t cudaGetDevice(int* d) {
   return cudaSuccess;
 }
 cudaError_t cudaSetDevice(int d) {
-  if (d < 0 || d >= moreh::simt::EmulatedDevices()) return Record(cudaErrorInvalidDevice);
+  if (d < 0 || d >= moreh::simt::EmulatedDevices()) return RecordError(cudaErrorInvalidDevice);
   moreh::simt::g_device = d;
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
   if (device < 0 || device >= moreh::simt::EmulatedDevices()) {
-    return Record(cudaErrorInvalidDevice);
+    return RecordError(cudaErrorInvalidDevice);
   }
   switch (attr) {
     case cudaDevAttrMaxSharedMemoryPerBlockOptin:
@@ -674,10 +654,10 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
       *value = 4;
       return cudaSuccess;
     case cudaDevAttrMemoryPoolsSupported:
-      *value = 1;  // cudaMallocAsync above
+      *value = 1;  // cudaMallocAsync (simt_streams.cc)
       return cudaSuccess;
     default:
-      return Record(cudaErrorInvalidValue);
+      return RecordError(cudaErrorInvalidValue);
   }
 }
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
@@ -687,53 +667,10 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 ||
       static_cast<size_t>(value) > moreh::simt::kOptinDynamicSmem) {
-    return Record(cudaErrorInvalidValue);
+    return RecordError(cudaErrorInvalidValue);
   }
   std::lock_guard<std::mutex> lock(moreh::simt::g_launch_mu);
   moreh::simt::g_smem_optin[func] = static_cast<size_t>(value);
-  return cudaSuccess;
-}
-
-// Streams and events: every call completes before it returns, so a stream is always idle and an
-// event always reached; they are distinct handles all the same.
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
-  *s = reinterpret_cast<cudaStream_t>(new char);
-  return cudaSuccess;
-}
-cudaError_t cudaStreamDestroy(cudaStream_t s) {
-  delete reinterpret_cast<char*>(s);
-  return cudaSuccess;
-}
-cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned flags) {
-  *e = reinterpret_cast<cudaEvent_t>(new moreh::simt::Event{flags});
-  return cudaSuccess;
-}
-cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, 0); }
-cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  delete reinterpret_cast<moreh::simt::Event*>(e);
-  return cudaSuccess;
-}
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
-  auto* ev = reinterpret_cast<moreh::simt::Event*>(e);
-  ev->recorded = true;
-  ev->seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-  return cudaSuccess;
-}
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
-// The host time between the two records (every launch between them ran to its end inside them).
-cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t stop) {
-  const auto* a = reinterpret_cast<const moreh::simt::Event*>(start);
-  const auto* b = reinterpret_cast<const moreh::simt::Event*>(stop);
-  if (a == nullptr || b == nullptr || ms == nullptr) return Record(cudaErrorInvalidValue);
-  if ((a->flags | b->flags) & cudaEventDisableTiming) {
-    return Record(cudaErrorInvalidResourceHandle);
-  }
-  if (!a->recorded || !b->recorded) return Record(cudaErrorInvalidResourceHandle);
-  *ms = static_cast<float>((b->seconds - a->seconds) * 1e3);
   return cudaSuccess;
 }
 

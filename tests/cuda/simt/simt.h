@@ -70,7 +70,8 @@ void CpAsyncWaitPrior(int n);
 // or reverse).
 void SetReverseOrder(bool reverse);
 
-// Runs body() as each thread of each block of the grid (the launch API's job).
+// Runs body() as each thread of each block of the grid (the launch API's job): the configuration
+// is checked now, the grid runs on the stream (simt_streams.cc).
 void Launch(const char* kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
             const void* kernel_id, std::function<void()> body);
 
@@ -102,6 +103,17 @@ Launcher<P...> MakeLauncher(dim3 grid, dim3 block, size_t smem, cudaStream_t str
                             void (*kernel)(P...), const char* name) {
   return Launcher<P...>(grid, block, smem, stream, kernel, name);
 }
+
+// Streams (simt_streams.cc): each has its own host thread that runs what was queued on it in
+// order, later than the call that queued it (kernels, copies, memsets, event records and waits,
+// the emulated GEMM and NCCL operations), as a GPU does; a wait on the host (a synchronize, a
+// cudaMemcpy, cudaFree) rethrows the first exception such an operation threw.
+// MOREH_SIMT_STREAMS=sync runs each at its call instead. A null stream or cudaStreamLegacy is the
+// calling thread's current device's default (legacy) stream.
+void Enqueue(cudaStream_t stream, std::function<void()> op);
+bool SynchronousStreams();
+// Sets the calling thread's last error (cudaGetLastError) unless e is cudaSuccess; returns e.
+cudaError_t RecordError(cudaError_t e);
 
 // How many devices the emulator has: MOREH_SIMT_DEVICES (1 to 8, default 1). They share the
 // host's memory; each host thread has its current device (cudaSetDevice).

@@ -46,36 +46,42 @@ int64_t DeviceMemoryBytes(int) {
 }
 std::string DeviceName(int) { return "SIMT emulator on the CPU (not a GPU)"; }
 
-// Marks are host times: every launch has finished when the call returns.
+// Marks are the host times at which the legacy stream reached them.
 StreamMarks::~StreamMarks() {
+  cudaStreamSynchronize(cudaStreamLegacy);  // no queued mark writes a freed time
   for (void* e : events_) delete static_cast<double*>(e);
 }
 int StreamMarks::Mark() {
   if (used_ == static_cast<int>(events_.size())) events_.push_back(new double(0));
-  *static_cast<double*>(events_[used_]) = Now();
+  auto* t = static_cast<double*>(events_[used_]);
+  simt::Enqueue(cudaStreamLegacy, [t] { *t = Now(); });
   return used_++;
 }
 double StreamMarks::Seconds(int from, int to) const {
   MOREH_CHECK(from >= 0 && to < used_ && from <= to, "StreamMarks: marks {}..{} of {}", from, to,
               used_);
+  cudaStreamSynchronize(cudaStreamLegacy);
   return *static_cast<double*>(events_[to]) - *static_cast<double*>(events_[from]);
 }
 
 void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const void* a,
           int64_t lda, const void* b, int64_t ldb, float beta, void* c, int64_t ldc, DType ab,
-          DType c_type, cudaStream_t) {
+          DType c_type, cudaStream_t stream) {
   if (m == 0 || n == 0) return;
-  const std::vector<float> fa = Unpack(a, ab, trans_a ? k : m, trans_a ? m : k, lda);
-  const std::vector<float> fb = Unpack(b, ab, trans_b ? n : k, trans_b ? k : n, ldb);
-  // beta = 0 ignores C (it may hold NaN), as cuBLASLt does.
-  std::vector<float> fc = beta == 0.0f ? std::vector<float>(static_cast<size_t>(m * n), 0.0f)
-                                       : Unpack(c, c_type, m, n, ldc);
-  cpu::Gemm(trans_a, trans_b, m, n, k, alpha, fa.data(), trans_a ? m : k, fb.data(),
-            trans_b ? k : n, beta, fc.data(), n);
-  char* out = static_cast<char*>(c);
-  for (int64_t r = 0; r < m; ++r) {
-    ConvertElements(fc.data() + r * n, DType::kF32, out + r * ldc * DTypeSize(c_type), c_type, n);
-  }
+  // Queued on the stream, as cuBLASLt's kernels are: it reads what the work before it wrote.
+  simt::Enqueue(stream, [=] {
+    const std::vector<float> fa = Unpack(a, ab, trans_a ? k : m, trans_a ? m : k, lda);
+    const std::vector<float> fb = Unpack(b, ab, trans_b ? n : k, trans_b ? k : n, ldb);
+    // beta = 0 ignores C (it may hold NaN), as cuBLASLt does.
+    std::vector<float> fc = beta == 0.0f ? std::vector<float>(static_cast<size_t>(m * n), 0.0f)
+                                         : Unpack(c, c_type, m, n, ldc);
+    cpu::Gemm(trans_a, trans_b, m, n, k, alpha, fa.data(), trans_a ? m : k, fb.data(),
+              trans_b ? k : n, beta, fc.data(), n);
+    char* out = static_cast<char*>(c);
+    for (int64_t r = 0; r < m; ++r) {
+      ConvertElements(fc.data() + r * n, DType::kF32, out + r * ldc * DTypeSize(c_type), c_type, n);
+    }
+  });
 }
 
 }  // namespace moreh::kernels::cuda

@@ -10,12 +10,15 @@
 // together at the end: every send first, then every receive, so a group NCCL accepts cannot
 // deadlock here.
 //
-// Each communicator has a progress thread that writes its queued messages and reads its peers'
-// into per-peer queues: a send copies its buffer and returns (the emulated streams have finished
-// every operation when the call returns, so the buffer is free at once); a receive waits for its
-// message (MOREH_SIMT_NCCL_TIMEOUT_S, default 120 s). Reductions add in f32 in rank order, so
+// An operation is queued on its stream, as NCCL's kernels are (simt_streams.cc; a group queues
+// its operations on each stream together): when the stream reaches it, it reads its buffers, so
+// a stream that was not made to wait for the work that writes them sends stale data. Each
+// communicator has a progress thread that writes its queued messages and reads its peers' into
+// per-peer queues: a send copies its buffer and goes on; a receive waits for its message
+// (MOREH_SIMT_NCCL_TIMEOUT_S, default 120 s). Reductions add in f32 in rank order, so
 // every rank gets the same bits. A message of the wrong size, a peer gone, or a timeout fails the
-// operation, names it on stderr, and stays the communicator's error (ncclCommGetAsyncError).
+// operation, names it on stderr, and stays the communicator's error (ncclCommGetAsyncError; the
+// calls on it return it from then on).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <nccl.h>
@@ -45,174 +48,175 @@
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-constexpr char kMagic[8] = {'s', 'i', 'm', 't', 'N', 'C', 'C', 'L'};
-constexpr auto kBootstrapTimeout = std::chrono::minutes(10);
+  using Clock = std::chrono::steady_clock;
+  constexpr char kMagic[8] = {'s', 'i', 'm', 't', 'N', 'C', 'C', 'L'};
+  constexpr auto kBootstrapTimeout = std::chrono::minutes(10);
 
-std::chrono::seconds OperationTimeout() {
-  const char* e = std::getenv("MOREH_SIMT_NCCL_TIMEOUT_S");
-  return std::chrono::seconds(e != nullptr && std::atoi(e) > 0 ? std::atoi(e) : 120);
-}
-
-void Report(const std::string& what) { std::fprintf(stderr, "simt nccl: %s\n", what.c_str()); }
-
-// --- sockets ---
-
-int Listen(uint16_t* port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(fd, 64) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    close(fd);
-    return -1;
+  std::chrono::seconds OperationTimeout() {
+    const char* e = std::getenv("MOREH_SIMT_NCCL_TIMEOUT_S");
+    return std::chrono::seconds(e != nullptr && std::atoi(e) > 0 ? std::atoi(e) : 120);
   }
-  *port = ntohs(a.sin_port);
-  return fd;
-}
 
-int Connect(uint16_t port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
+  void Report(const std::string& what) { std::fprintf(stderr, "simt nccl: %s\n", what.c_str()); }
 
-// Waits until fd is readable (POLLIN) or writable; false at the deadline or when *stop is set.
-bool WaitFor(int fd, short events, Clock::time_point deadline, const std::atomic<bool>* stop) {
-  while (Clock::now() < deadline && (stop == nullptr || !stop->load())) {
-    pollfd p{fd, events, 0};
-    const int r = poll(&p, 1, 50);
-    if (r > 0) return true;
-    if (r < 0 && errno != EINTR) return false;
-  }
-  return false;
-}
+  // --- sockets ---
 
-// Blocking exchange of small bootstrap records (the sockets are still blocking then).
-bool WriteAll(int fd, const void* p, size_t n) {
-  const char* c = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    c += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-bool ReadAll(int fd, void* p, size_t n, Clock::time_point deadline, const std::atomic<bool>* stop) {
-  char* c = static_cast<char*>(p);
-  while (n > 0) {
-    if (!WaitFor(fd, POLLIN, deadline, stop)) return false;
-    const ssize_t r = recv(fd, c, n, 0);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    c += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
-
-// --- the unique id and its bootstrap root ---
-
-struct IdFields {
-  char magic[8];
-  uint64_t tag;  // ties the ranks to this id (a stale or foreign id is refused)
-  uint16_t port;
-};
-static_assert(sizeof(IdFields) <= NCCL_UNIQUE_ID_BYTES);
-
-struct Hello {
-  uint64_t tag;
-  int32_t rank, nranks;
-  uint16_t port;  // the rank's own listener, for the peers that connect to it
-};
-
-// The root: collects every rank's hello, then sends each the table of listener ports.
-void RunRoot(int listener, uint64_t tag) {
-  const auto deadline = Clock::now() + kBootstrapTimeout;
-  std::vector<int> fds;
-  std::vector<uint16_t> ports;
-  int nranks = -1, joined = 0;
-  while (joined != nranks && WaitFor(listener, POLLIN, deadline, nullptr)) {
-    const int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
-    Hello h{};
-    const bool ok = ReadAll(fd, &h, sizeof h, Clock::now() + std::chrono::seconds(10), nullptr) &&
-                    h.tag == tag && h.nranks >= 1 && h.rank >= 0 && h.rank < h.nranks &&
-                    (nranks < 0 || h.nranks == nranks) &&
-                    (nranks < 0 || fds[static_cast<size_t>(h.rank)] < 0);
-    if (!ok) {  // the rank sees the connection close and fails its init
-      Report("bootstrap: a rank's hello does not match this group (refused)");
+  int Listen(uint16_t * port) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(fd, 64) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
       close(fd);
-      continue;
+      return -1;
     }
-    if (nranks < 0) {
-      nranks = h.nranks;
-      fds.assign(static_cast<size_t>(nranks), -1);
-      ports.assign(static_cast<size_t>(nranks), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+  }
+
+  int Connect(uint16_t port) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      close(fd);
+      return -1;
     }
-    fds[static_cast<size_t>(h.rank)] = fd;
-    ports[static_cast<size_t>(h.rank)] = h.port;
-    ++joined;
+    return fd;
   }
-  for (int fd : fds) {
-    if (fd < 0) continue;
-    if (joined == nranks) WriteAll(fd, ports.data(), ports.size() * sizeof(uint16_t));
-    close(fd);
-  }
-  close(listener);
-}
 
-// --- reductions ---
-
-bool ToDType(ncclDataType_t t, moreh::DType* d) {
-  switch (t) {
-    case ncclFloat32:
-      *d = moreh::DType::kF32;
-      return true;
-    case ncclBfloat16:
-      *d = moreh::DType::kBF16;
-      return true;
-    case ncclFloat16:
-      *d = moreh::DType::kF16;
-      return true;
-    default:
-      return false;
+  // Waits until fd is readable (POLLIN) or writable; false at the deadline or when *stop is set.
+  bool WaitFor(int fd, short events, Clock::time_point deadline, const std::atomic<bool>* stop) {
+    while (Clock::now() < deadline && (stop == nullptr || !stop->load())) {
+      pollfd p{fd, events, 0};
+      const int r = poll(&p, 1, 50);
+      if (r > 0) return true;
+      if (r < 0 && errno != EINTR) return false;
+    }
+    return false;
   }
-}
 
-size_t ElementBytes(ncclDataType_t t) {
-  switch (t) {
-    case ncclInt8:
-    case ncclUint8:
-      return 1;
-    case ncclFloat16:
-    case ncclBfloat16:
-      return 2;
-    case ncclInt32:
-    case ncclUint32:
-    case ncclFloat32:
-      return 4;
-    case ncclInt64:
-    case ncclUint64:
-    case ncclFloat64:
-      return 8;
-    default:
-      return 0;
+  // Blocking exchange of small bootstrap records (the sockets are still blocking then).
+  bool WriteAll(int fd, const void* p, size_t n) {
+    const char* c = static_cast<const char*>(p);
+    while (n > 0) {
+      const ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return false;
+      c += w;
+      n -= static_cast<size_t>(w);
+    }
+    return true;
   }
-}
+  bool ReadAll(int fd, void* p, size_t n, Clock::time_point deadline,
+               const std::atomic<bool>* stop) {
+    char* c = static_cast<char*>(p);
+    while (n > 0) {
+      if (!WaitFor(fd, POLLIN, deadline, stop)) return false;
+      const ssize_t r = recv(fd, c, n, 0);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) return false;
+      c += r;
+      n -= static_cast<size_t>(r);
+    }
+    return true;
+  }
+
+  // --- the unique id and its bootstrap root ---
+
+  struct IdFields {
+    char magic[8];
+    uint64_t tag;  // ties the ranks to this id (a stale or foreign id is refused)
+    uint16_t port;
+  };
+  static_assert(sizeof(IdFields) <= NCCL_UNIQUE_ID_BYTES);
+
+  struct Hello {
+    uint64_t tag;
+    int32_t rank, nranks;
+    uint16_t port;  // the rank's own listener, for the peers that connect to it
+  };
+
+  // The root: collects every rank's hello, then sends each the table of listener ports.
+  void RunRoot(int listener, uint64_t tag) {
+    const auto deadline = Clock::now() + kBootstrapTimeout;
+    std::vector<int> fds;
+    std::vector<uint16_t> ports;
+    int nranks = -1, joined = 0;
+    while (joined != nranks && WaitFor(listener, POLLIN, deadline, nullptr)) {
+      const int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      Hello h{};
+      const bool ok = ReadAll(fd, &h, sizeof h, Clock::now() + std::chrono::seconds(10), nullptr) &&
+                      h.tag == tag && h.nranks >= 1 && h.rank >= 0 && h.rank < h.nranks &&
+                      (nranks < 0 || h.nranks == nranks) &&
+                      (nranks < 0 || fds[static_cast<size_t>(h.rank)] < 0);
+      if (!ok) {  // the rank sees the connection close and fails its init
+        Report("bootstrap: a rank's hello does not match this group (refused)");
+        close(fd);
+        continue;
+      }
+      if (nranks < 0) {
+        nranks = h.nranks;
+        fds.assign(static_cast<size_t>(nranks), -1);
+        ports.assign(static_cast<size_t>(nranks), 0);
+      }
+      fds[static_cast<size_t>(h.rank)] = fd;
+      ports[static_cast<size_t>(h.rank)] = h.port;
+      ++joined;
+    }
+    for (int fd : fds) {
+      if (fd < 0) continue;
+      if (joined == nranks) WriteAll(fd, ports.data(), ports.size() * sizeof(uint16_t));
+      close(fd);
+    }
+    close(listener);
+  }
+
+  // --- reductions ---
+
+  bool ToDType(ncclDataType_t t, moreh::DType * d) {
+    switch (t) {
+      case ncclFloat32:
+        *d = moreh::DType::kF32;
+        return true;
+      case ncclBfloat16:
+        *d = moreh::DType::kBF16;
+        return true;
+      case ncclFloat16:
+        *d = moreh::DType::kF16;
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  size_t ElementBytes(ncclDataType_t t) {
+    switch (t) {
+      case ncclInt8:
+      case ncclUint8:
+        return 1;
+      case ncclFloat16:
+      case ncclBfloat16:
+        return 2;
+      case ncclInt32:
+      case ncclUint32:
+      case ncclFloat32:
+        return 4;
+      case ncclInt64:
+      case ncclUint64:
+      case ncclFloat64:
+        return 8;
+      default:
+        return 0;
+    }
+  }
 
 }  // namespace
 
@@ -238,6 +242,13 @@ struct ncclComm {
   };
   std::vector<Incoming> incoming;  // the progress thread's own
   std::vector<bool> closed;
+  bool shut = false;         // Close() began: no more sends are queued (under mu)
+  std::atomic<int> refs{1};  // the handle's, and each queued operation's
+
+  void Retain() { ++refs; }
+  void Release() {
+    if (--refs == 0) delete this;
+  }
 
   ncclResult_t Fail(ncclResult_t r, const std::string& what) {
     Report(what);
@@ -399,10 +410,9 @@ struct ncclComm {
     const uint64_t len = bytes;
     std::memcpy(m.data(), &len, 8);
     if (bytes) std::memcpy(m.data() + 8, data, bytes);
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      outbound[static_cast<size_t>(peer)].push_back(std::move(m));
-    }
+    std::lock_guard<std::mutex> lock(mu);
+    if (shut) return;  // ended (aborted): the peer hears nothing more
+    outbound[static_cast<size_t>(peer)].push_back(std::move(m));
     const char one = 1;
     (void)!write(wake[1], &one, 1);
   }
@@ -454,7 +464,11 @@ struct ncclComm {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
     }
-    stop = true;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      shut = true;
+      stop = true;
+    }
     arrived.notify_all();
     if (progress.joinable()) progress.join();
     for (int fd : fds) {
@@ -473,11 +487,37 @@ struct Op {
   ncclComm* comm;
   std::function<void()> post;
   std::function<ncclResult_t()> complete;
+  cudaStream_t stream = nullptr;
 };
 
 thread_local int g_group_depth = 0;
 thread_local std::vector<Op> g_group;
-thread_local ncclResult_t g_group_error = ncclSuccess;
+
+// Queues ops (whose communicators are ready) on their streams: on each stream, every send of its
+// ops is posted before any of them completes. A failure is the communicator's error (as
+// NCCL's, seen by ncclCommGetAsyncError). With synchronous streams they run now, every send of
+// every stream first.
+ncclResult_t Queue(std::vector<Op> ops) {
+  if (moreh::simt::SynchronousStreams()) {
+    for (Op& op : ops) op.post();
+    for (Op& op : ops) op.complete();
+    return ncclSuccess;
+  }
+  while (!ops.empty()) {
+    const cudaStream_t stream = ops.front().stream;
+    auto on_stream = std::make_shared<std::vector<Op>>();
+    std::vector<Op> rest;
+    for (Op& op : ops) (op.stream == stream ? *on_stream : rest).push_back(std::move(op));
+    ops.swap(rest);
+    for (Op& op : *on_stream) op.comm->Retain();
+    moreh::simt::Enqueue(stream, [on_stream] {
+      for (Op& op : *on_stream) op.post();
+      for (Op& op : *on_stream) op.complete();
+      for (Op& op : *on_stream) op.comm->Release();
+    });
+  }
+  return ncclSuccess;
+}
 
 ncclResult_t Submit(Op op) {
   if (op.comm == nullptr) return ncclInvalidArgument;
@@ -487,8 +527,9 @@ ncclResult_t Submit(Op op) {
   }
   const ncclResult_t ready = op.comm->Ready();
   if (ready != ncclSuccess) return ready;
-  op.post();
-  return op.complete();
+  std::vector<Op> ops;
+  ops.push_back(std::move(op));
+  return Queue(std::move(ops));
 }
 
 // The rank-ordered sum (or mean) of one chunk from every rank (`mine` this rank's, which may be
@@ -632,19 +673,19 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* err) {
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
   if (comm == nullptr) return ncclInvalidArgument;
   comm->Close(true);
-  delete comm;
+  comm->Release();
   return ncclSuccess;
 }
 
 ncclResult_t ncclCommAbort(ncclComm_t comm) {
   if (comm == nullptr) return ncclInvalidArgument;
   comm->Close(false);
-  delete comm;
+  comm->Release();
   return ncclSuccess;
 }
 
 ncclResult_t ncclGroupStart() {
-  if (g_group_depth++ == 0) g_group_error = ncclSuccess;
+  ++g_group_depth;
   return ncclSuccess;
 }
 
@@ -657,17 +698,12 @@ ncclResult_t ncclGroupEnd() {
     const ncclResult_t ready = op.comm->Ready();
     if (ready != ncclSuccess) return ready;
   }
-  for (Op& op : ops) op.post();
-  ncclResult_t result = g_group_error;
-  for (Op& op : ops) {
-    const ncclResult_t r = op.complete();
-    if (result == ncclSuccess) result = r;
-  }
-  return result;
+  return Queue(std::move(ops));
 }
 
 ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count,
-                           ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm, cudaStream_t) {
+                           ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm,
+                           cudaStream_t stream) {
   moreh::DType t;
   if (ncclResult_t r = CheckReduction(datatype, op, &t); r != ncclSuccess) return r;
   const size_t bytes = count * ElementBytes(datatype);
@@ -677,12 +713,13 @@ ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count,
                      if (q != comm->rank) comm->Send(q, sendbuff, bytes);
                    }
                  },
-                 [=] { return Reduce(comm, sendbuff, count, t, op, recvbuff, "all_reduce"); }});
+                 [=] { return Reduce(comm, sendbuff, count, t, op, recvbuff, "all_reduce"); },
+                 stream});
 }
 
 ncclResult_t ncclReduceScatter(const void* sendbuff, void* recvbuff, size_t recvcount,
                                ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm,
-                               cudaStream_t) {
+                               cudaStream_t stream) {
   moreh::DType t;
   if (ncclResult_t r = CheckReduction(datatype, op, &t); r != ncclSuccess) return r;
   const size_t bytes = recvcount * ElementBytes(datatype);
@@ -696,11 +733,12 @@ ncclResult_t ncclReduceScatter(const void* sendbuff, void* recvbuff, size_t recv
                  [=] {
                    return Reduce(comm, in + static_cast<size_t>(comm->rank) * bytes, recvcount, t,
                                  op, recvbuff, "reduce_scatter");
-                 }});
+                 },
+                 stream});
 }
 
 ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t sendcount,
-                           ncclDataType_t datatype, ncclComm_t comm, cudaStream_t) {
+                           ncclDataType_t datatype, ncclComm_t comm, cudaStream_t stream) {
   const size_t bytes = sendcount * ElementBytes(datatype);
   if (bytes == 0 && sendcount > 0) return ncclInvalidArgument;
   char* out = static_cast<char*>(recvbuff);
@@ -723,11 +761,13 @@ ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t sendcoun
                        std::memcpy(out + static_cast<size_t>(q) * bytes, theirs.data(), bytes);
                    }
                    return ncclSuccess;
-                 }});
+                 },
+                 stream});
 }
 
 ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count,
-                           ncclDataType_t datatype, int root, ncclComm_t comm, cudaStream_t) {
+                           ncclDataType_t datatype, int root, ncclComm_t comm,
+                           cudaStream_t stream) {
   const size_t bytes = count * ElementBytes(datatype);
   if ((bytes == 0 && count > 0) || comm == nullptr || root < 0 || root >= comm->nranks) {
     return ncclInvalidArgument;
@@ -748,21 +788,23 @@ ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count,
                    const ncclResult_t r = comm->Recv(root, bytes, &theirs, "broadcast");
                    if (r == ncclSuccess && bytes) std::memcpy(recvbuff, theirs.data(), bytes);
                    return r;
-                 }});
+                 },
+                 stream});
 }
 
 ncclResult_t ncclSend(const void* sendbuff, size_t count, ncclDataType_t datatype, int peer,
-                      ncclComm_t comm, cudaStream_t) {
+                      ncclComm_t comm, cudaStream_t stream) {
   const size_t bytes = count * ElementBytes(datatype);
   if ((bytes == 0 && count > 0) || comm == nullptr || peer < 0 || peer >= comm->nranks ||
       peer == comm->rank) {
     return ncclInvalidArgument;
   }
-  return Submit({comm, [=] { comm->Send(peer, sendbuff, bytes); }, [] { return ncclSuccess; }});
+  return Submit(
+      {comm, [=] { comm->Send(peer, sendbuff, bytes); }, [] { return ncclSuccess; }, stream});
 }
 
 ncclResult_t ncclRecv(void* recvbuff, size_t count, ncclDataType_t datatype, int peer,
-                      ncclComm_t comm, cudaStream_t) {
+                      ncclComm_t comm, cudaStream_t stream) {
   const size_t bytes = count * ElementBytes(datatype);
   if ((bytes == 0 && count > 0) || comm == nullptr || peer < 0 || peer >= comm->nranks ||
       peer == comm->rank) {
@@ -774,7 +816,8 @@ ncclResult_t ncclRecv(void* recvbuff, size_t count, ncclDataType_t datatype, int
                    const ncclResult_t r = comm->Recv(peer, bytes, &m, "recv");
                    if (r == ncclSuccess && bytes) std::memcpy(recvbuff, m.data(), bytes);
                    return r;
-                 }});
+                 },
+                 stream});
 }
 
 }  // extern "C"

@@ -5,6 +5,7 @@
 #include <nccl.h>
 
 #include <chrono>
+#include <future>
 #include <numeric>
 #include <string>
 #include <thread>
@@ -132,6 +133,7 @@ TEST_P(Simt, ABarrierNotEveryThreadReachesIsADeadlock) {
   ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&out), 64 * 4), cudaSuccess);
   try {
     MOREH_CUDA_LAUNCH(1, 64, 0, nullptr, DivergentBarrierKernel)(out);
+    cudaDeviceSynchronize();  // the grid ran on the stream: the wait rethrows its failure
     FAIL() << "no deadlock reported";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("deadlock"), std::string::npos) << e.what();
@@ -197,7 +199,14 @@ TEST_P(Simt, LaunchesAGpuRefusesFail) {
 TEST_P(Simt, AnExceptionInAThreadReachesTheLauncher) {
   int* o = nullptr;
   ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&o), 64 * 4), cudaSuccess);
-  EXPECT_THROW(MOREH_CUDA_LAUNCH(1, 64, 0, nullptr, ThrowingKernel)(o), Error);
+  // The grid runs on the stream: the next wait rethrows (sync streams: the launch itself).
+  EXPECT_THROW(
+      {
+        MOREH_CUDA_LAUNCH(1, 64, 0, nullptr, ThrowingKernel)(o);
+        cudaDeviceSynchronize();
+      },
+      Error);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // thrown once
   // The emulator is usable afterwards.
   MOREH_CUDA_LAUNCH(1, 32, 0, nullptr, EarlyExitKernel)(o);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
@@ -217,6 +226,7 @@ TEST(SimtEvents, ElapsedTimeBetweenRecords) {
   ASSERT_EQ(cudaEventRecord(a, nullptr), cudaSuccess);
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   ASSERT_EQ(cudaEventRecord(b, nullptr), cudaSuccess);
+  ASSERT_EQ(cudaEventSynchronize(b), cudaSuccess);  // before, it may not be reached yet
   ASSERT_EQ(cudaEventElapsedTime(&ms, a, b), cudaSuccess);
   EXPECT_GE(ms, 19.0f);
   EXPECT_LT(ms, 5000.0f);
@@ -224,6 +234,89 @@ TEST(SimtEvents, ElapsedTimeBetweenRecords) {
   EXPECT_EQ(cudaEventElapsedTime(&ms, a, untimed), cudaErrorInvalidResourceHandle);
   cudaGetLastError();
   for (cudaEvent_t e : {a, b, untimed}) cudaEventDestroy(e);
+}
+
+// Streams run their work later than the calls that queue it, each in its order: a stream that
+// waits for an event runs after the work recorded before it; one made with cudaStreamNonBlocking
+// and no wait runs regardless of the legacy stream; one made without the flag (blocking) waits
+// for the legacy stream's earlier work; the host waits for a copy into its memory. The legacy
+// stream is held at a gate opened by the test.
+TEST(SimtStreams, EachStreamRunsInOrderAndWaitsOnlyWhereTold) {
+  if (simt::SynchronousStreams()) GTEST_SKIP() << "MOREH_SIMT_STREAMS=sync: no queues to check";
+  constexpr size_t kBytes = 256;
+  unsigned char *buf = nullptr, *waited = nullptr, *unordered = nullptr, *blocked = nullptr;
+  for (unsigned char** p : {&buf, &waited, &unordered, &blocked}) {
+    ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(p), kBytes), cudaSuccess);
+    ASSERT_EQ(cudaMemset(*p, 0, kBytes), cudaSuccess);
+  }
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  cudaStream_t waits = nullptr, independent = nullptr, blocking = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&waits, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreateWithFlags(&independent, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreate(&blocking), cudaSuccess);
+  cudaEvent_t written = nullptr;
+  ASSERT_EQ(cudaEventCreateWithFlags(&written, cudaEventDisableTiming), cudaSuccess);
+
+  std::promise<void> gate;
+  std::shared_future<void> opened = gate.get_future().share();
+  simt::Enqueue(cudaStreamLegacy, [opened] { opened.wait(); });
+  ASSERT_EQ(cudaMemsetAsync(buf, 7, kBytes, cudaStreamLegacy), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(written, cudaStreamLegacy), cudaSuccess);
+  ASSERT_EQ(cudaStreamWaitEvent(waits, written, 0), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(waited, buf, kBytes, cudaMemcpyDeviceToDevice, waits), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(unordered, buf, kBytes, cudaMemcpyDeviceToDevice, independent),
+            cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(blocked, buf, kBytes, cudaMemcpyDeviceToDevice, blocking), cudaSuccess);
+
+  // The gate is shut: only the independent stream can run.
+  ASSERT_EQ(cudaStreamSynchronize(independent), cudaSuccess);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(cudaEventQuery(written), cudaErrorNotReady);
+  EXPECT_EQ(cudaStreamQuery(waits), cudaErrorNotReady);
+  EXPECT_EQ(cudaStreamQuery(blocking), cudaErrorNotReady);
+  EXPECT_EQ(cudaStreamQuery(cudaStreamLegacy), cudaErrorNotReady);
+
+  // The host's copy waits for the legacy stream, which another thread opens later.
+  std::thread opener([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    gate.set_value();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<unsigned char> host(kBytes), got(kBytes);
+  ASSERT_EQ(cudaMemcpy(host.data(), buf, kBytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(40));
+  opener.join();
+  EXPECT_EQ(host, std::vector<unsigned char>(kBytes, 7));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  for (auto [p, want] : {std::pair{waited, 7}, {unordered, 0}, {blocked, 7}}) {
+    ASSERT_EQ(cudaMemcpy(got.data(), p, kBytes, cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(got, std::vector<unsigned char>(kBytes, want));
+  }
+  for (cudaStream_t t : {waits, independent, blocking})
+    EXPECT_EQ(cudaStreamDestroy(t), cudaSuccess);
+  EXPECT_EQ(cudaEventDestroy(written), cudaSuccess);
+  for (unsigned char* p : {buf, waited, unordered, blocked}) EXPECT_EQ(cudaFree(p), cudaSuccess);
+}
+
+// A buffer freed in stream order is freed when the stream gets there: work queued before the free
+// still reads it, and the copy afterwards is the freed stream's last use (under the address
+// sanitizer an access after it would stop the run).
+TEST(SimtStreams, FreeAsyncWaitsForTheStream) {
+  float* a = nullptr;
+  std::vector<float> host(64, 3.0f), back(64, 0.0f);
+  ASSERT_EQ(cudaMallocAsync(reinterpret_cast<void**>(&a), 64 * 4, cudaStreamLegacy), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(a, host.data(), 64 * 4, cudaMemcpyHostToDevice, cudaStreamLegacy),
+            cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(back.data(), a, 64 * 4, cudaMemcpyDeviceToHost, cudaStreamLegacy),
+            cudaSuccess);  // pageable host memory: done on return
+  EXPECT_EQ(back, host);
+  float* b = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&b), 64 * 4), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(b, a, 64 * 4, cudaMemcpyDeviceToDevice, cudaStreamLegacy), cudaSuccess);
+  ASSERT_EQ(cudaFreeAsync(a, cudaStreamLegacy), cudaSuccess);  // returns before the copy ran
+  ASSERT_EQ(cudaMemcpy(back.data(), b, 64 * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(back, host);
+  EXPECT_EQ(cudaFree(b), cudaSuccess);
 }
 
 // The emulated NCCL refuses what NCCL would not deliver: a message of another size than the
@@ -243,17 +336,24 @@ TEST(SimtNccl, WrongSizesAndLostPeersFail) {
   std::vector<float> a(8, 1.0f), b(16, 0.0f);
   ncclComm_t comms[2] = {nullptr, nullptr};
   ASSERT_NO_FATAL_FAILURE(TwoRanks(comms));
+  // Queued on the stream, as NCCL's operations are: the failure is the communicator's, seen once
+  // the stream has run it, and every call on it returns it from then on.
+  const auto failure = [](ncclComm_t c) {
+    EXPECT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);
+    ncclResult_t state = ncclSuccess;
+    EXPECT_EQ(ncclCommGetAsyncError(c, &state), ncclSuccess);
+    return state;
+  };
   ASSERT_EQ(ncclSend(a.data(), 8, ncclFloat, 0, comms[1], nullptr), ncclSuccess);
-  EXPECT_EQ(ncclRecv(b.data(), 16, ncclFloat, 1, comms[0], nullptr), ncclInvalidUsage);
-  ncclResult_t state = ncclSuccess;
-  ASSERT_EQ(ncclCommGetAsyncError(comms[0], &state), ncclSuccess);
-  EXPECT_EQ(state, ncclInvalidUsage);  // the communicator's error from then on, as NCCL's
+  ASSERT_EQ(ncclRecv(b.data(), 16, ncclFloat, 1, comms[0], nullptr), ncclSuccess);
+  EXPECT_EQ(failure(comms[0]), ncclInvalidUsage);
   EXPECT_EQ(ncclSend(a.data(), 8, ncclFloat, 1, comms[0], nullptr), ncclInvalidUsage);
   for (ncclComm_t c : comms) ASSERT_EQ(ncclCommAbort(c), ncclSuccess);
 
   ASSERT_NO_FATAL_FAILURE(TwoRanks(comms));
   ASSERT_EQ(ncclCommAbort(comms[1]), ncclSuccess);
-  EXPECT_EQ(ncclRecv(b.data(), 8, ncclFloat, 1, comms[0], nullptr), ncclRemoteError);
+  ASSERT_EQ(ncclRecv(b.data(), 8, ncclFloat, 1, comms[0], nullptr), ncclSuccess);
+  EXPECT_EQ(failure(comms[0]), ncclRemoteError);
   ASSERT_EQ(ncclCommAbort(comms[0]), ncclSuccess);
 
   ncclUniqueId foreign{};  // not made by ncclGetUniqueId
@@ -273,6 +373,7 @@ void ReadPastEnd() {
   cudaMalloc(reinterpret_cast<void**>(&in), 64 * sizeof(float));
   cudaMalloc(reinterpret_cast<void**>(&out), 64 * sizeof(float));
   MOREH_CUDA_LAUNCH(1, 64, 0, nullptr, ReadPastEndKernel)(out, in, 64);
+  cudaDeviceSynchronize();
 }
 
 TEST(SimtDeathTest, AReadPastABufferIsReported) {
