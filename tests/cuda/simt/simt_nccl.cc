@@ -48,175 +48,174 @@
 
 namespace {
 
-  using Clock = std::chrono::steady_clock;
-  constexpr char kMagic[8] = {'s', 'i', 'm', 't', 'N', 'C', 'C', 'L'};
-  constexpr auto kBootstrapTimeout = std::chrono::minutes(10);
+using Clock = std::chrono::steady_clock;
+constexpr char kMagic[8] = {'s', 'i', 'm', 't', 'N', 'C', 'C', 'L'};
+constexpr auto kBootstrapTimeout = std::chrono::minutes(10);
 
-  std::chrono::seconds OperationTimeout() {
-    const char* e = std::getenv("MOREH_SIMT_NCCL_TIMEOUT_S");
-    return std::chrono::seconds(e != nullptr && std::atoi(e) > 0 ? std::atoi(e) : 120);
+std::chrono::seconds OperationTimeout() {
+  const char* e = std::getenv("MOREH_SIMT_NCCL_TIMEOUT_S");
+  return std::chrono::seconds(e != nullptr && std::atoi(e) > 0 ? std::atoi(e) : 120);
+}
+
+void Report(const std::string& what) { std::fprintf(stderr, "simt nccl: %s\n", what.c_str()); }
+
+// --- sockets ---
+
+int Listen(uint16_t* port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(fd, 64) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    close(fd);
+    return -1;
   }
+  *port = ntohs(a.sin_port);
+  return fd;
+}
 
-  void Report(const std::string& what) { std::fprintf(stderr, "simt nccl: %s\n", what.c_str()); }
+int Connect(uint16_t port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
 
-  // --- sockets ---
+// Waits until fd is readable (POLLIN) or writable; false at the deadline or when *stop is set.
+bool WaitFor(int fd, short events, Clock::time_point deadline, const std::atomic<bool>* stop) {
+  while (Clock::now() < deadline && (stop == nullptr || !stop->load())) {
+    pollfd p{fd, events, 0};
+    const int r = poll(&p, 1, 50);
+    if (r > 0) return true;
+    if (r < 0 && errno != EINTR) return false;
+  }
+  return false;
+}
 
-  int Listen(uint16_t * port) {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(fd, 64) != 0 ||
-        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+// Blocking exchange of small bootstrap records (the sockets are still blocking then).
+bool WriteAll(int fd, const void* p, size_t n) {
+  const char* c = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    c += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+bool ReadAll(int fd, void* p, size_t n, Clock::time_point deadline, const std::atomic<bool>* stop) {
+  char* c = static_cast<char*>(p);
+  while (n > 0) {
+    if (!WaitFor(fd, POLLIN, deadline, stop)) return false;
+    const ssize_t r = recv(fd, c, n, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    c += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// --- the unique id and its bootstrap root ---
+
+struct IdFields {
+  char magic[8];
+  uint64_t tag;  // ties the ranks to this id (a stale or foreign id is refused)
+  uint16_t port;
+};
+static_assert(sizeof(IdFields) <= NCCL_UNIQUE_ID_BYTES);
+
+struct Hello {
+  uint64_t tag;
+  int32_t rank, nranks;
+  uint16_t port;  // the rank's own listener, for the peers that connect to it
+};
+
+// The root: collects every rank's hello, then sends each the table of listener ports.
+void RunRoot(int listener, uint64_t tag) {
+  const auto deadline = Clock::now() + kBootstrapTimeout;
+  std::vector<int> fds;
+  std::vector<uint16_t> ports;
+  int nranks = -1, joined = 0;
+  while (joined != nranks && WaitFor(listener, POLLIN, deadline, nullptr)) {
+    const int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    Hello h{};
+    const bool ok = ReadAll(fd, &h, sizeof h, Clock::now() + std::chrono::seconds(10), nullptr) &&
+                    h.tag == tag && h.nranks >= 1 && h.rank >= 0 && h.rank < h.nranks &&
+                    (nranks < 0 || h.nranks == nranks) &&
+                    (nranks < 0 || fds[static_cast<size_t>(h.rank)] < 0);
+    if (!ok) {  // the rank sees the connection close and fails its init
+      Report("bootstrap: a rank's hello does not match this group (refused)");
       close(fd);
-      return -1;
+      continue;
     }
-    *port = ntohs(a.sin_port);
-    return fd;
+    if (nranks < 0) {
+      nranks = h.nranks;
+      fds.assign(static_cast<size_t>(nranks), -1);
+      ports.assign(static_cast<size_t>(nranks), 0);
+    }
+    fds[static_cast<size_t>(h.rank)] = fd;
+    ports[static_cast<size_t>(h.rank)] = h.port;
+    ++joined;
   }
-
-  int Connect(uint16_t port) {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
-    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-      close(fd);
-      return -1;
-    }
-    return fd;
+  for (int fd : fds) {
+    if (fd < 0) continue;
+    if (joined == nranks) WriteAll(fd, ports.data(), ports.size() * sizeof(uint16_t));
+    close(fd);
   }
+  close(listener);
+}
 
-  // Waits until fd is readable (POLLIN) or writable; false at the deadline or when *stop is set.
-  bool WaitFor(int fd, short events, Clock::time_point deadline, const std::atomic<bool>* stop) {
-    while (Clock::now() < deadline && (stop == nullptr || !stop->load())) {
-      pollfd p{fd, events, 0};
-      const int r = poll(&p, 1, 50);
-      if (r > 0) return true;
-      if (r < 0 && errno != EINTR) return false;
-    }
-    return false;
+// --- reductions ---
+
+bool ToDType(ncclDataType_t t, moreh::DType* d) {
+  switch (t) {
+    case ncclFloat32:
+      *d = moreh::DType::kF32;
+      return true;
+    case ncclBfloat16:
+      *d = moreh::DType::kBF16;
+      return true;
+    case ncclFloat16:
+      *d = moreh::DType::kF16;
+      return true;
+    default:
+      return false;
   }
+}
 
-  // Blocking exchange of small bootstrap records (the sockets are still blocking then).
-  bool WriteAll(int fd, const void* p, size_t n) {
-    const char* c = static_cast<const char*>(p);
-    while (n > 0) {
-      const ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) return false;
-      c += w;
-      n -= static_cast<size_t>(w);
-    }
-    return true;
+size_t ElementBytes(ncclDataType_t t) {
+  switch (t) {
+    case ncclInt8:
+    case ncclUint8:
+      return 1;
+    case ncclFloat16:
+    case ncclBfloat16:
+      return 2;
+    case ncclInt32:
+    case ncclUint32:
+    case ncclFloat32:
+      return 4;
+    case ncclInt64:
+    case ncclUint64:
+    case ncclFloat64:
+      return 8;
+    default:
+      return 0;
   }
-  bool ReadAll(int fd, void* p, size_t n, Clock::time_point deadline,
-               const std::atomic<bool>* stop) {
-    char* c = static_cast<char*>(p);
-    while (n > 0) {
-      if (!WaitFor(fd, POLLIN, deadline, stop)) return false;
-      const ssize_t r = recv(fd, c, n, 0);
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) return false;
-      c += r;
-      n -= static_cast<size_t>(r);
-    }
-    return true;
-  }
-
-  // --- the unique id and its bootstrap root ---
-
-  struct IdFields {
-    char magic[8];
-    uint64_t tag;  // ties the ranks to this id (a stale or foreign id is refused)
-    uint16_t port;
-  };
-  static_assert(sizeof(IdFields) <= NCCL_UNIQUE_ID_BYTES);
-
-  struct Hello {
-    uint64_t tag;
-    int32_t rank, nranks;
-    uint16_t port;  // the rank's own listener, for the peers that connect to it
-  };
-
-  // The root: collects every rank's hello, then sends each the table of listener ports.
-  void RunRoot(int listener, uint64_t tag) {
-    const auto deadline = Clock::now() + kBootstrapTimeout;
-    std::vector<int> fds;
-    std::vector<uint16_t> ports;
-    int nranks = -1, joined = 0;
-    while (joined != nranks && WaitFor(listener, POLLIN, deadline, nullptr)) {
-      const int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd < 0) continue;
-      Hello h{};
-      const bool ok = ReadAll(fd, &h, sizeof h, Clock::now() + std::chrono::seconds(10), nullptr) &&
-                      h.tag == tag && h.nranks >= 1 && h.rank >= 0 && h.rank < h.nranks &&
-                      (nranks < 0 || h.nranks == nranks) &&
-                      (nranks < 0 || fds[static_cast<size_t>(h.rank)] < 0);
-      if (!ok) {  // the rank sees the connection close and fails its init
-        Report("bootstrap: a rank's hello does not match this group (refused)");
-        close(fd);
-        continue;
-      }
-      if (nranks < 0) {
-        nranks = h.nranks;
-        fds.assign(static_cast<size_t>(nranks), -1);
-        ports.assign(static_cast<size_t>(nranks), 0);
-      }
-      fds[static_cast<size_t>(h.rank)] = fd;
-      ports[static_cast<size_t>(h.rank)] = h.port;
-      ++joined;
-    }
-    for (int fd : fds) {
-      if (fd < 0) continue;
-      if (joined == nranks) WriteAll(fd, ports.data(), ports.size() * sizeof(uint16_t));
-      close(fd);
-    }
-    close(listener);
-  }
-
-  // --- reductions ---
-
-  bool ToDType(ncclDataType_t t, moreh::DType * d) {
-    switch (t) {
-      case ncclFloat32:
-        *d = moreh::DType::kF32;
-        return true;
-      case ncclBfloat16:
-        *d = moreh::DType::kBF16;
-        return true;
-      case ncclFloat16:
-        *d = moreh::DType::kF16;
-        return true;
-      default:
-        return false;
-    }
-  }
-
-  size_t ElementBytes(ncclDataType_t t) {
-    switch (t) {
-      case ncclInt8:
-      case ncclUint8:
-        return 1;
-      case ncclFloat16:
-      case ncclBfloat16:
-        return 2;
-      case ncclInt32:
-      case ncclUint32:
-      case ncclFloat32:
-        return 4;
-      case ncclInt64:
-      case ncclUint64:
-      case ncclFloat64:
-        return 8;
-      default:
-        return 0;
-    }
-  }
+}
 
 }  // namespace
 

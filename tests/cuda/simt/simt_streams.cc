@@ -5,8 +5,11 @@
 // communicator's stream reading a buffer that the compute stream has not written yet, or the
 // compute stream reusing one that a queued send still has to read), a buffer freed in stream order
 // while another stream still uses it (the address sanitizer sees the late access), and a host that
-// reads results before it synchronizes. MOREH_SIMT_STREAM_DELAY_US=N makes every stream wait a
-// random 0..N microseconds before each operation, so that such races show in other orders too;
+// reads results before it synchronizes. Every stream waits a random 0..N microseconds before each
+// operation (MOREH_SIMT_STREAM_DELAY_US=N, default 1000; 0 for none), so that one stream lags
+// another by turns: without the delays, a missing wait before a collective went unseen (the
+// emulated operations are quick); with them the NCCL tests fail, and a pipeline send whose buffer
+// goes back to the allocator too early fails the four-device daemons check.
 // MOREH_SIMT_STREAMS=sync runs every operation when it is called (the call's own thread: a
 // kernel's failure then throws from its launch).
 #include <chrono>
@@ -93,7 +96,7 @@ void ThrowAsyncError() {
 }
 
 int DelayMicros() {
-  static const int d = EnvInt("MOREH_SIMT_STREAM_DELAY_US", 0, 0, 1000000);
+  static const int d = EnvInt("MOREH_SIMT_STREAM_DELAY_US", 1000, 0, 1000000);
   return d;
 }
 
