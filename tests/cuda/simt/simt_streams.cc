@@ -70,6 +70,8 @@ struct Registry {
   std::mutex mu;
   std::map<const void*, StreamPtr> streams;
   StreamPtr legacy[8];
+  std::vector<StreamPtr>
+      draining;  // destroyed with work still queued (cudaDeviceSynchronize waits)
   uint32_t created = 0;
 };
 Registry& Streams() {
@@ -224,6 +226,14 @@ void SynchronizeDevice() {
     for (const auto& [handle, s] : r.streams) {
       if (s->device == d) all.push_back(s);
     }
+    std::vector<StreamPtr> still;
+    for (StreamPtr& s : r.draining) {
+      std::lock_guard<std::mutex> stream_lock(s->mu);
+      if (s->done == s->queued) continue;
+      if (s->device == d) all.push_back(s);
+      still.push_back(std::move(s));
+    }
+    r.draining.swap(still);
   }
   for (const StreamPtr& s : all) WaitFor(*s, Queued(*s));
 }
@@ -386,6 +396,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t handle) {
     if (it == r.streams.end()) return RecordError(cudaErrorInvalidResourceHandle);
     s = std::move(it->second);
     r.streams.erase(it);
+    r.draining.push_back(s);
   }
   std::lock_guard<std::mutex> lock(s->mu);
   s->destroyed = true;

@@ -263,6 +263,9 @@ TEST(SimtStreams, EachStreamRunsInOrderAndWaitsOnlyWhereTold) {
   ASSERT_EQ(cudaMemsetAsync(buf, 7, kBytes, cudaStreamLegacy), cudaSuccess);
   ASSERT_EQ(cudaEventRecord(written, cudaStreamLegacy), cudaSuccess);
   ASSERT_EQ(cudaStreamWaitEvent(waits, written, 0), cudaSuccess);
+  std::promise<void> second_gate;  // holds `waits` after the event, until the end
+  std::shared_future<void> second_opened = second_gate.get_future().share();
+  simt::Enqueue(waits, [second_opened] { second_opened.wait(); });
   ASSERT_EQ(cudaMemcpyAsync(waited, buf, kBytes, cudaMemcpyDeviceToDevice, waits), cudaSuccess);
   ASSERT_EQ(cudaMemcpyAsync(unordered, buf, kBytes, cudaMemcpyDeviceToDevice, independent),
             cudaSuccess);
@@ -275,25 +278,35 @@ TEST(SimtStreams, EachStreamRunsInOrderAndWaitsOnlyWhereTold) {
   EXPECT_EQ(cudaStreamQuery(waits), cudaErrorNotReady);
   EXPECT_EQ(cudaStreamQuery(blocking), cudaErrorNotReady);
   EXPECT_EQ(cudaStreamQuery(cudaStreamLegacy), cudaErrorNotReady);
+  // Destroyed with its copy still queued: the copy runs all the same, and the device's
+  // synchronization below waits for it.
+  EXPECT_EQ(cudaStreamDestroy(waits), cudaSuccess);
 
-  // The host's copy waits for the legacy stream, which another thread opens later.
-  std::thread opener([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    gate.set_value();
-  });
-  const auto start = std::chrono::steady_clock::now();
+  // The host's copy waits for the legacy stream, which another thread opens later; the device's
+  // synchronization waits for the destroyed stream, opened later still.
+  const auto open_later = [](std::promise<void>* p) {
+    return std::thread([p] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      p->set_value();
+    });
+  };
+  std::thread opener = open_later(&gate);
+  auto start = std::chrono::steady_clock::now();
   std::vector<unsigned char> host(kBytes), got(kBytes);
   ASSERT_EQ(cudaMemcpy(host.data(), buf, kBytes, cudaMemcpyDeviceToHost), cudaSuccess);
   EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(40));
   opener.join();
   EXPECT_EQ(host, std::vector<unsigned char>(kBytes, 7));
+  opener = open_later(&second_gate);
+  start = std::chrono::steady_clock::now();
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(40));
+  opener.join();
   for (auto [p, want] : {std::pair{waited, 7}, {unordered, 0}, {blocked, 7}}) {
     ASSERT_EQ(cudaMemcpy(got.data(), p, kBytes, cudaMemcpyDeviceToHost), cudaSuccess);
     EXPECT_EQ(got, std::vector<unsigned char>(kBytes, want));
   }
-  for (cudaStream_t t : {waits, independent, blocking})
-    EXPECT_EQ(cudaStreamDestroy(t), cudaSuccess);
+  for (cudaStream_t t : {independent, blocking}) EXPECT_EQ(cudaStreamDestroy(t), cudaSuccess);
   EXPECT_EQ(cudaEventDestroy(written), cudaSuccess);
   for (unsigned char* p : {buf, waited, unordered, blocked}) EXPECT_EQ(cudaFree(p), cudaSuccess);
 }
