@@ -16,6 +16,8 @@
 //   - launch configurations: block size, grid size and dynamic shared memory are checked against
 //     a Hopper GPU's limits, the 48 KiB default included (a kernel needing more without
 //     cudaFuncSetAttribute fails here as it would there).
+//   - stream ordering: each stream's work runs later, on its own host thread (simt_streams.cc),
+//     with random delays, so a missing wait between streams shows as stale data.
 // The tensor-core instructions the attention kernels use are here too (mma.sync, ldmatrix,
 // cp.async, WMMA 16x16x16). What it does not model: cuBLASLt (simt_device.cc: the CPU's GEMM);
 // timing; the memory model beyond barriers and cp.async groups (a warp-synchronous assumption
