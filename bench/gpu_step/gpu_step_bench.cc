@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <map>
 #include <random>
@@ -28,7 +29,21 @@ using moreh::DType;
 using moreh::runtime::Tensor;
 namespace gpu = moreh::kernels::cuda;
 
+#ifdef MOREH_CUDA_SIMT
+namespace moreh::simt {
+uint64_t HostWaits();  // tests/cuda/simt/simt.h: the emulated device counts the host's waits
+}
+#endif
+
 namespace {
+#ifdef MOREH_CUDA_SIMT
+constexpr bool kCountsHostWaits = true;
+uint64_t HostWaits() { return moreh::simt::HostWaits(); }
+#else
+constexpr bool kCountsHostWaits = false;
+uint64_t HostWaits() { return 0; }
+#endif
+
 class NoLinks : public moreh::parallel::PipeLinks {  // one stage: no neighbours
  public:
   void SendForward(int, const Tensor&) override {}
@@ -110,11 +125,14 @@ int main(int argc, char** argv) {
     NoLinks links;
     std::vector<double> times;
     double first_loss = 0, last_loss = 0;
+    uint64_t host_waits = 0;  // the steps' own (emulated device only: MOREH_CUDA_SIMT)
     for (int step = 0; step < steps + 2; ++step) {
       if (on_gpu) MOREH_CUDA_CHECK(cudaDeviceSynchronize());
       const auto t0 = std::chrono::steady_clock::now();
+      const uint64_t waits0 = HostWaits();
       const double loss = runner.RunMicroBatches(table[0], mbs, &links);
       runner.Update(nullptr, 1e-4);
+      if (step >= 2) host_waits += HostWaits() - waits0;
       if (on_gpu) MOREH_CUDA_CHECK(cudaDeviceSynchronize());
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (step == 0) first_loss = loss;
@@ -190,10 +208,12 @@ int main(int argc, char** argv) {
     std::printf(
         "{\"device\": \"%s\", \"params\": %lld, \"tokens_per_step\": %.0f, \"step_ms\": %.1f, "
         "\"tokens_per_s\": %.0f, \"mfu\": %.4f, \"peak_bytes\": %lld, "
-        "\"predicted_peak_bytes\": %.0f, \"loss_first\": %.4f, \"loss_last\": %.4f}\n",
+        "\"predicted_peak_bytes\": %.0f, \"loss_first\": %.4f, \"loss_last\": %.4f, "
+        "\"host_waits_per_step\": %.2f}\n",
         name.c_str(), static_cast<long long>(num_params), tokens, median * 1e3, tps,
         peak > 0 ? tps * flops_per_token / peak : 0.0, static_cast<long long>(dev->peak_bytes()),
-        predicted, first_loss, last_loss);
+        predicted, first_loss, last_loss,
+        kCountsHostWaits ? static_cast<double>(host_waits) / steps : -1.0);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gpu_step_bench: %s\n", e.what());
     return 1;

@@ -114,6 +114,10 @@ Launcher<P...> MakeLauncher(dim3 grid, dim3 block, size_t smem, cudaStream_t str
 // calling thread's current device's default (legacy) stream.
 void Enqueue(cudaStream_t stream, std::function<void()> op);
 bool SynchronousStreams();
+// How many times a host thread has waited for stream work so far: stream, device and event
+// synchronizations, and the calls that wait (cudaMemcpy, copies with host memory, cudaFree). On a
+// GPU each drains the queue the host keeps ahead of the device.
+uint64_t HostWaits();
 // Sets the calling thread's last error (cudaGetLastError) unless e is cudaSuccess; returns e.
 cudaError_t RecordError(cudaError_t e);
 

@@ -12,6 +12,7 @@
 // goes back to the allocator too early fails the four-device daemons check.
 // MOREH_SIMT_STREAMS=sync runs every operation when it is called (the call's own thread: a
 // kernel's failure then throws from its launch).
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -178,6 +179,9 @@ uint64_t Queued(Stream& s) {
   std::lock_guard<std::mutex> lock(s.mu);
   return s.queued;
 }
+// The host's waits for stream work (HostWaits).
+std::atomic<uint64_t> g_host_waits{0};
+
 // Waits until the stream has run its first `n` operations.
 void WaitFor(Stream& s, uint64_t n) {
   std::unique_lock<std::mutex> lock(s.mu);
@@ -312,6 +316,8 @@ bool SynchronousStreams() {
 
 void Enqueue(cudaStream_t stream, std::function<void()> op) { Push(Get(stream), std::move(op)); }
 
+uint64_t HostWaits() { return g_host_waits.load(); }
+
 }  // namespace moreh::simt
 
 // --- the CUDA runtime's memory, stream and event calls ------------------------------------------
@@ -327,6 +333,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
 cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) { return cudaMalloc(p, bytes); }
 // As CUDA's, it waits for the device first.
 cudaError_t cudaFree(void* p) {
+  ++moreh::simt::g_host_waits;
   moreh::simt::SynchronizeDevice();
   moreh::simt::FreeDevice(p);
   moreh::simt::ThrowAsyncError();
@@ -359,12 +366,14 @@ cudaError_t cudaMemset(void* p, int value, size_t bytes) {
 }
 
 cudaError_t cudaDeviceSynchronize() {
+  ++moreh::simt::g_host_waits;
   moreh::simt::SynchronizeDevice();
   moreh::simt::ThrowAsyncError();
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t handle) {
   const moreh::simt::StreamPtr s = moreh::simt::Get(handle);
+  ++moreh::simt::g_host_waits;
   moreh::simt::WaitFor(*s, moreh::simt::Queued(*s));
   moreh::simt::ThrowAsyncError();
   return cudaSuccess;
@@ -441,6 +450,7 @@ cudaError_t cudaEventQuery(cudaEvent_t e) {
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   if (e == nullptr) return RecordError(cudaErrorInvalidResourceHandle);
   const moreh::simt::EventState& state = *moreh::simt::Handle(e)->state;
+  ++moreh::simt::g_host_waits;
   {
     std::unique_lock<std::mutex> lock(moreh::simt::g_event_mu);
     const uint64_t n = state.recorded;
