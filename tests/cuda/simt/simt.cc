@@ -157,7 +157,8 @@ struct Block {
 // The block being run (launches are serialised by g_launch_mu and run on the launching thread).
 Block* g_block = nullptr;
 
-std::mutex g_launch_mu;                               // one grid runs at a time
+// Leaked: stream threads may still run a grid while the process exits.
+std::mutex& g_launch_mu = *new std::mutex;            // one grid runs at a time
 thread_local cudaError_t g_last_error = cudaSuccess;  // per host thread, as CUDA's
 thread_local int g_device = 0;                        // the host thread's current device
 std::map<const void*, size_t> g_smem_optin;  // cudaFuncSetAttribute's dynamic shared memory

@@ -12,6 +12,8 @@
 // goes back to the allocator too early fails the four-device daemons check.
 // MOREH_SIMT_STREAMS=sync runs every operation when it is called (the call's own thread: a
 // kernel's failure then throws from its launch).
+#include <execinfo.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -179,8 +181,19 @@ uint64_t Queued(Stream& s) {
   std::lock_guard<std::mutex> lock(s.mu);
   return s.queued;
 }
-// The host's waits for stream work (HostWaits).
+// The host's waits for stream work (HostWaits). MOREH_SIMT_TRACE_WAITS=1 prints each with the
+// calls that led to it (where a program drains the GPU's queue; symbolize with addr2line).
 std::atomic<uint64_t> g_host_waits{0};
+void HostWait(const char* call) {
+  const uint64_t n = ++g_host_waits;
+  static const bool trace = EnvInt("MOREH_SIMT_TRACE_WAITS", 0, 0, 1) == 1;
+  if (!trace) return;
+  void* frames[24];
+  const int depth = backtrace(frames, 24);
+  std::fprintf(stderr, "simt: host wait %llu (%s), from:\n", static_cast<unsigned long long>(n),
+               call);
+  backtrace_symbols_fd(frames + 1, depth - 1, 2);
+}
 
 // Waits until the stream has run its first `n` operations.
 void WaitFor(Stream& s, uint64_t n) {
@@ -249,8 +262,9 @@ struct EventState {
   uint64_t recorded = 0, reached = 0;
   double seconds = 0;
 };
-std::mutex g_event_mu;
-std::condition_variable g_event_reached;
+// Leaked, as everything stream threads touch: they may still run while the process exits.
+std::mutex& g_event_mu = *new std::mutex;
+std::condition_variable& g_event_reached = *new std::condition_variable;
 struct EventHandle {
   std::shared_ptr<EventState> state;
 };
@@ -258,8 +272,8 @@ EventHandle* Handle(cudaEvent_t e) { return reinterpret_cast<EventHandle*>(e); }
 
 // Device allocations (start -> bytes): what cudaMemcpyDefault and the asynchronous copies need to
 // tell device memory from the host's.
-std::mutex g_alloc_mu;
-std::map<uintptr_t, size_t> g_allocations;
+std::mutex& g_alloc_mu = *new std::mutex;
+std::map<uintptr_t, size_t>& g_allocations = *new std::map<uintptr_t, size_t>;
 
 bool OnDevice(const void* p) {
   const auto a = reinterpret_cast<uintptr_t>(p);
@@ -333,7 +347,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
 cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) { return cudaMalloc(p, bytes); }
 // As CUDA's, it waits for the device first.
 cudaError_t cudaFree(void* p) {
-  ++moreh::simt::g_host_waits;
+  moreh::simt::HostWait("cudaFree");
   moreh::simt::SynchronizeDevice();
   moreh::simt::FreeDevice(p);
   moreh::simt::ThrowAsyncError();
@@ -366,14 +380,14 @@ cudaError_t cudaMemset(void* p, int value, size_t bytes) {
 }
 
 cudaError_t cudaDeviceSynchronize() {
-  ++moreh::simt::g_host_waits;
+  moreh::simt::HostWait("cudaDeviceSynchronize");
   moreh::simt::SynchronizeDevice();
   moreh::simt::ThrowAsyncError();
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t handle) {
   const moreh::simt::StreamPtr s = moreh::simt::Get(handle);
-  ++moreh::simt::g_host_waits;
+  moreh::simt::HostWait("cudaStreamSynchronize");
   moreh::simt::WaitFor(*s, moreh::simt::Queued(*s));
   moreh::simt::ThrowAsyncError();
   return cudaSuccess;
@@ -450,7 +464,7 @@ cudaError_t cudaEventQuery(cudaEvent_t e) {
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   if (e == nullptr) return RecordError(cudaErrorInvalidResourceHandle);
   const moreh::simt::EventState& state = *moreh::simt::Handle(e)->state;
-  ++moreh::simt::g_host_waits;
+  moreh::simt::HostWait("cudaEventSynchronize");
   {
     std::unique_lock<std::mutex> lock(moreh::simt::g_event_mu);
     const uint64_t n = state.recorded;
