@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <random>
+#include <string>
 #include <thread>
 
 #include "kernels/cuda/device_allocator.h"
@@ -211,6 +212,48 @@ TEST(CudaFrontend, TrainingMatchesCpuWithTheSameProgram) {
 TEST(CudaFrontend, MixedPrecisionByDefaultFollowsTheCpu) {
   MOREH_SKIP_WITHOUT_GPU("the CUDA backend is");
   CompareFrontend(nullptr, 5e-3);
+}
+
+// The user's program on a GPU it does not fit (the GPU's capacity cut to what it holds plus
+// 1 MiB; the model's f32 weights alone are about 2 MB): it fails with the out-of-memory error that
+// names the GPU and says what to do (advanced parallelization, a larger virtual device, a smaller
+// batch), and the same program runs once the memory is there again.
+TEST(CudaFrontend, AModelTooBigForTheGpuFailsWithTheAdvice) {
+  MOREH_SKIP_WITHOUT_GPU("the CUDA backend is");
+  Allocator* gpu = kernels::cuda::CudaAllocator(0);
+  const int64_t capacity = gpu->capacity();
+  gpu->set_capacity(gpu->live_bytes() + (1 << 20));
+  std::string message, device;
+  std::thread t([&] {
+    setenv("MOREH_DEVICE", "cuda:0", 1);
+    models::LlamaForCausalLM model(SmallLlama(), 0);
+    optim::AdamW opt(model.Parameters(), 1e-3);
+    std::vector<int64_t> ids(4 * 64, 7);
+    const Tensor batch = Tensor::FromVector(ids, {4, 64});
+    try {
+      auto out =
+          model(moreh::Tensor::FromData(batch), moreh::Tensor(), moreh::Tensor::FromData(batch));
+      out.loss.backward();
+      opt.step();
+      out.loss.item();
+    } catch (const OutOfMemoryError& e) {
+      message = e.what();
+      device = e.device();
+    }
+  });
+  t.join();
+  unsetenv("MOREH_DEVICE");
+  gpu->set_capacity(capacity);
+  EXPECT_EQ(device, "cuda:0");
+  for (const char* part : {"Error Code 4: OUT_OF_MEMORY", "device cuda:0", "moreh-switch-model",
+                           "enable_advanced_parallelization()",
+                           "MOREH_ENABLE_ADVANCED_PARALLELIZATION=1", "Decrease Batch Size"}) {
+    EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
+  }
+  const FrontendRun again = TrainSmallLlama("cuda:0", nullptr);
+  ASSERT_EQ(again.losses.size(), 5u);
+  EXPECT_TRUE(again.params_on_gpu);
+  EXPECT_LT(again.losses.back(), again.losses.front());
 }
 
 struct RunnerRun {

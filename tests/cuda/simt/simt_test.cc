@@ -224,6 +224,7 @@ TEST(SimtEvents, ElapsedTimeBetweenRecords) {
   EXPECT_EQ(cudaEventElapsedTime(&ms, a, b), cudaErrorInvalidResourceHandle);  // not recorded
   cudaGetLastError();
   ASSERT_EQ(cudaEventRecord(a, nullptr), cudaSuccess);
+  ASSERT_EQ(cudaEventSynchronize(a), cudaSuccess);  // its stream's delay is not the host's sleep
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   ASSERT_EQ(cudaEventRecord(b, nullptr), cudaSuccess);
   ASSERT_EQ(cudaEventSynchronize(b), cudaSuccess);  // before, it may not be reached yet
