@@ -41,7 +41,6 @@ constexpr unsigned kMaxThreads = 1024;
 constexpr unsigned kMaxGridYZ = 65535;
 constexpr size_t kDefaultDynamicSmem = 48 << 10;
 constexpr size_t kOptinDynamicSmem = 227 << 10;
-constexpr int64_t kMemoryBytes = int64_t{8} << 30;  // what the emulated device reports
 constexpr size_t kStackBytes = 256 << 10;
 constexpr size_t kLaneSlotBytes = 32;  // the most one lane passes in a warp exchange
 constexpr size_t kWarpSlotBytes = 32 * kLaneSlotBytes;
@@ -660,10 +659,6 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
     default:
       return RecordError(cudaErrorInvalidValue);
   }
-}
-cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
-  *free_bytes = *total_bytes = static_cast<size_t>(moreh::simt::kMemoryBytes);
-  return cudaSuccess;
 }
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 ||

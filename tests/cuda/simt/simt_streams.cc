@@ -32,6 +32,7 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/core/allocator.h"
 #include "runtime/core/error.h"
 #include "tests/cuda/simt/simt.h"
 
@@ -274,6 +275,21 @@ EventHandle* Handle(cudaEvent_t e) { return reinterpret_cast<EventHandle*>(e); }
 // tell device memory from the host's.
 std::mutex& g_alloc_mu = *new std::mutex;
 std::map<uintptr_t, size_t>& g_allocations = *new std::map<uintptr_t, size_t>;
+int64_t g_allocated = 0;  // bytes, under g_alloc_mu
+
+// The device memory: MOREH_SIMT_DEVICE_MEMORY (e.g. 64M, all devices together) is what
+// cudaMemGetInfo reports and the most cudaMalloc gives out (beyond it, out of memory, as a full
+// GPU); unset, 8 GiB are reported and nothing is refused.
+int64_t MemoryLimit() {
+  static const int64_t limit = [] {
+    const char* e = std::getenv("MOREH_SIMT_DEVICE_MEMORY");
+    if (e == nullptr || *e == '\0') return int64_t{0};
+    const int64_t bytes = runtime::ParseMemoryBytes(e);
+    MOREH_CHECK(bytes > 0, "MOREH_SIMT_DEVICE_MEMORY='{}' is not a size (e.g. 64M)", e);
+    return bytes;
+  }();
+  return limit;
+}
 
 bool OnDevice(const void* p) {
   const auto a = reinterpret_cast<uintptr_t>(p);
@@ -287,17 +303,24 @@ bool OnDevice(const void* p) {
 void* AllocateDevice(size_t bytes) {
   // 256-byte alignment as cudaMalloc gives; the exact size, so that an access past the end is out
   // of bounds for the address sanitizer.
+  std::lock_guard<std::mutex> lock(g_alloc_mu);
+  const int64_t limit = MemoryLimit();
+  if (limit > 0 && g_allocated + static_cast<int64_t>(bytes) > limit) return nullptr;
   void* p = nullptr;
   if (posix_memalign(&p, 256, std::max<size_t>(bytes, 1)) != 0) return nullptr;
-  std::lock_guard<std::mutex> lock(g_alloc_mu);
   g_allocations[reinterpret_cast<uintptr_t>(p)] = bytes;
+  g_allocated += static_cast<int64_t>(bytes);
   return p;
 }
 void FreeDevice(void* p) {
   if (p == nullptr) return;
   {
     std::lock_guard<std::mutex> lock(g_alloc_mu);
-    g_allocations.erase(reinterpret_cast<uintptr_t>(p));
+    const auto it = g_allocations.find(reinterpret_cast<uintptr_t>(p));
+    if (it != g_allocations.end()) {
+      g_allocated -= static_cast<int64_t>(it->second);
+      g_allocations.erase(it);
+    }
   }
   std::free(p);
 }
@@ -379,6 +402,17 @@ cudaError_t cudaMemset(void* p, int value, size_t bytes) {
   return cudaMemsetAsync(p, value, bytes, cudaStreamLegacy);
 }
 
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  const int64_t limit = moreh::simt::MemoryLimit();
+  if (limit == 0) {
+    *free_bytes = *total_bytes = size_t{8} << 30;
+    return cudaSuccess;
+  }
+  std::lock_guard<std::mutex> lock(moreh::simt::g_alloc_mu);
+  *total_bytes = static_cast<size_t>(limit);
+  *free_bytes = static_cast<size_t>(limit - moreh::simt::g_allocated);
+  return cudaSuccess;
+}
 cudaError_t cudaDeviceSynchronize() {
   moreh::simt::HostWait("cudaDeviceSynchronize");
   moreh::simt::SynchronizeDevice();
