@@ -153,7 +153,7 @@ struct Block {
 #endif
 };
 
-// The block being run (launches are serialised by g_launch_mu and run on the launching thread).
+// The block being run (grids are serialised by g_launch_mu; each runs on its stream's thread).
 Block* g_block = nullptr;
 
 // Leaked: stream threads may still run a grid while the process exits.
