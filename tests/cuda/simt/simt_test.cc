@@ -5,6 +5,7 @@
 #include <nccl.h>
 
 #include <chrono>
+#include <cstring>
 #include <future>
 #include <numeric>
 #include <string>
@@ -344,6 +345,60 @@ void TwoRanks(ncclComm_t comms[2]) {
   ASSERT_EQ(ncclCommInitRank(&comms[0], 2, id, 0), ncclSuccess);
   other.join();
   ASSERT_NE(comms[1], nullptr);
+}
+
+// What makes a missing wait visible: an operation runs when its stream reaches it and reads its
+// buffer then. Two ranks sum buffers that the legacy stream (held at a gate) fills: with every rank
+// ordered after the writer (an event), the sum has both values; with rank 1 not ordered, it sends
+// its buffer before the writer ran, and rank 0's sum lacks its value -- as on a GPU.
+float SumAfterTheWriter(bool rank1_waits) {  // rank 0's sum
+  ncclComm_t comms[2] = {nullptr, nullptr};
+  TwoRanks(comms);
+  float* buf[2] = {nullptr, nullptr};
+  float* out[2] = {nullptr, nullptr};
+  cudaStream_t streams[2] = {nullptr, nullptr};
+  for (int r = 0; r < 2; ++r) {
+    cudaMalloc(reinterpret_cast<void**>(&buf[r]), 64 * sizeof(float));
+    cudaMalloc(reinterpret_cast<void**>(&out[r]), 64 * sizeof(float));
+    cudaMemset(buf[r], 0, 64 * sizeof(float));
+    cudaStreamCreateWithFlags(&streams[r], cudaStreamNonBlocking);
+  }
+  cudaDeviceSynchronize();
+  cudaEvent_t written = nullptr;
+  cudaEventCreateWithFlags(&written, cudaEventDisableTiming);
+  std::promise<void> gate;
+  std::shared_future<void> opened = gate.get_future().share();
+  simt::Enqueue(cudaStreamLegacy, [opened] { opened.wait(); });
+  for (float* b : buf) cudaMemsetAsync(b, 0x3f, 64 * sizeof(float), cudaStreamLegacy);
+  cudaEventRecord(written, cudaStreamLegacy);
+  for (int r = 0; r < 2; ++r) {
+    if (r == 0 || rank1_waits) cudaStreamWaitEvent(streams[r], written, 0);
+    EXPECT_EQ(ncclAllReduce(buf[r], out[r], 64, ncclFloat, ncclSum, comms[r], streams[r]),
+              ncclSuccess);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // rank 1 runs ahead if it may
+  gate.set_value();
+  for (cudaStream_t s : streams) cudaStreamSynchronize(s);
+  float sum[2] = {0, 0};
+  for (int r = 0; r < 2; ++r) cudaMemcpy(&sum[r], out[r], sizeof(float), cudaMemcpyDeviceToHost);
+  if (rank1_waits) EXPECT_EQ(sum[0], sum[1]);  // racing, the ranks need not even agree
+  for (int r = 0; r < 2; ++r) {
+    ncclCommDestroy(comms[r]);
+    cudaStreamDestroy(streams[r]);
+    cudaFree(buf[r]);
+    cudaFree(out[r]);
+  }
+  cudaEventDestroy(written);
+  return sum[0];
+}
+
+TEST(SimtNccl, AnOperationNotOrderedAfterTheWriterReadsStaleData) {
+  if (simt::SynchronousStreams()) GTEST_SKIP() << "MOREH_SIMT_STREAMS=sync: nothing runs late";
+  float v = 0;
+  const uint32_t bytes = 0x3f3f3f3fu;
+  std::memcpy(&v, &bytes, sizeof v);
+  EXPECT_FLOAT_EQ(SumAfterTheWriter(true), 2 * v);
+  EXPECT_FLOAT_EQ(SumAfterTheWriter(false), v);  // rank 1 sent its zeros
 }
 
 TEST(SimtNccl, WrongSizesAndLostPeersFail) {
