@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <map>
-#include <string_view>
 #include <thread>
+#include <vector>
 
 namespace moreh::comm {
 
@@ -75,16 +75,23 @@ StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Create(int rank) {
   // from 0.72 x to 1.06-1.16 x the theory), cost bandwidth, and after a peer died left the
   // survivors' wireup tripping a UCX assertion (comm.collectives_multiprocess, 'die'). So every
   // message goes eagerly through the shared-memory FIFO, made larger; docs/comm.md has the
-  // figures. Variables the user sets win. The FIFO's size is the shared-memory transports' common
-  // MM_FIFO_SIZE: named as POSIX_FIFO_SIZE here, UCX 1.13 warned "invalid configuration" and kept
-  // 64 entries (its debug log shows the FIFO's entries).
-  const std::pair<const char*, const char*> defaults[] = {
-      {"TLS", "^cma"}, {"RNDV_THRESH", "inf"}, {"MM_FIFO_SIZE", "256"}};
-  for (const auto& [name, value] : defaults) {
-    const bool user_fifo =
-        std::string_view(name) == "MM_FIFO_SIZE" &&
-        (std::getenv("UCX_POSIX_FIFO_SIZE") || std::getenv("UCX_SYSV_FIFO_SIZE"));
-    if (user_fifo || std::getenv(fmt::format("UCX_{}", name).c_str()) != nullptr) continue;
+  // figures. The FIFO's size is the shared-memory transports' common MM_FIFO_SIZE: named as
+  // POSIX_FIFO_SIZE here, UCX 1.13 warned "invalid configuration" and kept 64 entries (its debug
+  // log shows the FIFO's entries). Any of the variables a setting lists, set by the user, wins.
+  struct Default {
+    const char* name;
+    const char* value;
+    std::vector<const char*> user_variables;
+  };
+  const Default defaults[] = {
+      {"TLS", "^cma", {"UCX_TLS"}},
+      {"RNDV_THRESH", "inf", {"UCX_RNDV_THRESH"}},
+      {"MM_FIFO_SIZE", "256", {"UCX_MM_FIFO_SIZE", "UCX_POSIX_FIFO_SIZE", "UCX_SYSV_FIFO_SIZE"}}};
+  for (const auto& [name, value, user_variables] : defaults) {
+    if (std::any_of(user_variables.begin(), user_variables.end(),
+                    [](const char* v) { return std::getenv(v) != nullptr; })) {
+      continue;
+    }
     s = Ucx(ucp_config_modify(config, name, value), fmt::format("ucp_config_modify({})", name));
     if (!s.ok()) {
       ucp_config_release(config);

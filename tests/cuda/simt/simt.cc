@@ -481,13 +481,18 @@ void CpAsyncWaitPrior(int n) {
 
 void* DynamicShared() { return g_block->dynamic_smem; }
 
+int EnvInt(const char* name, int fallback, int lo, int hi) {
+  const char* e = std::getenv(name);
+  if (e == nullptr || *e == '\0') return fallback;
+  char* end = nullptr;
+  const long v = std::strtol(e, &end, 10);
+  MOREH_CHECK(*end == '\0' && v >= lo && v <= hi, "{}='{}': expected an integer from {} to {}",
+              name, e, lo, hi);
+  return static_cast<int>(v);
+}
+
 int EmulatedDevices() {
-  static const int n = [] {
-    const char* e = std::getenv("MOREH_SIMT_DEVICES");
-    const int v = e == nullptr ? 1 : std::atoi(e);
-    MOREH_CHECK(v >= 1 && v <= 8, "MOREH_SIMT_DEVICES='{}': from 1 to 8 emulated devices", e);
-    return v;
-  }();
+  static const int n = EnvInt("MOREH_SIMT_DEVICES", 1, 1, 8);
   return n;
 }
 

@@ -121,6 +121,10 @@ uint64_t HostWaits();
 // Sets the calling thread's last error (cudaGetLastError) unless e is cudaSuccess; returns e.
 cudaError_t RecordError(cudaError_t e);
 
+// The emulator's integer settings: `name` from the environment, `fallback` when unset; anything
+// but an integer from lo to hi is an error naming it.
+int EnvInt(const char* name, int fallback, int lo, int hi);
+
 // How many devices the emulator has: MOREH_SIMT_DEVICES (1 to 8, default 1). They share the
 // host's memory; each host thread has its current device (cudaSetDevice).
 int EmulatedDevices();

@@ -53,8 +53,9 @@ constexpr char kMagic[8] = {'s', 'i', 'm', 't', 'N', 'C', 'C', 'L'};
 constexpr auto kBootstrapTimeout = std::chrono::minutes(10);
 
 std::chrono::seconds OperationTimeout() {
-  const char* e = std::getenv("MOREH_SIMT_NCCL_TIMEOUT_S");
-  return std::chrono::seconds(e != nullptr && std::atoi(e) > 0 ? std::atoi(e) : 120);
+  static const std::chrono::seconds timeout(
+      moreh::simt::EnvInt("MOREH_SIMT_NCCL_TIMEOUT_S", 120, 1, 86400));
+  return timeout;
 }
 
 void Report(const std::string& what) { std::fprintf(stderr, "simt nccl: %s\n", what.c_str()); }
@@ -492,11 +493,15 @@ struct Op {
 thread_local int g_group_depth = 0;
 thread_local std::vector<Op> g_group;
 
-// Queues ops (whose communicators are ready) on their streams: on each stream, every send of its
-// ops is posted before any of them completes. A failure is the communicator's error (as
-// NCCL's, seen by ncclCommGetAsyncError). With synchronous streams they run now, every send of
-// every stream first.
+// Queues ops on their streams once every communicator is ready (else its state is the answer):
+// on each stream, every send of its ops is posted before any of them completes. A failure is the
+// communicator's error (as NCCL's, seen by ncclCommGetAsyncError). With synchronous streams they
+// run now, every send of every stream first.
 ncclResult_t Queue(std::vector<Op> ops) {
+  for (Op& op : ops) {
+    const ncclResult_t ready = op.comm->Ready();
+    if (ready != ncclSuccess) return ready;
+  }
   if (moreh::simt::SynchronousStreams()) {
     for (Op& op : ops) op.post();
     for (Op& op : ops) op.complete();
@@ -524,8 +529,6 @@ ncclResult_t Submit(Op op) {
     g_group.push_back(std::move(op));
     return ncclSuccess;
   }
-  const ncclResult_t ready = op.comm->Ready();
-  if (ready != ncclSuccess) return ready;
   std::vector<Op> ops;
   ops.push_back(std::move(op));
   return Queue(std::move(ops));
@@ -693,10 +696,6 @@ ncclResult_t ncclGroupEnd() {
   if (--g_group_depth > 0) return ncclSuccess;
   std::vector<Op> ops;
   ops.swap(g_group);
-  for (Op& op : ops) {
-    const ncclResult_t ready = op.comm->Ready();
-    if (ready != ncclSuccess) return ready;
-  }
   return Queue(std::move(ops));
 }
 

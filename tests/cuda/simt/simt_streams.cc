@@ -43,16 +43,6 @@ using Clock = std::chrono::steady_clock;
 
 double Now() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
 
-int EnvInt(const char* name, int fallback, int lo, int hi) {
-  const char* e = std::getenv(name);
-  if (e == nullptr || *e == '\0') return fallback;
-  char* end = nullptr;
-  const long v = std::strtol(e, &end, 10);
-  MOREH_CHECK(*end == '\0' && v >= lo && v <= hi, "{}='{}': expected an integer from {} to {}",
-              name, e, lo, hi);
-  return static_cast<int>(v);
-}
-
 // A stream: its queue and the thread that runs it. Counts, not flags, say how far it is: an
 // operation's position is the number queued before it plus one.
 struct Stream {
@@ -74,8 +64,8 @@ struct Registry {
   std::mutex mu;
   std::map<const void*, StreamPtr> streams;
   StreamPtr legacy[8];
-  std::vector<StreamPtr>
-      draining;  // destroyed with work still queued (cudaDeviceSynchronize waits)
+  // Destroyed with work still queued (cudaDeviceSynchronize waits for them).
+  std::vector<StreamPtr> draining;
   uint32_t created = 0;
 };
 Registry& Streams() {
@@ -388,10 +378,9 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   return cudaSuccess;
 }
 // On the legacy stream, and the host waits for it.
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
   if (bytes == 0) return cudaSuccess;
   moreh::simt::Enqueue(cudaStreamLegacy, [=] { std::memmove(dst, src, bytes); });
-  (void)kind;
   return cudaStreamSynchronize(cudaStreamLegacy);
 }
 cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t s) {
