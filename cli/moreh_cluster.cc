@@ -16,7 +16,7 @@
 #include "cli/moreh_plan.h"
 #include "cli/scheduler_address.h"
 #include "runtime/client/local_cluster.h"
-#include "runtime/planner/cluster.h"
+#include "runtime/net/protocol.h"
 
 namespace moreh::cli {
 namespace fs = std::filesystem;
@@ -61,25 +61,29 @@ int ClusterMain(int argc, char** argv) {
                 lc.value()->scheduler_address().c_str(), workers, devices, memory.c_str());
     return 0;
   }
-  std::ifstream in(state);
-  const auto j = in ? json::parse(in, nullptr, false) : json();
-  if (!j.is_object() || !j.contains("pids")) {
+  auto recorded = client::ReadRecordedCluster(state);
+  if (!recorded.ok()) {
+    if (recorded.status().code() != StatusCode::kNotFound) {
+      spdlog::error("{}", recorded.status().message());
+      return 2;
+    }
     std::printf("no local cluster is up\n");
     return action == "status" ? 1 : 0;
   }
+  const client::RecordedCluster& r = recorded.value();
   if (action == "down") {
-    for (const auto& p : j["pids"]) kill(p.get<pid_t>(), SIGTERM);
+    for (pid_t p : r.pids) kill(p, SIGTERM);
     std::error_code ec;
-    fs::remove_all(j.value("dir", std::string()), ec);
+    if (!r.dir.empty()) fs::remove_all(r.dir, ec);
     fs::remove(state, ec);
     std::printf("local cluster down\n");
     return 0;
   }
   int alive = 0;
-  for (const auto& p : j["pids"]) alive += kill(p.get<pid_t>(), 0) == 0;
-  std::printf("local cluster: scheduler %s, %d of %zu daemons running\n",
-              j.value("scheduler", std::string("?")).c_str(), alive, j["pids"].size());
-  return alive == static_cast<int>(j["pids"].size()) ? 0 : 1;
+  for (pid_t p : r.pids) alive += kill(p, 0) == 0;
+  std::printf("local cluster: scheduler %s, %d of %zu daemons running\n", r.scheduler.c_str(),
+              alive, r.pids.size());
+  return alive == static_cast<int>(r.pids.size()) ? 0 : 1;
 }
 
 int RunProgramMain(const std::string& scheduler_flag, const std::string& device_size,
@@ -88,8 +92,7 @@ int RunProgramMain(const std::string& scheduler_flag, const std::string& device_
   std::string scheduler = SchedulerAddress(scheduler_flag);
   if (scheduler.empty()) {
     client::LocalClusterConfig c;
-    c.num_workers =
-        std::max(1, planner::DeviceSizeCount(device_size.empty() ? "Small" : device_size));
+    c.num_workers = std::max(1, net::DeviceSizeCount(device_size.empty() ? "Small" : device_size));
     auto lc = client::LocalCluster::Start(c);
     if (!lc.ok()) {
       spdlog::error("{}", lc.status().message());

@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "runtime/log.h"
+#include "runtime/net/protocol.h"
 #include "runtime/planner/plan_svg.h"
 #include "runtime/planner/planner.h"
 
@@ -59,7 +60,7 @@ int PlanMain(int argc, char** argv) {
     planner::ClusterSpec cluster;
     int devices = 0;
     if (!device_size.empty()) {
-      devices = planner::DeviceSizeCount(device_size);
+      devices = net::DeviceSizeCount(device_size);
       MOREH_CHECK(devices > 0,
                   "unknown device size '{}' (Small, Medium, Large, xLarge, 1.5xLarge, "
                   "2xLarge, 3xLarge, 4xLarge, 6xLarge, 8xLarge, 12xLarge, 24xLarge, 48xLarge)",

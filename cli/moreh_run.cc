@@ -17,8 +17,25 @@ int main(int argc, char** argv) {
         "  plan    choose a parallel configuration, dry run (moreh-run plan --help)\n"
         "  connect request the virtual device, connect to its workers, release (check)\n"
         "  cluster up|down|status   a local cluster in the background\n"
-        "  [--scheduler HOST:PORT] [--device-size NAME] -- PROGRAM ARGS...   run a program\n");
+        "  [--scheduler HOST:PORT] [--device-size NAME] -- PROGRAM ARGS...   run a program\n"
+        "  --wait-timeout SECONDS (any command): how long to wait for devices (default 600;\n"
+        "          also MOREH_WAIT_TIMEOUT)\n");
     return argc < 2 ? 2 : 0;
+  }
+  // --wait-timeout S, anywhere before "--": for every command, through MOREH_WAIT_TIMEOUT.
+  for (int k = 1; k < argc && std::strcmp(argv[k], "--") != 0; ++k) {
+    if (std::strcmp(argv[k], "--wait-timeout") != 0) continue;
+    char* end = nullptr;
+    const double secs = k + 1 < argc ? std::strtod(argv[k + 1], &end) : 0;
+    if (k + 1 >= argc || end == argv[k + 1] || *end != '\0' || !(secs > 0)) {
+      std::fprintf(stderr, "moreh-run: --wait-timeout needs a number of seconds > 0, got '%s'\n",
+                   k + 1 < argc ? argv[k + 1] : "");
+      return 2;
+    }
+    setenv("MOREH_WAIT_TIMEOUT", argv[k + 1], 1);
+    for (int j = k; j + 2 <= argc; ++j) argv[j] = argv[j + 2];  // argv[argc] is null
+    argc -= 2;
+    break;
   }
   if (std::strcmp(argv[1], "plan") == 0) return moreh::cli::PlanMain(argc - 1, argv + 1);
   if (std::strcmp(argv[1], "connect") == 0) return moreh::cli::ConnectMain(argc - 1, argv + 1);

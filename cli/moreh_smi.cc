@@ -1,12 +1,13 @@
 // moreh-smi: the user's virtual device (size, devices, memory, the process using it), its virtual
-// devices (`device --list|--add SIZE|--rm ID|--switch ID`), and the cluster (`--cluster`).
+// devices (`device --list|--add SIZE|--rm ID|--switch ID`), and the cluster (`--cluster`). Replies
+// are read through runtime/net/protocol.h, so a malformed one is an error, not a crash.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <map>
 
 #include "cli/scheduler_address.h"
 #include "runtime/client/channel.h"
-#include "runtime/planner/cluster.h"
+#include "runtime/net/protocol.h"
 
 namespace {
 using json = nlohmann::json;
@@ -16,9 +17,9 @@ int Fail(const std::string& m) {
   return 1;
 }
 
-int64_t DeviceMemory(const json& cluster) {
-  for (const auto& n : cluster["nodes"]) {
-    if (!n["devices"].empty()) return n["devices"][0]["memory_bytes"].get<int64_t>();
+int64_t DeviceMemory(const moreh::net::ClusterView& cluster) {
+  for (const auto& n : cluster.nodes) {
+    if (!n.devices.empty()) return n.devices[0].memory_bytes;
   }
   return 0;
 }
@@ -41,32 +42,31 @@ int main(int argc, char** argv) {
   boost::asio::io_context io;
   auto ch = moreh::cli::ConnectAsUser(io, scheduler);
   if (!ch.ok()) return Fail(ch.status().message());
-  auto st = ch.value()->Call({{"type", "cluster_status"}});
-  if (!st.ok()) return Fail(st.status().message());
-  const json cl = st.value()["cluster"];
+  auto st = ch.value()->Call(moreh::net::Message(moreh::net::Msg::kClusterStatus));
+  moreh::Status ss = moreh::client::ReplyError(st, "moreh-smi");
+  if (!ss.ok()) return Fail(ss.message());
+  auto view = moreh::net::ClusterView::FromJson(st.value());
+  if (!view.ok()) return Fail("the scheduler's reply: " + view.status().message());
+  const moreh::net::ClusterView& cl = view.value();
   if (cluster) {
     std::printf("%-16s %-22s %-6s %s\n", "node", "address", "alive", "devices (id:leased)");
-    for (const auto& n : cl["nodes"]) {
+    for (const auto& n : cl.nodes) {
       std::string devs;
-      for (const auto& d : n["devices"]) {
-        devs += fmt::format("{}{}:{}", devs.empty() ? "" : " ", d["id"].get<int>(),
-                            d["lease"].get<uint64_t>() ? "leased" : "free");
+      for (const auto& d : n.devices) {
+        devs += fmt::format("{}{}:{}", devs.empty() ? "" : " ", d.id, d.lease ? "leased" : "free");
       }
-      std::printf("%-16s %-22s %-6s %s\n", n["name"].get<std::string>().c_str(),
-                  n["address"].get<std::string>().c_str(), n["alive"].get<bool>() ? "yes" : "no",
-                  devs.c_str());
+      std::printf("%-16s %-22s %-6s %s\n", n.name.c_str(), n.address.c_str(),
+                  n.alive ? "yes" : "no", devs.c_str());
       // What the devices are: "  2 x NVIDIA H200 (139.81 GiB)", one line per kind.
       std::map<std::string, int> kinds;
-      for (const auto& d : n["devices"]) {
-        const std::string name =
-            d.value("name", "").empty() ? d.value("kind", "?") : d.value("name", "");
-        ++kinds[fmt::format("{} ({:.2f} GiB)", name,
-                            d.value("memory_bytes", int64_t{0}) / 1073741824.0)];
+      for (const auto& d : n.devices) {
+        ++kinds[fmt::format("{} ({:.2f} GiB)", d.name.empty() ? d.kind : d.name,
+                            static_cast<double>(d.memory_bytes) / 1073741824.0)];
       }
       for (const auto& [what, count] : kinds) std::printf("  %d x %s\n", count, what.c_str());
     }
-    std::printf("free devices: %d, leases: %d\n", cl["free_devices"].get<int>(),
-                cl["num_leases"].get<int>());
+    std::printf("free devices: %lld, leases: %lld\n", static_cast<long long>(cl.free_devices),
+                static_cast<long long>(cl.num_leases));
     return 0;
   }
   json req = {{"type", reset ? "vdev_reset" : "vdev_list"}};
@@ -80,33 +80,31 @@ int main(int argc, char** argv) {
   auto r = ch.value()->Call(req);
   moreh::Status s = moreh::client::ReplyError(r, "moreh-smi");
   if (!s.ok()) return Fail(s.message());
-  const json v = r.value();
+  auto vdevs = moreh::net::Vdevs::FromJson(r.value());
+  if (!vdevs.ok()) return Fail("the scheduler's reply: " + vdevs.status().message());
   const int64_t mem = DeviceMemory(cl);
+  auto memory = [&](int64_t n) {
+    return mem ? fmt::format("{:.1f} GiB", static_cast<double>(n * mem) / 1073741824.0)
+               : std::string("?");
+  };
   if (app.got_subcommand(dev)) {
     std::printf("%-4s %-10s %-8s %-12s %s\n", "id", "size", "devices", "memory", "");
-    for (const auto& d : v["devices"]) {
-      std::printf(
-          "%-4d %-10s %-8d %-12s %s\n", d["id"].get<int>(), d["size"].get<std::string>().c_str(),
-          d["num_devices"].get<int>(),
-          mem ? fmt::format("{:.1f} GiB", d["num_devices"].get<int>() * mem / 1073741824.0).c_str()
-              : "?",
-          d["current"].get<bool>() ? "* current" : "");
+    for (const auto& d : vdevs->devices) {
+      std::printf("%-4lld %-10s %-8lld %-12s %s\n", static_cast<long long>(d.id), d.size.c_str(),
+                  static_cast<long long>(d.num_devices), memory(d.num_devices).c_str(),
+                  d.current ? "* current" : "");
     }
     return 0;
   }
-  for (const auto& d : v["devices"]) {
-    if (!d["current"].get<bool>()) continue;
-    const int64_t pid = d["pid"].get<int64_t>();
+  for (const auto& d : vdevs->devices) {
+    if (!d.current) continue;
     std::printf("+------------------------------------------------------------------+\n");
+    std::printf("| Virtual device %-3lld size %-10s devices %-4lld memory %-10s |\n",
+                static_cast<long long>(d.id), d.size.c_str(), static_cast<long long>(d.num_devices),
+                memory(d.num_devices).c_str());
     std::printf(
-        "| Virtual device %-3d size %-10s devices %-4d memory %-10s |\n", d["id"].get<int>(),
-        d["size"].get<std::string>().c_str(), d["num_devices"].get<int>(),
-        mem ? fmt::format("{:.1f} GiB", d["num_devices"].get<int>() * mem / 1073741824.0).c_str()
-            : "?");
-    std::printf("| %-64s |\n", pid ? fmt::format("in use by process {} (lease {})", pid,
-                                                 d["lease"].get<uint64_t>())
-                                         .c_str()
-                                   : "idle");
+        "| %-64s |\n",
+        d.pid ? fmt::format("in use by process {} (lease {})", d.pid, d.lease).c_str() : "idle");
     std::printf("+------------------------------------------------------------------+\n");
   }
   return 0;

@@ -6,13 +6,10 @@
 
 #include "cli/scheduler_address.h"
 #include "runtime/client/channel.h"
-#include "runtime/planner/cluster.h"
+#include "runtime/net/protocol.h"
 
 namespace {
 using json = nlohmann::json;
-const char* kSizes[] = {"Small",    "Medium",   "Large",   "xLarge",  "1.5xLarge",
-                        "2xLarge",  "3xLarge",  "4xLarge", "6xLarge", "8xLarge",
-                        "12xLarge", "24xLarge", "48xLarge"};
 
 int Fail(const std::string& m) {
   std::fprintf(stderr, "moreh-switch-model: %s\n", m.c_str());
@@ -29,28 +26,33 @@ int main(int argc, char** argv) {
   boost::asio::io_context io;
   auto ch = moreh::cli::ConnectAsUser(io, scheduler);
   if (!ch.ok()) return Fail(ch.status().message());
-  auto cur = ch.value()->Call({{"type", "vdev_list"}});
-  if (!cur.ok()) return Fail(cur.status().message());
+  auto cur = ch.value()->Call(moreh::net::Message(moreh::net::Msg::kVdevList));
+  moreh::Status cs = moreh::client::ReplyError(cur, "moreh-switch-model");
+  if (!cs.ok()) return Fail(cs.message());
+  auto vdevs = moreh::net::Vdevs::FromJson(cur.value());
+  if (!vdevs.ok()) return Fail("the scheduler's reply: " + vdevs.status().message());
   std::string current;
-  for (const auto& d : cur.value()["devices"]) {
-    if (d["current"].get<bool>()) current = d["size"];
+  for (const auto& d : vdevs->devices) {
+    if (d.current) current = d.size;
   }
   if (size.empty()) {
-    auto st = ch.value()->Call({{"type", "cluster_status"}});
+    auto st = ch.value()->Call(moreh::net::Message(moreh::net::Msg::kClusterStatus));
     int64_t mem = 0;
     if (st.ok()) {
-      for (const auto& n : st.value()["cluster"]["nodes"]) {
-        if (!n["devices"].empty()) mem = n["devices"][0]["memory_bytes"].get<int64_t>();
+      auto view = moreh::net::ClusterView::FromJson(st.value());
+      for (const auto& n : view.ok() ? view->nodes : std::vector<moreh::net::NodeView>()) {
+        if (!n.devices.empty()) mem = n.devices[0].memory_bytes;
       }
     }
     std::printf("Current MoAI Accelerator: %s\n\n", current.c_str());
-    for (size_t i = 0; i < std::size(kSizes); ++i) {
-      const int n = moreh::planner::DeviceSizeCount(kSizes[i]);
-      std::printf("%2zu. %-10s: %4d device(s), %s%s\n", i + 1, kSizes[i], n,
+    const auto& sizes = moreh::net::DeviceSizes();
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const auto& [name, n] = sizes[i];
+      std::printf("%2zu. %-10s: %4d device(s), %s%s\n", i + 1, name.c_str(), n,
                   mem ? fmt::format("{:8.1f} GiB", n * mem / 1073741824.0).c_str() : "       ?",
-                  current == kSizes[i] ? "  *" : "");
+                  current == name ? "  *" : "");
     }
-    std::printf(" q. Quit\n\nSelection (1-%zu, q): ", std::size(kSizes));
+    std::printf(" q. Quit\n\nSelection (1-%zu, q): ", sizes.size());
     std::fflush(stdout);
     std::string line;
     if (!std::getline(std::cin, line) || line == "q" || line.empty()) {
@@ -63,11 +65,12 @@ int main(int argc, char** argv) {
     } catch (const std::exception&) {
       return Fail("'" + line + "' is not a menu number");
     }
-    if (pick < 1 || pick > static_cast<int>(std::size(kSizes)))
-      return Fail("no menu entry " + line);
-    size = kSizes[pick - 1];
+    if (pick < 1 || pick > static_cast<int>(sizes.size())) return Fail("no menu entry " + line);
+    size = sizes[static_cast<size_t>(pick - 1)].first;
   }
-  auto r = ch.value()->Call({{"type", "vdev_set_size"}, {"size", size}});
+  json set = moreh::net::Message(moreh::net::Msg::kVdevSetSize);
+  set["size"] = size;
+  auto r = ch.value()->Call(set);
   moreh::Status s = moreh::client::ReplyError(r, "switch");
   if (!s.ok()) return Fail(s.message());
   std::printf("The MoAI Accelerator model is successfully switched to \"%s\".\n", size.c_str());

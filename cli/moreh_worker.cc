@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
   moreh::worker::WorkerConfig c;
   std::string scheduler = "127.0.0.1:0", devices = "cpu:1:1G", key_file;
   bool no_profile = false;
+  int64_t idle_ms = c.limits.idle_timeout.count(), auth_ms = c.limits.auth_timeout.count(),
+          max_connections = static_cast<int64_t>(c.limits.max_connections);
   char host[256] = "node";
   gethostname(host, sizeof host);
   c.node_name = host;
@@ -30,7 +32,17 @@ int main(int argc, char** argv) {
   app.add_option("--node", c.node_name, "node name (default: the host name)");
   app.add_option("--key-file", key_file, "cluster key file (else MOREH_CLUSTER_KEY)");
   app.add_option("--listen-host", c.listen_host, "address of this worker's control endpoint");
+  app.add_option("--listen-port", c.listen_port,
+                 "port of the control endpoint (0: chosen by the OS)");
   app.add_flag("--no-profile", no_profile, "skip the start-up device profile");
+  app.add_option("--idle-timeout-ms", idle_ms,
+                 "close a lease holder's connection without a job silent this long (300000)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--auth-timeout-ms", auth_ms,
+                 "close a connection that has not said hello this long after connecting (5000)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-connections", max_connections, "connections served at once (512)")
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
   const size_t colon = scheduler.rfind(':');
   auto spec = moreh::worker::ParseDevices(devices);
@@ -51,6 +63,9 @@ int main(int argc, char** argv) {
   c.devices = spec.value();
   c.cluster_key = key.value();
   c.measure_profile = !no_profile;
+  c.limits.idle_timeout = std::chrono::milliseconds(idle_ms);
+  c.limits.auth_timeout = std::chrono::milliseconds(auth_ms);
+  c.limits.max_connections = static_cast<size_t>(max_connections);
   auto w = moreh::worker::WorkerDaemon::Create(c);
   if (!w.ok()) {
     spdlog::error("{}", w.status().message());

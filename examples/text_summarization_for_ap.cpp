@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 
 #include "runtime/data/dataset.h"
 #include "runtime/data/tokenizer.h"
@@ -50,6 +51,10 @@ static void AddFlags(CLI::App& app, Args& a) {
   app.add_option("--max-steps", a.max_steps, "stop after this many steps (-1: all)");
   app.add_option("--seed", a.seed, "shuffle seed, and init seed for a model without weights");
   app.add_flag("--no-shuffle", a.no_shuffle, "keep the dataset order");
+  app.add_option_function<std::string>(
+      "--max-line-bytes",
+      [](const std::string& v) { setenv("MOREH_MAX_LINE_BYTES", v.c_str(), 1); },
+      "longest dataset line accepted, e.g. 64M (default 16M; also MOREH_MAX_LINE_BYTES)");
 }
 
 static int Main(const Args& args) {

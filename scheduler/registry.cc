@@ -6,29 +6,12 @@
 #include <cctype>
 #include <random>
 
-#include "runtime/planner/cluster.h"
+#include "runtime/net/auth.h"
+#include "runtime/net/protocol.h"
 
 namespace moreh::scheduler {
 
-bool SecretsEqual(const std::string& a, const std::string& b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  const size_t n = std::max(a.size(), b.size());
-  for (size_t i = 0; i < n; ++i) {
-    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
-    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
-    diff |= x ^ y;
-  }
-  return diff == 0;
-}
-
-std::string RandomSecret() {
-  std::random_device rd;
-  std::string s;
-  for (int i = 0; i < 4; ++i) s += fmt::format("{:08x}", rd());
-  return s;
-}
-
-Status Registry::RegisterWorker(Node node, Clock::time_point now) {
+Status Registry::RegisterWorker(Node node, Clock::time_point now, std::vector<uint64_t>* ended) {
   if (node.name.empty()) return Status::InvalidArgument("register_worker: empty node name");
   if (node.devices.empty()) return Status::InvalidArgument("register_worker: no devices");
   for (size_t i = 0; i < node.devices.size(); ++i) {
@@ -44,10 +27,18 @@ Status Registry::RegisterWorker(Node node, Clock::time_point now) {
     }
   }
   auto old = nodes_.find(node.name);
+  std::vector<uint64_t> gone;
   if (old != nodes_.end()) {  // re-registration: keep leases of devices that still exist
-    for (Device& d : node.devices) {
-      for (const Device& o : old->second.devices) {
-        if (o.id == d.id) d.lease = o.lease;
+    for (const Device& o : old->second.devices) {
+      bool kept = false;
+      for (Device& d : node.devices) {
+        if (o.id == d.id) {
+          d.lease = o.lease;
+          kept = true;
+        }
+      }
+      if (!kept && o.lease && std::find(gone.begin(), gone.end(), o.lease) == gone.end()) {
+        gone.push_back(o.lease);
       }
     }
   }
@@ -56,7 +47,10 @@ Status Registry::RegisterWorker(Node node, Clock::time_point now) {
   }
   node.last_heartbeat = now;
   node.alive = true;
-  nodes_[node.name] = std::move(node);
+  const std::string name = node.name;
+  nodes_[name] = std::move(node);
+  for (uint64_t l : gone) Free(l);  // its other devices are freed with it
+  if (ended) ended->insert(ended->end(), gone.begin(), gone.end());
   return Status::Ok();
 }
 
@@ -70,14 +64,17 @@ Status Registry::Heartbeat(const std::string& name, Clock::time_point now) {
   return Status::Ok();
 }
 
-std::vector<uint64_t> Registry::ReapDead(Clock::time_point now, Clock::duration dead_after) {
-  std::vector<uint64_t> hit;
+std::vector<std::pair<uint64_t, std::string>> Registry::ReapDead(Clock::time_point now,
+                                                                 Clock::duration dead_after) {
+  std::vector<std::pair<uint64_t, std::string>> hit;
   for (auto& [name, n] : nodes_) {
     if (!n.alive || now - n.last_heartbeat <= dead_after) continue;
     n.alive = false;
     for (const Device& d : n.devices) {
-      if (d.lease && std::find(hit.begin(), hit.end(), d.lease) == hit.end())
-        hit.push_back(d.lease);
+      if (d.lease &&
+          std::none_of(hit.begin(), hit.end(), [&](const auto& h) { return h.first == d.lease; })) {
+        hit.emplace_back(d.lease, name);
+      }
     }
   }
   return hit;
@@ -114,13 +111,13 @@ void Registry::set_device_sizes(std::map<std::string, int> sizes) {
 }
 
 int Registry::SizeCount(const std::string& name) const {
-  if (sizes_.empty()) return planner::DeviceSizeCount(name);
+  if (sizes_.empty()) return net::DeviceSizeCount(name);
   auto it = sizes_.find(Lower(name));
   return it == sizes_.end() ? -1 : it->second;
 }
 
-UserState& Registry::User(const std::string& token) {
-  UserState& u = users_[token];
+UserState& Registry::User(const std::string& user) {
+  UserState& u = users_[user];
   if (u.devices.empty()) {
     u.devices.push_back({0, "Small"});
     u.current = 0;
@@ -128,9 +125,9 @@ UserState& Registry::User(const std::string& token) {
   return u;
 }
 
-StatusOr<int> Registry::AddVirtualDevice(const std::string& token, const std::string& size) {
+StatusOr<int> Registry::AddVirtualDevice(const std::string& user, const std::string& size) {
   if (SizeCount(size) < 1) return Status::InvalidArgument("unknown device size '" + size + "'");
-  UserState& u = User(token);
+  UserState& u = User(user);
   if (static_cast<int>(u.devices.size()) >= kMaxVirtualDevices) {
     return Status::InvalidArgument(
         fmt::format("a user holds at most {} virtual devices", kMaxVirtualDevices));
@@ -141,22 +138,22 @@ StatusOr<int> Registry::AddVirtualDevice(const std::string& token, const std::st
   return id;
 }
 
-Status Registry::RemoveVirtualDevice(const std::string& token, int id) {
-  UserState& u = User(token);
+Status Registry::RemoveVirtualDevice(const std::string& user, int id) {
+  UserState& u = User(user);
   auto it =
       std::find_if(u.devices.begin(), u.devices.end(), [&](const auto& d) { return d.id == id; });
   if (it == u.devices.end()) return Status::NotFound(fmt::format("no virtual device {}", id));
   if (u.devices.size() == 1)
     return Status::InvalidArgument("the last virtual device cannot be removed");
-  if (LeaseOfVirtualDevice(token, id))
+  if (LeaseOfVirtualDevice(user, id))
     return Status::InvalidArgument(fmt::format("virtual device {} is in use", id));
   u.devices.erase(it);
   if (u.current == id) u.current = u.devices.front().id;
   return Status::Ok();
 }
 
-Status Registry::SwitchVirtualDevice(const std::string& token, int id) {
-  UserState& u = User(token);
+Status Registry::SwitchVirtualDevice(const std::string& user, int id) {
+  UserState& u = User(user);
   for (const auto& d : u.devices) {
     if (d.id == id) {
       u.current = id;
@@ -166,10 +163,10 @@ Status Registry::SwitchVirtualDevice(const std::string& token, int id) {
   return Status::NotFound(fmt::format("no virtual device {}", id));
 }
 
-Status Registry::SetCurrentSize(const std::string& token, const std::string& size) {
+Status Registry::SetCurrentSize(const std::string& user, const std::string& size) {
   if (SizeCount(size) < 1) return Status::InvalidArgument("unknown device size '" + size + "'");
-  UserState& u = User(token);
-  if (LeaseOfVirtualDevice(token, u.current)) {
+  UserState& u = User(user);
+  if (LeaseOfVirtualDevice(user, u.current)) {
     return Status::InvalidArgument(
         "the current virtual device is in use; its size cannot change now");
   }
@@ -179,11 +176,19 @@ Status Registry::SetCurrentSize(const std::string& token, const std::string& siz
   return Status::Ok();
 }
 
-const Lease* Registry::LeaseOfVirtualDevice(const std::string& token, int vdev) const {
+const Lease* Registry::LeaseOfVirtualDevice(const std::string& user, int vdev) const {
   for (const auto& [id, l] : leases_) {
-    if (l.token == token && l.vdev == vdev) return &l;
+    if (l.user == user && l.vdev == vdev) return &l;
   }
   return nullptr;
+}
+
+int Registry::AliveDevices() const {
+  int n = 0;
+  for (const auto& [name, node] : nodes_) {
+    if (node.alive) n += static_cast<int>(node.devices.size());
+  }
+  return n;
 }
 
 int Registry::FreeDevices() const {
@@ -195,15 +200,24 @@ int Registry::FreeDevices() const {
   return n;
 }
 
-StatusOr<Lease> Registry::Allocate(const std::string& token, const std::string& request_id,
+StatusOr<Lease> Registry::Allocate(const std::string& user, const std::string& request_id,
                                    int num_devices, Clock::duration ttl, Clock::time_point now,
-                                   int vdev, int64_t pid) {
-  if (token.empty() || request_id.empty()) {
+                                   int vdev, int64_t pid, bool* granted) {
+  if (granted) *granted = false;
+  if (user.empty() || request_id.empty()) {
     return Status::InvalidArgument("allocate: token and request_id are required");
   }
   if (num_devices < 1) return Status::InvalidArgument("allocate: num_devices must be >= 1");
-  for (const auto& [id, l] : leases_) {
-    if (l.token == token && l.request_id == request_id) return l;  // a retry: same grant
+  for (auto& [id, l] : leases_) {
+    if (l.user != user || l.request_id != request_id) continue;
+    // A retry: the same grant. Restored from the state store, the lease has only its secret's
+    // hash; its holder never received the secret (it is still asking), so it gets a new one.
+    if (l.secret.empty()) {
+      l.secret = net::RandomSecret();
+      l.secret_hash = net::HashSecret(l.secret);
+      if (granted) *granted = true;
+    }
+    return l;
   }
   if (FreeDevices() < num_devices) {
     return Status(
@@ -243,8 +257,9 @@ StatusOr<Lease> Registry::Allocate(const std::string& token, const std::string& 
   }
   Lease l;
   l.id = next_lease_++;
-  l.secret = RandomSecret();
-  l.token = token;
+  l.secret = net::RandomSecret();
+  l.secret_hash = net::HashSecret(l.secret);
+  l.user = user;
   l.request_id = request_id;
   l.expiry = now + ttl;
   l.vdev = vdev;
@@ -258,13 +273,14 @@ StatusOr<Lease> Registry::Allocate(const std::string& token, const std::string& 
     }
   }
   leases_[l.id] = l;
+  if (granted) *granted = true;
   return l;
 }
 
 Status Registry::Renew(uint64_t id, const std::string& secret, Clock::duration ttl,
                        Clock::time_point now) {
   auto it = leases_.find(id);
-  if (it == leases_.end() || !SecretsEqual(it->second.secret, secret)) {
+  if (it == leases_.end() || !net::SecretsEqual(it->second.secret_hash, net::HashSecret(secret))) {
     return Status::NotFound(fmt::format("no lease {} with that secret", id));
   }
   it->second.expiry = now + ttl;
@@ -282,9 +298,15 @@ void Registry::Free(uint64_t id) {
 
 Status Registry::Release(uint64_t id, const std::string& secret) {
   auto it = leases_.find(id);
-  if (it == leases_.end() || !SecretsEqual(it->second.secret, secret)) {
+  if (it == leases_.end() || !net::SecretsEqual(it->second.secret_hash, net::HashSecret(secret))) {
     return Status::NotFound(fmt::format("no lease {} with that secret", id));
   }
+  Free(id);
+  return Status::Ok();
+}
+
+Status Registry::EndLease(uint64_t id) {
+  if (!leases_.count(id)) return Status::NotFound(fmt::format("no lease {}", id));
   Free(id);
   return Status::Ok();
 }
@@ -299,23 +321,22 @@ std::vector<uint64_t> Registry::ExpireLeases(Clock::time_point now) {
 }
 
 nlohmann::json Registry::ToJson() const {
-  nlohmann::json nodes = nlohmann::json::array();
+  net::ClusterView v;
   for (const auto& [name, n] : nodes_) {
-    nlohmann::json devs = nlohmann::json::array();
+    net::NodeView node;
+    node.name = name;
+    node.address = n.address;
+    node.alive = n.alive;
     for (const Device& d : n.devices) {
-      devs.push_back({{"id", d.id},
-                      {"kind", d.kind},
-                      {"name", d.name},
-                      {"memory_bytes", d.memory_bytes},
-                      {"lease", d.lease}});
+      node.devices.push_back({d.id, d.kind, d.name, d.memory_bytes, d.lease});
     }
-    nodes.push_back({{"name", name},
-                     {"address", n.address},
-                     {"alive", n.alive},
-                     {"devices", devs},
-                     {"profile", n.profile}});
+    FieldReader profile(n.profile, "profile");  // not an object: every field unknown
+    node.profile = net::WorkerProfile::Read(profile);
+    v.nodes.push_back(std::move(node));
   }
-  return {{"nodes", nodes}, {"num_leases", leases_.size()}, {"free_devices", FreeDevices()}};
+  v.num_leases = static_cast<int64_t>(leases_.size());
+  v.free_devices = FreeDevices();
+  return v.ToJson();
 }
 
 }  // namespace moreh::scheduler

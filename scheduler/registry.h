@@ -52,8 +52,11 @@ struct Lease {
   uint64_t id = 0;
   int vdev = -1;    // the virtual device it serves (-1: a direct request)
   int64_t pid = 0;  // the client process
+  // The secret proves a client holds the lease. Only its hash (net::HashSecret) is kept beyond
+  // this process: `secret` itself is empty in a lease restored from the state store.
   std::string secret;
-  std::string token;
+  std::string secret_hash;
+  std::string user;  // the hash of the holder's token
   std::string request_id;
   std::vector<std::pair<std::string, int>> devices;  // (node, device id)
   Clock::time_point expiry;
@@ -62,20 +65,27 @@ struct Lease {
 class Registry {
  public:
   // Adds or replaces (re-registration) a node; devices keep their leases across re-registration.
-  Status RegisterWorker(Node node, Clock::time_point now);
+  // A lease holding a device the node no longer has ends: it is added to *ended.
+  Status RegisterWorker(Node node, Clock::time_point now, std::vector<uint64_t>* ended = nullptr);
   Status Heartbeat(const std::string& node, Clock::time_point now);
   // Marks nodes silent for longer than dead_after as dead; their devices leave the pool. Returns
-  // the leases that held devices on them (their holders must be told).
-  std::vector<uint64_t> ReapDead(Clock::time_point now, Clock::duration dead_after);
+  // the leases that held devices on them, each with the first dead node it had (their holders
+  // must be told).
+  std::vector<std::pair<uint64_t, std::string>> ReapDead(Clock::time_point now,
+                                                         Clock::duration dead_after);
 
-  // num_devices packed onto the fewest nodes. The same (token, request_id) returns the same lease
-  // (a retried request is never granted twice). ResourceExhausted when the pool is too small.
-  StatusOr<Lease> Allocate(const std::string& token, const std::string& request_id, int num_devices,
+  // num_devices packed onto the fewest nodes. The same (user, request_id) returns the same lease
+  // (a retried request is never granted twice; a lease restored without its secret gets a new
+  // one). *granted is set when the workers must be told of the lease (it is new, or re-keyed).
+  // ResourceExhausted when the pool is too small. `user` is the hash of the client's token.
+  StatusOr<Lease> Allocate(const std::string& user, const std::string& request_id, int num_devices,
                            Clock::duration ttl, Clock::time_point now, int vdev = -1,
-                           int64_t pid = 0);
+                           int64_t pid = 0, bool* granted = nullptr);
   Status Renew(uint64_t lease, const std::string& secret, Clock::duration ttl,
                Clock::time_point now);
   Status Release(uint64_t lease, const std::string& secret);
+  // Ends a lease without its secret (its user's moreh-smi --reset).
+  Status EndLease(uint64_t lease);
   std::vector<uint64_t> ExpireLeases(Clock::time_point now);
 
   // Restoring persisted state (StateStore::Load): nodes come back dead until they re-register.
@@ -84,38 +94,35 @@ class Registry {
   void set_next_lease(uint64_t id) { next_lease_ = std::max(next_lease_, id); }
   uint64_t next_lease() const { return next_lease_; }
 
-  // Virtual devices of a token (created with one Small device on first use).
-  UserState& User(const std::string& token);
-  StatusOr<int> AddVirtualDevice(const std::string& token, const std::string& size);
-  Status RemoveVirtualDevice(const std::string& token, int id);
-  Status SwitchVirtualDevice(const std::string& token, int id);
-  Status SetCurrentSize(const std::string& token, const std::string& size);
-  // The lease currently holding the token's virtual device `vdev`, or nullptr.
-  const Lease* LeaseOfVirtualDevice(const std::string& token, int vdev) const;
+  // Virtual devices of a user (the hash of a token; created with one Small device on first use).
+  UserState& User(const std::string& user);
+  StatusOr<int> AddVirtualDevice(const std::string& user, const std::string& size);
+  Status RemoveVirtualDevice(const std::string& user, int id);
+  Status SwitchVirtualDevice(const std::string& user, int id);
+  Status SetCurrentSize(const std::string& user, const std::string& size);
+  // The lease currently holding the user's virtual device `vdev`, or nullptr.
+  const Lease* LeaseOfVirtualDevice(const std::string& user, int vdev) const;
   const std::map<std::string, UserState>& users() const { return users_; }
-  void RestoreUser(const std::string& token, UserState u) { users_[token] = std::move(u); }
+  void RestoreUser(const std::string& user, UserState u) { users_[user] = std::move(u); }
 
   // The device-size table (name -> devices, names matched case-insensitively). Empty: the
-  // reference platform's (planner::DeviceSizeCount). Replaceable through the scheduler's config.
+  // reference platform's (net::DeviceSizeCount). Replaceable through the scheduler's config.
   void set_device_sizes(std::map<std::string, int> sizes);
   int SizeCount(const std::string& name) const;  // -1 for an unknown name
 
   const std::map<std::string, Node>& nodes() const { return nodes_; }
   const std::map<uint64_t, Lease>& leases() const { return leases_; }
   int FreeDevices() const;
+  int AliveDevices() const;       // on nodes that heartbeat, leased or not
   nlohmann::json ToJson() const;  // the cluster view (moreh-smi --cluster)
 
  private:
   void Free(uint64_t lease);
   std::map<std::string, Node> nodes_;
   std::map<uint64_t, Lease> leases_;
-  std::map<std::string, UserState> users_;
-  std::map<std::string, int> sizes_;  // lower-case names
+  std::map<std::string, UserState> users_;  // by user (token hash)
+  std::map<std::string, int> sizes_;        // lower-case names
   uint64_t next_lease_ = 1;
 };
-
-// Constant-time comparison of secrets.
-bool SecretsEqual(const std::string& a, const std::string& b);
-std::string RandomSecret();
 
 }  // namespace moreh::scheduler

@@ -1,10 +1,11 @@
 // The scheduler daemon (moreh-scheduler): a Boost.Asio server on one event-loop thread. Workers
 // register and heartbeat; clients allocate, renew and release leases of devices (sized by the
 // reference platform's device-size names). Every connection must say hello first with the cluster
-// key (workers) or a user token (clients); keys are compared in constant time. Frames are capped,
-// malformed input gets an error reply and the connection is closed; idle connections time out;
-// nothing a peer sends can stop the daemon. Periodic work (dead workers, expired leases) runs in
-// one timer. State is in memory (SQLite persistence is still to come, see docs/protocol.md).
+// key (workers) or a user token (clients); keys are compared in constant time. The connections'
+// limits (frames, deadlines, caps) are runtime/net/json_connection.h's; the handlers are
+// scheduler_service.h's, so nothing a peer sends can stop the daemon. Periodic work (dead workers,
+// expired leases) runs in one timer; with a state directory the state survives restarts
+// (state_store.h).
 #pragma once
 
 #include <chrono>
@@ -13,6 +14,7 @@
 #include <string>
 
 #include "runtime/core/status.h"
+#include "runtime/net/json_connection.h"
 
 namespace moreh::scheduler {
 
@@ -25,9 +27,11 @@ struct SchedulerConfig {
   std::chrono::milliseconds heartbeat_period{1000};
   std::chrono::milliseconds dead_after{5000};
   std::chrono::milliseconds lease_ttl{30000};
-  std::chrono::milliseconds idle_timeout{30000};
+  // Connections: scheduler messages are small, so frames stay at 256 KiB after hello too.
+  net::ConnectionLimits limits = DefaultLimits();
   std::map<std::string, int> device_sizes;  // replaces the reference platform's table when set
   Status Validate() const;
+  static net::ConnectionLimits DefaultLimits();
 };
 
 class SchedulerServer {

@@ -1,30 +1,21 @@
-// The worker daemon (moreh-worker): one per node. Owns the node's devices (`cpu:N:MEM` for
-// development and tests, or `cuda:all`: every visible GPU with its name and memory, in builds with
-// CUDA; running graphs on them arrives with the CUDA kernels), measures a device profile at
-// start-up (GEMM FLOP/s, memory bandwidth: the planner's "DB"), registers with the scheduler using
-// the cluster key, heartbeats, and re-registers whenever the scheduler connection drops (scheduler
-// restarts included). It listens on its own control endpoint for clients holding a lease (today:
-// hello/ping, the connection step of a job; running stage programs arrives with [ap-end-to-end]).
-// One event-loop thread.
+// The worker daemon (moreh-worker): one per node. Owns the node's devices (device_spec.h), measures
+// a profile at start-up (profile.h), registers with the scheduler and heartbeats
+// (scheduler_link.h), and serves lease holders on its own control endpoint (client_session.h):
+// graphs and pipeline-job stages run on each device's job thread. The endpoint's connections have
+// the limits of runtime/net/json_connection.h: 64 KiB frames and 5 s to authenticate, an idle
+// time-out for connections without a job, a cap on connections. Jobs' UCX traffic stays on the
+// interface of --listen-host. One event-loop thread.
 #pragma once
 
 #include <chrono>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <string>
-#include <vector>
 
 #include "runtime/core/status.h"
+#include "runtime/net/json_connection.h"
+#include "worker/device_spec.h"
 
 namespace moreh::worker {
-
-struct DeviceSpec {
-  std::string kind;  // "cpu"
-  int count = 0;
-  int64_t memory_bytes = 0;
-};
-// "cpu:4:256M" -> 4 CPU devices of 256 MiB. Errors name the bad part.
-StatusOr<DeviceSpec> ParseDevices(const std::string& spec);
 
 struct WorkerConfig {
   std::string node_name;
@@ -32,13 +23,15 @@ struct WorkerConfig {
   int scheduler_port = 0;
   std::string cluster_key;
   std::string listen_host = "127.0.0.1";
+  int listen_port = 0;  // 0: chosen by the OS
   DeviceSpec devices;
   bool measure_profile = true;
+  // Lease holders may send large frames (stage programs); a connection with a job or a request
+  // in flight is never idle.
+  net::ConnectionLimits limits = DefaultLimits();
   Status Validate() const;
+  static net::ConnectionLimits DefaultLimits();
 };
-
-// GEMM FLOP/s (f32) and memory bandwidth of this machine, measured in well under a second.
-nlohmann::json MeasureProfile();
 
 class WorkerDaemon {
  public:

@@ -29,6 +29,7 @@ def local_cluster(workers, devices):
     with tempfile.TemporaryDirectory() as d:
         key = os.path.join(d, "key")
         open(key, "w").write(os.urandom(16).hex())
+        os.chmod(key, 0o600)
         pf = os.path.join(d, "port")
         procs = [subprocess.Popen([f"{BIN}/moreh-scheduler", "--key-file", key, "--port-file", pf],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]

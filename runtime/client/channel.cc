@@ -1,6 +1,11 @@
 #include "runtime/client/channel.h"
 
 #include <fmt/format.h>
+#include <poll.h>
+
+#include <cerrno>
+
+#include "runtime/net/protocol.h"
 
 namespace moreh::client {
 namespace asio = boost::asio;
@@ -23,22 +28,46 @@ Status Channel::Open(const std::string& address) {
   return Status::Ok();
 }
 
-StatusOr<json> Channel::Call(const json& m) {
+Status Channel::Send(const json& m) {
   boost::system::error_code ec;
   asio::write(socket_, asio::buffer(net::EncodeFrame(m)), ec);
-  if (ec) return Status(StatusCode::kUnavailable, "send failed: " + ec.message());
+  if (ec) return Status::Unavailable("connection lost: sending failed: " + ec.message());
+  return Status::Ok();
+}
+
+StatusOr<json> Channel::Call(const json& m) {
+  Status s = Send(m);
+  if (!s.ok()) return s;
   return Receive();
 }
 
-StatusOr<json> Channel::Receive() {
+StatusOr<json> Channel::Receive() { return Receive(std::chrono::milliseconds(-1)); }
+
+StatusOr<json> Channel::Receive(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!decoder_.HasMessage()) {
+    if (timeout.count() >= 0) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      pollfd p{socket_.native_handle(), POLLIN, 0};
+      const int r = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(0, left.count())));
+      if (r == 0)
+        return Status::DeadlineExceeded(fmt::format("no reply within {} ms", timeout.count()));
+      if (r < 0 && errno != EINTR) return Status::Unavailable("connection lost: poll failed");
+      if (r < 0) continue;
+    }
     boost::system::error_code ec;
     const size_t n = socket_.read_some(asio::buffer(buf_), ec);
-    if (ec) return Status(StatusCode::kUnavailable, "connection lost: " + ec.message());
+    if (ec) return Status::Unavailable("connection lost: " + ec.message());
     Status s = decoder_.Feed(std::string_view(buf_.data(), n));
     if (!s.ok()) return s;
   }
   return decoder_.Pop();
+}
+
+bool ConnectionLost(const Status& s) {
+  return s.code() == StatusCode::kUnavailable &&
+         s.message().find("connection lost") != std::string::npos;
 }
 
 void Channel::Shutdown() {
@@ -53,9 +82,11 @@ void Channel::Close() {
 
 Status ReplyError(const StatusOr<json>& r, const std::string& what) {
   if (!r.ok()) return r.status();
-  if (r.value().value("type", std::string()) == "error") {
-    return Status(StatusCode::kFailedPrecondition,
-                  what + ": " + r.value().value("message", std::string("?")));
+  auto type = net::TypeOf(r.value());
+  if (!type.ok()) return Status::FailedPrecondition(what + ": " + type.status().message());
+  if (*type == net::Msg::kError) {
+    auto e = net::ErrorReply::FromJson(r.value());
+    return Status::FailedPrecondition(what + ": " + (e.ok() ? e->message : e.status().message()));
   }
   return Status::Ok();
 }
@@ -66,9 +97,9 @@ StatusOr<std::unique_ptr<Channel>> ConnectScheduler(asio::io_context& io,
   auto ch = std::make_unique<Channel>(io);
   Status s = ch->Open(address);
   if (!s.ok()) return s;
-  s = ReplyError(
-      ch->Call({{"type", "hello"}, {"version", 1}, {"role", "client"}, {"token", token}}),
-      "scheduler " + address);
+  net::SchedulerHello hello;
+  hello.token = token;
+  s = ReplyError(ch->Call(hello.ToJson()), "scheduler " + address);
   if (!s.ok()) return s;
   return ch;
 }

@@ -1,11 +1,13 @@
 // Channel: a blocking, framed control connection (runtime/net/framing.h) for clients and tools:
-// Open(HOST:PORT), Call(message) -> reply, Receive(). Not thread-safe.
+// Open(HOST:PORT), Call(message) -> reply, Send, Receive (optionally with a time-out). Not
+// thread-safe, except Shutdown.
 #pragma once
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>, so the standard
 // headers must come first (and clang-format must not sort boost in among them).
 // clang-format off
 #include <array>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <utility>
@@ -24,7 +26,10 @@ class Channel {
   explicit Channel(boost::asio::io_context& io) : socket_(io) {}
   Status Open(const std::string& address);
   StatusOr<nlohmann::json> Call(const nlohmann::json& m);
+  Status Send(const nlohmann::json& m);
   StatusOr<nlohmann::json> Receive();
+  // DeadlineExceeded when no whole message arrives within `timeout`.
+  StatusOr<nlohmann::json> Receive(std::chrono::milliseconds timeout);
   void Close();
   // Ends the connection while another thread may be blocked in Call/Receive on it (which then
   // returns an error); Close() afterwards.
@@ -42,5 +47,7 @@ StatusOr<std::unique_ptr<Channel>> ConnectScheduler(boost::asio::io_context& io,
                                                     const std::string& token);
 // A reply of type "error" as a Status naming `what`.
 Status ReplyError(const StatusOr<nlohmann::json>& r, const std::string& what);
+// Status Unavailable carries "connection lost" when the peer went away (ReplyError keeps it).
+bool ConnectionLost(const Status& s);
 
 }  // namespace moreh::client

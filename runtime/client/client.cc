@@ -4,34 +4,47 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <cstdlib>
-#include <mutex>
-#include <random>
+#include <optional>
+#include <thread>
 
 #include "runtime/client/channel.h"
+#include "runtime/client/lease_keeper.h"
+#include "runtime/client/worker_watch.h"
 #include "runtime/log.h"
-#include "runtime/net/framing.h"
-#include "runtime/planner/cluster.h"
+#include "runtime/net/auth.h"
+#include "runtime/net/protocol.h"
 
 namespace moreh::client {
 namespace asio = boost::asio;
 using asio::ip::tcp;
 using json = nlohmann::json;
 
-namespace {}  // namespace
-
 struct Client::Impl {
   asio::io_context io;
-  std::unique_ptr<Channel> scheduler;
   std::vector<std::unique_ptr<Channel>> workers;
-  std::string secret;
-  std::mutex mu;  // guards the scheduler channel between the renew thread and the destructor
-  std::atomic<bool> stop{false};
-  std::thread renewer;
+  std::string secret, token;
+  std::unique_ptr<LeaseKeeper> keeper;
+  std::unique_ptr<WorkerWatch> watch;
 };
 
 Client::Client() : impl_(std::make_unique<Impl>()) {}
+
+namespace {
+StatusOr<std::chrono::milliseconds> WaitTimeoutFromEnv(std::chrono::milliseconds fallback) {
+  const char* v = std::getenv("MOREH_WAIT_TIMEOUT");
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const double secs = std::strtod(v, &end);
+  if (end == v || *end != '\0' || !(secs > 0) || secs > 1e7) {
+    return Status::InvalidArgument(
+        fmt::format("MOREH_WAIT_TIMEOUT='{}' must be a number of seconds greater than 0", v));
+  }
+  return std::chrono::milliseconds(static_cast<int64_t>(secs * 1000));
+}
+}  // namespace
 
 StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions o) {
   InitLogging();
@@ -40,12 +53,15 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions o) {
   if (o.scheduler.empty()) {
     if (const char* s = std::getenv("MOREH_SCHEDULER")) o.scheduler = s;
   }
+  auto wait = WaitTimeoutFromEnv(o.wait_for_devices);
+  if (!wait.ok()) return wait.status();
+  o.wait_for_devices = wait.value();
   if (o.scheduler.empty()) o.scheduler = RecordedLocalScheduler();  // moreh-run cluster up
   spdlog::info("Requesting resources for MoAI Accelerator from the server...");
   if (o.scheduler.empty()) {
     // The embedded cluster has no users yet: its size comes from the options (or Small).
     if (o.device_size.empty()) o.device_size = "Small";
-    const int num_devices = planner::DeviceSizeCount(o.device_size);
+    const int num_devices = net::DeviceSizeCount(o.device_size);
     if (num_devices < 1)
       return Status::InvalidArgument("unknown device size '" + o.device_size + "'");
     LocalClusterConfig lc = o.local;
@@ -58,124 +74,124 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions o) {
   }
   c->scheduler_ = o.scheduler;
   Impl& im = *c->impl_;
-  im.scheduler = std::make_unique<Channel>(im.io);
-  Status s = im.scheduler->Open(o.scheduler);
-  if (!s.ok()) return s;
-  s = ReplyError(im.scheduler->Call(
-                     {{"type", "hello"}, {"version", 1}, {"role", "client"}, {"token", o.token}}),
-                 "scheduler");
-  if (!s.ok()) return s;
+  im.token = o.token;
+  auto sched = ConnectScheduler(im.io, o.scheduler, o.token);
+  if (!sched.ok()) return sched.status();
+  std::unique_ptr<Channel> scheduler = std::move(sched.value());
   // The request id makes a retried allocation idempotent; workers may still be registering.
-  std::random_device rd;
-  const std::string request_id = fmt::format("{:08x}{:08x}", rd(), rd());
-  const auto deadline = std::chrono::steady_clock::now() + o.wait_for_devices;
-  json grant;
-  bool announced_wait = false;
+  const std::string request_id = net::RandomSecret().substr(0, 16);
+  const auto started = std::chrono::steady_clock::now();
+  const auto deadline = started + o.wait_for_devices;
+  const std::string what = o.device_size.empty() ? "the virtual device" : o.device_size;
+  const double wait_s = std::chrono::duration<double>(o.wait_for_devices).count();
+  std::optional<net::AllocateOk> grant;
+  bool announced_busy = false;
+  int64_t announced_free = -1;
   std::string last_error;
-  while (true) {
-    json req = {
-        {"type", "allocate"}, {"request_id", request_id}, {"pid", static_cast<int64_t>(getpid())}};
-    if (!o.device_size.empty()) req["device_size"] = o.device_size;  // else: the virtual device
-    auto r = im.scheduler->Call(req);
+  while (!grant) {
+    net::AllocateRequest req;
+    req.request_id = request_id;
+    req.pid = getpid();
+    req.device_size = o.device_size;  // empty: the virtual device
+    auto r = scheduler->Call(req.ToJson());
     if (!r.ok()) return r.status();
-    const std::string type = r.value().value("type", std::string());
-    if (type == "allocate_ok") {
-      grant = r.value();
+    auto type = net::TypeOf(r.value());
+    if (!type.ok()) return type.status();
+    if (*type == net::Msg::kAllocateOk) {
+      auto ok = net::AllocateOk::FromJson(r.value());
+      if (!ok.ok()) return ok.status();
+      grant = std::move(ok.value());
       break;
     }
-    if (type == "busy") {
-      if (!announced_wait) {
-        const int64_t pid = r.value().value("pid", int64_t{0});
+    if (*type == net::Msg::kBusy) {
+      auto b = net::Busy::FromJson(r.value());
+      if (!b.ok()) return b.status();
+      if (!announced_busy) {
         spdlog::info(
             "The virtual device is in use by process {}; this process will resume "
             "automatically after process {} terminates.",
-            pid, pid);
-        announced_wait = true;
+            b->pid, b->pid);
+        announced_busy = true;
       }
-      last_error = "the virtual device is busy";
+      last_error = fmt::format("the virtual device is in use by process {}", b->pid);
+    } else if (*type == net::Msg::kError) {
+      auto e = net::ErrorReply::FromJson(r.value());
+      if (!e.ok()) return e.status();
+      if (e->code != net::kNotEnoughDevices) return Status::InvalidArgument(e->message);
+      // Say what it waits for, once the wait is more than workers registering (longer for the
+      // cluster this client has just started), and again whenever it changes.
+      const auto quiet = std::min<std::chrono::milliseconds>(
+          c->local_ ? std::chrono::milliseconds(15000) : std::chrono::milliseconds(2000),
+          o.wait_for_devices / 2);
+      if (e->free != announced_free && std::chrono::steady_clock::now() - started >= quiet) {
+        spdlog::info(
+            "{} of {} devices{} are available ({} alive in the cluster); waiting (at most "
+            "{:g} s: --wait-timeout, MOREH_WAIT_TIMEOUT)",
+            e->free, e->needed, o.device_size.empty() ? "" : " of size " + o.device_size, e->alive,
+            wait_s);
+        announced_free = e->free;
+      }
+      last_error = fmt::format("{} of {} devices are available ({} alive in the cluster)", e->free,
+                               e->needed, e->alive);
     } else {
-      last_error = r.value().value("message", std::string("?"));
-      if (last_error.find("unknown device size") != std::string::npos) {
-        return Status::InvalidArgument(last_error);
-      }
+      return Status::InvalidArgument("the scheduler answered allocate with '" +
+                                     std::string(net::MsgName(*type)) + "'");
     }
     if (std::chrono::steady_clock::now() > deadline) {
-      return Status(StatusCode::kDeadlineExceeded,
-                    fmt::format("the server could not grant {} within {} ms: {}",
-                                o.device_size.empty() ? "the virtual device" : o.device_size,
-                                o.wait_for_devices.count(), last_error));
+      return Status::DeadlineExceeded(
+          fmt::format("the server could not grant {} within {:g} s: {}", what, wait_s, last_error));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  c->lease_ = grant["lease"].get<uint64_t>();
-  im.secret = grant["secret"].get<std::string>();
+  c->lease_ = grant->lease;
+  im.secret = grant->secret;
   spdlog::info("Initializing the worker daemon for MoAI Accelerator");
-  std::vector<std::string> addresses;
-  for (const json& d : grant["devices"]) {
-    GrantedDevice g{d["node"], d["address"], d["device"]};
-    g.kind = d.value("kind", std::string("cpu"));
-    g.name = d.value("name", std::string());
-    g.memory_bytes = d.value("memory_bytes", int64_t{0});
-    const json profile = d.value("profile", json::object());
-    if (profile.is_object()) {  // what a worker reports: numbers, or 0 (unknown)
-      auto num = [&](const char* key) {
-        const auto it = profile.find(key);
-        return it != profile.end() && it->is_number() ? it->get<double>() : 0.0;
-      };
-      // A GPU is planned from its own measured bf16 GEMM and memory speed, a CPU from the host's.
-      const bool gpu = g.kind == "cuda" && num("gemm_flops_bf16") > 0;
-      g.gemm_flops = num(gpu ? "gemm_flops_bf16" : "gemm_flops_f32");
-      g.memory_bandwidth = num(gpu ? "gpu_memory_bandwidth" : "memory_bandwidth");
-      g.threads = static_cast<int>(num("threads"));
-      g.host_cores = static_cast<int>(num("host_cores"));
-      g.loaded_latency = num("loaded_latency_s");
-      g.link_bandwidth = num("link_bandwidth");
-    }
+  std::vector<WorkerWatch::Target> addresses;
+  for (const net::GrantedDeviceInfo& d : grant->devices) {
+    GrantedDevice g;
+    g.node = d.node;
+    g.address = d.address;
+    g.device = static_cast<int>(d.device);
+    g.kind = d.kind;
+    g.name = d.name;
+    g.memory_bytes = d.memory_bytes;
+    // A GPU is planned from its own measured bf16 GEMM and memory speed, a CPU from the host's.
+    const net::WorkerProfile& p = d.profile;
+    const bool gpu = g.kind == "cuda" && p.gemm_flops_bf16 > 0;
+    g.gemm_flops = gpu ? p.gemm_flops_bf16 : p.gemm_flops_f32;
+    g.memory_bandwidth = gpu ? p.gpu_memory_bandwidth : p.memory_bandwidth;
+    g.threads = static_cast<int>(p.threads);
+    g.host_cores = static_cast<int>(p.host_cores);
+    g.loaded_latency = p.loaded_latency_s;
+    g.link_bandwidth = p.link_bandwidth;
     c->devices_.push_back(std::move(g));
-    if (std::find(addresses.begin(), addresses.end(), d["address"].get<std::string>()) ==
-        addresses.end()) {
-      addresses.push_back(d["address"]);
+    if (std::none_of(addresses.begin(), addresses.end(),
+                     [&](const auto& a) { return a.address == d.address; })) {
+      addresses.push_back({d.node, d.address});
     }
   }
   for (size_t i = 0; i < addresses.size(); ++i) {
+    const std::string& address = addresses[i].address;
     spdlog::info("[{}/{}] Connecting to resources on the server ({})...", i + 1, addresses.size(),
-                 addresses[i]);
+                 address);
     // The grant reaches the worker through the scheduler: retry hello briefly.
-    Status hs;
+    StatusOr<std::unique_ptr<Channel>> ch = Status::Internal("not tried");
     for (int attempt = 0; attempt < 50; ++attempt) {
-      auto ch = std::make_unique<Channel>(im.io);
-      hs = ch->Open(addresses[i]);
-      if (hs.ok()) {
-        hs = ReplyError(
-            ch->Call(
-                {{"type", "hello"}, {"version", 1}, {"lease", c->lease_}, {"secret", im.secret}}),
-            addresses[i]);
-      }
-      if (hs.ok()) {
-        im.workers.push_back(std::move(ch));
-        break;
-      }
+      ch = c->OpenWorker(address);
+      if (ch.ok()) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    if (!hs.ok()) return hs;
+    if (!ch.ok()) return ch.status();
+    im.workers.push_back(std::move(ch.value()));
   }
   spdlog::info("Establishing links to the resources...");
   for (auto& w : im.workers) {
-    s = ReplyError(w->Call({{"type", "ping"}}), "worker");
+    Status s = ReplyError(w->Call(net::Message(net::Msg::kPing)), "worker");
     if (!s.ok()) return s;
   }
-  const int64_t ttl_ms = grant.value("ttl_ms", int64_t{30000});
-  im.renewer = std::thread([&im, lease = c->lease_, ttl_ms] {
-    while (!im.stop) {
-      for (int64_t t = 0; t < ttl_ms / 3 && !im.stop; t += 20) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      }
-      if (im.stop) break;
-      std::lock_guard<std::mutex> lock(im.mu);
-      auto r = im.scheduler->Call({{"type", "renew"}, {"lease", lease}, {"secret", im.secret}});
-      if (!r.ok()) spdlog::warn("renewing the lease: {}", r.status().message());
-    }
-  });
+  im.keeper = std::make_unique<LeaseKeeper>(std::move(scheduler), o.scheduler, o.token, c->lease_,
+                                            im.secret, std::chrono::milliseconds(grant->ttl_ms));
+  im.watch = std::make_unique<WorkerWatch>(addresses, c->lease_, im.secret);
   spdlog::info("MoAI Accelerator is ready to use.");
   return c;
 }
@@ -184,25 +200,33 @@ StatusOr<std::unique_ptr<Channel>> Client::OpenWorker(const std::string& address
   auto ch = std::make_unique<Channel>(impl_->io);
   Status s = ch->Open(address);
   if (s.ok()) {
-    s = ReplyError(
-        ch->Call({{"type", "hello"}, {"version", 1}, {"lease", lease_}, {"secret", impl_->secret}}),
-        address);
+    net::WorkerHello hello;
+    hello.lease = lease_;
+    hello.secret = impl_->secret;
+    s = ReplyError(ch->Call(hello.ToJson()), address);
   }
   if (!s.ok()) return s;
   return ch;
 }
 
+Status Client::Health() const {
+  if (impl_->watch) {
+    Status s = impl_->watch->Health();
+    if (!s.ok()) return s;
+  }
+  if (impl_->keeper) return impl_->keeper->Health();
+  return Status::Ok();
+}
+
+std::string Client::FailedWorker() const {
+  return impl_->watch ? impl_->watch->failed_address() : std::string();
+}
+
 Client::~Client() {
   Impl& im = *impl_;
-  im.stop = true;
-  if (im.renewer.joinable()) im.renewer.join();
-  if (lease_ && im.scheduler) {
-    std::lock_guard<std::mutex> lock(im.mu);
-    auto r = im.scheduler->Call({{"type", "release"}, {"lease", lease_}, {"secret", im.secret}});
-    (void)r;
-  }
+  im.watch.reset();
+  im.keeper.reset();  // releases the lease
   for (auto& w : im.workers) w->Close();
-  if (im.scheduler) im.scheduler->Close();
   if (local_) local_->Stop();
 }
 

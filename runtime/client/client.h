@@ -7,15 +7,15 @@
 //   [info] Establishing links to the resources...
 //   [info] MoAI Accelerator is ready to use.
 // With no scheduler configured (MOREH_SCHEDULER unset and none given) an embedded local cluster is
-// started (local_cluster.h) and stopped with the client. Not thread-safe (one internal thread
-// renews the lease).
+// started (local_cluster.h) and stopped with the client. While devices are short it says how many
+// of how many are available, and gives up after wait_for_devices. Once granted, a LeaseKeeper
+// thread renews the lease (reconnecting after a scheduler restart) and a WorkerWatch pings the
+// workers (Health). Not thread-safe, except Health.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "runtime/client/channel.h"
@@ -30,6 +30,7 @@ struct ClientOptions {
   std::string device_size;   // empty: the user's current virtual device (embedded cluster: Small)
   LocalClusterConfig local;  // used for the embedded cluster
   // How long to wait for devices (workers registering, or another process on the virtual device).
+  // MOREH_WAIT_TIMEOUT (seconds) overrides; moreh-run --wait-timeout sets it.
   std::chrono::milliseconds wait_for_devices{600000};
 };
 
@@ -54,6 +55,11 @@ class Client {
   // A new control connection to a granted worker (hello done with the lease's secret), for callers
   // that talk to several workers at once (one channel per thread).
   StatusOr<std::unique_ptr<Channel>> OpenWorker(const std::string& address) const;
+  // Ok while every granted worker answers its pings and the lease is held; else an error naming
+  // the worker that failed and how (died, stopped answering) or why the lease was lost.
+  Status Health() const;
+  // The address of the worker that failed ("" when none has).
+  std::string FailedWorker() const;
   struct Impl;
 
  private:

@@ -1,7 +1,9 @@
 // An embedded local cluster: a moreh-scheduler and N moreh-worker daemons started as child
 // processes on 127.0.0.1 with OS-chosen ports and a fresh cluster key, for users with no
-// scheduler configured. The children die with the parent (PR_SET_PDEATHSIG), so not even a
-// kill -9 of the parent leaves orphans; Stop() (or the destructor) ends them. Not thread-safe.
+// scheduler configured. Its directory (key, port, logs) is private to the user (0700, files
+// 0600) and removed by Stop; one left by a killed owner is removed by the next Start. The children
+// die with the parent (PR_SET_PDEATHSIG), so not even a kill -9 of the parent leaves orphans;
+// Stop() (or the destructor) ends them. Not thread-safe.
 #pragma once
 
 #include <sys/types.h>
@@ -41,6 +43,10 @@ class LocalCluster {
   std::vector<pid_t> pids_;
 };
 
+// Removes this user's local-cluster directories (in the temporary directory) whose owner process
+// is gone; returns how many. LocalCluster::Start calls it first.
+int RemoveStaleClusterDirs();
+
 // The directory of the running executable (/proc/self/exe).
 std::string ExecutableDir();
 
@@ -49,5 +55,15 @@ std::string ExecutableDir();
 std::string LocalClusterStateFile();
 // The scheduler of a recorded local cluster whose scheduler process is alive, or "".
 std::string RecordedLocalScheduler();
+
+// What local-cluster.json records, checked: positive pids (the scheduler's first), and a directory
+// that is one of ours (a moreh-cluster-* directory in the temporary directory), so that a damaged
+// file can never make `cluster down` signal or delete anything else.
+struct RecordedCluster {
+  std::string scheduler;
+  std::vector<pid_t> pids;
+  std::string dir;
+};
+StatusOr<RecordedCluster> ReadRecordedCluster(const std::string& path);
 
 }  // namespace moreh::client

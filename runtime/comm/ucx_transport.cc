@@ -1,10 +1,14 @@
 #include "runtime/comm/ucx_transport.h"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <ucp/api/ucp.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <thread>
 #include <vector>
@@ -62,7 +66,39 @@ Status Ucx(ucs_status_t s, const std::string& what) {
 
 UcxTransport::UcxTransport(int rank) : rank_(rank), impl_(std::make_unique<Impl>()) {}
 
-StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Create(int rank) {
+StatusOr<std::string> NetDeviceForAddress(const std::string& host) {
+  in6_addr want6{};
+  in_addr want4{};
+  const bool v4 = inet_pton(AF_INET, host.c_str(), &want4) == 1;
+  const bool v6 = !v4 && inet_pton(AF_INET6, host.c_str(), &want6) == 1;
+  if (!v4 && !v6) return Status::InvalidArgument("'" + host + "' is not an IP address");
+  if ((v4 && want4.s_addr == htonl(INADDR_ANY)) || (v6 && IN6_IS_ADDR_UNSPECIFIED(&want6))) {
+    return std::string();
+  }
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return Status::Unavailable("getifaddrs failed");
+  std::string found;
+  for (ifaddrs* i = list; i && found.empty(); i = i->ifa_next) {
+    if (!i->ifa_addr) continue;
+    if (v4 && i->ifa_addr->sa_family == AF_INET &&
+        reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr == want4.s_addr) {
+      found = i->ifa_name;
+    }
+    if (v6 && i->ifa_addr->sa_family == AF_INET6 &&
+        std::memcmp(&reinterpret_cast<sockaddr_in6*>(i->ifa_addr)->sin6_addr, &want6,
+                    sizeof want6) == 0) {
+      found = i->ifa_name;
+    }
+  }
+  freeifaddrs(list);
+  // 127.0.0.2 and the like are loopback addresses too, on "lo" without being listed.
+  if (found.empty() && v4 && (ntohl(want4.s_addr) >> 24) == 127) found = "lo";
+  if (found.empty()) return Status::NotFound("no network interface has the address " + host);
+  return found;
+}
+
+StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Create(int rank,
+                                                             const std::string& net_device) {
   std::unique_ptr<UcxTransport> t(new UcxTransport(rank));
   ucp_config_t* config = nullptr;
   Status s = Ucx(ucp_config_read(nullptr, nullptr, &config), "ucp_config_read");
@@ -84,10 +120,12 @@ StatusOr<std::unique_ptr<UcxTransport>> UcxTransport::Create(int rank) {
     std::vector<const char*> user_variables;
   };
   const Default defaults[] = {
+      {"NET_DEVICES", net_device.empty() ? nullptr : net_device.c_str(), {"UCX_NET_DEVICES"}},
       {"TLS", "^cma", {"UCX_TLS"}},
       {"RNDV_THRESH", "inf", {"UCX_RNDV_THRESH"}},
       {"MM_FIFO_SIZE", "256", {"UCX_MM_FIFO_SIZE", "UCX_POSIX_FIFO_SIZE", "UCX_SYSV_FIFO_SIZE"}}};
   for (const auto& [name, value, user_variables] : defaults) {
+    if (value == nullptr) continue;
     if (std::any_of(user_variables.begin(), user_variables.end(),
                     [](const char* v) { return std::getenv(v) != nullptr; })) {
       continue;

@@ -32,7 +32,11 @@ using Request = std::shared_ptr<RequestState>;
 
 class UcxTransport {
  public:
-  static StatusOr<std::unique_ptr<UcxTransport>> Create(int rank);
+  // net_device: the only network interface UCX may use ("lo", "eth0"; NetDeviceForAddress), so
+  // a job's traffic stays on the network its worker was told to use; shared memory between the
+  // processes of one host stays allowed. Empty: UCX's choice. A user's UCX_NET_DEVICES wins.
+  static StatusOr<std::unique_ptr<UcxTransport>> Create(int rank,
+                                                        const std::string& net_device = "");
   ~UcxTransport();
   UcxTransport(const UcxTransport&) = delete;
   UcxTransport& operator=(const UcxTransport&) = delete;
@@ -67,5 +71,9 @@ class UcxTransport {
   std::unique_ptr<Impl> impl_;
   const std::atomic<bool>* abort_ = nullptr;
 };
+
+// The name of the network interface that has the address `host` ("127.0.0.1" -> "lo"); "" for a
+// wildcard address (0.0.0.0, ::), which restricts nothing. NotFound when no interface has it.
+StatusOr<std::string> NetDeviceForAddress(const std::string& host);
 
 }  // namespace moreh::comm

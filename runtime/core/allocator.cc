@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -146,7 +147,7 @@ Allocator::~Allocator() { ReleaseCache(); }
 int64_t ParseMemoryBytes(const char* s) {
   char* end = nullptr;
   const double v = std::strtod(s, &end);
-  if (end == s || v <= 0) return 0;
+  if (end == s || !(v > 0) || !std::isfinite(v)) return 0;
   double mul = 1;
   switch (*end) {
     case 'k':
@@ -166,9 +167,16 @@ int64_t ParseMemoryBytes(const char* s) {
       mul = 1024.0 * 1024 * 1024 * 1024;
       break;
     default:
+      --end;  // no suffix
       break;
   }
-  return static_cast<int64_t>(v * mul);
+  ++end;
+  // An optional "B" or "iB" ("512MiB"); nothing else may follow.
+  if (mul > 1 && end[0] == 'i' && end[1] == 'B') end += 2;
+  if (end[0] == 'B') ++end;
+  const double bytes = v * mul;
+  if (*end != '\0' || bytes < 1 || bytes > 9.0e18) return 0;
+  return static_cast<int64_t>(bytes);
 }
 
 Allocator* CpuAllocator() {

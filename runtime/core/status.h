@@ -31,6 +31,16 @@ class [[nodiscard]] Status {
   }
   static Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+  static Status ResourceExhausted(std::string m) {
+    return {StatusCode::kResourceExhausted, std::move(m)};
+  }
+  static Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
+  static Status DeadlineExceeded(std::string m) {
+    return {StatusCode::kDeadlineExceeded, std::move(m)};
+  }
+  static Status FailedPrecondition(std::string m) {
+    return {StatusCode::kFailedPrecondition, std::move(m)};
+  }
 
   bool ok() const { return code_ == StatusCode::kOk; }
   StatusCode code() const { return code_; }
@@ -39,6 +49,8 @@ class [[nodiscard]] Status {
   void ThrowIfError() const {
     if (!ok()) throw Error(ToString());
   }
+  // For the rare error that has no one to go to (a rollback after a failure).
+  void IgnoreError() const {}
 
  private:
   StatusCode code_ = StatusCode::kOk;
@@ -73,3 +85,10 @@ class [[nodiscard]] StatusOr {
 };
 
 }  // namespace moreh
+
+// Returns a non-OK Status (or StatusOr's status) from the enclosing function.
+#define MOREH_RETURN_IF_ERROR(expr)                \
+  do {                                             \
+    const ::moreh::Status moreh_status_ = (expr);  \
+    if (!moreh_status_.ok()) return moreh_status_; \
+  } while (0)

@@ -1,12 +1,16 @@
 #include "runtime/data/dataset.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
 #include <sstream>
 
+#include "runtime/core/allocator.h"
 #include "runtime/data/progress.h"
 
 namespace moreh::data {
@@ -19,16 +23,94 @@ Status CheckBlock(int64_t block_size) {
 }
 }  // namespace
 
+StatusOr<int64_t> MaxLineBytes() {
+  const char* v = std::getenv("MOREH_MAX_LINE_BYTES");
+  if (!v || !*v) return kDefaultMaxLineBytes;
+  const int64_t n = runtime::ParseMemoryBytes(v);
+  if (n <= 0) {
+    return Bad(fmt::format("MOREH_MAX_LINE_BYTES='{}' must be a size such as 64M or 1048576", v));
+  }
+  return n;
+}
+
+int64_t FirstInvalidUtf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned char c = p[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len = 0;
+    uint32_t cp = 0, min = 0;
+    if ((c & 0xe0) == 0xc0) {
+      len = 2, cp = c & 0x1f, min = 0x80;
+    } else if ((c & 0xf0) == 0xe0) {
+      len = 3, cp = c & 0x0f, min = 0x800;
+    } else if ((c & 0xf8) == 0xf0) {
+      len = 4, cp = c & 0x07, min = 0x10000;
+    } else {
+      return static_cast<int64_t>(i);
+    }
+    if (i + len > n) return static_cast<int64_t>(i);
+    for (size_t k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xc0) != 0x80) return static_cast<int64_t>(i);
+      cp = (cp << 6) | (p[i + k] & 0x3f);
+    }
+    // Overlong forms, surrogates and code points past U+10FFFF are not UTF-8.
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+      return static_cast<int64_t>(i);
+    }
+    i += len;
+  }
+  return -1;
+}
+
 StatusOr<std::vector<Record>> ReadJsonl(const std::string& path,
-                                        const std::vector<std::string>& fields) {
-  std::ifstream in(path);
+                                        const std::vector<std::string>& fields,
+                                        int64_t max_line_bytes) {
+  if (max_line_bytes <= 0) {
+    auto m = MaxLineBytes();
+    if (!m.ok()) return m.status();
+    max_line_bytes = m.value();
+  }
+  std::ifstream in(path, std::ios::binary);
   if (!in) return Status::NotFound(path + ": cannot open the dataset");
   std::vector<Record> records;
   std::string line;
   int64_t lineno = 0;
-  while (std::getline(in, line)) {
+  while (in.peek() != std::char_traits<char>::eof()) {
     ++lineno;
+    // Read the line, but never more of it than the limit.
+    line.clear();
+    bool complete = false;
+    char buf[65536];
+    while (!complete) {
+      in.getline(buf, sizeof buf);
+      const std::streamsize got = in.gcount();
+      if (in.eof()) {
+        line.append(buf, static_cast<size_t>(got));
+        complete = true;
+      } else if (in.fail()) {  // the buffer filled before the line ended
+        in.clear();
+        line.append(buf, static_cast<size_t>(got));
+      } else {  // the newline was read (and counted in gcount)
+        line.append(buf, static_cast<size_t>(got > 0 ? got - 1 : 0));
+        complete = true;
+      }
+      if (static_cast<int64_t>(line.size()) > max_line_bytes) {
+        return Bad(fmt::format(
+            "{}:{}: the line is longer than {} bytes, the limit for one record (raise it with "
+            "--max-line-bytes or MOREH_MAX_LINE_BYTES if such records are meant)",
+            path, lineno, max_line_bytes));
+      }
+    }
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    if (const int64_t bad = FirstInvalidUtf8(line); bad >= 0) {
+      return Bad(fmt::format("{}:{}: not valid UTF-8 (byte {} of the line, 0x{:02x})", path, lineno,
+                             bad + 1, static_cast<unsigned char>(line[static_cast<size_t>(bad)])));
+    }
     const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded() || !j.is_object()) {
       return Bad(fmt::format("{}:{}: not a JSON object", path, lineno));

@@ -17,10 +17,21 @@ namespace moreh::data {
 
 using Record = std::map<std::string, std::string>;
 
+// Lines longer than this are refused (a runaway line would otherwise cost its size many times
+// over): 16 MiB, or MOREH_MAX_LINE_BYTES (moreh-run train --max-line-bytes).
+inline constexpr int64_t kDefaultMaxLineBytes = int64_t{16} << 20;
+// MOREH_MAX_LINE_BYTES when set (a malformed value is an error naming it), else the default.
+StatusOr<int64_t> MaxLineBytes();
+
 // One JSON object per line; every field in `fields` must be present and a string. Blank lines
-// are skipped. An empty dataset is an error.
+// are skipped. An empty dataset is an error, as are a line over max_line_bytes (0: MaxLineBytes())
+// and a line that is not UTF-8 (each named with the file, the line and the byte).
 StatusOr<std::vector<Record>> ReadJsonl(const std::string& path,
-                                        const std::vector<std::string>& fields);
+                                        const std::vector<std::string>& fields,
+                                        int64_t max_line_bytes = 0);
+
+// The offset of the first byte of `s` that is not well-formed UTF-8, or -1.
+int64_t FirstInvalidUtf8(std::string_view s);
 
 // The reference script's prompt: "[SUMMARIZE] {article} [/SUMMARIZE]\n{highlights}".
 std::string SummarizationPrompt(const Record& r, const std::string& article_field = "article",

@@ -2,6 +2,7 @@
 
 #include <sentencepiece_processor.h>
 
+#include <algorithm>
 #include <filesystem>
 
 namespace moreh::data {
@@ -25,6 +26,9 @@ StatusOr<Tokenizer> Tokenizer::Load(const std::string& path) {
   }
   const int pad = t.sp_->pad_id();
   t.pad_id_ = pad >= 0 ? pad : 0;
+  for (int i = 0; i < t.sp_->GetPieceSize(); ++i) {
+    t.max_piece_bytes_ = std::max<int64_t>(t.max_piece_bytes_, t.sp_->IdToPiece(i).size());
+  }
   return t;
 }
 
@@ -39,6 +43,16 @@ std::vector<int64_t> Tokenizer::Encode(std::string_view text, bool add_bos) cons
 }
 
 std::vector<int64_t> Tokenizer::EncodeToLength(std::string_view text, int64_t max_length) const {
+  // Only a prefix can reach the first max_length tokens: none is longer than the longest piece
+  // (a byte-fallback token is one byte). Twice that, so the last kept token is far from the cut,
+  // bounds the memory of tokenizing a huge record by the block, not by the record.
+  const size_t keep = static_cast<size_t>(
+      std::max<int64_t>(max_length, 1) * std::max<int64_t>(max_piece_bytes_, 4) * 2 + 256);
+  if (text.size() > keep) {
+    size_t cut = keep;
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xc0) == 0x80) --cut;  // UTF-8
+    text = text.substr(0, cut);
+  }
   std::vector<int64_t> ids = Encode(text);
   ids.resize(static_cast<size_t>(max_length), pad_id_);
   return ids;

@@ -26,7 +26,8 @@ class Tokenizer {
   ~Tokenizer();
 
   std::vector<int64_t> Encode(std::string_view text, bool add_bos = true) const;
-  // Encode, then truncate to `max_length` and pad to it with pad_id (padding="max_length").
+  // Encode, then truncate to `max_length` and pad to it with pad_id (padding="max_length"). Only
+  // the part of `text` that can reach max_length tokens is tokenized.
   std::vector<int64_t> EncodeToLength(std::string_view text, int64_t max_length) const;
   std::string Decode(const std::vector<int64_t>& ids) const;
 
@@ -40,6 +41,7 @@ class Tokenizer {
   Tokenizer();
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
   int64_t pad_id_ = 0;
+  int64_t max_piece_bytes_ = 1;  // the longest piece of the vocabulary
 };
 
 }  // namespace moreh::data

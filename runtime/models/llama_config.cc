@@ -1,8 +1,11 @@
 // LlamaConfig <-> Hugging Face config.json.
+#include <fmt/format.h>
+
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "runtime/core/field_reader.h"
 #include "runtime/models/llama.h"
 
 namespace moreh::models {
@@ -11,27 +14,6 @@ using json = nlohmann::json;
 
 Status Bad(const std::string& source, const std::string& what) {
   return Status::InvalidArgument(source + ": " + what);
-}
-
-// Reads an optional field of the right JSON type into *out.
-template <typename T>
-Status Field(const json& j, const char* key, T* out, const std::string& source, bool required) {
-  const auto it = j.find(key);
-  if (it == j.end() || it->is_null()) {
-    return required ? Bad(source, std::string("missing field '") + key + "'") : Status::Ok();
-  }
-  if constexpr (std::is_same_v<T, bool>) {
-    if (!it->is_boolean()) return Bad(source, std::string("'") + key + "' must be true or false");
-  } else if constexpr (std::is_integral_v<T>) {
-    if (!it->is_number_integer())
-      return Bad(source, std::string("'") + key + "' must be an integer");
-  } else if constexpr (std::is_floating_point_v<T>) {
-    if (!it->is_number()) return Bad(source, std::string("'") + key + "' must be a number");
-  } else {
-    if (!it->is_string()) return Bad(source, std::string("'") + key + "' must be a string");
-  }
-  *out = it->get<T>();
-  return Status::Ok();
 }
 }  // namespace
 
@@ -45,61 +27,74 @@ StatusOr<LlamaConfig> LlamaConfig::FromJson(std::string_view text, const std::st
   const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Bad(source, "not valid JSON");
   if (!j.is_object()) return Bad(source, "not a JSON object");
+  // Every field is type- and range-checked; null stands for "unset" only where Hugging Face
+  // writes it so (the special token ids, rope_scaling).
+  FieldReader f(j, source);
+  constexpr int64_t kMaxWidth = int64_t{1} << 20, kMaxTokens = int64_t{1} << 24;
   LlamaConfig c;
-  std::string model_type = "llama", act = "silu";
-  Status s = Field(j, "model_type", &model_type, source, false);
-  if (s.ok() && model_type != "llama") {
-    s = Bad(source, "model_type '" + model_type + "' is not supported (only 'llama')");
+  const std::string model_type = f.OptStr("model_type", "llama", 64);
+  if (f.ok() && model_type != "llama") {
+    f.FailField("model_type", "'" + model_type + "' is not supported (only 'llama')");
   }
-  if (s.ok()) s = Field(j, "hidden_act", &act, source, false);
-  if (s.ok() && act != "silu")
-    s = Bad(source, "hidden_act '" + act + "' is not supported (only 'silu')");
-  if (s.ok() && j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
-    s = Bad(source, "rope_scaling is not supported");
+  const std::string act = f.OptStr("hidden_act", "silu", 64);
+  if (f.ok() && act != "silu")
+    f.FailField("hidden_act", "'" + act + "' is not supported (only 'silu')");
+  if (f.ok() && f.Has("rope_scaling") && !f.IsNull("rope_scaling")) {
+    f.Fail("rope_scaling is not supported");
   }
-  if (s.ok() && j.value("attention_bias", false))
-    s = Bad(source, "attention_bias is not supported");
-  if (s.ok()) s = Field(j, "vocab_size", &c.vocab_size, source, true);
-  if (s.ok()) s = Field(j, "hidden_size", &c.hidden_size, source, true);
-  if (s.ok()) s = Field(j, "intermediate_size", &c.intermediate_size, source, true);
-  if (s.ok()) s = Field(j, "num_hidden_layers", &c.num_hidden_layers, source, true);
-  if (s.ok()) s = Field(j, "num_attention_heads", &c.num_attention_heads, source, true);
-  c.num_key_value_heads = c.num_attention_heads;
-  if (s.ok()) s = Field(j, "num_key_value_heads", &c.num_key_value_heads, source, false);
-  if (s.ok()) s = Field(j, "rms_norm_eps", &c.rms_norm_eps, source, false);
-  if (s.ok()) s = Field(j, "rope_theta", &c.rope_theta, source, false);
+  if (f.OptBool("attention_bias", false)) f.Fail("attention_bias is not supported");
+  c.vocab_size = f.Int("vocab_size", 1, kMaxTokens);
+  c.hidden_size = f.Int("hidden_size", 1, kMaxWidth);
+  c.intermediate_size = f.Int("intermediate_size", 1, kMaxWidth);
+  c.num_hidden_layers = f.Int("num_hidden_layers", 0, 4096);
+  c.num_attention_heads = f.Int("num_attention_heads", 1, 65536);
+  c.num_key_value_heads =
+      f.OptInt("num_key_value_heads", c.num_attention_heads, 1, c.num_attention_heads);
+  c.rms_norm_eps = f.OptNum("rms_norm_eps", c.rms_norm_eps, 1e-30, 1.0);
+  c.rope_theta = f.OptNum("rope_theta", c.rope_theta, 1e-6, 1e12);
   // transformers 5 writes the rotary settings as "rope_parameters": {"rope_type", "rope_theta"}.
-  if (s.ok() && j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
-    const json& rp = j["rope_parameters"];
-    std::string type = "default";
-    if (!rp.is_object()) {
-      s = Bad(source, "'rope_parameters' must be an object");
-    } else {
-      s = Field(rp, "rope_type", &type, source, false);
-      if (s.ok() && type != "default") {
-        s = Bad(source, "rope_parameters.rope_type '" + type +
-                            "' is not supported (only 'default': rope scaling is not supported)");
-      }
-      if (s.ok()) s = Field(rp, "rope_theta", &c.rope_theta, source, false);
+  if (f.Has("rope_parameters") && !f.IsNull("rope_parameters")) {
+    FieldReader rp = f.Sub("rope_parameters");
+    const std::string type = rp.OptStr("rope_type", "default", 64);
+    if (f.ok() && type != "default") {
+      f.Fail("rope_parameters.rope_type '" + type +
+             "' is not supported (only 'default': rope scaling is not supported)");
     }
+    c.rope_theta = rp.OptNum("rope_theta", c.rope_theta, 1e-6, 1e12);
   }
-  if (s.ok()) s = Field(j, "tie_word_embeddings", &c.tie_word_embeddings, source, false);
-  if (s.ok()) s = Field(j, "initializer_range", &c.initializer_range, source, false);
-  if (s.ok()) s = Field(j, "max_position_embeddings", &c.max_position_embeddings, source, false);
-  if (s.ok()) s = Field(j, "bos_token_id", &c.bos_token_id, source, false);
-  if (s.ok()) s = Field(j, "eos_token_id", &c.eos_token_id, source, false);
-  if (s.ok()) s = Field(j, "pad_token_id", &c.pad_token_id, source, false);
-  if (s.ok()) s = Field(j, "torch_dtype", &c.torch_dtype, source, false);
-  if (s.ok() && !j.contains("torch_dtype")) {  // transformers 5's name for it
-    s = Field(j, "dtype", &c.torch_dtype, source, false);
-  }
-  if (s.ok() && c.torch_dtype != "float32" && c.torch_dtype != "bfloat16" &&
+  c.tie_word_embeddings = f.OptBool("tie_word_embeddings", c.tie_word_embeddings);
+  c.initializer_range =
+      static_cast<float>(f.OptNum("initializer_range", c.initializer_range, 0, 100));
+  c.max_position_embeddings =
+      f.OptInt("max_position_embeddings", c.max_position_embeddings, 1, kMaxTokens);
+  auto token_id = [&](const char* key, int64_t fallback) {
+    return f.IsNull(key) ? fallback : f.OptInt(key, fallback, -1, c.vocab_size - 1);
+  };
+  c.bos_token_id = token_id("bos_token_id", c.bos_token_id);
+  c.eos_token_id = token_id("eos_token_id", c.eos_token_id);
+  c.pad_token_id = token_id("pad_token_id", c.pad_token_id);
+  // transformers 5's name for the dtype is "dtype".
+  c.torch_dtype =
+      f.Has("torch_dtype") ? f.Str("torch_dtype", 64) : f.OptStr("dtype", c.torch_dtype, 64);
+  if (f.ok() && c.torch_dtype != "float32" && c.torch_dtype != "bfloat16" &&
       c.torch_dtype != "float16") {
-    s = Bad(source, "torch_dtype '" + c.torch_dtype + "' is not float32, bfloat16 or float16");
+    f.Fail("torch_dtype '" + c.torch_dtype + "' is not float32, bfloat16 or float16");
   }
-  if (!s.ok()) return s;
+  if (!f.ok()) return f.status();
   Status v = c.Validate();
   if (!v.ok()) return Bad(source, v.message());
+  // A model that could never be allocated is a mistake in the file, not a lack of memory.
+  const double params = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size) *
+                            (c.tie_word_embeddings ? 1 : 2) +
+                        static_cast<double>(c.num_hidden_layers) *
+                            (4.0 * static_cast<double>(c.hidden_size) * c.hidden_size +
+                             3.0 * static_cast<double>(c.hidden_size) * c.intermediate_size);
+  if (params > 1e13) {
+    return Bad(source, fmt::format("the sizes describe {:.3g} parameters (more than 10 trillion): "
+                                   "check hidden_size, intermediate_size, num_hidden_layers and "
+                                   "vocab_size",
+                                   params));
+  }
   return c;
 }
 

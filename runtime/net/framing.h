@@ -15,6 +15,8 @@
 namespace moreh::net {
 
 inline constexpr uint32_t kMaxFrameBytes = 1 << 20;  // 1 MiB
+// Before a connection has authenticated, its frames may be only this large (a hello is small).
+inline constexpr uint32_t kMaxFrameBytesBeforeAuth = 64 << 10;
 inline constexpr int kMaxJsonDepth = 32;
 
 std::string EncodeFrame(const nlohmann::json& message);
@@ -24,6 +26,8 @@ class FrameDecoder {
   explicit FrameDecoder(uint32_t max_frame_bytes = kMaxFrameBytes) : max_(max_frame_bytes) {}
   // Appends bytes; returns an error (and stays failed) on the first malformed frame.
   Status Feed(std::string_view bytes);
+  // Raises (or lowers) the limit for frames not yet complete (a connection that authenticated).
+  void set_max_frame_bytes(uint32_t n) { max_ = n; }
   bool HasMessage() const { return !ready_.empty(); }
   nlohmann::json Pop();
 

@@ -1,13 +1,16 @@
 #include "runtime/parallel/session.h"
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -174,15 +177,14 @@ DType Session::ComputeDType() const {
 }
 
 std::vector<json> Session::CallAll(const std::vector<json>& messages) const {
+  using Clock = std::chrono::steady_clock;
   const size_t n = ranks_.size();
   std::vector<StatusOr<json>> replies(n, Status::Internal("not run"));
+  std::vector<bool> after_cut(n, false);
   std::mutex mu;
+  std::condition_variable cv;
+  size_t done = 0, failed = 0;
   bool cut = false;
-  auto cut_all = [&] {
-    if (cut) return;
-    cut = true;
-    for (Rank& r : ranks_) r.channel->Shutdown();
-  };
   std::vector<std::thread> threads;
   for (size_t i = 0; i < n; ++i) {
     threads.emplace_back([&, i] {
@@ -190,28 +192,76 @@ std::vector<json> Session::CallAll(const std::vector<json>& messages) const {
       Status s = client::ReplyError(r, "worker");
       std::lock_guard<std::mutex> lock(mu);
       replies[i] = s.ok() ? std::move(r) : StatusOr<json>(s);
-      if (!s.ok()) cut_all();  // the other workers drop the job instead of waiting for this one
+      after_cut[i] = cut;
+      ++done;
+      failed += !s.ok();
+      cv.notify_all();
     });
   }
+  // Wait for every reply while watching the workers: a worker that dies or stops answering is
+  // named within seconds (its peers may wait on it much longer), as is a lost lease. After a
+  // failed reply, a moment more lets the watch say whether a worker died and caused it.
+  Status health;
+  std::optional<Clock::time_point> first_failure;
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    while (true) {
+      cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return done == n; });
+      if (done == n && failed == 0) break;
+      lock.unlock();
+      health = client_->Health();
+      lock.lock();
+      if (!health.ok()) break;
+      if (failed > 0) {
+        if (!first_failure) first_failure = Clock::now();
+        if (Clock::now() - *first_failure > std::chrono::milliseconds(1000)) break;
+      }
+    }
+    if (failed > 0 || !health.ok()) {
+      cut = true;  // the other workers drop the job instead of waiting for the failed one
+      for (Rank& r : ranks_) r.channel->Shutdown();
+    }
+  }
   for (auto& t : threads) t.join();
-  // The first failure in rank order that is not a consequence of the cut.
-  std::string first;
-  for (size_t i = 0; i < n && first.empty(); ++i) {
-    if (replies[i].ok()) continue;
+  if (!cut) {
+    std::vector<json> out;
+    for (auto& r : replies) out.push_back(std::move(r.value()));
+    return out;
+  }
+  auto where = [&](size_t i) {
+    const auto& d = client_->devices()[ranks_[i].device_index];
+    return fmt::format("worker '{}' ({}, device {}, rank {})", d.node, d.address, d.device, i);
+  };
+  std::string blame;
+  if (!health.ok()) {
+    // The watch names the worker; add the ranks it ran.
+    blame = health.message();
+    const std::string failed_address = client_->FailedWorker();
+    std::vector<std::string> ran;
+    for (size_t i = 0; i < n; ++i) {
+      const auto& d = client_->devices()[ranks_[i].device_index];
+      if (d.address == failed_address)
+        ran.push_back(fmt::format("rank {} (device {})", i, d.device));
+    }
+    if (!ran.empty()) blame += fmt::format("; it ran {}", fmt::join(ran, ", "));
+  }
+  // Else a worker whose connection closed without our cut died; else the first error reply that
+  // is not a consequence (an aborted job, a connection we cut).
+  for (size_t i = 0; i < n && blame.empty(); ++i) {
+    if (!replies[i].ok() && !after_cut[i] && client::ConnectionLost(replies[i].status())) {
+      blame =
+          where(i) + " died: its control connection closed (" + replies[i].status().message() + ")";
+    }
+  }
+  for (size_t i = 0; i < n && blame.empty(); ++i) {
+    if (replies[i].ok() || after_cut[i]) continue;
     const std::string& msg = replies[i].status().message();
     if (msg.find("the job was aborted") != std::string::npos) continue;
-    const auto& d = client_->devices()[ranks_[i].device_index];
-    first = fmt::format("worker '{}' ({}, device {}, rank {}): {}", d.node, d.address, d.device, i,
-                        msg);
+    blame = where(i) + ": " + msg;
   }
-  if (cut) {
-    for (Rank& r : ranks_) r.channel->Close();
-    ranks_.clear();  // the job is gone on every worker
-    throw Error(first.empty() ? "the distributed job failed" : first);
-  }
-  std::vector<json> out;
-  for (auto& r : replies) out.push_back(std::move(r.value()));
-  return out;
+  for (Rank& r : ranks_) r.channel->Close();
+  ranks_.clear();  // the job is gone on every worker
+  throw Error(blame.empty() ? "the distributed job failed" : blame);
 }
 
 void Session::Setup(int64_t B, int64_t T) {

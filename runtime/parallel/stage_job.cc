@@ -8,6 +8,7 @@
 #include <set>
 
 #include "runtime/core/error.h"
+#include "runtime/core/field_reader.h"
 #include "runtime/init.h"
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/io/safetensors.h"
@@ -25,40 +26,47 @@ using json = nlohmann::json;
 
 namespace {
 
-// Field access that throws moreh::Error naming the field.
+// Field access that throws moreh::Error naming the field (runtime/core/field_reader.h's words).
 const json& Field(const json& j, const char* name) {
-  MOREH_CHECK(j.is_object() && j.contains(name), "missing field '{}'", name);
+  MOREH_CHECK(j.is_object() && j.contains(name), "field '{}' is missing", name);
   return j[name];
 }
+template <typename Read>
+auto Checked(const json& j, Read read) {
+  FieldReader f(j, "field");
+  auto v = read(f);
+  if (!f.ok()) {
+    // "field: 'x' must be ..." -> "field 'x' must be ...": the caller says which message it is.
+    throw Error("field" + f.status().message().substr(6));
+  }
+  return v;
+}
 int64_t Int(const json& j, const char* name) {
-  const json& v = Field(j, name);
-  MOREH_CHECK(v.is_number_integer(), "field '{}' must be an integer", name);
-  return v.get<int64_t>();
+  return Checked(j, [&](FieldReader& f) { return f.Int(name); });
 }
 double Num(const json& j, const char* name) {
-  const json& v = Field(j, name);
-  MOREH_CHECK(v.is_number(), "field '{}' must be a number", name);
-  return v.get<double>();
+  return Checked(j, [&](FieldReader& f) { return f.Num(name); });
 }
 bool Bool(const json& j, const char* name) {
-  const json& v = Field(j, name);
-  MOREH_CHECK(v.is_boolean(), "field '{}' must be true or false", name);
-  return v.get<bool>();
+  return Checked(j, [&](FieldReader& f) { return f.Bool(name); });
 }
 std::string Str(const json& j, const char* name) {
-  const json& v = Field(j, name);
-  MOREH_CHECK(v.is_string(), "field '{}' must be a string", name);
-  return v.get<std::string>();
+  return Checked(j, [&](FieldReader& f) { return f.Str(name, 1 << 20); });
 }
 std::vector<int> Ints(const json& j, const char* name) {
-  const json& v = Field(j, name);
-  MOREH_CHECK(v.is_array(), "field '{}' must be an array", name);
-  std::vector<int> out;
-  for (const json& e : v) {
-    MOREH_CHECK(e.is_number_integer(), "field '{}' must hold integers", name);
-    out.push_back(e.get<int>());
-  }
-  return out;
+  return Checked(j, [&](FieldReader& f) {
+    std::vector<int> out;
+    const json& v = f.Array(name, 1 << 20);
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (!v[i].is_number_integer() || v[i].get<int64_t>() < INT32_MIN ||
+          v[i].get<int64_t>() > INT32_MAX) {
+        f.FailField(name, fmt::format("[{}] must be an integer", i));
+        break;
+      }
+      out.push_back(v[i].get<int>());
+    }
+    return out;
+  });
 }
 
 json SubToJson(const SubProgram& s) {
@@ -281,7 +289,8 @@ StatusOr<StageAssignment> StageAssignment::FromJson(const json& j) {
   }
 }
 
-std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Allocator* device) {
+std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Allocator* device,
+                                           const std::string& net_device) {
   std::unique_ptr<StageJob> job(new StageJob());
   job->a_ = a;
   job->device_ = device ? device : runtime::CpuAllocator();
@@ -322,7 +331,7 @@ std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Al
     }
   }
   job->table_ = planner::OneFOneB(a.num_stages, a.num_micro_batches, false);
-  auto t = comm::UcxTransport::Create(a.rank);
+  auto t = comm::UcxTransport::Create(a.rank, net_device);
   t.status().ThrowIfError();
   job->transport_ = std::move(t.value());
   job->transport_->set_abort_flag(&job->aborted_);

@@ -52,7 +52,9 @@ StatusOr<StageProgram> StageProgramFromJson(const nlohmann::json& j);
 class StageJob {
  public:
   // Throws OutOfMemoryError when the stage does not fit the device, moreh::Error otherwise.
-  static std::unique_ptr<StageJob> Create(const StageAssignment& a, runtime::Allocator* device);
+  // net_device: the network interface the job's UCX traffic may use (UcxTransport::Create).
+  static std::unique_ptr<StageJob> Create(const StageAssignment& a, runtime::Allocator* device,
+                                          const std::string& net_device = "");
   ~StageJob();
 
   const std::string& address() const { return transport_->address(); }  // raw bytes

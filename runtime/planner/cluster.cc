@@ -9,6 +9,8 @@
 #include <sstream>
 #include <utility>
 
+#include "runtime/core/field_reader.h"
+
 namespace moreh::planner {
 namespace {
 using json = nlohmann::json;
@@ -17,22 +19,6 @@ Status Bad(const std::string& source, const std::string& what) {
   return Status::InvalidArgument(source + ": " + what);
 }
 
-template <typename T>
-Status Read(const json& j, const char* key, T* out, const std::string& where, bool required) {
-  const auto it = j.find(key);
-  if (it == j.end()) {
-    return required ? Bad(where, std::string("missing field '") + key + "'") : Status::Ok();
-  }
-  if constexpr (std::is_same_v<T, std::string>) {
-    if (!it->is_string()) return Bad(where, std::string("'") + key + "' must be a string");
-  } else if constexpr (std::is_same_v<T, bool>) {
-    if (!it->is_boolean()) return Bad(where, std::string("'") + key + "' must be true or false");
-  } else {
-    if (!it->is_number()) return Bad(where, std::string("'") + key + "' must be a number");
-  }
-  *out = it->get<T>();
-  return Status::Ok();
-}
 }  // namespace
 
 Status ClusterSpec::Validate() const {
@@ -67,33 +53,30 @@ Status ClusterSpec::Validate() const {
 StatusOr<ClusterSpec> ClusterSpec::FromJson(std::string_view text, const std::string& source) {
   const json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return Bad(source, "not a JSON object");
+  constexpr double kMax = 1e30;
+  FieldReader f(j, source);
   ClusterSpec c;
-  Status s = Read(j, "name", &c.name, source, false);
-  if (s.ok()) s = Read(j, "num_devices", &c.num_devices, source, true);
-  if (s.ok()) s = Read(j, "devices_per_node", &c.devices_per_node, source, true);
-  if (s.ok()) s = Read(j, "intra_node_bandwidth", &c.intra_node_bandwidth, source, false);
-  if (s.ok()) s = Read(j, "intra_node_latency", &c.intra_node_latency, source, false);
-  if (s.ok()) s = Read(j, "inter_node_bandwidth", &c.inter_node_bandwidth, source, false);
-  if (s.ok()) s = Read(j, "inter_node_latency", &c.inter_node_latency, source, false);
-  if (s.ok()) s = Read(j, "node_concurrency", &c.node_concurrency, source, false);
-  if (s.ok()) {
-    s = Read(j, "overlapped_dp_reduction", &c.overlapped_dp_reduction, source, false);
-  }
-  if (!s.ok()) return s;
-  const auto d = j.find("device");
-  if (d == j.end() || !d->is_object()) return Bad(source, "missing object 'device'");
-  const std::string where = source + ": device";
+  c.name = f.OptStr("name", c.name);
+  c.num_devices = static_cast<int>(f.Int("num_devices", 1, 1 << 24));
+  c.devices_per_node = static_cast<int>(f.Int("devices_per_node", 1, 1 << 24));
+  c.intra_node_bandwidth = f.OptNum("intra_node_bandwidth", c.intra_node_bandwidth, 0, kMax);
+  c.intra_node_latency = f.OptNum("intra_node_latency", c.intra_node_latency, 0, 3600);
+  c.inter_node_bandwidth = f.OptNum("inter_node_bandwidth", c.inter_node_bandwidth, 0, kMax);
+  c.inter_node_latency = f.OptNum("inter_node_latency", c.inter_node_latency, 0, 3600);
+  c.node_concurrency = f.OptNum("node_concurrency", c.node_concurrency, 0, 1 << 20);
+  c.overlapped_dp_reduction = f.OptBool("overlapped_dp_reduction", c.overlapped_dp_reduction);
+  FieldReader d = f.Sub("device");
   DeviceProfile& p = c.device;
-  s = Read(*d, "name", &p.name, where, false);
-  if (s.ok()) s = Read(*d, "memory_bytes", &p.memory_bytes, where, true);
-  if (s.ok()) s = Read(*d, "peak_flops", &p.peak_flops, where, true);
-  if (s.ok()) s = Read(*d, "gemm_efficiency", &p.gemm_efficiency, where, false);
-  if (s.ok()) s = Read(*d, "other_efficiency", &p.other_efficiency, where, false);
-  if (s.ok()) s = Read(*d, "memory_bandwidth", &p.memory_bandwidth, where, true);
-  if (s.ok()) s = Read(*d, "kernel_overhead_s", &p.kernel_overhead_s, where, false);
-  if (s.ok()) s = Read(*d, "reserved_bytes", &p.reserved_bytes, where, false);
-  if (s.ok()) s = Read(*d, "widens_16bit", &p.widens_16bit, where, false);
-  if (!s.ok()) return s;
+  p.name = d.OptStr("name", p.name);
+  p.memory_bytes = d.Int("memory_bytes", 1);
+  p.peak_flops = d.Num("peak_flops", 0, kMax);
+  p.gemm_efficiency = d.OptNum("gemm_efficiency", p.gemm_efficiency, 0, 1);
+  p.other_efficiency = d.OptNum("other_efficiency", p.other_efficiency, 0, 1);
+  p.memory_bandwidth = d.Num("memory_bandwidth", 0, kMax);
+  p.kernel_overhead_s = d.OptNum("kernel_overhead_s", p.kernel_overhead_s, 0, 3600);
+  p.reserved_bytes = d.OptInt("reserved_bytes", p.reserved_bytes, 0);
+  p.widens_16bit = d.OptBool("widens_16bit", p.widens_16bit);
+  if (!f.ok()) return f.status();
   Status v = c.Validate();
   if (!v.ok()) return Bad(source, v.message());
   return c;
@@ -128,19 +111,6 @@ std::string ClusterSpec::ToJson() const {
                     {"reserved_bytes", device.reserved_bytes},
                     {"widens_16bit", device.widens_16bit}}}};
   return j.dump(2);
-}
-
-int DeviceSizeCount(std::string_view name) {
-  static const std::pair<std::string_view, int> kTable[] = {
-      {"small", 1},     {"medium", 2},     {"large", 4},     {"xlarge", 8},   {"1.5xlarge", 12},
-      {"2xlarge", 16},  {"3xlarge", 24},   {"4xlarge", 32},  {"6xlarge", 48}, {"8xlarge", 64},
-      {"12xlarge", 96}, {"24xlarge", 192}, {"48xlarge", 384}};
-  std::string lower(name);
-  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  for (const auto& [n, count] : kTable) {
-    if (n == lower) return count;
-  }
-  return -1;
 }
 
 ClusterSpec ReferenceCluster(int num_devices) {

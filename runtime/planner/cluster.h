@@ -49,11 +49,6 @@ struct ClusterSpec {
   std::string ToJson() const;
 };
 
-// The reference platform's device sizes: Small = 1 device, Medium 2, Large 4, xLarge 8,
-// 1.5xLarge 12, 2xLarge 16, 3xLarge 24, 4xLarge 32, 6xLarge 48, 8xLarge 64, 12xLarge 96,
-// 24xLarge 192, 48xLarge 384. Case-insensitive; -1 for an unknown name.
-int DeviceSizeCount(std::string_view name);
-
 // The reference platform's cluster (examples/clusters/moreh-reference.json) with `num_devices`.
 ClusterSpec ReferenceCluster(int num_devices);
 

@@ -45,4 +45,31 @@ sleep 0.5
 check "kill -9 of the client leaves no orphan daemons" "[[ -n \"$port\" && -z \"\$(pgrep -f 'moreh-worker --scheduler 127.0.0.1:$port')\" ]]"
 "$RUN" connect --device-size Gigantic >"$tmp/bad" 2>&1
 check "unknown size named" "[[ $? -ne 0 ]] && grep -q \"unknown device size 'Gigantic'\" '$tmp/bad'"
+
+# More devices asked for than are alive: it says what it waits for, and --wait-timeout bounds it.
+"$RUN" cluster up --workers 3 --device-memory 64M >"$tmp/up" 2>&1
+check "a 3-worker cluster is up" "[[ $? -eq 0 && -f '$tmp/local-cluster.json' ]]"
+for _ in $(seq 100); do "$RUN" connect --device-size Medium --wait-timeout 1 >/dev/null 2>&1 && break; sleep 0.2; done
+start=$(date +%s%N)
+"$RUN" --wait-timeout 2 connect --device-size Large >"$tmp/wait" 2>&1
+rc=$?
+took_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+check "waiting: it says how many devices of the size are available" "grep -q '3 of 4 devices of size Large are available (3 alive in the cluster); waiting (at most 2 s' '$tmp/wait'"
+check "waiting: --wait-timeout ends it with a clear error (${took_ms} ms)" "[[ $rc -ne 0 && $took_ms -lt 10000 ]] && grep -q 'could not grant Large within 2 s: 3 of 4 devices are available' '$tmp/wait'"
+MOREH_WAIT_TIMEOUT=soon "$RUN" connect --device-size Large >"$tmp/badwait" 2>&1
+check "a malformed MOREH_WAIT_TIMEOUT is named" "[[ \$? -ne 0 ]] && grep -q \"MOREH_WAIT_TIMEOUT='soon' must be a number of seconds\" '$tmp/badwait'"
+"$RUN" connect --wait-timeout -3 >"$tmp/badflag" 2>&1
+check "a bad --wait-timeout is named" "[[ \$? -eq 2 ]] && grep -q 'wait-timeout needs a number of seconds' '$tmp/badflag'"
+# A fourth worker joins while a client waits: the client goes on.
+MOREH_WAIT_TIMEOUT=60 "$RUN" connect --device-size Large >"$tmp/joined" 2>&1 &
+waiter=$!
+for _ in $(seq 100); do grep -q 'are available' "$tmp/joined" && break; sleep 0.1; done
+dir=$(python3 -c "import json; print(json.load(open('$tmp/local-cluster.json'))['dir'])")
+sched=$(python3 -c "import json; print(json.load(open('$tmp/local-cluster.json'))['scheduler'])")
+"$(dirname "$RUN")/moreh-worker" --scheduler "$sched" --key-file "$dir/key" --node late --devices cpu:1:64M --no-profile >"$tmp/late.log" 2>&1 &
+late=$!
+wait $waiter
+check "waiting: a worker that joins lets the waiting client go on" "[[ \$? -eq 0 ]] && grep -q 'MoAI Accelerator is ready to use' '$tmp/joined'"
+kill $late 2>/dev/null; wait $late 2>/dev/null
+"$RUN" cluster down >/dev/null 2>&1
 exit $fail

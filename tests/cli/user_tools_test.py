@@ -27,6 +27,7 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         key = os.path.join(d, "key")
         open(key, "w").write(os.urandom(16).hex())
+        os.chmod(key, 0o600)
         pf = os.path.join(d, "port")
         procs = [subprocess.Popen([f"{B}/moreh-scheduler", "--key-file", key, "--port-file", pf],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]

@@ -87,6 +87,7 @@ def main():
     key = os.path.join(tmp, "key")
     with open(key, "w") as f:
         f.write("gpu-check-cluster-key-0123456789abcdef")
+    os.chmod(key, 0o600)
     port_file = os.path.join(tmp, "port")
     logs = {n: open(os.path.join(tmp, n + ".log"), "w") for n in ("scheduler", "worker")}
     daemons = [subprocess.Popen([os.path.join(a.bin, "moreh-scheduler"), "--key-file", key,

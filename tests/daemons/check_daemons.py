@@ -94,6 +94,7 @@ def main():
         key_file = os.path.join(d, "key")
         with open(key_file, "w") as f:
             f.write(KEY + "\n")
+        os.chmod(key_file, 0o600)
         port_file = os.path.join(d, "port")
         state_dir = os.path.join(d, "state")
         sched_cmd = [os.path.join(a.bin, "moreh-scheduler"), "--key-file", key_file, "--port-file",
@@ -172,17 +173,23 @@ def main():
                   "no job on device" in w.recv().get("message", ""))
             w.send({"type": "job_setup", "device": dev, "assignment": 5})
             check("job_setup with a non-object assignment is refused",
-                  "missing field 'job'" in w.recv().get("message", ""))
+                  "'assignment' must be an object, not an integer" in w.recv().get("message", ""))
             w.send({"type": "job_setup", "device": dev,
                     "assignment": {"job": 1, "rank": 0, "world": "two"}})
             check("job_setup names a mistyped field",
                   "field 'world' must be an integer" in w.recv().get("message", ""))
+            w.send({"type": "ping"})
+            check("the worker serves on after the errors", w.recv()["type"] == "ping_ok")
             w.send({"type": "job_frobnicate", "device": dev})
             r = w.recv()
-            check("an unknown job message is refused", r["type"] == "error" and
-                  ("no job on device" in r["message"] or "unknown" in r["message"]), r)
+            check("an unknown message type is refused by name and the connection closed",
+                  r["type"] == "error" and "unknown message type 'job_frobnicate'" in r["message"]
+                  and w.closed(), r)
+            w = Conn(int(wport))
+            w.send({"type": "hello", "version": 1, "lease": g["lease"], "secret": g["secret"]})
+            w.recv()
             w.send({"type": "ping"})
-            check("the worker serves on after the error", w.recv()["type"] == "ping_ok")
+            check("the worker serves the next connection", w.recv()["type"] == "ping_ok")
             c.send({"type": "release", "lease": g["lease"], "secret": "wrong"})
             check("release with a wrong secret refused", c.recv()["type"] == "error")
             c.send({"type": "release", "lease": g["lease"], "secret": g["secret"]})

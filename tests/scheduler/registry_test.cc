@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "runtime/net/auth.h"
+
 namespace moreh::scheduler {
 namespace {
 
@@ -46,7 +48,9 @@ TEST(Registry, DeadNodesAndExpiredLeases) {
   auto l = r.Allocate("tok", "1", 4, std::chrono::seconds(5), t).value();
   ASSERT_TRUE(r.Heartbeat("a", t + std::chrono::seconds(2)).ok());
   const auto hit = r.ReapDead(t + std::chrono::seconds(3), std::chrono::seconds(2));
-  EXPECT_EQ(hit, std::vector<uint64_t>({l.id}));
+  ASSERT_EQ(hit.size(), 1u);
+  EXPECT_EQ(hit[0].first, l.id);
+  EXPECT_EQ(hit[0].second, "b");  // the dead node is named
   EXPECT_FALSE(r.nodes().at("b").alive);
   EXPECT_TRUE(r.nodes().at("a").alive);
   EXPECT_FALSE(r.Heartbeat("b", t + std::chrono::seconds(3)).ok());  // must register again
@@ -66,9 +70,9 @@ TEST(Registry, BadRegistrationsAreNamed) {
             std::string::npos);
   EXPECT_FALSE(r.RegisterWorker(MakeNode("", 1), Clock::now()).ok());
   EXPECT_FALSE(r.RegisterWorker(MakeNode("y", 0), Clock::now()).ok());
-  EXPECT_TRUE(SecretsEqual("abc", "abc"));
-  EXPECT_FALSE(SecretsEqual("abc", "abd"));
-  EXPECT_FALSE(SecretsEqual("abc", "abcd"));
+  EXPECT_TRUE(net::SecretsEqual("abc", "abc"));
+  EXPECT_FALSE(net::SecretsEqual("abc", "abd"));
+  EXPECT_FALSE(net::SecretsEqual("abc", "abcd"));
 }
 
 }  // namespace

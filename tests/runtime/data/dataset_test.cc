@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -88,6 +90,84 @@ TEST(Dataset, BadFilesNameTheFileLineAndProblem) {
   EXPECT_NE(bad_block.status().message().find("block size must be positive"), std::string::npos);
   EXPECT_FALSE(TokenizeTextFile(f4, tok, 16).ok());
   for (const auto& f : {f1, f2, f3, f4}) fs::remove(f);
+}
+
+// The probe's findings: a 50 MB line was accepted and cost 110x its size; invalid UTF-8 was
+// reported as "not a JSON object".
+TEST(Dataset, ALineOverTheLimitIsRefusedWithoutReadingItWhole) {
+  const auto fields = std::vector<std::string>{"article", "highlights"};
+  const std::string ok = "{\"article\": \"x\", \"highlights\": \"y\"}\n";
+  const std::string long_line =
+      "{\"article\": \"" + std::string(3 << 20, 'a') + "\", \"highlights\": \"y\"}\n";
+  const std::string f = TempFile("long.jsonl", ok + long_line + ok);
+  const std::string m = ReadJsonl(f, fields, 1 << 20).status().message();
+  EXPECT_NE(m.find(f + ":2: the line is longer than 1048576 bytes"), std::string::npos) << m;
+  EXPECT_NE(m.find("--max-line-bytes"), std::string::npos) << m;
+  // Under a larger limit the same file reads, every line whole.
+  auto all = ReadJsonl(f, fields, 8 << 20);
+  ASSERT_TRUE(all.ok()) << all.status().message();
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[1].at("article").size(), size_t{3} << 20);
+  // A line of exactly the read buffer's size and one just over it (the chunked reader's edges).
+  for (size_t n : {65535u - 40, 65536u - 40, 65537u - 40, 131072u}) {
+    const std::string edge =
+        "{\"article\": \"" + std::string(n, 'b') + "\", \"highlights\": \"z\"}";
+    const std::string g = TempFile("edge.jsonl", edge + "\n" + ok);
+    auto r = ReadJsonl(g, fields, 1 << 20);
+    ASSERT_TRUE(r.ok()) << n << ": " << r.status().message();
+    EXPECT_EQ((*r)[0].at("article").size(), n);
+    EXPECT_EQ((*r)[1].at("article"), "x");
+    fs::remove(g);
+  }
+  // The limit from the environment, and a malformed one named.
+  setenv("MOREH_MAX_LINE_BYTES", "1M", 1);
+  EXPECT_NE(ReadJsonl(f, fields).status().message().find("longer than 1048576"), std::string::npos);
+  setenv("MOREH_MAX_LINE_BYTES", "lots", 1);
+  EXPECT_NE(ReadJsonl(f, fields).status().message().find("MOREH_MAX_LINE_BYTES='lots'"),
+            std::string::npos);
+  unsetenv("MOREH_MAX_LINE_BYTES");
+  fs::remove(f);
+}
+
+TEST(Dataset, InvalidUtf8IsNamedWithTheLine) {
+  const auto fields = std::vector<std::string>{"article", "highlights"};
+  const std::string f = TempFile("utf8.jsonl",
+                                 "{\"article\": \"caf\xc3\xa9\", \"highlights\": \"y\"}\n"
+                                 "{\"article\": \"ab\xff\", \"highlights\": \"y\"}\n");
+  const std::string m = ReadJsonl(f, fields).status().message();
+  EXPECT_NE(m.find(f + ":2: not valid UTF-8 (byte 16 of the line, 0xff)"), std::string::npos) << m;
+  fs::remove(f);
+  EXPECT_EQ(FirstInvalidUtf8("plain"), -1);
+  EXPECT_EQ(FirstInvalidUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"), -1);  // é € 😀
+  EXPECT_EQ(FirstInvalidUtf8("a\xc0\xaf"), 1);                                   // overlong '/'
+  EXPECT_EQ(FirstInvalidUtf8("ab\xed\xa0\x80"), 2);                              // a surrogate
+  EXPECT_EQ(FirstInvalidUtf8("\xf4\x90\x80\x80"), 0);                            // past U+10FFFF
+  EXPECT_EQ(FirstInvalidUtf8("x\xe2\x82"), 1);                                   // cut short
+  EXPECT_EQ(FirstInvalidUtf8("x\x80"), 1);  // a lone continuation byte
+}
+
+// Tokenizing a record costs what its block needs: only the prefix that can reach the block is
+// tokenized, and the ids are those of the whole text.
+TEST(Tokenizer, EncodeToLengthIsBoundedByTheBlockAndExact) {
+  const Tokenizer tok = Tokenizer::Load(kModelDir).value();
+  const auto records = ReadJsonl(kData, {"article", "highlights"}).value();
+  std::string text;
+  for (size_t i = 0; i < records.size() && text.size() < 400000; ++i) {
+    text += SummarizationPrompt(records[i]) + "\n";
+  }
+  for (int64_t block : {16, 128, 1024}) {
+    std::vector<int64_t> whole = tok.Encode(text);
+    whole.resize(static_cast<size_t>(block));
+    EXPECT_EQ(tok.EncodeToLength(text, block), whole) << "block " << block;
+  }
+  // A 50 MB record, as in the probe: quick, as only its start is tokenized.
+  std::string huge;
+  while (huge.size() < (size_t{50} << 20)) huge += text;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto ids = tok.EncodeToLength(huge, 1024);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(ids.size(), 1024u);
+  EXPECT_LT(s, 5.0) << "tokenizing the start of a 50 MB record took " << s << " s";
 }
 
 TEST(DataLoader, BatchesShufflesReproduciblyAndKeepsTheLastPartialBatch) {

@@ -183,6 +183,57 @@ TEST(Checkpoint, BadDirectoriesNameTheFileAndProblem) {
   std::ofstream(dir / "c1/config.json") << R"({"vocab_size": 64, "hidden_size": "big"})";
   EXPECT_ERROR_MENTIONS(models::LlamaForCausalLM::from_pretrained(dir / "c1"), "'hidden_size'",
                         "integer");
+  // Every field type- and range-checked, the file named (the probe: rms_norm_eps null was taken,
+  // an intermediate_size of 1e12 became an out-of-memory error that did not name config.json).
+  {
+    const auto base = nlohmann::json::parse(moreh::testing::TinyLlamaConfig().ToJson());
+    struct Case {
+      const char* field;
+      nlohmann::json value;
+      const char* expect;
+    };
+    const std::vector<Case> cases = {
+        {"rms_norm_eps", nullptr, "'rms_norm_eps' must be a number, not null"},
+        {"rms_norm_eps", -1e-5, "'rms_norm_eps' is -1e-05"},
+        {"intermediate_size", 1e12, "'intermediate_size' must be an integer, not a fractional"},
+        {"intermediate_size", int64_t{1000000000000}, "'intermediate_size' is 1000000000000"},
+        {"hidden_size", nullptr, "'hidden_size' must be an integer, not null"},
+        {"num_hidden_layers", -2, "'num_hidden_layers' is -2"},
+        {"vocab_size", "32000", "'vocab_size' must be an integer, not a string"},
+        {"tie_word_embeddings", 1, "'tie_word_embeddings' must be true or false"},
+        {"rope_theta", 0, "'rope_theta' is 0"},
+        {"max_position_embeddings", int64_t{1} << 40, "'max_position_embeddings' is"},
+        {"eos_token_id", 100000, "'eos_token_id' is 100000"},
+        {"torch_dtype", "float64", "torch_dtype 'float64' is not"},
+    };
+    for (const Case& c : cases) {
+      auto j = base;
+      j[c.field] = c.value;
+      auto r = models::LlamaConfig::FromJson(j.dump(), "m/config.json");
+      ASSERT_FALSE(r.ok()) << c.field << " = " << c.value.dump();
+      EXPECT_NE(r.status().message().find("m/config.json: "), std::string::npos)
+          << r.status().message();
+      EXPECT_NE(r.status().message().find(c.expect), std::string::npos) << r.status().message();
+    }
+    // Hugging Face writes null for unset token ids and rope_scaling: taken as unset.
+    auto j = base;
+    j["pad_token_id"] = nullptr;
+    j["bos_token_id"] = nullptr;
+    j["rope_scaling"] = nullptr;
+    auto ok = models::LlamaConfig::FromJson(j.dump(), "m/config.json");
+    ASSERT_TRUE(ok.ok()) << ok.status().message();
+    EXPECT_EQ(ok->pad_token_id, -1);
+    // Sizes each in range whose product no machine could hold: named as such, not out of memory.
+    j["hidden_size"] = 65536;
+    j["num_attention_heads"] = 64;
+    j["num_key_value_heads"] = 64;
+    j["intermediate_size"] = 1 << 20;
+    j["num_hidden_layers"] = 4096;
+    auto huge = models::LlamaConfig::FromJson(j.dump(), "m/config.json");
+    ASSERT_FALSE(huge.ok());
+    EXPECT_NE(huge.status().message().find("more than 10 trillion"), std::string::npos)
+        << huge.status().message();
+  }
   // transformers 5's config.json: rotary settings in rope_parameters, the dtype as "dtype".
   {
     auto j = nlohmann::json::parse(moreh::testing::TinyLlamaConfig().ToJson());

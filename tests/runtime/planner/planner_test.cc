@@ -8,6 +8,7 @@
 #include <chrono>
 
 #include "runtime/core/allocator.h"
+#include "runtime/net/protocol.h"
 #include "runtime/optim.h"
 #include "runtime/option.h"
 #include "runtime/planner/layer_cost.h"
@@ -109,7 +110,7 @@ TEST(Planner, ReferenceJobApOffIsOutOfMemoryApOnFits) {
   job.model = Llama2("13b");
   job.global_batch = 64;
   job.seq_len = 1024;
-  const ClusterSpec cl = ReferenceCluster(DeviceSizeCount("4xLarge"));
+  const ClusterSpec cl = ReferenceCluster(net::DeviceSizeCount("4xLarge"));
   ASSERT_EQ(cl.num_devices, 32);
   ASSERT_EQ(cl.device.memory_bytes, 68'702'699'520);
   PlannerOptions off;
@@ -290,9 +291,9 @@ TEST(Planner, BadInputIsNamed) {
   PlannerOptions o;
   o.log = false;
   EXPECT_ERROR_MENTIONS(PlanTraining(job, ReferenceCluster(8), o), "batch");
-  EXPECT_EQ(DeviceSizeCount("4XLARGE"), 32);
-  EXPECT_EQ(DeviceSizeCount("1.5xLarge"), 12);
-  EXPECT_EQ(DeviceSizeCount("huge"), -1);
+  EXPECT_EQ(net::DeviceSizeCount("4XLARGE"), 32);
+  EXPECT_EQ(net::DeviceSizeCount("1.5xLarge"), 12);
+  EXPECT_EQ(net::DeviceSizeCount("huge"), -1);
   auto bad = ClusterSpec::FromJson(R"({"num_devices": 3, "devices_per_node": 2,
       "device": {"memory_bytes": 1, "peak_flops": 1, "memory_bandwidth": 1}})",
                                    "c.json");
