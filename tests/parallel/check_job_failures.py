@@ -65,6 +65,13 @@ class Cluster:
         assert wait_for(lambda: os.path.exists(self.port_file), 20), "scheduler did not start"
         self.port = int(open(self.port_file).read())
 
+    def registrations(self, name):
+        try:
+            with open(os.path.join(self.tmp, f"{name}.log")) as f:
+                return f.read().count("registered with the scheduler")
+        except OSError:
+            return 0
+
     def start_worker(self, name):
         log = open(os.path.join(self.tmp, f"{name}.log"), "a")
         self.workers[name] = subprocess.Popen(
@@ -191,10 +198,12 @@ def main():
             w.send_signal(signal.SIGCONT)
             w.kill()
             w.wait()
+            before = cluster.registrations(victim)
             cluster.start_worker(victim)
-            check(f"{victim} ({sig.name}): the cluster is whole again",
-                  wait_for(lambda: cluster.alive_workers() == 4 and cluster.free_devices() == 4,
-                           40), cluster.free_devices())
+            check(f"{victim} ({sig.name}): the restarted worker registers, the cluster is whole",
+                  wait_for(lambda: cluster.registrations(victim) > before and
+                           cluster.alive_workers() == 4 and cluster.free_devices() == 4, 40),
+                  cluster.free_devices())
         check("the scheduler survived all of it", cluster.sched.poll() is None)
     finally:
         cluster.stop()
