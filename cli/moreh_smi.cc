@@ -69,11 +69,13 @@ int main(int argc, char** argv) {
                 static_cast<long long>(cl.num_leases));
     return 0;
   }
-  json req = {{"type", reset ? "vdev_reset" : "vdev_list"}};
+  using moreh::net::Message;
+  using moreh::net::Msg;
+  json req = Message(reset ? Msg::kVdevReset : Msg::kVdevList);
   try {
-    if (!add.empty()) req = {{"type", "vdev_add"}, {"size", add}};
-    if (!rm_id.empty()) req = {{"type", "vdev_remove"}, {"id", std::stoi(rm_id)}};
-    if (!switch_id.empty()) req = {{"type", "vdev_switch"}, {"id", std::stoi(switch_id)}};
+    if (!add.empty()) req = Message(Msg::kVdevAdd, {{"size", add}});
+    if (!rm_id.empty()) req = Message(Msg::kVdevRemove, {{"id", std::stoi(rm_id)}});
+    if (!switch_id.empty()) req = Message(Msg::kVdevSwitch, {{"id", std::stoi(switch_id)}});
   } catch (const std::exception&) {
     return Fail("a virtual device id is a number");
   }

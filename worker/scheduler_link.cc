@@ -58,23 +58,29 @@ void SchedulerLink::Retry(const std::string& why) {
 }
 
 void SchedulerLink::Connect() {
-  boost::system::error_code ec;
-  const auto addr = asio::ip::make_address(host_, ec);
-  if (ec) return Retry("'" + host_ + "' is not an IP address");
-  auto socket = std::make_shared<tcp::socket>(w_->io);
-  socket->async_connect(tcp::endpoint(addr, port_), [this, socket](boost::system::error_code e) {
-    if (stopping_) return;
-    if (e) return Retry(e.message());
-    conn_ = set_.Adopt(std::move(*socket));
-    conn_->Start([this](const json& m) { return OnMessage(m); },
-                 [this] { Retry("the connection closed"); });
-    conn_->Authenticated();
-    net::SchedulerHello hello;
-    hello.role = net::Role::kWorker;
-    hello.key = key_;
-    conn_->Send(hello.ToJson());
-    conn_->Send(registration_());
-  });
+  // A host name (a Slurm node's, say) or an address; resolved anew at every attempt.
+  auto resolver = std::make_shared<tcp::resolver>(w_->io);
+  resolver->async_resolve(
+      host_, std::to_string(port_),
+      [this, resolver](boost::system::error_code ec, tcp::resolver::results_type endpoints) {
+        if (stopping_) return;
+        if (ec) return Retry("cannot resolve '" + host_ + "': " + ec.message());
+        auto socket = std::make_shared<tcp::socket>(w_->io);
+        asio::async_connect(*socket, endpoints,
+                            [this, socket](boost::system::error_code e, const tcp::endpoint&) {
+                              if (stopping_) return;
+                              if (e) return Retry(e.message());
+                              conn_ = set_.Adopt(std::move(*socket));
+                              conn_->Start([this](const json& m) { return OnMessage(m); },
+                                           [this] { Retry("the connection closed"); });
+                              conn_->Authenticated();
+                              net::SchedulerHello hello;
+                              hello.role = net::Role::kWorker;
+                              hello.key = key_;
+                              conn_->Send(hello.ToJson());
+                              conn_->Send(registration_());
+                            });
+      });
 }
 
 Status SchedulerLink::OnMessage(const json& m) {

@@ -76,6 +76,12 @@ std::optional<Msg> MsgFromName(std::string_view name) {
 
 json Message(Msg m) { return {{"type", MsgName(m)}}; }
 
+json Message(Msg m, json fields) {
+  json out = fields.is_object() ? std::move(fields) : json::object();
+  out["type"] = MsgName(m);
+  return out;
+}
+
 StatusOr<Msg> TypeOf(const json& m) {
   const auto t = m.find("type");
   if (!m.is_object() || t == m.end() || !t->is_string()) {

@@ -28,8 +28,9 @@ enum class Msg : uint8_t {
 };
 std::string_view MsgName(Msg m);
 std::optional<Msg> MsgFromName(std::string_view name);
-// {"type": "<name>"}
+// {"type": "<name>"}, and with the fields of `fields` (an object) added.
 nlohmann::json Message(Msg m);
+nlohmann::json Message(Msg m, nlohmann::json fields);
 // The type of a decoded frame (the frame decoder checked that "type" is a string).
 StatusOr<Msg> TypeOf(const nlohmann::json& m);
 

@@ -18,6 +18,7 @@
 #include "runtime/core/error.h"
 #include "runtime/device.h"
 #include "runtime/io/hf_checkpoint.h"
+#include "runtime/net/protocol.h"
 #include "runtime/net/tensor_codec.h"
 #include "runtime/option.h"
 #include "runtime/parallel/micro_batches.h"
@@ -96,7 +97,7 @@ Session::~Session() {
   for (Rank& r : ranks_) {
     if (!r.channel) continue;
     auto reply = r.channel->Call(
-        {{"type", "job_end"}, {"device", client_->devices()[r.device_index].device}});
+        net::Message(net::Msg::kJobEnd, {{"device", client_->devices()[r.device_index].device}}));
     (void)reply;
     r.channel->Close();
   }
@@ -371,7 +372,7 @@ void Session::Setup(int64_t B, int64_t T) {
     for (int k = 0; k < tp; ++k) tp_group.push_back(r - rk.tp_rank + k);
     a["dp_group"] = dp_group;
     a["tp_group"] = tp_group;
-    setup.push_back({{"type", "job_setup"}, {"device", d.device}, {"assignment", a}});
+    setup.push_back(net::Message(net::Msg::kJobSetup, {{"device", d.device}, {"assignment", a}}));
     ranks_.push_back(std::move(rk));
   }
   const std::vector<json> replies = CallAll(setup);
@@ -383,8 +384,8 @@ void Session::Setup(int64_t B, int64_t T) {
   }
   std::vector<json> connect;
   for (int r = 0; r < world; ++r) {
-    connect.push_back(
-        {{"type", "job_connect"}, {"device", client_->devices()[r].device}, {"peers", peers}});
+    connect.push_back(net::Message(net::Msg::kJobConnect,
+                                   {{"device", client_->devices()[r].device}, {"peers", peers}}));
   }
   CallAll(connect);
   spdlog::info(
@@ -433,10 +434,10 @@ double Session::ForwardBackward(const runtime::Tensor& ids_in, const runtime::Te
       }
       mbs.push_back(std::move(j));
     }
-    json m = {{"type", "job_step"},
-              {"device", client_->devices()[rk.device_index].device},
-              {"step", step_},
-              {"micro_batches", std::move(mbs)}};
+    json m =
+        net::Message(net::Msg::kJobStep, {{"device", client_->devices()[rk.device_index].device},
+                                          {"step", step_},
+                                          {"micro_batches", std::move(mbs)}});
     if (scaler_) m["check_overflow"] = true;
     msgs.push_back(std::move(m));
   }
@@ -457,8 +458,8 @@ void Session::Update(double lr) {
   const double scale = scaler_ ? scaler_->scale() : 1.0;
   std::vector<json> msgs;
   for (const Rank& rk : ranks_) {
-    json m = {
-        {"type", "job_update"}, {"device", client_->devices()[rk.device_index].device}, {"lr", lr}};
+    json m = net::Message(net::Msg::kJobUpdate,
+                          {{"device", client_->devices()[rk.device_index].device}, {"lr", lr}});
     if (scaler_) {
       m["grad_scale"] = 1.0 / scale;
       m["skip"] = overflow_;
@@ -480,10 +481,10 @@ void Session::Save(const std::string& dir) const {
   tmp.status().ThrowIfError();
   std::vector<json> msgs;
   for (const Rank& rk : ranks_) {
-    msgs.push_back({{"type", "job_save"},
-                    {"device", client_->devices()[rk.device_index].device},
-                    {"tmp_dir", *tmp},
-                    {"dtype", std::string(DTypeName(dt))}});
+    msgs.push_back(
+        net::Message(net::Msg::kJobSave, {{"device", client_->devices()[rk.device_index].device},
+                                          {"tmp_dir", *tmp},
+                                          {"dtype", std::string(DTypeName(dt))}}));
   }
   std::vector<json> replies;
   try {
