@@ -5,6 +5,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cli/connection_flags.h"
 #include "cli/key_file.h"
 #include "runtime/log.h"
 #include "scheduler/scheduler_server.h"
@@ -14,8 +15,7 @@ int main(int argc, char** argv) {
   CLI::App app{"moreh-scheduler: allocates devices of the cluster's worker daemons to jobs"};
   moreh::scheduler::SchedulerConfig c;
   std::string key_file;
-  int64_t heartbeat_ms = 1000, dead_after_ms = 5000, lease_ttl_ms = 30000, idle_ms = 30000,
-          auth_ms = 5000, max_connections = 512;
+  int64_t heartbeat_ms = 1000, dead_after_ms = 5000, lease_ttl_ms = 30000;
   app.add_option("--host", c.host, "listen address (127.0.0.1 unless told otherwise)");
   app.add_option("--port", c.port, "listen port (0: chosen by the OS)");
   app.add_option("--port-file", c.port_file, "write the chosen port here");
@@ -29,13 +29,7 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-ms", heartbeat_ms)->check(CLI::PositiveNumber);
   app.add_option("--dead-after-ms", dead_after_ms)->check(CLI::PositiveNumber);
   app.add_option("--lease-ttl-ms", lease_ttl_ms)->check(CLI::PositiveNumber);
-  app.add_option("--idle-timeout-ms", idle_ms, "close a connection silent this long (30000)")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--auth-timeout-ms", auth_ms,
-                 "close a connection that has not said hello this long after connecting (5000)")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--max-connections", max_connections, "connections served at once (512)")
-      ->check(CLI::PositiveNumber);
+  moreh::cli::ConnectionFlags connections(app, c.limits, "a connection");
   CLI11_PARSE(app, argc, argv);
   if (!config_file.empty()) {
     std::ifstream in(config_file);
@@ -60,9 +54,9 @@ int main(int argc, char** argv) {
         !take("heartbeat_ms", &heartbeat_ms, "--heartbeat-ms") ||
         !take("dead_after_ms", &dead_after_ms, "--dead-after-ms") ||
         !take("lease_ttl_ms", &lease_ttl_ms, "--lease-ttl-ms") ||
-        !take("idle_timeout_ms", &idle_ms, "--idle-timeout-ms") ||
-        !take("auth_timeout_ms", &auth_ms, "--auth-timeout-ms") ||
-        !take("max_connections", &max_connections, "--max-connections") ||
+        !take("idle_timeout_ms", &connections.idle_ms, "--idle-timeout-ms") ||
+        !take("auth_timeout_ms", &connections.auth_ms, "--auth-timeout-ms") ||
+        !take("max_connections", &connections.max_connections, "--max-connections") ||
         !take("device_sizes", &c.device_sizes, "")) {
       return 2;
     }
@@ -76,9 +70,7 @@ int main(int argc, char** argv) {
   c.heartbeat_period = std::chrono::milliseconds(heartbeat_ms);
   c.dead_after = std::chrono::milliseconds(dead_after_ms);
   c.lease_ttl = std::chrono::milliseconds(lease_ttl_ms);
-  c.limits.idle_timeout = std::chrono::milliseconds(idle_ms);
-  c.limits.auth_timeout = std::chrono::milliseconds(auth_ms);
-  c.limits.max_connections = static_cast<size_t>(max_connections);
+  connections.ApplyTo(&c.limits);
   auto server = moreh::scheduler::SchedulerServer::Create(c);
   if (!server.ok()) {
     spdlog::error("{}", server.status().message());

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 
+#include "cli/connection_flags.h"
 #include "cli/key_file.h"
 #include "runtime/log.h"
 #include "worker/worker_daemon.h"
@@ -22,8 +23,6 @@ int main(int argc, char** argv) {
   moreh::worker::WorkerConfig c;
   std::string scheduler = "127.0.0.1:0", devices = "cpu:1:1G", key_file;
   bool no_profile = false;
-  int64_t idle_ms = c.limits.idle_timeout.count(), auth_ms = c.limits.auth_timeout.count(),
-          max_connections = static_cast<int64_t>(c.limits.max_connections);
   char host[256] = "node";
   gethostname(host, sizeof host);
   c.node_name = host;
@@ -35,14 +34,7 @@ int main(int argc, char** argv) {
   app.add_option("--listen-port", c.listen_port,
                  "port of the control endpoint (0: chosen by the OS)");
   app.add_flag("--no-profile", no_profile, "skip the start-up device profile");
-  app.add_option("--idle-timeout-ms", idle_ms,
-                 "close a lease holder's connection without a job silent this long (300000)")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--auth-timeout-ms", auth_ms,
-                 "close a connection that has not said hello this long after connecting (5000)")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--max-connections", max_connections, "connections served at once (512)")
-      ->check(CLI::PositiveNumber);
+  moreh::cli::ConnectionFlags connections(app, c.limits, "a connection without a job");
   CLI11_PARSE(app, argc, argv);
   const size_t colon = scheduler.rfind(':');
   auto spec = moreh::worker::ParseDevices(devices);
@@ -63,9 +55,7 @@ int main(int argc, char** argv) {
   c.devices = spec.value();
   c.cluster_key = key.value();
   c.measure_profile = !no_profile;
-  c.limits.idle_timeout = std::chrono::milliseconds(idle_ms);
-  c.limits.auth_timeout = std::chrono::milliseconds(auth_ms);
-  c.limits.max_connections = static_cast<size_t>(max_connections);
+  connections.ApplyTo(&c.limits);
   auto w = moreh::worker::WorkerDaemon::Create(c);
   if (!w.ok()) {
     spdlog::error("{}", w.status().message());

@@ -4,6 +4,7 @@
 #include <poll.h>
 
 #include <cerrno>
+#include <cstdlib>
 
 #include "runtime/net/protocol.h"
 
@@ -18,9 +19,19 @@ Status Channel::Open(const std::string& address) {
     return Status::InvalidArgument("address '" + address + "' is not HOST:PORT");
   }
   boost::system::error_code ec;
-  tcp::resolver resolver(socket_.get_executor());
-  auto eps = resolver.resolve(address.substr(0, colon), address.substr(colon + 1), ec);
-  if (!ec) asio::connect(socket_, eps, ec);
+  const std::string host = address.substr(0, colon), port = address.substr(colon + 1);
+  // A numeric address needs no resolver (getaddrinfo costs more than the connection on loopback).
+  const auto ip = asio::ip::make_address(host, ec);
+  char* end = nullptr;
+  const long p = std::strtol(port.c_str(), &end, 10);
+  if (!ec && end != port.c_str() && *end == '\0' && p > 0 && p < 65536) {
+    socket_.connect(tcp::endpoint(ip, static_cast<uint16_t>(p)), ec);
+  } else {
+    ec.clear();
+    tcp::resolver resolver(socket_.get_executor());
+    auto eps = resolver.resolve(host, port, ec);
+    if (!ec) asio::connect(socket_, eps, ec);
+  }
   if (ec) {
     return Status(StatusCode::kUnavailable,
                   fmt::format("cannot connect to {}: {}", address, ec.message()));

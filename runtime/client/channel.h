@@ -31,6 +31,7 @@ class Channel {
   // DeadlineExceeded when no whole message arrives within `timeout`.
   StatusOr<nlohmann::json> Receive(std::chrono::milliseconds timeout);
   void Close();
+  int fd() { return socket_.native_handle(); }
   // Ends the connection while another thread may be blocked in Call/Receive on it (which then
   // returns an error); Close() afterwards.
   void Shutdown();

@@ -8,6 +8,7 @@
 #include <boost/asio.hpp>
 #include <cstdlib>
 #include <optional>
+#include <random>
 #include <thread>
 
 #include "runtime/client/channel.h"
@@ -78,8 +79,10 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions o) {
   auto sched = ConnectScheduler(im.io, o.scheduler, o.token);
   if (!sched.ok()) return sched.status();
   std::unique_ptr<Channel> scheduler = std::move(sched.value());
-  // The request id makes a retried allocation idempotent; workers may still be registering.
-  const std::string request_id = net::RandomSecret().substr(0, 16);
+  // The request id makes a retried allocation idempotent (not a secret); workers may still be
+  // registering.
+  std::random_device rd;
+  const std::string request_id = fmt::format("{:08x}{:08x}", rd(), rd());
   const auto started = std::chrono::steady_clock::now();
   const auto deadline = started + o.wait_for_devices;
   const std::string what = o.device_size.empty() ? "the virtual device" : o.device_size;
@@ -174,12 +177,14 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions o) {
     const std::string& address = addresses[i].address;
     spdlog::info("[{}/{}] Connecting to resources on the server ({})...", i + 1, addresses.size(),
                  address);
-    // The grant reaches the worker through the scheduler: retry hello briefly.
+    // The grant reaches the worker through the scheduler, usually within a millisecond of the
+    // reply: retry hello with a backoff from 1 ms, for up to 2 s.
     StatusOr<std::unique_ptr<Channel>> ch = Status::Internal("not tried");
-    for (int attempt = 0; attempt < 50; ++attempt) {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    for (int wait_ms = 1;; wait_ms = std::min(wait_ms * 2, 50)) {
       ch = c->OpenWorker(address);
-      if (ch.ok()) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (ch.ok() || std::chrono::steady_clock::now() > give_up) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
     }
     if (!ch.ok()) return ch.status();
     im.workers.push_back(std::move(ch.value()));

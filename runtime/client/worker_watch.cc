@@ -1,6 +1,11 @@
 #include "runtime/client/worker_watch.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <memory>
 
 #include "runtime/client/channel.h"
 #include "runtime/net/protocol.h"
@@ -11,18 +16,19 @@ using Clock = std::chrono::steady_clock;
 WorkerWatch::WorkerWatch(std::vector<Target> targets, uint64_t lease, std::string secret,
                          std::chrono::milliseconds period, std::chrono::milliseconds hang_after)
     : lease_(lease), secret_(std::move(secret)), period_(period), hang_after_(hang_after) {
-  for (Target& t : targets) {
-    threads_.emplace_back([this, t = std::move(t)] { Watch(t); });
-  }
+  if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) wake_[0] = wake_[1] = -1;
+  thread_ = std::thread([this, t = std::move(targets)]() mutable { Run(std::move(t)); });
 }
 
 WorkerWatch::~WorkerWatch() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+  if (wake_[1] >= 0) {
+    const char b = 1;
+    (void)!::write(wake_[1], &b, 1);
   }
-  cv_.notify_all();
-  for (auto& t : threads_) t.join();
+  thread_.join();
+  for (int fd : wake_) {
+    if (fd >= 0) ::close(fd);
+  }
 }
 
 Status WorkerWatch::Health() const {
@@ -37,42 +43,72 @@ std::string WorkerWatch::failed_address() const {
 
 void WorkerWatch::Fail(const Target& t, const std::string& how) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (stop_ || !failure_.empty()) return;
+  if (!failure_.empty()) return;
   failure_ = fmt::format("worker '{}' ({}) {}", t.node, t.address, how);
   failed_address_ = t.address;
 }
 
-void WorkerWatch::Watch(const Target& t) {
+void WorkerWatch::Run(std::vector<Target> targets) {
   boost::asio::io_context io;
-  Channel ch(io);
+  struct Watched {
+    Target target;
+    std::unique_ptr<Channel> channel;
+    bool waiting = false;  // a ping is out
+    Clock::time_point sent;
+  };
+  std::vector<Watched> watched;
   net::WorkerHello hello;
   hello.lease = lease_;
   hello.secret = secret_;
-  Status s = ch.Open(t.address);
-  if (s.ok()) s = ReplyError(ch.Call(hello.ToJson()), "hello");
-  if (!s.ok()) {
-    Fail(t, "cannot be watched: " + s.message());
-    return;
+  for (Target& t : targets) {
+    auto ch = std::make_unique<Channel>(io);
+    Status s = ch->Open(t.address);
+    if (s.ok()) s = ReplyError(ch->Call(hello.ToJson()), "hello");
+    if (!s.ok()) return Fail(t, "cannot be watched: " + s.message());
+    watched.push_back({std::move(t), std::move(ch), false, {}});
   }
+  auto next_round = Clock::now();
   while (true) {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (cv_.wait_for(lock, period_, [this] { return stop_; })) break;
+    const auto now = Clock::now();
+    if (now >= next_round) {
+      for (Watched& w : watched) {
+        if (w.waiting) continue;
+        if (!w.channel->Send(net::Message(net::Msg::kPing)).ok()) {
+          return Fail(w.target, "died: its control connection closed (sending failed)");
+        }
+        w.waiting = true;
+        w.sent = now;
+      }
+      next_round = now + period_;
     }
-    const auto sent = Clock::now();
-    s = ch.Send(net::Message(net::Msg::kPing));
-    auto r = s.ok() ? ch.Receive(hang_after_) : StatusOr<nlohmann::json>(s);
-    if (r.ok()) continue;
-    if (r.status().code() == StatusCode::kDeadlineExceeded) {
-      Fail(t, fmt::format("stopped answering: no reply to a ping for {:.1f} s (the process is "
-                          "hung or stopped)",
-                          std::chrono::duration<double>(Clock::now() - sent).count()));
-    } else {
-      Fail(t, "died: its control connection closed (" + r.status().message() + ")");
+    for (const Watched& w : watched) {
+      if (w.waiting && now - w.sent > hang_after_) {
+        return Fail(w.target,
+                    fmt::format("stopped answering: no reply to a ping for {:.1f} s (the process "
+                                "is hung or stopped)",
+                                std::chrono::duration<double>(now - w.sent).count()));
+      }
     }
-    break;
+    std::vector<pollfd> fds;
+    fds.push_back({wake_[0], POLLIN, 0});
+    for (const Watched& w : watched) fds.push_back({w.channel->fd(), POLLIN, 0});
+    const auto wait =
+        std::chrono::duration_cast<std::chrono::milliseconds>(next_round - Clock::now());
+    const int r =
+        ::poll(fds.data(), fds.size(), static_cast<int>(std::max<int64_t>(1, wait.count())));
+    if (r < 0) continue;              // EINTR
+    if (fds[0].revents != 0) return;  // stopping
+    for (size_t i = 0; i < watched.size(); ++i) {
+      if (fds[i + 1].revents == 0) continue;
+      Watched& w = watched[i];
+      auto m = w.channel->Receive(std::chrono::milliseconds(0));
+      if (m.ok()) {
+        w.waiting = false;
+      } else if (m.status().code() != StatusCode::kDeadlineExceeded) {
+        return Fail(w.target, "died: its control connection closed (" + m.status().message() + ")");
+      }
+    }
   }
-  ch.Close();
 }
 
 }  // namespace moreh::client

@@ -1,12 +1,11 @@
 // Watches the workers of a lease from the client, so that a failure is blamed on the worker that
-// failed, and said how, within seconds: one thread per worker holds its own control connection
-// (hello with the lease) and pings it every `period`. The connection closing means the worker
-// died; no ping_ok for `hang_after` means it stopped answering (hung, or stopped with SIGSTOP).
-// The worker's event loop answers pings while its devices compute, so a long step is not a hang.
+// failed, and said how, within seconds: one thread holds a control connection to each worker (hello
+// with the lease) and pings them all every `period`. A connection closing means its worker died; no
+// ping_ok for `hang_after` means it stopped answering (hung, or stopped with SIGSTOP). A worker's
+// event loop answers pings while its devices compute, so a long step is not a hang.
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -32,17 +31,16 @@ class WorkerWatch {
   std::string failed_address() const;
 
  private:
-  void Watch(const Target& t);
+  void Run(std::vector<Target> targets);
   void Fail(const Target& t, const std::string& how);
 
   const uint64_t lease_;
   const std::string secret_;
   const std::chrono::milliseconds period_, hang_after_;
+  int wake_[2] = {-1, -1};  // a pipe: the destructor's byte ends the thread's poll at once
   mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
   std::string failure_, failed_address_;  // guarded by mu_
-  std::vector<std::thread> threads_;
+  std::thread thread_;
 };
 
 }  // namespace moreh::client

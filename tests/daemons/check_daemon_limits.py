@@ -7,94 +7,25 @@ connection that stays silent is closed after the idle time-out (scheduler and wo
 --max-connections a newcomer gets an error frame and is closed, and is served again once others
 leave; the daemons' memory comes back. Ends with 'N passed, M failed'."""
 import argparse
-import json
 import os
 import resource
 import selectors
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import time
 
-KEY = "test-cluster-key-" + os.urandom(8).hex()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from daemon_util import Checks, Conn, Daemons, client, cluster_status, read_port, wait_for, \
+    write_key_file  # noqa: E402
+
 FLOOD = 500
 AUTH_MS = 3000
 SCHED_IDLE_MS = 4000
 WORKER_IDLE_MS = 2000
-
-
-class Conn:
-    def __init__(self, port):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.buf = b""
-
-    def send_raw(self, data):
-        self.s.sendall(data)
-
-    def send(self, msg):
-        body = json.dumps(msg).encode()
-        self.s.sendall(struct.pack(">I", len(body)) + body)
-
-    def recv(self, timeout=5):
-        self.s.settimeout(timeout)
-        while True:
-            if len(self.buf) >= 4:
-                n = struct.unpack(">I", self.buf[:4])[0]
-                if len(self.buf) >= 4 + n:
-                    m = json.loads(self.buf[4:4 + n])
-                    self.buf = self.buf[4 + n:]
-                    return m
-            try:
-                chunk = self.s.recv(65536)
-            except (ConnectionResetError, BrokenPipeError):
-                return None
-            if not chunk:
-                return None
-            self.buf += chunk
-
-    def closed(self, timeout=5):
-        self.s.settimeout(timeout)
-        try:
-            while True:
-                if not self.s.recv(65536):
-                    return True
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except socket.timeout:
-            return False
-
-    def close(self):
-        self.s.close()
-
-
-def client(port, token="user-token"):
-    c = Conn(port)
-    c.send({"type": "hello", "version": 1, "role": "client", "token": token})
-    r = c.recv()
-    assert r is not None and r["type"] == "hello_ok", r
-    return c
-
-
-def status(port):
-    c = client(port)
-    c.send({"type": "cluster_status"})
-    st = c.recv()["cluster"]
-    c.close()
-    return st
-
-
-def wait_for(pred, secs):
-    t0 = time.time()
-    while time.time() - t0 < secs:
-        try:
-            if pred():
-                return True
-        except (OSError, AssertionError, KeyError, TypeError):
-            pass
-        time.sleep(0.05)
-    return False
+# What a wait_for here takes for "not yet" (a daemon not listening yet, a refused hello).
+NOT_YET = (OSError, AssertionError, KeyError, TypeError)
 
 
 def rss_mb(pid):
@@ -169,11 +100,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     a = ap.parse_args()
-    results = []
-
-    def check(name, ok, detail=""):
-        results.append(bool(ok))
-        print(f"{'PASS' if ok else 'FAIL'}  {name}{'' if ok else '  ' + str(detail)}", flush=True)
+    check = Checks()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
@@ -185,38 +112,25 @@ def main():
         sys.exit(1)
 
     with tempfile.TemporaryDirectory() as d:
-        key_file = os.path.join(d, "key")
-        with open(key_file, "w") as f:
-            f.write(KEY + "\n")
-        os.chmod(key_file, 0o600)
-        procs = []
+        daemons = Daemons(a.bin, write_key_file(os.path.join(d, "key")))
 
         def start_scheduler(name, *extra):
             pf = os.path.join(d, name + ".port")
-            p = subprocess.Popen([os.path.join(a.bin, "moreh-scheduler"), "--key-file", key_file,
-                                  "--port-file", pf, *extra],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            procs.append(p)
-            assert wait_for(lambda: os.path.exists(pf) and open(pf).read().strip(), 10), \
-                f"scheduler {name} did not start"
-            return p, int(open(pf).read())
+            p = daemons.start_scheduler(pf, *extra)
+            return p, read_port(pf, what=f"scheduler {name}")
 
         def start_worker(sched_port, node, *extra):
-            p = subprocess.Popen([os.path.join(a.bin, "moreh-worker"), "--scheduler",
-                                  f"127.0.0.1:{sched_port}", "--devices", "cpu:1:64M", "--node",
-                                  node, "--key-file", key_file, "--no-profile", *extra],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            procs.append(p)
-            return p
+            return daemons.start_worker(sched_port, "cpu:1:64M", "--no-profile", *extra, node=node)
 
         def alive_nodes(port):
-            return {n["name"] for n in status(port)["nodes"] if n["alive"]}
+            return {n["name"] for n in cluster_status(port)["nodes"] if n["alive"]}
 
         try:
             sched, port = start_scheduler("main", "--auth-timeout-ms", str(AUTH_MS),
                                           "--idle-timeout-ms", str(SCHED_IDLE_MS))
             worker = start_worker(port, "w0", "--auth-timeout-ms", str(AUTH_MS))
-            assert wait_for(lambda: "w0" in alive_nodes(port), 15), "the worker did not register"
+            assert wait_for(lambda: "w0" in alive_nodes(port), 15, NOT_YET), \
+                "the worker did not register"
             # A lease on the worker, for the normal worker client during the flood.
             holder = client(port)
             holder.send({"type": "allocate", "request_id": "limits-1", "num_devices": 1})
@@ -300,7 +214,8 @@ def main():
             # 5. Idle time-outs: a silent authenticated scheduler client; a silent lease holder
             # without a job on a worker with --idle-timeout-ms 2000 (watched side by side).
             worker2 = start_worker(port, "w1", "--idle-timeout-ms", str(WORKER_IDLE_MS))
-            assert wait_for(lambda: "w1" in alive_nodes(port), 15), "the second worker did not register"
+            assert wait_for(lambda: "w1" in alive_nodes(port), 15, NOT_YET), \
+                "the second worker did not register"
             holder2 = client(port, "idle-user")
             holder2.send({"type": "allocate", "request_id": "limits-2", "num_devices": 1})
             g2 = holder2.recv()
@@ -346,7 +261,7 @@ def main():
                 c.close()
                 return ok
 
-            check("after 5 of the 20 close, a new client is served", wait_for(served, 5))
+            check("after 5 of the 20 close, a new client is served", wait_for(served, 5, NOT_YET))
             for c in held[5:]:
                 c.close()
             check("the capped scheduler is alive", small.poll() is None)
@@ -360,13 +275,8 @@ def main():
             check("all daemons are still up",
                   all(p.poll() is None for p in (sched, worker, worker2, small)))
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-    passed = sum(results)
-    print(f"{passed} passed, {len(results) - passed} failed")
-    sys.exit(0 if passed == len(results) else 1)
+            daemons.kill_all()
+    check.finish()
 
 
 if __name__ == "__main__":

@@ -10,110 +10,36 @@ import argparse
 import json
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
 
-KEY = "test-cluster-key-" + os.urandom(8).hex()
-
-
-class Conn:
-    def __init__(self, port):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.buf = b""
-
-    def send_raw(self, data):
-        self.s.sendall(data)
-
-    def send(self, msg):
-        body = json.dumps(msg).encode()
-        self.s.sendall(struct.pack(">I", len(body)) + body)
-
-    def recv(self, timeout=5):
-        self.s.settimeout(timeout)
-        while True:
-            if len(self.buf) >= 4:
-                n = struct.unpack(">I", self.buf[:4])[0]
-                if len(self.buf) >= 4 + n:
-                    m = json.loads(self.buf[4:4 + n])
-                    self.buf = self.buf[4 + n:]
-                    return m
-            chunk = self.s.recv(65536)
-            if not chunk:
-                return None
-            self.buf += chunk
-
-    def closed(self, timeout=5):
-        self.s.settimeout(timeout)
-        try:
-            while True:
-                if not self.s.recv(65536):
-                    return True
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except socket.timeout:
-            return False
-
-
-def client(port, token="user-token"):
-    c = Conn(port)
-    c.send({"type": "hello", "version": 1, "role": "client", "token": token})
-    assert c.recv()["type"] == "hello_ok"
-    return c
-
-
-def status(port):
-    c = client(port)
-    c.send({"type": "cluster_status"})
-    return c.recv()["cluster"]
-
-
-def wait_for(pred, secs):
-    t0 = time.time()
-    while time.time() - t0 < secs:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from daemon_util import Checks, Conn, Daemons, client, cluster_status, read_port, wait_for, \
+    write_key_file  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     a = ap.parse_args()
-    results = []
-
-    def check(name, ok, detail=""):
-        results.append(ok)
-        print(f"{'PASS' if ok else 'FAIL'}  {name}{'' if ok else '  ' + str(detail)}")
+    check = Checks()
 
     with tempfile.TemporaryDirectory() as d:
-        key_file = os.path.join(d, "key")
-        with open(key_file, "w") as f:
-            f.write(KEY + "\n")
-        os.chmod(key_file, 0o600)
+        key_file = write_key_file(os.path.join(d, "key"))
+        daemons = Daemons(a.bin, key_file)
         port_file = os.path.join(d, "port")
         state_dir = os.path.join(d, "state")
-        sched_cmd = [os.path.join(a.bin, "moreh-scheduler"), "--key-file", key_file, "--port-file",
-                     port_file, "--heartbeat-ms", "200", "--dead-after-ms", "1000",
-                     "--lease-ttl-ms", "1500", "--state-dir", state_dir]
-        sched = subprocess.Popen(sched_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs = [sched]
+        sched_args = ["--heartbeat-ms", "200", "--dead-after-ms", "1000", "--lease-ttl-ms", "1500",
+                      "--state-dir", state_dir]
+        sched = daemons.start_scheduler(port_file, *sched_args)
         try:
-            assert wait_for(lambda: os.path.exists(port_file), 10), "scheduler did not start"
-            port = int(open(port_file).read())
-            workers = []
-            for i in range(4):
-                workers.append(subprocess.Popen(
-                    [os.path.join(a.bin, "moreh-worker"), "--scheduler", f"127.0.0.1:{port}",
-                     "--devices", "cpu:2:256M", "--node", f"node{i}", "--key-file", key_file],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            procs += workers
-            ok = wait_for(lambda: sum(n["alive"] for n in status(port)["nodes"]) == 4, 15)
-            st = status(port)
+            port = read_port(port_file)
+            workers = [daemons.start_worker(port, "cpu:2:256M", node=f"node{i}") for i in range(4)]
+            ok = wait_for(lambda: sum(n["alive"] for n in cluster_status(port)["nodes"]) == 4, 15)
+            st = cluster_status(port)
             check("4 workers register", ok and st["free_devices"] == 8, st)
             check("workers report a measured profile",
                   all(n["profile"].get("gemm_flops_f32", 0) > 1e8 for n in st["nodes"]), st)
@@ -126,7 +52,7 @@ def main():
             c.send({"type": "allocate", "request_id": "r1", "device_size": "Medium"})
             g2 = c.recv()
             check("a retried request is granted once", g2.get("lease") == g["lease"] and
-                  status(port)["free_devices"] == 6, g2)
+                  cluster_status(port)["free_devices"] == 6, g2)
             c.send({"type": "allocate", "request_id": "r2", "num_devices": 7})
             g3 = c.recv()
             check("too many devices is refused", g3["type"] == "error" and "free" in g3["message"], g3)
@@ -194,7 +120,7 @@ def main():
             check("release with a wrong secret refused", c.recv()["type"] == "error")
             c.send({"type": "release", "lease": g["lease"], "secret": g["secret"]})
             check("release frees the devices", c.recv()["type"] == "release_ok" and
-                  status(port)["free_devices"] == 8)
+                  cluster_status(port)["free_devices"] == 8)
 
             # Bad input: each refused, the daemon stays up.
             bad = [
@@ -220,19 +146,20 @@ def main():
             c2.send({"type": "bogus"})
             r = c2.recv()
             check("unknown type refused", r["type"] == "error" and "unknown message type" in r["message"], r)
-            check("the daemon is up after all of it", sched.poll() is None and status(port)["free_devices"] == 8)
+            check("the daemon is up after all of it",
+                  sched.poll() is None and cluster_status(port)["free_devices"] == 8)
 
             # A client killed with -9 stops renewing: its lease expires and the devices come back.
             holder = subprocess.Popen([os.path.join(a.bin, "moreh-run"), "connect", "--scheduler",
                                        f"127.0.0.1:{port}", "--device-size", "Medium",
                                        "--hold-seconds", "30"],
                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            held = wait_for(lambda: status(port)["free_devices"] == 6, 10)
+            held = wait_for(lambda: cluster_status(port)["free_devices"] == 6, 10)
             time.sleep(1.0)  # past one TTL: the live client renews, so the lease stays
-            still_held = status(port)["free_devices"] == 6
+            still_held = cluster_status(port)["free_devices"] == 6
             holder.kill()
             holder.wait()
-            freed = wait_for(lambda: status(port)["free_devices"] == 8, 5)
+            freed = wait_for(lambda: cluster_status(port)["free_devices"] == 8, 5)
             check("a killed client's lease expires and frees its devices", held and still_held and freed)
 
             # kill -9 of a worker holding a lease.
@@ -248,12 +175,12 @@ def main():
             dt = time.time() - t0
             check(f"killed worker: lease holder told within {dt:.1f} s",
                   lost is not None and lost["type"] == "lease_lost" and dt < 3, lost)
-            st = status(port)
+            st = cluster_status(port)
             check("killed worker marked dead, its devices leave the pool",
                   [n["alive"] for n in st["nodes"] if n["name"] == "node3"] == [False], st)
             # Not renewed: the lease expires and the live devices are free again.
-            ok = wait_for(lambda: status(port)["free_devices"] == 6, 5)
-            check("an unrenewed lease expires and frees its devices", ok, status(port))
+            ok = wait_for(lambda: cluster_status(port)["free_devices"] == 6, 5)
+            check("an unrenewed lease expires and frees its devices", ok, cluster_status(port))
 
             # Scheduler crash (kill -9) and restart: the lease survives, workers re-register.
             c4 = client(port)
@@ -262,9 +189,7 @@ def main():
             sched.send_signal(signal.SIGKILL)
             sched.wait(timeout=10)
             os.remove(port_file)
-            sched = subprocess.Popen(sched_cmd + ["--port", str(port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            procs.append(sched)
+            sched = daemons.start_scheduler(port_file, *sched_args, "--port", str(port))
             ok = wait_for(lambda: os.path.exists(port_file), 10)
             c5 = client(port)
             renewed = []
@@ -272,11 +197,11 @@ def main():
             def renew_and_count():  # the holder keeps its lease alive while workers come back
                 c5.send({"type": "renew", "lease": kept["lease"], "secret": kept["secret"]})
                 renewed.append(c5.recv()["type"])
-                return sum(n["alive"] for n in status(port)["nodes"]) == 3
+                return sum(n["alive"] for n in cluster_status(port)["nodes"]) == 3
 
             ok = ok and wait_for(renew_and_count, 15)
             check("scheduler killed and restarted: the 3 live workers re-register", ok)
-            st = status(port)
+            st = cluster_status(port)
             check("the lease survives the crash", kept["type"] == "allocate_ok" and
                   renewed and set(renewed) == {"renew_ok"} and st["num_leases"] >= 1, (renewed, st))
             c5.send({"type": "release", "lease": kept["lease"], "secret": kept["secret"]})
@@ -288,7 +213,8 @@ def main():
                 os.remove(os.path.join(state_dir, f))
             with open(os.path.join(state_dir, "scheduler.db"), "wb") as f:
                 f.write(b"this is not a database" * 100)
-            p = subprocess.run(sched_cmd, capture_output=True, text=True, timeout=20)
+            p = subprocess.run(daemons.scheduler_cmd(port_file, *sched_args), capture_output=True,
+                               text=True, timeout=20)
             check("a corrupt database stops the start with a clear message",
                   p.returncode != 0 and "corrupt" in (p.stdout + p.stderr), p.stdout + p.stderr)
             # cuda:all: every visible GPU registers; with none (or a build without CUDA) the worker
@@ -298,9 +224,8 @@ def main():
                                      timeout=30).returncode == 0
             except (OSError, subprocess.TimeoutExpired):
                 gpu = False
-            p = subprocess.Popen([os.path.join(a.bin, "moreh-worker"), "--scheduler", "127.0.0.1:1",
-                                  "--devices", "cuda:all", "--key-file", key_file, "--no-profile"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            p = daemons.start_worker(1, "cuda:all", "--no-profile", stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
             try:
                 msg = p.communicate(timeout=5)[0]
                 check("cuda:all without a GPU (or CUDA) is refused by name", p.returncode == 2 and (
@@ -317,13 +242,12 @@ def main():
                 json.dump({"port": 0, "key_file": key_file, "state_dir": os.path.join(d, "state2"),
                            "heartbeat_ms": 300, "device_sizes": {"Pair": 2, "Quad": 4}}, f)
             pf2 = os.path.join(d, "port2")
-            p2 = subprocess.Popen([os.path.join(a.bin, "moreh-scheduler"), "--config", cfg,
-                                   "--port-file", pf2], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-            procs.append(p2)
+            daemons.start([os.path.join(a.bin, "moreh-scheduler"), "--config", cfg, "--port-file",
+                           pf2])
             ok = wait_for(lambda: os.path.exists(pf2), 10)
-            check("a JSON config file configures the scheduler", ok and os.path.exists(
-                os.path.join(d, "state2", "scheduler.db")) and status(int(open(pf2).read()))["nodes"] == [])
+            check("a JSON config file configures the scheduler",
+                  ok and os.path.exists(os.path.join(d, "state2", "scheduler.db")) and
+                  cluster_status(int(open(pf2).read()))["nodes"] == [])
             c6 = client(int(open(pf2).read()))
             c6.send({"type": "vdev_set_size", "size": "quad"})
             r6 = c6.recv()
@@ -339,13 +263,8 @@ def main():
             check("a malformed config is refused by name",
                   p.returncode == 2 and "'port' has the wrong type" in p.stdout + p.stderr, p.stdout + p.stderr)
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-    passed = sum(results)
-    print(f"{passed} passed, {len(results) - passed} failed")
-    sys.exit(0 if passed == len(results) else 1)
+            daemons.kill_all()
+    check.finish()
 
 
 if __name__ == "__main__":

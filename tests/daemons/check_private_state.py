@@ -13,71 +13,19 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import stat
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 
-KEY = "test-cluster-key-" + os.urandom(8).hex()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from daemon_util import KEY, Checks, Daemons, client, cluster_status, read_port, wait_for, \
+    write_key_file  # noqa: E402
 
-
-class Conn:
-    def __init__(self, port):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.buf = b""
-
-    def send(self, msg):
-        body = json.dumps(msg).encode()
-        self.s.sendall(struct.pack(">I", len(body)) + body)
-
-    def recv(self, timeout=5):
-        self.s.settimeout(timeout)
-        while True:
-            if len(self.buf) >= 4:
-                n = struct.unpack(">I", self.buf[:4])[0]
-                if len(self.buf) >= 4 + n:
-                    m = json.loads(self.buf[4:4 + n])
-                    self.buf = self.buf[4 + n:]
-                    return m
-            chunk = self.s.recv(65536)
-            if not chunk:
-                return None
-            self.buf += chunk
-
-    def close(self):
-        self.s.close()
-
-
-def client(port, token="user-token"):
-    c = Conn(port)
-    c.send({"type": "hello", "version": 1, "role": "client", "token": token})
-    r = c.recv()
-    assert r is not None and r["type"] == "hello_ok", r
-    return c
-
-
-def status(port):
-    c = client(port)
-    c.send({"type": "cluster_status"})
-    st = c.recv()["cluster"]
-    c.close()
-    return st
-
-
-def wait_for(pred, secs):
-    t0 = time.time()
-    while time.time() - t0 < secs:
-        try:
-            if pred():
-                return True
-        except (OSError, AssertionError, KeyError, TypeError, ValueError):
-            pass
-        time.sleep(0.05)
-    return False
+# What a wait_for here takes for "not yet" (a daemon not listening yet, a refused hello).
+NOT_YET = (OSError, AssertionError, KeyError, TypeError, ValueError)
 
 
 def mode(path):
@@ -105,32 +53,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     a = ap.parse_args()
-    results = []
+    check = Checks()
 
-    def check(name, ok, detail=""):
-        results.append(bool(ok))
-        print(f"{'PASS' if ok else 'FAIL'}  {name}{'' if ok else '  ' + str(detail)}", flush=True)
-
-    sched_bin = os.path.join(a.bin, "moreh-scheduler")
     run_bin = os.path.join(a.bin, "moreh-run")
-    procs = []
     made_dirs = []
     with tempfile.TemporaryDirectory() as d:
-        key_file = os.path.join(d, "key")
-        with open(key_file, "w") as f:
-            f.write(KEY + "\n")
-        os.chmod(key_file, 0o600)
+        daemons = Daemons(a.bin, write_key_file(os.path.join(d, "key")))
 
-        def start_scheduler(name, state_dir=None, key=key_file):
+        def start_scheduler(name, state_dir=None, key=None):
             pf = os.path.join(d, name + ".port")
-            cmd = [sched_bin, "--key-file", key, "--port-file", pf]
-            if state_dir:
-                cmd += ["--state-dir", state_dir]
-            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            procs.append(p)
-            assert wait_for(lambda: os.path.exists(pf) and open(pf).read().strip(), 10), \
-                f"scheduler {name} did not start"
-            return p, int(open(pf).read())
+            extra = ["--state-dir", state_dir] if state_dir else []
+            p = daemons.start_scheduler(pf, *extra, key_file=key)
+            return p, read_port(pf, what=f"scheduler {name}")
 
         def stop(p):
             p.send_signal(signal.SIGTERM)
@@ -145,13 +79,9 @@ def main():
             # 1. A state directory in use: private modes, only hashes of the secrets.
             state = os.path.join(d, "state")
             sched, port = start_scheduler("main", state)
-            worker = subprocess.Popen(
-                [os.path.join(a.bin, "moreh-worker"), "--scheduler", f"127.0.0.1:{port}",
-                 "--devices", "cpu:1:64M", "--node", "w0", "--key-file", key_file, "--no-profile"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            procs.append(worker)
-            assert wait_for(lambda: any(n["alive"] for n in status(port)["nodes"]), 15), \
-                "the worker did not register"
+            worker = daemons.start_worker(port, "cpu:1:64M", "--no-profile", node="w0")
+            assert wait_for(lambda: any(n["alive"] for n in cluster_status(port)["nodes"]), 15,
+                            NOT_YET), "the worker did not register"
             token = "tok-XYZ-" + os.urandom(8).hex()
             c = client(port, token)
             c.send({"type": "allocate", "request_id": "private-1", "num_devices": 1})
@@ -272,8 +202,8 @@ def main():
             with open(loose, "w") as f:
                 f.write(KEY + "\n")
             os.chmod(loose, 0o644)
-            p = subprocess.run([sched_bin, "--key-file", loose, "--port-file",
-                                os.path.join(d, "loose.port")],
+            p = subprocess.run(daemons.scheduler_cmd(os.path.join(d, "loose.port"),
+                                                     key_file=loose),
                                capture_output=True, text=True, timeout=20)
             out = p.stdout + p.stderr
             check("the scheduler refuses a 0644 key file, naming the problem and 'chmod 600'",
@@ -282,7 +212,7 @@ def main():
             os.chmod(loose, 0o600)
             s4, p4 = start_scheduler("tight", key=loose)
             check("the scheduler accepts the key file once it is 0600",
-                  s4.poll() is None and status(p4)["nodes"] == [])
+                  s4.poll() is None and cluster_status(p4)["nodes"] == [])
             stop(s4)
 
             # 5. The embedded local cluster's directory is private and goes with the client.
@@ -295,10 +225,10 @@ def main():
             held = subprocess.Popen([run_bin, "connect", "--device-size", "Small",
                                      "--device-memory", "64M", "--hold-seconds", "4"],
                                     stdout=log5, stderr=subprocess.STDOUT, env=env)
-            procs.append(held)
+            daemons.procs.append(held)
             pattern = f"/tmp/moreh-cluster-{held.pid}-*"
             ready = wait_for(lambda: "MoAI Accelerator is ready to use" in
-                             open(log5.name).read(), 30)
+                             open(log5.name).read(), 30, NOT_YET)
             dirs = glob.glob(pattern)
             if len(dirs) == 1:
                 cd = dirs[0]
@@ -348,15 +278,10 @@ def main():
                   not os.path.exists(owner_dead_dir))
             check("a directory whose owner is alive is kept", os.path.isdir(live_dir))
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
+            daemons.kill_all()
             for p_ in made_dirs:
                 shutil.rmtree(p_, ignore_errors=True)
-    passed = sum(results)
-    print(f"{passed} passed, {len(results) - passed} failed")
-    sys.exit(0 if passed == len(results) else 1)
+    check.finish()
 
 
 if __name__ == "__main__":

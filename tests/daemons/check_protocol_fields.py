@@ -18,49 +18,34 @@ import copy
 import json
 import os
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 
-KEY = "test-cluster-key-" + os.urandom(8).hex()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import daemon_util  # noqa: E402
+from daemon_util import KEY, Checks, Daemons, read_port, wait_for, write_key_file  # noqa: E402
+
 INT64_MAX = 2**63 - 1
 INT64_MIN = -2**63
 U64_MAX = 2**64 - 1
 LONG = "a" * 5000
 REMOVE = object()  # "remove the field"
 PUSHED = {"lease_lost", "lease_granted", "drop_lease"}  # unsolicited; skipped by replies
+# What a wait_for here takes for "not yet" (a daemon not listening yet, a refused hello).
+NOT_YET = (OSError, RuntimeError, TypeError, KeyError)
 
 
-class Conn:
-    def __init__(self, port):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.buf = b""
-
+class Conn(daemon_util.Conn):
+    """daemon_util.Conn sending compact JSON, counting the requests, and asking: a request and
+    its reply, pushed messages skipped."""
+    separators = (",", ":")
     sent = 0  # requests sent, all connections
 
     def send(self, msg):
         Conn.sent += 1
-        body = json.dumps(msg, separators=(",", ":")).encode()
-        self.s.sendall(struct.pack(">I", len(body)) + body)
-
-    def recv(self, timeout=5):
-        self.s.settimeout(timeout)
-        while True:
-            if len(self.buf) >= 4:
-                n = struct.unpack(">I", self.buf[:4])[0]
-                if len(self.buf) >= 4 + n:
-                    m = json.loads(self.buf[4:4 + n])
-                    self.buf = self.buf[4 + n:]
-                    return m
-            try:
-                chunk = self.s.recv(65536)
-            except (ConnectionResetError, BrokenPipeError):
-                return None
-            if not chunk:
-                return None
-            self.buf += chunk
+        super().send(msg)
 
     def reply(self, timeout=5):
         """The next message that is not a push; None on EOF or time-out."""
@@ -78,23 +63,6 @@ class Conn:
         except OSError:
             return None
         return self.reply(timeout)
-
-    def closed(self, timeout=5):
-        self.s.settimeout(timeout)
-        try:
-            while True:
-                if not self.s.recv(65536):
-                    return True
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except socket.timeout:
-            return False
-
-    def close(self):
-        try:
-            self.s.close()
-        except OSError:
-            pass
 
 
 class Session:
@@ -214,23 +182,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     a = ap.parse_args()
-    results = []
+    check = Checks()
     t_start = time.time()
-
-    def check(name, ok, detail=""):
-        results.append(bool(ok))
-        print(f"{'PASS' if ok else 'FAIL'}  {name}{'' if ok else '  ' + str(detail)}", flush=True)
-
-    def wait_for(pred, secs):
-        t0 = time.time()
-        while time.time() - t0 < secs:
-            try:
-                if pred():
-                    return True
-            except (OSError, RuntimeError, TypeError, KeyError):
-                pass
-            time.sleep(0.05)
-        return False
 
     def run_fields(sess, msg, template, fields, follow, follow_ok):
         """Each field of `template` with each bad value, on the authenticated session; the
@@ -255,26 +208,15 @@ def main():
                   f"{len(bad)} wrong of {len(values)}: " + " | ".join(bad[:4]))
 
     with tempfile.TemporaryDirectory() as d:
-        key_file = os.path.join(d, "key")
-        with open(key_file, "w") as f:
-            f.write(KEY + "\n")
-        os.chmod(key_file, 0o600)
+        daemons = Daemons(a.bin, write_key_file(os.path.join(d, "key")))
         port_file = os.path.join(d, "port")
         logs = {n: open(os.path.join(d, n + ".log"), "w") for n in ("scheduler", "worker")}
-        sched = subprocess.Popen(
-            [os.path.join(a.bin, "moreh-scheduler"), "--key-file", key_file, "--port-file",
-             port_file, "--heartbeat-ms", "200", "--dead-after-ms", "2000"],
-            stdout=logs["scheduler"], stderr=subprocess.STDOUT)
-        procs = [sched]
+        sched = daemons.start_scheduler(port_file, "--heartbeat-ms", "200", "--dead-after-ms",
+                                        "2000", stdout=logs["scheduler"], stderr=subprocess.STDOUT)
         try:
-            assert wait_for(lambda: os.path.exists(port_file) and open(port_file).read().strip(),
-                            10), "scheduler did not start"
-            port = int(open(port_file).read())
-            worker = subprocess.Popen(
-                [os.path.join(a.bin, "moreh-worker"), "--scheduler", f"127.0.0.1:{port}",
-                 "--devices", "cpu:2:64M", "--node", "n0", "--key-file", key_file, "--no-profile"],
-                stdout=logs["worker"], stderr=subprocess.STDOUT)
-            procs.append(worker)
+            port = read_port(port_file)
+            worker = daemons.start_worker(port, "cpu:2:64M", "--no-profile", node="n0",
+                                          stdout=logs["worker"], stderr=subprocess.STDOUT)
             client_hello = {"type": "hello", "version": 1, "role": "client", "token": "t"}
             worker_role_hello = {"type": "hello", "version": 1, "role": "worker", "key": KEY}
             C = Session(port, client_hello, "client")
@@ -283,7 +225,7 @@ def main():
                 r = C.ask({"type": "cluster_status"})
                 return any(n["name"] == "n0" and n["alive"] for n in r["cluster"]["nodes"])
 
-            check("the worker registers", wait_for(n0_alive, 15))
+            check("the worker registers", wait_for(n0_alive, 15, NOT_YET))
             g = C.ask({"type": "allocate", "request_id": "real", "num_devices": 1})
             check("a real lease is granted", g and g.get("type") == "allocate_ok", g)
             if not g or g.get("type") != "allocate_ok":
@@ -532,19 +474,14 @@ def main():
         except Exception as e:  # noqa: BLE001 - a broken run is a failure with its reason
             check("the run completed", False, repr(e))
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
+            daemons.kill_all()
             for n, f in logs.items():
                 f.close()
-            if not all(results):
+            if not all(check.results):
                 for n in logs:
                     tail = open(os.path.join(d, n + ".log")).read()[-2000:]
                     print(f"--- {n} log (tail) ---\n{tail}")
-    passed = sum(results)
-    print(f"{passed} passed, {len(results) - passed} failed  ({Conn.sent} requests, {time.time() - t_start:.1f} s)")
-    sys.exit(0 if results and passed == len(results) else 1)
+    check.finish(f"  ({Conn.sent} requests, {time.time() - t_start:.1f} s)")
 
 
 if __name__ == "__main__":

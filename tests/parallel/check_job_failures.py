@@ -22,19 +22,12 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "daemons"))
 from training_checks import FAIL, check, losses  # noqa: E402
+from daemon_util import wait_for  # noqa: E402
 
 STEPS = 12
 CONFIG = '{"num_stages": 2, "num_micro_batches": 2}'
-
-
-def wait_for(pred, secs):
-    t0 = time.time()
-    while time.time() - t0 < secs:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 class Cluster:
