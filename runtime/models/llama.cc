@@ -10,6 +10,7 @@
 #include "runtime/init.h"
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/lazy.h"
+#include "runtime/models/llama_def.h"
 #include "runtime/option.h"
 #include "runtime/parallel/session.h"
 
@@ -37,41 +38,12 @@ Status LlamaConfig::Validate() const {
 }
 
 int64_t LlamaConfig::NumParameters() const {
-  const int64_t kv = num_key_value_heads * head_dim();
-  const int64_t layer = 2 * hidden_size + 2 * hidden_size * hidden_size + 2 * hidden_size * kv +
-                        3 * hidden_size * intermediate_size;
-  return vocab_size * hidden_size * (tie_word_embeddings ? 1 : 2) + hidden_size +
-         num_hidden_layers * layer;
-}
-
-namespace {
-// A parameter leaf: initialised from (seed, name), or left uninitialised for a checkpoint load.
-Tensor Param(const Shape& shape, uint64_t seed, const std::string& name, float std, bool init) {
-  return Tensor::FromData(init ? runtime::NormalTensor(shape, seed, name, std)
-                               : runtime::Tensor::Empty(shape, DType::kF32),
-                          true, name);
-}
-Tensor Ones(int64_t n, const std::string& name) {
-  return Tensor::FromData(runtime::Tensor::Full({n}, DType::kF32, 1.0), true, name);
-}
-}  // namespace
-
-LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c, int index, uint64_t seed, bool init)
-    : config_(c), prefix_("model.layers." + std::to_string(index) + ".") {
-  const int64_t C = c.hidden_size, kv = c.num_key_value_heads * c.head_dim();
-  const float s = c.initializer_range;
-  auto Param = [&](const Shape& shape, uint64_t sd, const std::string& name, float std) {
-    return models::Param(shape, sd, name, std, init);
-  };
-  input_layernorm_ = Ones(C, prefix_ + "input_layernorm.weight");
-  q_proj_ = Param({C, C}, seed, prefix_ + "self_attn.q_proj.weight", s);
-  k_proj_ = Param({kv, C}, seed, prefix_ + "self_attn.k_proj.weight", s);
-  v_proj_ = Param({kv, C}, seed, prefix_ + "self_attn.v_proj.weight", s);
-  o_proj_ = Param({C, C}, seed, prefix_ + "self_attn.o_proj.weight", s);
-  post_attention_layernorm_ = Ones(C, prefix_ + "post_attention_layernorm.weight");
-  gate_proj_ = Param({c.intermediate_size, C}, seed, prefix_ + "mlp.gate_proj.weight", s);
-  up_proj_ = Param({c.intermediate_size, C}, seed, prefix_ + "mlp.up_proj.weight", s);
-  down_proj_ = Param({C, c.intermediate_size}, seed, prefix_ + "mlp.down_proj.weight", s);
+  int64_t n = 0;
+  for (const ParamSpec& p : EmbeddingParams(*this)) n += Numel(p.shape);
+  for (const ParamSpec& p : HeadParams(*this)) n += Numel(p.shape);
+  int64_t layer = 0;
+  for (const ParamSpec& p : LayerParams(*this, 0)) layer += Numel(p.shape);
+  return n + num_hidden_layers * layer;
 }
 
 namespace {
@@ -80,49 +52,19 @@ namespace {
 Tensor In(const Tensor& w, DType dtype) { return w.dtype() == dtype ? w : F::cast(w, dtype); }
 }  // namespace
 
-Tensor LlamaDecoderLayer::Forward(const Tensor& x, const Tensor& attention_mask) const {
-  const LlamaConfig& c = config_;
-  const int64_t B = x.size(0), T = x.size(1), D = c.head_dim();
-  const DType dt = x.dtype();
-  Tensor h = F::rms_norm(x, In(input_layernorm_, dt), c.rms_norm_eps);
-  Tensor q = F::reshape(F::linear(h, In(q_proj_, dt)), {B, T, c.num_attention_heads, D});
-  Tensor k = F::reshape(F::linear(h, In(k_proj_, dt)), {B, T, c.num_key_value_heads, D});
-  Tensor v = F::reshape(F::linear(h, In(v_proj_, dt)), {B, T, c.num_key_value_heads, D});
-  q = F::rotary(q, c.rope_theta);
-  k = F::rotary(k, c.rope_theta);
-  Tensor a = F::reshape(F::attention(q, k, v, attention_mask, true), {B, T, c.hidden_size});
-  Tensor x1 = x + F::linear(a, In(o_proj_, dt));
-  h = F::rms_norm(x1, In(post_attention_layernorm_, dt), c.rms_norm_eps);
-  Tensor m = F::swiglu(F::linear(h, In(gate_proj_, dt)), F::linear(h, In(up_proj_, dt)));
-  return x1 + F::linear(m, In(down_proj_, dt));
-}
-
-std::vector<std::pair<std::string, Tensor>> LlamaDecoderLayer::NamedParameters() const {
-  return {{input_layernorm_.name(), input_layernorm_},
-          {q_proj_.name(), q_proj_},
-          {k_proj_.name(), k_proj_},
-          {v_proj_.name(), v_proj_},
-          {o_proj_.name(), o_proj_},
-          {post_attention_layernorm_.name(), post_attention_layernorm_},
-          {gate_proj_.name(), gate_proj_},
-          {up_proj_.name(), up_proj_},
-          {down_proj_.name(), down_proj_}};
-}
-
 LlamaForCausalLM::LlamaForCausalLM(LlamaConfig config, uint64_t seed)
     : LlamaForCausalLM(std::move(config), seed, /*initialize=*/true) {}
 
 LlamaForCausalLM::LlamaForCausalLM(LlamaConfig config, uint64_t seed, bool init)
     : config_(std::move(config)) {
   config_.Validate().ThrowIfError();
-  const float s = config_.initializer_range;
-  embed_tokens_ =
-      Param({config_.vocab_size, config_.hidden_size}, seed, "model.embed_tokens.weight", s, init);
-  layers_.reserve(config_.num_hidden_layers);
-  for (int i = 0; i < config_.num_hidden_layers; ++i) layers_.emplace_back(config_, i, seed, init);
-  norm_ = Ones(config_.hidden_size, "model.norm.weight");
-  if (!config_.tie_word_embeddings) {
-    lm_head_ = Param({config_.vocab_size, config_.hidden_size}, seed, "lm_head.weight", s, init);
+  // Initial values depend only on (seed, name) (runtime/init.h), as on the workers.
+  for (const ParamSpec& p : AllParams(config_)) {
+    runtime::Tensor t =
+        p.init == ParamInit::kOnes ? runtime::Tensor::Full(p.shape, DType::kF32, 1.0)
+        : init ? runtime::NormalTensor(p.shape, seed, p.name, config_.initializer_range)
+               : runtime::Tensor::Empty(p.shape, DType::kF32);
+    params_.emplace_back(p.name, Tensor::FromData(std::move(t), true, p.name));
   }
 }
 
@@ -202,24 +144,24 @@ LlamaOutput LlamaForCausalLM::operator()(const Tensor& input_ids, const Tensor& 
     return out;
   }
   const DType dt = runtime::ComputeDType(lazy::ThreadExecutor().allocator());
-  const Tensor embed = In(embed_tokens_, dt);  // cast once when the head shares it
-  Tensor x = F::embedding(input_ids, embed);
-  for (const auto& layer : layers_) x = layer.Forward(x, attention_mask);
-  x = F::rms_norm(x, In(norm_, dt), config_.rms_norm_eps);
+  // The definition (llama_def.h) emits into the lazy graph; each weight is cast once per step.
+  LazyEmitter e([&](const std::string& name) {
+    for (const auto& [n, t] : params_) {
+      if (n == name) return In(t, dt);
+    }
+    throw Error("the model has no parameter '" + name + "'");
+  });
+  Val x = EmitEmbedding(e, config_, e.Hold(input_ids));
+  const Val mask = attention_mask.defined() ? e.Hold(attention_mask) : kNoVal;
+  for (int l = 0; l < config_.num_hidden_layers; ++l) x = EmitDecoderLayer(e, config_, l, x, mask);
   LlamaOutput out;
-  out.logits = F::linear(x, config_.tie_word_embeddings ? embed : In(lm_head_, dt));
+  out.logits = e.tensor(EmitHead(e, config_, x));
   if (labels.defined()) out.loss = F::cross_entropy(out.logits, labels, -100, /*shift=*/true);
   return out;
 }
 
 std::vector<std::pair<std::string, Tensor>> LlamaForCausalLM::NamedParameters() const {
-  std::vector<std::pair<std::string, Tensor>> p{{embed_tokens_.name(), embed_tokens_}};
-  for (const auto& l : layers_) {
-    for (auto& e : l.NamedParameters()) p.push_back(std::move(e));
-  }
-  p.emplace_back(norm_.name(), norm_);
-  if (lm_head_.defined()) p.emplace_back(lm_head_.name(), lm_head_);
-  return p;
+  return params_;
 }
 
 std::vector<Tensor> LlamaForCausalLM::Parameters() const {

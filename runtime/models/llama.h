@@ -55,21 +55,6 @@ struct LlamaOutput {
   Tensor logits;  // [B, T, V]
 };
 
-class LlamaDecoderLayer {
- public:
-  LlamaDecoderLayer(const LlamaConfig& config, int index, uint64_t seed, bool initialize = true);
-  // x [B, T, C] -> [B, T, C]; attention_mask [B, T] (1 = token, 0 = pad) or undefined. The
-  // weights are read in x's dtype (cast from the f32 master weights in mixed precision).
-  Tensor Forward(const Tensor& x, const Tensor& attention_mask) const;
-  std::vector<std::pair<std::string, Tensor>> NamedParameters() const;
-
- private:
-  LlamaConfig config_;  // by value: the model may be moved
-  Tensor input_layernorm_, q_proj_, k_proj_, v_proj_, o_proj_;
-  Tensor post_attention_layernorm_, gate_proj_, up_proj_, down_proj_;
-  std::string prefix_;
-};
-
 class LlamaForCausalLM {
  public:
   // Parameters initialised from (seed, name): normal(0, initializer_range), norms 1.
@@ -106,8 +91,8 @@ class LlamaForCausalLM {
   struct RemoteTag {};
   LlamaForCausalLM(LlamaConfig config, RemoteTag);  // no local parameters
   LlamaConfig config_;
-  Tensor embed_tokens_, norm_, lm_head_;
-  std::vector<LlamaDecoderLayer> layers_;
+  // Every parameter in llama_def.h's order (AllParams), by name.
+  std::vector<std::pair<std::string, Tensor>> params_;
   std::shared_ptr<parallel::Session> session_;
   Tensor session_handle_;
 };

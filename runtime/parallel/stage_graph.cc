@@ -8,88 +8,32 @@
 #include "ops/op.h"
 #include "runtime/autograd.h"
 #include "runtime/core/error.h"
+#include "runtime/models/llama_def.h"
 
 namespace moreh::parallel {
 namespace {
-
-bool EndsWith(const std::string& s, const char* suffix) {
-  const size_t n = std::char_traits<char>::length(suffix);
-  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
-}
-}  // namespace
-
-int TpShardDim(const std::string& name) {
-  for (const char* p :
-       {"q_proj.weight", "k_proj.weight", "v_proj.weight", "gate_proj.weight", "up_proj.weight"}) {
-    if (EndsWith(name, p)) return 0;
-  }
-  if (EndsWith(name, "o_proj.weight") || EndsWith(name, "down_proj.weight")) return 1;
-  return -1;
-}
-
-Shape FullParamShape(const models::LlamaConfig& c, const std::string& name) {
-  const int64_t C = c.hidden_size, I = c.intermediate_size;
-  const int64_t kv = c.num_key_value_heads * c.head_dim();
-  auto ends = [&](const char* suffix) { return EndsWith(name, suffix); };
-  if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return {c.vocab_size, C};
-  if (name == "model.norm.weight" || ends("layernorm.weight")) return {C};
-  if (ends("q_proj.weight") || ends("o_proj.weight")) return {C, C};
-  if (ends("k_proj.weight") || ends("v_proj.weight")) return {kv, C};
-  if (ends("gate_proj.weight") || ends("up_proj.weight")) return {I, C};
-  if (ends("down_proj.weight")) return {C, I};
-  throw Error(fmt::format("no parameter '{}' in a Llama model", name));
-}
-
-Shape TpParamShape(const models::LlamaConfig& c, const std::string& name, int tp) {
-  Shape s = FullParamShape(c, name);
-  const int d = TpShardDim(name);
-  if (d >= 0) s[d] /= tp;
-  return s;
-}
-
-namespace {
-
-const char* const kLayerParams[] = {
-    "input_layernorm.weight",  "self_attn.q_proj.weight", "self_attn.k_proj.weight",
-    "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
-    "mlp.gate_proj.weight",    "mlp.up_proj.weight",      "mlp.down_proj.weight"};
-
 bool IsView(OpKind op) {
   return op == OpKind::kReshape || op == OpKind::kTranspose || op == OpKind::kExpand;
 }
 
-// The decoder layer of models/llama.cc (LlamaDecoderLayer::Forward), node for node.
-int EmitDecoderLayer(ops::GraphBuilder& gb, const models::LlamaConfig& c, int x, int mask,
-                     const int* w, int tp) {
-  const ValueInfo xi = gb.info(x);
-  const int64_t B = xi.shape[0], T = xi.shape[1], D = c.head_dim();
-  const int64_t H = c.num_attention_heads / tp, Hkv = c.num_key_value_heads / tp;
-  // Megatron's f (into column-parallel projections) and g (after row-parallel ones).
-  auto f = [&](int v) { return tp > 1 ? gb.Emit1(OpKind::kTpCopy, {v}) : v; };
-  auto g = [&](int v) { return tp > 1 ? gb.Emit1(OpKind::kTpReduce, {v}) : v; };
-  const Attrs lin{{"trans_a", int64_t{0}}, {"trans_b", int64_t{1}}};
-  const Attrs eps{{"eps", c.rms_norm_eps}};
-  const Attrs rope{
-      {"theta", c.rope_theta}, {"position_offset", int64_t{0}}, {"inverse", int64_t{0}}};
-  auto linear = [&](int a, int weight) { return gb.Emit1(OpKind::kMatMul, {a, weight}, lin); };
-  int h = f(gb.Emit1(OpKind::kRmsNorm, {x, w[0]}, eps));
-  int q = gb.Reshape(linear(h, w[1]), {B, T, H, D});
-  int k = gb.Reshape(linear(h, w[2]), {B, T, Hkv, D});
-  const int v = gb.Reshape(linear(h, w[3]), {B, T, Hkv, D});
-  q = gb.Emit1(OpKind::kRotary, {q}, rope);
-  k = gb.Emit1(OpKind::kRotary, {k}, rope);
-  std::vector<int> qkv{q, k, v};
-  if (mask >= 0) qkv.push_back(mask);
-  const int att = gb.Emit(OpKind::kAttention, qkv,
-                          {{"causal", int64_t{1}}, {"scale", 1.0 / std::sqrt(double(D))}})[0];
-  const int a = gb.Reshape(att, {B, T, H * D});
-  const int x1 = gb.Add(x, g(linear(a, w[4])));
-  h = f(gb.Emit1(OpKind::kRmsNorm, {x1, w[5]}, eps));
-  const int m = gb.Emit1(OpKind::kSwiGlu, {linear(h, w[6]), linear(h, w[7])});
-  return gb.Add(x1, g(linear(m, w[8])));
+models::ParamSpec Spec(const models::LlamaConfig& c, const std::string& name) {
+  auto p = models::FindParam(c, name);
+  p.status().ThrowIfError();
+  return p.value();
+}
+}  // namespace
+
+int TpShardDim(const models::LlamaConfig& c, const std::string& name) {
+  return Spec(c, name).tp_dim;
 }
 
-}  // namespace
+Shape FullParamShape(const models::LlamaConfig& c, const std::string& name) {
+  return Spec(c, name).shape;
+}
+
+Shape TpParamShape(const models::LlamaConfig& c, const std::string& name, int tp) {
+  return Spec(c, name).TpShape(tp);
+}
 
 StageSpec StageSpecFor(const models::LlamaConfig& model, const planner::Candidate& c, int stage,
                        int64_t seq_len) {
@@ -113,14 +57,14 @@ StageSpec StageSpecFor(const models::LlamaConfig& model, const planner::Candidat
 
 std::vector<std::string> StageParameterNames(const StageSpec& s) {
   std::vector<std::string> names;
-  if (s.first) names.push_back("model.embed_tokens.weight");
+  auto add = [&](const std::vector<models::ParamSpec>& specs) {
+    for (const auto& p : specs) names.push_back(p.name);
+  };
+  if (s.first) add(models::EmbeddingParams(s.model));
   for (int l = s.first_layer; l < s.first_layer + s.num_layers; ++l) {
-    for (const char* p : kLayerParams) names.push_back(fmt::format("model.layers.{}.{}", l, p));
+    add(models::LayerParams(s.model, l));
   }
-  if (s.last) {
-    names.push_back("model.norm.weight");
-    if (!s.model.tie_word_embeddings) names.push_back("lm_head.weight");
-  }
+  if (s.last) add(models::HeadParams(s.model));
   return names;
 }
 
@@ -188,7 +132,7 @@ StageProgram BuildStageProgram(const StageSpec& s) {
   p.params = StageParameterNames(s);
   Graph& g = p.full;
   ops::GraphBuilder gb(&g);
-  std::unordered_map<std::string, int> inputs, gathered;
+  std::unordered_map<std::string, int> inputs;
   const int ps = s.param_shards;
   for (const std::string& n : p.params) {
     const Shape shape = TpParamShape(c, n, s.tp);
@@ -198,15 +142,14 @@ StageProgram BuildStageProgram(const StageSpec& s) {
     inputs[n] = v;
   }
   // A parameter as the computation reads it: gathered where first used when sharded.
-  auto W = [&](const std::string& n) {
-    if (ps == 1) return inputs.at(n);
-    auto it = gathered.find(n);
-    if (it != gathered.end()) return it->second;
-    const int v = gb.Emit1(OpKind::kDpGather, {inputs.at(n)},
-                           {{"shape", TpParamShape(c, n, s.tp)}, {"dp", int64_t{ps}}});
-    gathered[n] = v;
-    return v;
-  };
+  models::GraphEmitter e(
+      &g,
+      [&](const std::string& n) {
+        if (ps == 1) return inputs.at(n);
+        return gb.Emit1(OpKind::kDpGather, {inputs.at(n)},
+                        {{"shape", TpParamShape(c, n, s.tp)}, {"dp", int64_t{ps}}});
+      },
+      s.tp);
   const int64_t B = s.micro_batch, T = s.seq_len, C = c.hidden_size;
   if (s.first) {
     p.ids = g.AddInput({DType::kI64, {B, T}}, "input_ids");
@@ -218,26 +161,19 @@ StageProgram BuildStageProgram(const StageSpec& s) {
     p.labels = g.AddInput({DType::kI64, {B, T}}, "labels");
     p.loss_weight = g.AddInput({DType::kF32, {}}, "loss_weight");
   }
-  int x = s.first ? gb.Emit1(OpKind::kEmbedding, {W("model.embed_tokens.weight"), p.ids})
-                  : p.activation;
+  int x = s.first ? models::EmitEmbedding(e, c, p.ids) : p.activation;
   // Decoder-layer nodes are [layer_begin, layer_end); recomputation applies to them only (the
   // embedding and the head keep what they save, as in Megatron-LM). Each layer's output is its
   // checkpoint under full recomputation.
   const int layer_begin = static_cast<int>(g.nodes().size());
   std::vector<int> checkpoints;
   for (int l = s.first_layer; l < s.first_layer + s.num_layers; ++l) {
-    int lw[9];
-    for (int k = 0; k < 9; ++k) lw[k] = W(fmt::format("model.layers.{}.{}", l, kLayerParams[k]));
-    x = EmitDecoderLayer(gb, c, x, p.mask, lw, s.tp);
+    x = models::EmitDecoderLayer(e, c, l, x, p.mask);
     checkpoints.push_back(x);
   }
   const int layer_end = static_cast<int>(g.nodes().size());
   if (s.last) {
-    const int h =
-        gb.Emit1(OpKind::kRmsNorm, {x, W("model.norm.weight")}, {{"eps", c.rms_norm_eps}});
-    const int head = W(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
-    const int logits =
-        gb.Emit1(OpKind::kMatMul, {h, head}, {{"trans_a", int64_t{0}}, {"trans_b", int64_t{1}}});
+    const int logits = models::EmitHead(e, c, x);
     const int ce = gb.Emit(
         OpKind::kCrossEntropy, {logits, p.labels},
         {{"ignore_index", int64_t{-100}}, {"shift", int64_t{1}}, {"reduction_sum", int64_t{1}}})[0];

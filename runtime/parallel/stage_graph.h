@@ -54,10 +54,10 @@ struct StageSpec {
   DType compute_dtype = DType::kF32;
 };
 
-// How a parameter is split over tensor-parallel ranks: 0 by rows (q, k, v, gate, up: column
-// parallel), 1 by columns (o, down: row parallel), -1 replicated.
-int TpShardDim(const std::string& name);
-// The full (unsharded) shape of a Llama parameter, and its shape on one of `tp` ranks.
+// A parameter of the model as models/llama_def.h defines it: how it is split over tensor-parallel
+// ranks (0 by rows: column parallel; 1 by columns: row parallel; -1 replicated), its full shape,
+// and its shape on one of `tp` ranks. Throw for a name the model does not have.
+int TpShardDim(const models::LlamaConfig& c, const std::string& name);
 Shape FullParamShape(const models::LlamaConfig& c, const std::string& name);
 Shape TpParamShape(const models::LlamaConfig& c, const std::string& name, int tp);
 

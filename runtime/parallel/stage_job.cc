@@ -12,6 +12,7 @@
 #include "runtime/init.h"
 #include "runtime/io/hf_checkpoint.h"
 #include "runtime/io/safetensors.h"
+#include "runtime/models/llama_def.h"
 #include "runtime/net/base64.h"
 #include "runtime/net/tensor_codec.h"
 #include "runtime/parallel/tp_shards.h"
@@ -310,21 +311,24 @@ std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Al
       const Shape full = FullParamShape(a.program.spec.model, names[i]);
       MOREH_CHECK(t->shape() == full, "{}: tensor '{}' has shape {} but the model needs {}",
                   a.checkpoint_dir, names[i], ShapeToString(t->shape()), ShapeToString(full));
-      runtime::Tensor mine = ShardOf(t.value(), TpShardDim(names[i]), a.program.spec.tp, a.tp_rank);
+      runtime::Tensor mine = ShardOf(t.value(), TpShardDim(a.program.spec.model, names[i]),
+                                     a.program.spec.tp, a.tp_rank);
       if (shards > 1) mine = FlatShardOf(mine.To(DType::kF32), shards, a.dp_rank);
       r.parameter(i).CopyFrom(mine);
     }
   } else {
-    const float std = a.program.spec.model.initializer_range;
+    const models::LlamaConfig& model = a.program.spec.model;
     for (size_t i = 0; i < names.size(); ++i) {
-      const std::string& n = names[i];
-      const Shape full = FullParamShape(a.program.spec.model, n);
-      runtime::Tensor mine = runtime::Tensor::Empty(
-          TpParamShape(a.program.spec.model, n, a.program.spec.tp), DType::kF32);
-      if (n.find("norm.weight") != std::string::npos) {
+      // As the definition initialises it (models/llama_def.h), this rank's shard of it.
+      auto spec = models::FindParam(model, names[i]);
+      spec.status().ThrowIfError();
+      const models::ParamSpec& p = spec.value();
+      runtime::Tensor mine = runtime::Tensor::Empty(p.TpShape(a.program.spec.tp), DType::kF32);
+      if (p.init == models::ParamInit::kOnes) {
         mine.Fill(1.0);
       } else {
-        FillNormalShard(mine, full, TpShardDim(n), a.program.spec.tp, a.tp_rank, a.seed, n, std);
+        FillNormalShard(mine, p.shape, p.tp_dim, a.program.spec.tp, a.tp_rank, a.seed, p.name,
+                        model.initializer_range);
       }
       if (shards > 1) mine = FlatShardOf(mine, shards, a.dp_rank);
       r.parameter(i).CopyFrom(mine);
@@ -556,7 +560,7 @@ json StageJob::Save(const json& m) {
       mine = GatherFlatShards(dp_.get(), mine,
                               TpParamShape(a_.program.spec.model, n, a_.program.spec.tp));
     }
-    runtime::Tensor full = GatherShards(tp_.get(), mine, TpShardDim(n));
+    runtime::Tensor full = GatherShards(tp_.get(), mine, TpShardDim(a_.program.spec.model, n));
     if (a_.tp_rank != 0 || a_.dp_rank != 0) continue;
     tensors.emplace_back(n, full.To(dt));
     bytes += tensors.back().second.nbytes();

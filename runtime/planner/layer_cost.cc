@@ -7,6 +7,7 @@
 
 #include "ops/op.h"
 #include "runtime/autograd.h"
+#include "runtime/models/llama_def.h"
 
 namespace moreh::planner {
 namespace {
@@ -177,37 +178,34 @@ size_t AppendBackward(Graph* g, int out, const std::vector<int>& wrt, std::set<i
   return num_fwd;
 }
 
-std::string DT(DType d) { return std::string(DTypeName(d)); }
 }  // namespace
+
+Graph DecoderLayerGraph(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dt,
+                        int* x, std::vector<int>* weights, int* out) {
+  Graph g;
+  *x = g.AddInput({dt, {b, t, c.hidden_size}}, "x");
+  const int mask = g.AddInput({DType::kI64, {b, t}}, "attention_mask");
+  weights->clear();
+  for (const models::ParamSpec& p : models::LayerParams(c, 0)) {
+    weights->push_back(g.AddInput({dt, p.TpShape(tp)}, p.name));
+  }
+  std::vector<std::string> names;
+  for (const models::ParamSpec& p : models::LayerParams(c, 0)) names.push_back(p.name);
+  models::GraphEmitter e(
+      &g,
+      [&](const std::string& n) {
+        return (*weights)[std::find(names.begin(), names.end(), n) - names.begin()];
+      },
+      tp);
+  *out = models::EmitDecoderLayer(e, c, 0, *x, mask);
+  return g;
+}
 
 PieceCost DecoderLayerCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dt,
                            const DeviceProfile& dev) {
-  const int64_t C = c.hidden_size, D = c.head_dim();
-  const int64_t H = c.num_attention_heads / tp, Hkv = c.num_key_value_heads / tp;
-  const int64_t I = c.intermediate_size / tp;
-  Graph g;
-  ops::GraphBuilder gb(&g);
-  const int x = g.AddInput({dt, {b, t, C}}, "x");
-  auto W = [&](Shape s) { return g.AddInput({dt, std::move(s)}); };
-  const int ln1 = W({C}), wq = W({H * D, C}), wk = W({Hkv * D, C}), wv = W({Hkv * D, C});
-  const int wo = W({C, H * D}), ln2 = W({C}), wg = W({I, C}), wu = W({I, C}), wd = W({C, I});
-  const Attrs lin{{"trans_b", int64_t{1}}};
-  const Attrs eps{{"eps", c.rms_norm_eps}};
-  const Attrs rope{{"theta", c.rope_theta}};
-  int h = gb.Emit1(OpKind::kRmsNorm, {x, ln1}, eps);
-  int q = gb.Reshape(gb.Emit1(OpKind::kMatMul, {h, wq}, lin), {b, t, H, D});
-  int k = gb.Reshape(gb.Emit1(OpKind::kMatMul, {h, wk}, lin), {b, t, Hkv, D});
-  const int v = gb.Reshape(gb.Emit1(OpKind::kMatMul, {h, wv}, lin), {b, t, Hkv, D});
-  q = gb.Emit1(OpKind::kRotary, {q}, rope);
-  k = gb.Emit1(OpKind::kRotary, {k}, rope);
-  const int a = gb.Reshape(gb.Emit(OpKind::kAttention, {q, k, v}, {{"causal", int64_t{1}}})[0],
-                           {b, t, H * D});
-  const int x1 = gb.Add(x, gb.Emit1(OpKind::kMatMul, {a, wo}, lin));
-  h = gb.Emit1(OpKind::kRmsNorm, {x1, ln2}, eps);
-  const int m = gb.Emit1(OpKind::kSwiGlu, {gb.Emit1(OpKind::kMatMul, {h, wg}, lin),
-                                           gb.Emit1(OpKind::kMatMul, {h, wu}, lin)});
-  const int out = gb.Add(x1, gb.Emit1(OpKind::kMatMul, {m, wd}, lin));
-  const std::vector<int> weights{ln1, wq, wk, wv, wo, ln2, wg, wu, wd};
+  int x = -1, out = -1;
+  std::vector<int> weights;
+  Graph g = DecoderLayerGraph(c, b, t, tp, dt, &x, &weights, &out);
   std::vector<int> wrt = weights;
   wrt.push_back(x);
   std::set<int> grads;
@@ -216,8 +214,7 @@ PieceCost DecoderLayerCost(const models::LlamaConfig& c, int64_t b, int64_t t, i
   Analyse(g, num_fwd, std::set<int>(weights.begin(), weights.end()), x, dev, &cost);
   for (int w : weights) cost.params += Numel(g.info(w).shape);
   cost.num_param_tensors = static_cast<int>(weights.size());
-  if (tp > 1) cost.tp_allreduce_bytes = b * t * C * DTypeSize(dt);
-  (void)DT;
+  if (tp > 1) cost.tp_allreduce_bytes = b * t * c.hidden_size * DTypeSize(dt);
   return cost;
 }
 
@@ -225,13 +222,14 @@ PieceCost HeadCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, D
                    const DeviceProfile& dev) {
   const int64_t C = c.hidden_size, V = (c.vocab_size + tp - 1) / tp;
   Graph g;
-  ops::GraphBuilder gb(&g);
   const int x = g.AddInput({dt, {b, t, C}}, "x");
   const int norm = g.AddInput({dt, {C}}), head = g.AddInput({dt, {V, C}});
   const int labels = g.AddInput({DType::kI64, {b, t}});
-  const int h = gb.Emit1(OpKind::kRmsNorm, {x, norm}, {{"eps", c.rms_norm_eps}});
-  const int logits = gb.Emit1(OpKind::kMatMul, {h, head}, {{"trans_b", int64_t{1}}});
-  const int loss = gb.Emit(OpKind::kCrossEntropy, {logits, labels}, {{"shift", int64_t{1}}})[0];
+  // The definition's head (llama_def.h), with the vocabulary split tp ways when modelled so.
+  models::GraphEmitter e(
+      &g, [&](const std::string& n) { return n == "model.norm.weight" ? norm : head; });
+  const int logits = models::EmitHead(e, c, x);
+  const int loss = e.Emit(OpKind::kCrossEntropy, {logits, labels}, {{"shift", int64_t{1}}})[0];
   std::set<int> grads;
   const size_t num_fwd = AppendBackward(&g, loss, {norm, head, x}, &grads);
   PieceCost cost;

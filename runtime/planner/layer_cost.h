@@ -7,8 +7,10 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "runtime/core/dtype.h"
+#include "runtime/core/graph.h"
 #include "runtime/models/llama.h"
 #include "runtime/planner/cluster.h"
 
@@ -31,6 +33,11 @@ struct PieceCost {
   int num_param_tensors = 0;  // sharded parameters are gathered tensor by tensor
 };
 
+// The graph of one decoder layer of one tensor-parallel rank, as the stage programs emit it
+// (models/llama_def.h): inputs x [b, t, C], the key mask and the layer's weights (*x, *weights);
+// *out the layer's output. For costs, and for the test that keeps them the stage programs'.
+Graph DecoderLayerGraph(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dtype,
+                        int* x, std::vector<int>* weights, int* out);
 // One decoder layer for micro-batch [b, t] under tensor parallelism `tp` (heads, key/value heads
 // and the MLP split tp ways, Megatron style), computing in `dtype`.
 PieceCost DecoderLayerCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dtype,

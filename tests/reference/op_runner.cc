@@ -29,6 +29,7 @@
 #include "runtime/data/dataset.h"
 #include "runtime/executor.h"
 #include "runtime/models/llama.h"
+#include "runtime/models/llama_def.h"
 #include "runtime/optim.h"
 #include "runtime/tensor.h"
 #include "tests/reference/npy.h"
@@ -156,22 +157,32 @@ int RunBlock(const fs::path& dir) {
   c.rms_norm_eps = j.at("rms_norm_eps");
   c.rope_theta = j.at("rope_theta");
   c.Validate().ThrowIfError();
-  moreh::models::LlamaDecoderLayer layer(c, 0, 0);
-  for (auto& [name, p] : layer.NamedParameters()) {
-    p.assign_data(ReadNpy((dir / (name + ".npy")).string()));
+  // The decoder layer as the model definition emits it (runtime/models/llama_def.h).
+  std::vector<std::pair<std::string, moreh::Tensor>> params;
+  for (const auto& spec : moreh::models::LayerParams(c, 0)) {
+    params.emplace_back(
+        spec.name,
+        moreh::Tensor::FromData(ReadNpy((dir / (spec.name + ".npy")).string()), true, spec.name));
   }
+  moreh::models::LazyEmitter e([&](const std::string& name) {
+    for (const auto& [n, t] : params) {
+      if (n == name) return t;
+    }
+    throw moreh::Error("no weight " + name);
+  });
   moreh::Tensor x = moreh::Tensor::FromData(ReadNpy((dir / "x.npy").string()), true, "x");
-  moreh::Tensor mask;
+  moreh::models::Val mask = moreh::models::kNoVal;
   if (fs::exists(dir / "mask.npy")) {
-    mask = moreh::Tensor::FromData(ReadNpy((dir / "mask.npy").string()).To(moreh::DType::kI64));
+    mask = e.Hold(
+        moreh::Tensor::FromData(ReadNpy((dir / "mask.npy").string()).To(moreh::DType::kI64)));
   }
-  moreh::Tensor out = layer.Forward(x, mask);
+  moreh::Tensor out = e.tensor(moreh::models::EmitDecoderLayer(e, c, 0, e.Hold(x), mask));
   moreh::Tensor dout = moreh::Tensor::FromData(ReadNpy((dir / "dout.npy").string()));
   out.backward(dout);
   moreh::Sync();
   WriteNpy((dir / "out.npy").string(), out.data());
   WriteNpy((dir / "grad_x.npy").string(), x.grad().data());
-  for (auto& [name, p] : layer.NamedParameters()) {
+  for (auto& [name, p] : params) {
     WriteNpy((dir / ("grad_" + name + ".npy")).string(), p.grad().data());
   }
   return 0;

@@ -229,7 +229,8 @@ Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& c
         const auto& names = runner.param_names();
         std::vector<Shape> tp_shapes;
         for (size_t i = 0; i < names.size(); ++i) {
-          runtime::Tensor t = ShardOf(init_w.at(names[i]), TpShardDim(names[i]), tp, at.tp_rank);
+          runtime::Tensor t =
+              ShardOf(init_w.at(names[i]), TpShardDim(spec.model, names[i]), tp, at.tp_rank);
           tp_shapes.push_back(t.shape());
           if (zero3) t = FlatShardOf(t, dp, at.dp_rank);
           runner.parameter(i).CopyFrom(t);
@@ -295,7 +296,7 @@ Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& c
         for (size_t i = 0; i < names.size(); ++i) {
           runtime::Tensor t = runner.parameter(i);
           if (zero3) t = GatherFlatShards(&dpc, t, tp_shapes[i]);
-          full.push_back(GatherShards(&tpc, t, TpShardDim(names[i])));
+          full.push_back(GatherShards(&tpc, t, TpShardDim(spec.model, names[i])));
         }
         if (at.dp_rank == 0 && at.tp_rank == 0) {
           std::lock_guard<std::mutex> lock(mu);

@@ -1,0 +1,108 @@
+// The model is defined once (runtime/models/llama_def.h): the planner's layer graph is the stage
+// programs' layer op for op, and the parameters the definition lists are the in-process model's,
+// the stage programs' and the parameter count's.
+#include <gtest/gtest.h>
+
+#include "runtime/models/llama_def.h"
+#include "runtime/parallel/stage_graph.h"
+#include "runtime/planner/layer_cost.h"
+
+namespace moreh::models {
+namespace {
+
+std::vector<LlamaConfig> Configs() {
+  LlamaConfig mha;  // multi-head attention
+  mha.vocab_size = 96;
+  mha.hidden_size = 64;
+  mha.intermediate_size = 176;
+  mha.num_hidden_layers = 3;
+  mha.num_attention_heads = 4;
+  mha.num_key_value_heads = 4;
+  LlamaConfig gqa = mha;  // grouped-query attention, tied embeddings
+  gqa.num_key_value_heads = 2;
+  gqa.tie_word_embeddings = true;
+  gqa.rope_theta = 500000;
+  return {mha, gqa};
+}
+
+std::string Describe(const Graph& g, const Node& n) {
+  std::string s = std::string(OpName(n.op)) + n.attrs.ToString() + " (";
+  for (int v : n.inputs)
+    s += ShapeToString(g.info(v).shape) + std::string(DTypeName(g.info(v).dtype)) + " ";
+  s += ") -> (";
+  for (int v : n.outputs)
+    s += ShapeToString(g.info(v).shape) + std::string(DTypeName(g.info(v).dtype)) + " ";
+  return s + ")";
+}
+
+TEST(ModelDefinition, ThePlannersLayerIsTheStageProgramsLayerOpForOp) {
+  for (LlamaConfig c : Configs()) {
+    c.tie_word_embeddings = false;  // a middle stage (tied embeddings need one stage today)
+    for (int tp : {1, 2}) {
+      for (DType dt : {DType::kF32, DType::kBF16}) {
+        int x = -1, out = -1;
+        std::vector<int> weights;
+        const Graph planned = planner::DecoderLayerGraph(c, 2, 16, tp, dt, &x, &weights, &out);
+        // A middle stage of one layer: its forward is that layer and nothing else.
+        parallel::StageSpec s;
+        s.model = c;
+        s.first_layer = 1;
+        s.num_layers = 1;
+        s.first = s.last = false;
+        s.micro_batch = 2;
+        s.seq_len = 16;
+        s.tp = tp;
+        s.compute_dtype = dt;
+        const parallel::StageProgram p = parallel::BuildStageProgram(s);
+        const std::string where =
+            fmt::format("kv heads {}, tp {}, {}", c.num_key_value_heads, tp, DTypeName(dt));
+        ASSERT_EQ(static_cast<size_t>(p.num_forward_nodes), planned.nodes().size()) << where;
+        for (size_t i = 0; i < planned.nodes().size(); ++i) {
+          EXPECT_EQ(Describe(planned, planned.nodes()[i]), Describe(p.full, p.full.nodes()[i]))
+              << where << ", node " << i;
+        }
+        EXPECT_EQ(weights.size(), LayerParams(c, 1).size());
+      }
+    }
+  }
+}
+
+TEST(ModelDefinition, OneListOfParametersForTheModelTheStagesAndTheCount) {
+  for (const LlamaConfig& c : Configs()) {
+    const std::vector<ParamSpec> all = AllParams(c);
+    const LlamaForCausalLM model(c, 7);
+    const auto named = model.NamedParameters();
+    ASSERT_EQ(named.size(), all.size());
+    int64_t count = 0;
+    for (size_t i = 0; i < all.size(); ++i) {
+      EXPECT_EQ(named[i].first, all[i].name);
+      EXPECT_EQ(named[i].second.shape(), all[i].shape) << all[i].name;
+      auto found = FindParam(c, all[i].name);
+      ASSERT_TRUE(found.ok()) << found.status().message();
+      EXPECT_EQ(found->shape, all[i].shape);
+      count += Numel(all[i].shape);
+      // Norms start at one, the rest from (seed, name).
+      const bool ones = all[i].init == ParamInit::kOnes;
+      EXPECT_EQ(ones, all[i].name.find("norm") != std::string::npos) << all[i].name;
+    }
+    EXPECT_EQ(c.NumParameters(), count);
+    EXPECT_FALSE(FindParam(c, "model.layers.3.self_attn.q_proj.weight").ok());  // 3 layers
+    EXPECT_FALSE(FindParam(c, "model.layers.0.self_attn.q_norm.weight").ok());
+    // Three stages own every parameter once, in the definition's order.
+    std::vector<std::string> staged;
+    for (int st = 0; st < 3; ++st) {
+      parallel::StageSpec s;
+      s.model = c;
+      s.first_layer = st;
+      s.num_layers = 1;
+      s.first = st == 0;
+      s.last = st == 2;
+      for (const std::string& n : parallel::StageParameterNames(s)) staged.push_back(n);
+    }
+    ASSERT_EQ(staged.size(), all.size());
+    for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(staged[i], all[i].name);
+  }
+}
+
+}  // namespace
+}  // namespace moreh::models
