@@ -25,6 +25,11 @@ int64_t ReducedCount(const Shape& shape, const std::vector<int>& axes);
 using SumMiddleFn = void (*)(float* out, const float* x, int64_t outer, int64_t r, int64_t inner);
 Tensor SumAxes(const Tensor& x, const std::vector<int>& axes, SumMiddleFn sum_middle);
 
+// rotary.cc: the rotary frequencies a node asks for: theta, and its scaling (attrs rope_type
+// "default" | "linear" | "llama3", factor, low_freq_factor, high_freq_factor,
+// original_max_position; absent: default).
+kernels::cpu::RopeParams RopeFromAttrs(const Attrs& a);
+
 // cross_entropy.cc: the labels of each logits row as a host i64 tensor (shifted for causal LM when
 // the op says so), each checked to be in [0, v) or ignore_index. `labels` must be on the host.
 Tensor CrossEntropyRowLabels(const Tensor& labels, int64_t v, const Attrs& a, OpKind op);

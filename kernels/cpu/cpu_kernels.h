@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace moreh::kernels::cpu {
 
@@ -44,9 +45,23 @@ void RmsNormBackward(float* dx, float* dw, const float* dy, const float* x, cons
 // --- rotary.cc
 // ------------------------------------------------------------------------------------ Hugging Face
 // "rotate_half" rotary embedding of x[B,T,H,D] at positions offset+t, in place allowed (y may equal
-// x). inverse = rotate by -angle (the backward). Angles computed in f32 as HF does.
+// x). inverse = rotate by -angle (the backward). Angles computed in f32 as HF does, from the
+// frequencies inv_freq[D/2] (RopeInvFreq).
 void RotaryForward(float* y, const float* x, int64_t b, int64_t t, int64_t h, int64_t d,
-                   double theta, int64_t position_offset, bool inverse);
+                   const float* inv_freq, int64_t position_offset, bool inverse);
+
+// The rotary frequencies and their scaling (transformers' rope_type: modeling_rope_utils.py).
+struct RopeParams {
+  double theta = 10000;
+  enum Type { kDefault, kLinear, kLlama3 } type = kDefault;
+  double factor = 1;  // linear, llama3
+  double low_freq_factor = 1, high_freq_factor = 4;  // llama3
+  int64_t original_max_position = 8192;              // llama3
+};
+// inv_freq[i] for i < d/2 in f32, as transformers computes it: 1 / theta^(2i/d), divided by factor
+// (linear), or Llama 3's: wavelengths beyond original/low_freq_factor divided by factor, below
+// original/high_freq_factor kept, smoothly interpolated between.
+std::vector<float> RopeInvFreq(int64_t d, const RopeParams& p);
 
 // --- attention.cc
 // --------------------------------------------------------------------------------- Flash-style

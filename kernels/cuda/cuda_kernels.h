@@ -72,8 +72,10 @@ void RmsNormBackward(void* dx, float* dw, const void* dy, const void* x, const v
 
 // --- rotary.cu
 // Hugging Face rotate_half rotary embedding of x[B,T,H,D] (y may equal x), as the CPU kernel.
-void RotaryForward(void* y, const void* x, int64_t b, int64_t t, int64_t h, int64_t d, double theta,
-                   int64_t position_offset, bool inverse, DType dtype, cudaStream_t stream);
+// inv_freq[d/2]: host memory (kernels/cpu RopeInvFreq), passed to the kernel by value.
+void RotaryForward(void* y, const void* x, int64_t b, int64_t t, int64_t h, int64_t d,
+                   const float* inv_freq, int64_t position_offset, bool inverse, DType dtype,
+                   cudaStream_t stream);
 
 // --- attention.cu, attention_tc.cu
 // Flash attention: q[B,T,H,D], k,v[B,S,Hkv,D], out[B,T,H,D] (`dtype`: f32 or bf16), lse[B,H,T]

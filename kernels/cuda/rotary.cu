@@ -10,8 +10,8 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// inv_freq, computed on the host exactly as the CPU kernel does (the device's powf may differ by
-// an ulp, which at positions in the thousands moves the angle by 1e-4 rad).
+// inv_freq, computed on the host by the CPU's RopeInvFreq (the device's powf may differ by an ulp,
+// which at positions in the thousands moves the angle by 1e-4 rad).
 constexpr int kMaxHalf = 256;
 struct InvFreq {
   float v[kMaxHalf];
@@ -38,15 +38,13 @@ __global__ void RotaryKernel(T* y, const T* x, int64_t rows, int64_t t, int64_t 
 
 }  // namespace
 
-void RotaryForward(void* y, const void* x, int64_t b, int64_t t, int64_t h, int64_t d, double theta,
-                   int64_t position_offset, bool inverse, DType dtype, cudaStream_t stream) {
+void RotaryForward(void* y, const void* x, int64_t b, int64_t t, int64_t h, int64_t d,
+                   const float* inv_freq, int64_t position_offset, bool inverse, DType dtype,
+                   cudaStream_t stream) {
   MOREH_CHECK(d % 2 == 0 && d / 2 <= kMaxHalf, "cuda::RotaryForward: head dim {} (even, <= {})", d,
               2 * kMaxHalf);
   InvFreq inv{};
-  for (int64_t i = 0; i < d / 2; ++i) {
-    const float expo = static_cast<float>(2 * i) / static_cast<float>(d);
-    inv.v[i] = 1.0f / std::pow(static_cast<float>(theta), expo);
-  }
+  for (int64_t i = 0; i < d / 2; ++i) inv.v[i] = inv_freq[i];
   const int64_t n = b * t * h * (d / 2);
   if (n <= 0) return;
   DispatchFloat(dtype, "RotaryForward", [&](auto tag) {

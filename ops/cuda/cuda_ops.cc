@@ -101,9 +101,10 @@ void RmsNormBackward(In in, Out out, const Attrs& a) {
 
 void Rotary(In in, Out out, const Attrs& a) {
   const Shape& s = in[0].shape();
-  gpu::RotaryForward(out[0].raw_data(), in[0].raw_data(), s[0], s[1], s[2], s[3],
-                     a.GetFloat("theta"), a.GetInt("position_offset", 0),
-                     a.GetInt("inverse", 0) != 0, in[0].dtype(), kStream);
+  const std::vector<float> inv = kernels::cpu::RopeInvFreq(s[3], RopeFromAttrs(a));
+  gpu::RotaryForward(out[0].raw_data(), in[0].raw_data(), s[0], s[1], s[2], s[3], inv.data(),
+                     a.GetInt("position_offset", 0), a.GetInt("inverse", 0) != 0, in[0].dtype(),
+                     kStream);
 }
 
 void Attention(In in, Out out, const Attrs& a) {

@@ -21,10 +21,10 @@ namespace F = moreh::functional;
 Status LlamaConfig::Validate() const {
   auto bad = [](std::string m) { return Status::InvalidArgument("LlamaConfig: " + m); };
   if (vocab_size <= 0 || hidden_size <= 0 || intermediate_size <= 0 || num_hidden_layers < 0 ||
-      num_attention_heads <= 0 || num_key_value_heads <= 0) {
+      num_attention_heads <= 0 || num_key_value_heads <= 0 || explicit_head_dim < 0) {
     return bad("sizes must be positive");
   }
-  if (hidden_size % num_attention_heads != 0) {
+  if (explicit_head_dim == 0 && hidden_size % num_attention_heads != 0) {
     return bad(fmt::format("hidden_size {} is not a multiple of num_attention_heads {}",
                            hidden_size, num_attention_heads));
   }
@@ -33,7 +33,19 @@ Status LlamaConfig::Validate() const {
                            num_attention_heads, num_key_value_heads));
   }
   if (head_dim() % 2 != 0) return bad("head_dim must be even for rotary embedding");
+  if (head_dim() > 512) return bad(fmt::format("head_dim {} is above 512", head_dim()));
   if (rms_norm_eps <= 0 || rope_theta <= 0) return bad("rms_norm_eps and rope_theta must be > 0");
+  const RopeScaling& r = rope_scaling;
+  if (r.type != "default" && r.type != "linear" && r.type != "llama3") {
+    return bad("rope_scaling type '" + r.type + "' (default, linear or llama3)");
+  }
+  if (r.type != "default" && !(r.factor > 0)) return bad("rope_scaling factor must be > 0");
+  if (r.type == "llama3" && !(r.low_freq_factor > 0 && r.high_freq_factor > r.low_freq_factor &&
+                              r.original_max_position_embeddings > 0)) {
+    return bad(
+        "rope_scaling llama3 needs 0 < low_freq_factor < high_freq_factor and "
+        "original_max_position_embeddings > 0");
+  }
   return Status::Ok();
 }
 

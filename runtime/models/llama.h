@@ -1,10 +1,10 @@
 // A Llama-family causal language model built from the runtime's ops, with Hugging Face parameter
-// names and semantics (LlamaForCausalLM): RMSNorm, rotary embedding (rotate_half), grouped-query
-// causal attention with a key padding mask, SwiGLU MLP, optional tied embeddings, shifted
-// cross-entropy with ignore_index -100.
+// names and semantics (LlamaForCausalLM): RMSNorm, rotary embedding (rotate_half; Llama 3's and
+// linear frequency scaling), grouped-query causal attention with a key padding mask and an
+// explicit head_dim, optional q/k/v/o and MLP biases, SwiGLU MLP, optional tied embeddings,
+// shifted cross-entropy with ignore_index -100. The model itself is defined in llama_def.h.
 //
-// Parameters are f32 leaves initialised deterministically from (seed, name). Loading and saving
-// Hugging Face checkpoints arrive with the [train-one-device] issue. Not thread-safe.
+// Parameters are f32 leaves initialised deterministically from (seed, name). Not thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -36,10 +36,23 @@ struct LlamaConfig {
   int64_t max_position_embeddings = 2048;
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;
+  std::vector<int64_t> eos_token_ids;   // when config.json lists several (Llama 3.1+)
   int64_t pad_token_id = -1;            // -1: none in config.json
   std::string torch_dtype = "float32";  // the dtype checkpoints are saved in
+  int64_t explicit_head_dim = 0;        // config.json's head_dim (0: hidden_size / heads)
+  bool attention_bias = false;          // biases on q, k, v and o
+  bool mlp_bias = false;                // biases on gate, up and down
+  // rope_scaling: "default" (none), "linear" (factor) or "llama3" (factor, low_freq_factor,
+  // high_freq_factor, original_max_position_embeddings).
+  struct RopeScaling {
+    std::string type = "default";
+    double factor = 1, low_freq_factor = 1, high_freq_factor = 4;
+    int64_t original_max_position_embeddings = 8192;
+  } rope_scaling;
 
-  int64_t head_dim() const { return hidden_size / num_attention_heads; }
+  int64_t head_dim() const {
+    return explicit_head_dim > 0 ? explicit_head_dim : hidden_size / num_attention_heads;
+  }
   Status Validate() const;
   int64_t NumParameters() const;
   DType checkpoint_dtype() const;

@@ -39,10 +39,8 @@ StatusOr<LlamaConfig> LlamaConfig::FromJson(std::string_view text, const std::st
   const std::string act = f.OptStr("hidden_act", "silu", 64);
   if (f.ok() && act != "silu")
     f.FailField("hidden_act", "'" + act + "' is not supported (only 'silu')");
-  if (f.ok() && f.Has("rope_scaling") && !f.IsNull("rope_scaling")) {
-    f.Fail("rope_scaling is not supported");
-  }
-  if (f.OptBool("attention_bias", false)) f.Fail("attention_bias is not supported");
+  c.attention_bias = f.OptBool("attention_bias", false);
+  c.mlp_bias = f.OptBool("mlp_bias", false);
   c.vocab_size = f.Int("vocab_size", 1, kMaxTokens);
   c.hidden_size = f.Int("hidden_size", 1, kMaxWidth);
   c.intermediate_size = f.Int("intermediate_size", 1, kMaxWidth);
@@ -52,15 +50,40 @@ StatusOr<LlamaConfig> LlamaConfig::FromJson(std::string_view text, const std::st
       f.OptInt("num_key_value_heads", c.num_attention_heads, 1, c.num_attention_heads);
   c.rms_norm_eps = f.OptNum("rms_norm_eps", c.rms_norm_eps, 1e-30, 1.0);
   c.rope_theta = f.OptNum("rope_theta", c.rope_theta, 1e-6, 1e12);
-  // transformers 5 writes the rotary settings as "rope_parameters": {"rope_type", "rope_theta"}.
+  if (f.Has("head_dim") && !f.IsNull("head_dim")) c.explicit_head_dim = f.Int("head_dim", 2, 512);
+  // The rotary scaling: rope_scaling {rope_type | type, factor, ...}, or transformers 5's
+  // rope_parameters {rope_type, rope_theta, factor, ...}.
+  auto read_rope = [&](FieldReader& r, const std::string& key) {
+    LlamaConfig::RopeScaling& rs = c.rope_scaling;
+    rs.type = r.Has("rope_type") ? r.Str("rope_type", 64) : r.OptStr("type", "default", 64);
+    if (!f.ok() || rs.type == "default") return;
+    if (rs.type != "linear" && rs.type != "llama3") {
+      f.Fail(key + " type '" + rs.type +
+             "' is not supported (default, linear or llama3; dynamic, yarn and longrope are not)");
+      return;
+    }
+    rs.factor = r.Num("factor", 1e-6, 1e6);
+    if (rs.type == "llama3") {
+      rs.low_freq_factor = r.Num("low_freq_factor", 1e-6, 1e6);
+      rs.high_freq_factor = r.Num("high_freq_factor", 1e-6, 1e6);
+      rs.original_max_position_embeddings =
+          r.Int("original_max_position_embeddings", 1, kMaxTokens);
+      if (f.ok() && !(rs.high_freq_factor > rs.low_freq_factor)) {
+        f.Fail(key + ": high_freq_factor must be above low_freq_factor");
+      }
+    }
+  };
+  if (f.Has("rope_scaling") && !f.IsNull("rope_scaling")) {
+    FieldReader rs = f.Sub("rope_scaling");
+    read_rope(rs, "rope_scaling");
+  }
   if (f.Has("rope_parameters") && !f.IsNull("rope_parameters")) {
     FieldReader rp = f.Sub("rope_parameters");
-    const std::string type = rp.OptStr("rope_type", "default", 64);
-    if (f.ok() && type != "default") {
-      f.Fail("rope_parameters.rope_type '" + type +
-             "' is not supported (only 'default': rope scaling is not supported)");
-    }
+    read_rope(rp, "rope_parameters");
     c.rope_theta = rp.OptNum("rope_theta", c.rope_theta, 1e-6, 1e12);
+  }
+  if (f.Has("partial_rotary_factor") && f.OptNum("partial_rotary_factor", 1, 0, 1) != 1) {
+    f.Fail("partial_rotary_factor other than 1 is not supported");
   }
   c.tie_word_embeddings = f.OptBool("tie_word_embeddings", c.tie_word_embeddings);
   c.initializer_range =
@@ -71,7 +94,22 @@ StatusOr<LlamaConfig> LlamaConfig::FromJson(std::string_view text, const std::st
     return f.IsNull(key) ? fallback : f.OptInt(key, fallback, -1, c.vocab_size - 1);
   };
   c.bos_token_id = token_id("bos_token_id", c.bos_token_id);
-  c.eos_token_id = token_id("eos_token_id", c.eos_token_id);
+  if (f.Has("eos_token_id") && !f.IsNull("eos_token_id") && j["eos_token_id"].is_array()) {
+    // Llama 3.1+: several end-of-sequence tokens.
+    const json& list = f.Array("eos_token_id", 64);
+    for (size_t i = 0; i < list.size() && f.ok(); ++i) {
+      if (!list[i].is_number_integer() || list[i].get<int64_t>() < 0 ||
+          list[i].get<int64_t>() >= c.vocab_size) {
+        f.FailField("eos_token_id", fmt::format("[{}] is not a token id of the vocabulary", i));
+      } else {
+        c.eos_token_ids.push_back(list[i].get<int64_t>());
+      }
+    }
+    if (f.ok() && c.eos_token_ids.empty()) f.FailField("eos_token_id", "is an empty list");
+    if (f.ok()) c.eos_token_id = c.eos_token_ids.front();
+  } else {
+    c.eos_token_id = token_id("eos_token_id", c.eos_token_id);
+  }
   c.pad_token_id = token_id("pad_token_id", c.pad_token_id);
   // transformers 5's name for the dtype is "dtype".
   c.torch_dtype =
@@ -107,6 +145,15 @@ StatusOr<LlamaConfig> LlamaConfig::FromFile(const std::string& path) {
 }
 
 std::string LlamaConfig::ToJson() const {
+  json rope = nullptr;
+  if (rope_scaling.type != "default") {
+    rope = {{"rope_type", rope_scaling.type}, {"factor", rope_scaling.factor}};
+    if (rope_scaling.type == "llama3") {
+      rope["low_freq_factor"] = rope_scaling.low_freq_factor;
+      rope["high_freq_factor"] = rope_scaling.high_freq_factor;
+      rope["original_max_position_embeddings"] = rope_scaling.original_max_position_embeddings;
+    }
+  }
   json j = {{"architectures", {"LlamaForCausalLM"}},
             {"model_type", "llama"},
             {"hidden_act", "silu"},
@@ -116,10 +163,12 @@ std::string LlamaConfig::ToJson() const {
             {"num_hidden_layers", num_hidden_layers},
             {"num_attention_heads", num_attention_heads},
             {"num_key_value_heads", num_key_value_heads},
+            {"head_dim", head_dim()},
             {"rms_norm_eps", rms_norm_eps},
             {"rope_theta", rope_theta},
-            {"rope_scaling", nullptr},
-            {"attention_bias", false},
+            {"rope_scaling", rope},
+            {"attention_bias", attention_bias},
+            {"mlp_bias", mlp_bias},
             {"tie_word_embeddings", tie_word_embeddings},
             {"initializer_range", initializer_range},
             {"max_position_embeddings", max_position_embeddings},
@@ -127,6 +176,7 @@ std::string LlamaConfig::ToJson() const {
             {"eos_token_id", eos_token_id},
             {"torch_dtype", torch_dtype},
             {"use_cache", true}};
+  if (!eos_token_ids.empty()) j["eos_token_id"] = eos_token_ids;
   if (pad_token_id >= 0) j["pad_token_id"] = pad_token_id;
   return j.dump(2);
 }

@@ -25,17 +25,25 @@ std::vector<ParamSpec> EmbeddingParams(const LlamaConfig& c) {
 std::vector<ParamSpec> LayerParams(const LlamaConfig& c, int l) {
   const int64_t C = c.hidden_size, I = c.intermediate_size, D = c.head_dim();
   const int64_t q = c.num_attention_heads * D, kv = c.num_key_value_heads * D;
-  return {
-      {LayerName(l, "input_layernorm.weight"), {C}, -1, ParamInit::kOnes},
-      {LayerName(l, "self_attn.q_proj.weight"), {q, C}, 0, ParamInit::kNormal},
-      {LayerName(l, "self_attn.k_proj.weight"), {kv, C}, 0, ParamInit::kNormal},
-      {LayerName(l, "self_attn.v_proj.weight"), {kv, C}, 0, ParamInit::kNormal},
-      {LayerName(l, "self_attn.o_proj.weight"), {C, q}, 1, ParamInit::kNormal},
-      {LayerName(l, "post_attention_layernorm.weight"), {C}, -1, ParamInit::kOnes},
-      {LayerName(l, "mlp.gate_proj.weight"), {I, C}, 0, ParamInit::kNormal},
-      {LayerName(l, "mlp.up_proj.weight"), {I, C}, 0, ParamInit::kNormal},
-      {LayerName(l, "mlp.down_proj.weight"), {C, I}, 1, ParamInit::kNormal},
+  std::vector<ParamSpec> p{{LayerName(l, "input_layernorm.weight"), {C}, -1, ParamInit::kOnes}};
+  auto proj = [&](const char* name, Shape w, int tp_dim, bool bias) {
+    p.push_back({LayerName(l, (std::string(name) + ".weight").c_str()), w, tp_dim,
+                 ParamInit::kNormal});
+    // A column-parallel projection's bias splits with its rows; a row-parallel one's is whole.
+    if (bias) {
+      p.push_back({LayerName(l, (std::string(name) + ".bias").c_str()), {w[0]},
+                   tp_dim == 0 ? 0 : -1, ParamInit::kZeros});
+    }
   };
+  proj("self_attn.q_proj", {q, C}, 0, c.attention_bias);
+  proj("self_attn.k_proj", {kv, C}, 0, c.attention_bias);
+  proj("self_attn.v_proj", {kv, C}, 0, c.attention_bias);
+  proj("self_attn.o_proj", {C, q}, 1, c.attention_bias);
+  p.push_back({LayerName(l, "post_attention_layernorm.weight"), {C}, -1, ParamInit::kOnes});
+  proj("mlp.gate_proj", {I, C}, 0, c.mlp_bias);
+  proj("mlp.up_proj", {I, C}, 0, c.mlp_bias);
+  proj("mlp.down_proj", {C, I}, 1, c.mlp_bias);
+  return p;
 }
 
 std::vector<ParamSpec> HeadParams(const LlamaConfig& c) {
@@ -73,30 +81,53 @@ Val EmitEmbedding(Emitter& e, const LlamaConfig& c, Val ids) {
   return e.Emit1(OpKind::kEmbedding, {e.Weight("model.embed_tokens.weight"), ids});
 }
 
+namespace {
+// The rotary node's attributes: theta and the frequencies' scaling.
+Attrs RopeAttrs(const LlamaConfig& c) {
+  Attrs a{{"theta", c.rope_theta}, {"position_offset", int64_t{0}}, {"inverse", int64_t{0}}};
+  const LlamaConfig::RopeScaling& r = c.rope_scaling;
+  if (r.type == "default") return a;
+  a.Set("rope_type", r.type);
+  a.Set("factor", r.factor);
+  if (r.type == "llama3") {
+    a.Set("low_freq_factor", r.low_freq_factor);
+    a.Set("high_freq_factor", r.high_freq_factor);
+    a.Set("original_max_position", r.original_max_position_embeddings);
+  }
+  return a;
+}
+}  // namespace
+
 Val EmitDecoderLayer(Emitter& e, const LlamaConfig& c, int l, Val x, Val mask) {
   const ValueInfo xi = e.Info(x);
   const int64_t B = xi.shape[0], T = xi.shape[1], D = c.head_dim();
   const int64_t H = c.num_attention_heads / e.tp(), Hkv = c.num_key_value_heads / e.tp();
   auto W = [&](const char* suffix) { return e.Weight(LayerName(l, suffix)); };
+  // A projection: x W^T, plus its bias where the config has one. A row-parallel projection's
+  // partial sums are reduced first, then its (replicated) bias added once.
+  auto proj = [&](Val in, const char* name, bool bias, bool row_parallel) {
+    Val y = e.Linear(in, W((std::string(name) + ".weight").c_str()));
+    if (row_parallel) y = e.TpReduce(y);
+    return bias ? e.Add(y, W((std::string(name) + ".bias").c_str())) : y;
+  };
+  const bool ab = c.attention_bias, mb = c.mlp_bias;
   const Attrs eps{{"eps", c.rms_norm_eps}};
-  const Attrs rope{
-      {"theta", c.rope_theta}, {"position_offset", int64_t{0}}, {"inverse", int64_t{0}}};
   Val h = e.TpCopy(e.Emit1(OpKind::kRmsNorm, {x, W("input_layernorm.weight")}, eps));
-  Val q = e.Reshape(e.Linear(h, W("self_attn.q_proj.weight")), {B, T, H, D});
-  Val k = e.Reshape(e.Linear(h, W("self_attn.k_proj.weight")), {B, T, Hkv, D});
-  const Val v = e.Reshape(e.Linear(h, W("self_attn.v_proj.weight")), {B, T, Hkv, D});
-  q = e.Emit1(OpKind::kRotary, {q}, rope);
-  k = e.Emit1(OpKind::kRotary, {k}, rope);
+  Val q = e.Reshape(proj(h, "self_attn.q_proj", ab, false), {B, T, H, D});
+  Val k = e.Reshape(proj(h, "self_attn.k_proj", ab, false), {B, T, Hkv, D});
+  const Val v = e.Reshape(proj(h, "self_attn.v_proj", ab, false), {B, T, Hkv, D});
+  q = e.Emit1(OpKind::kRotary, {q}, RopeAttrs(c));
+  k = e.Emit1(OpKind::kRotary, {k}, RopeAttrs(c));
   std::vector<Val> qkv{q, k, v};
   if (mask != kNoVal) qkv.push_back(mask);
   const Val att = e.Emit(OpKind::kAttention, qkv,
                          {{"causal", int64_t{1}}, {"scale", 1.0 / std::sqrt(double(D))}})[0];
   const Val a = e.Reshape(att, {B, T, H * D});
-  const Val x1 = e.Add(x, e.TpReduce(e.Linear(a, W("self_attn.o_proj.weight"))));
+  const Val x1 = e.Add(x, proj(a, "self_attn.o_proj", ab, true));
   h = e.TpCopy(e.Emit1(OpKind::kRmsNorm, {x1, W("post_attention_layernorm.weight")}, eps));
-  const Val m = e.Emit1(OpKind::kSwiGlu, {e.Linear(h, W("mlp.gate_proj.weight")),
-                                          e.Linear(h, W("mlp.up_proj.weight"))});
-  return e.Add(x1, e.TpReduce(e.Linear(m, W("mlp.down_proj.weight"))));
+  const Val m = e.Emit1(OpKind::kSwiGlu,
+                        {proj(h, "mlp.gate_proj", mb, false), proj(h, "mlp.up_proj", mb, false)});
+  return e.Add(x1, proj(m, "mlp.down_proj", mb, true));
 }
 
 Val EmitHead(Emitter& e, const LlamaConfig& c, Val x) {

@@ -15,7 +15,7 @@
 
 namespace moreh::models {
 
-enum class ParamInit { kNormal, kOnes };
+enum class ParamInit { kNormal, kOnes, kZeros };
 
 struct ParamSpec {
   std::string name;  // the Hugging Face name, "model.layers.3.self_attn.q_proj.weight"
@@ -23,12 +23,15 @@ struct ParamSpec {
   // How tensor parallelism splits it (Megatron-LM): 0 by rows (column-parallel projections:
   // q, k, v, gate, up), 1 by columns (row-parallel: o, down), -1 replicated.
   int tp_dim = -1;
-  ParamInit init = ParamInit::kNormal;  // normal(0, initializer_range) from (seed, name), or 1
+  // normal(0, initializer_range) from (seed, name); norms 1; biases 0 (as transformers does).
+  ParamInit init = ParamInit::kNormal;
   Shape TpShape(int tp) const;
 };
 
-// The parameters in their fixed order: the embedding, each layer's, then the head's (the final
-// norm, and lm_head unless the embeddings are tied).
+// The parameters in their fixed order: the embedding, each layer's (with attention_bias the
+// q/k/v/o biases, with mlp_bias the MLP's), then the head's (the final norm, and lm_head unless
+// the embeddings are tied). Row-parallel biases (o, down) are replicated over tensor parallelism
+// and added once, after the partial sums are reduced.
 std::vector<ParamSpec> EmbeddingParams(const LlamaConfig& c);
 std::vector<ParamSpec> LayerParams(const LlamaConfig& c, int layer);
 std::vector<ParamSpec> HeadParams(const LlamaConfig& c);

@@ -324,8 +324,8 @@ std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Al
       spec.status().ThrowIfError();
       const models::ParamSpec& p = spec.value();
       runtime::Tensor mine = runtime::Tensor::Empty(p.TpShape(a.program.spec.tp), DType::kF32);
-      if (p.init == models::ParamInit::kOnes) {
-        mine.Fill(1.0);
+      if (p.init == models::ParamInit::kOnes || p.init == models::ParamInit::kZeros) {
+        mine.Fill(p.init == models::ParamInit::kOnes ? 1.0 : 0.0);
       } else {
         FillNormalShard(mine, p.shape, p.tp_dim, a.program.spec.tp, a.tp_rank, a.seed, p.name,
                         model.initializer_range);

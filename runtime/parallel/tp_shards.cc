@@ -9,8 +9,8 @@ namespace moreh::parallel {
 
 runtime::Tensor ShardOf(const runtime::Tensor& full, int dim, int tp, int rank) {
   if (dim < 0 || tp == 1) return full;
-  MOREH_CHECK(full.dim() == 2 && full.size(dim) % tp == 0, "cannot split {} {} ways along {}",
-              full.ToString(), tp, dim);
+  MOREH_CHECK(dim < full.dim() && full.dim() <= 2 && full.size(dim) % tp == 0,
+              "cannot split {} {} ways along {}", full.ToString(), tp, dim);
   const int64_t k = full.size(dim) / tp;
   return full.Slice(dim, rank * k, (rank + 1) * k).Clone();
 }
@@ -38,6 +38,7 @@ runtime::Tensor GatherShards(comm::Collectives* group, const runtime::Tensor& sh
   runtime::Tensor all = runtime::Tensor::Empty({tp, shard.numel()}, DType::kF32);
   Status s = group->AllGather(shard.data<float>(), all.data<float>(), shard.numel(), DType::kF32);
   if (!s.ok()) throw Error("gathering tensor-parallel shards: " + s.message());
+  if (shard.dim() == 1) return all.View({tp * shard.size(0)});  // a bias, split with its rows
   const int64_t r = shard.size(0), c = shard.size(1);
   if (dim == 0) return all.View({tp * r, c});
   runtime::Tensor full = runtime::Tensor::Empty({r, tp * c}, DType::kF32);

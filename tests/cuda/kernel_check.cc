@@ -419,14 +419,24 @@ void CheckRotary() {
       const int64_t n = s.b * s.t * s.h * s.d;
       const auto x = Round(Random(n), dt);
       Dev dx(x, dt), dy(n * 4);
-      gpu::RotaryForward(dy.p(), dx.p(), s.b, s.t, s.h, s.d, 10000.0, s.offset, s.inverse, dt,
+      // Llama 3's scaled frequencies on the larger shapes (the kernels take any table).
+      cpu::RopeParams rope;
+      if (s.d >= 64) {
+        rope.theta = 500000;
+        rope.type = cpu::RopeParams::kLlama3;
+        rope.factor = 8;
+        rope.original_max_position = 64;
+      }
+      const std::vector<float> inv = cpu::RopeInvFreq(s.d, rope);
+      gpu::RotaryForward(dy.p(), dx.p(), s.b, s.t, s.h, s.d, inv.data(), s.offset, s.inverse, dt,
                          nullptr);
       std::vector<float> want(n);
-      cpu::RotaryForward(want.data(), x.data(), s.b, s.t, s.h, s.d, 10000.0, s.offset, s.inverse);
+      cpu::RotaryForward(want.data(), x.data(), s.b, s.t, s.h, s.d, inv.data(), s.offset,
+                         s.inverse);
       Case cs{name, Tol(dt, 1e-4)};
       cs.Check("y", dy.Get(n, dt), want);
       // In place (y == x), as the runtime may run it.
-      gpu::RotaryForward(dx.p(), dx.p(), s.b, s.t, s.h, s.d, 10000.0, s.offset, s.inverse, dt,
+      gpu::RotaryForward(dx.p(), dx.p(), s.b, s.t, s.h, s.d, inv.data(), s.offset, s.inverse, dt,
                          nullptr);
       cs.Check("y_in_place", dx.Get(n, dt), want);
     }

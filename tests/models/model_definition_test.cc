@@ -22,7 +22,14 @@ std::vector<LlamaConfig> Configs() {
   gqa.num_key_value_heads = 2;
   gqa.tie_word_embeddings = true;
   gqa.rope_theta = 500000;
-  return {mha, gqa};
+  LlamaConfig llama3 = gqa;  // explicit head_dim (H * D != C), biases, Llama 3 rope scaling
+  llama3.tie_word_embeddings = false;
+  llama3.explicit_head_dim = 24;
+  llama3.attention_bias = llama3.mlp_bias = true;
+  llama3.rope_scaling.type = "llama3";
+  llama3.rope_scaling.factor = 8;
+  llama3.rope_scaling.original_max_position_embeddings = 64;
+  return {mha, gqa, llama3};
 }
 
 std::string Describe(const Graph& g, const Node& n) {
@@ -81,9 +88,11 @@ TEST(ModelDefinition, OneListOfParametersForTheModelTheStagesAndTheCount) {
       ASSERT_TRUE(found.ok()) << found.status().message();
       EXPECT_EQ(found->shape, all[i].shape);
       count += Numel(all[i].shape);
-      // Norms start at one, the rest from (seed, name).
+      // Norms start at one, biases at zero, the rest from (seed, name).
       const bool ones = all[i].init == ParamInit::kOnes;
+      const bool zeros = all[i].init == ParamInit::kZeros;
       EXPECT_EQ(ones, all[i].name.find("norm") != std::string::npos) << all[i].name;
+      EXPECT_EQ(zeros, all[i].name.find(".bias") != std::string::npos) << all[i].name;
     }
     EXPECT_EQ(c.NumParameters(), count);
     EXPECT_FALSE(FindParam(c, "model.layers.3.self_attn.q_proj.weight").ok());  // 3 layers

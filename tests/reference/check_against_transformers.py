@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
 """Numerics against the real thing: our checkpoint loaded into transformers.LlamaForCausalLM.
 
+Three variants of the Llama family: the shipped small Llama (Llama 2 style), a Llama 3 style one
+(explicit head_dim with heads x head_dim != hidden, rope_scaling "llama3" with sequences past its
+original context, q/k/v/o and MLP biases, tied embeddings) and one with "linear" rope scaling; each
+with the same checks (the linear one for fewer steps).
+
 bin/moreh_op_runner train writes a checkpoint of the shipped small Llama (initialised from a fresh
 seed), the token ids of a batch of summarization prompts, our first-step gradients and the losses of
 20 AdamW steps. Here transformers loads that checkpoint, LlamaTokenizer tokenizes the same prompts
@@ -15,6 +20,7 @@ Run with the virtual environment scripts/setup makes (transformers pinned, Debia
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,10 +102,10 @@ def main():
         print(f"{'PASS' if ok else 'FAIL'}  {name:48s} {err:.2e} (tol {tol:g})")
         (passed if ok else failures).append(name)
 
-    with tempfile.TemporaryDirectory() as d:
-        req = {"model": os.path.join(src, "examples", "llama-mini"),
-               "dataset": os.path.join(src, "examples", "data", "man_summaries.jsonl"),
-               "examples": 4, "block_size": 96, "steps": a.steps, "lr": a.lr, "seed": a.seed}
+    def run_variant(variant, model_dir, steps, d):
+        req = {"model": model_dir,
+                "dataset": os.path.join(src, "examples", "data", "man_summaries.jsonl"),
+                "examples": 4, "block_size": 96, "steps": steps, "lr": a.lr, "seed": a.seed}
         with open(os.path.join(d, "request.json"), "w") as f:
             json.dump(req, f)
         p = subprocess.run([a.runner, "train", d], capture_output=True, text=True)
@@ -122,7 +128,7 @@ def main():
                                 max_length=req["block_size"])["input_ids"] for pp in prompts])
         ours_ids = np.load(os.path.join(d, "input_ids.npy"))
         same = np.array_equal(ids.numpy(), ours_ids)
-        print(f"{'PASS' if same else 'FAIL'}  token ids equal LlamaTokenizer's")
+        print(f"{'PASS' if same else 'FAIL'}  {variant}: token ids equal LlamaTokenizer's")
         (passed if same else failures).append("token ids")
         ids = torch.from_numpy(ours_ids)  # compare numerics on identical inputs either way
 
@@ -133,7 +139,7 @@ def main():
         labels[mask == 0] = -100
         opt = torch.optim.AdamW(model.parameters(), lr=req["lr"])
         losses = []
-        for step in range(a.steps):
+        for step in range(steps):
             loss = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
             loss.backward()
             if step == 0:
@@ -146,17 +152,17 @@ def main():
                     worst = max(worst, e)
                     if e > 1e-4:
                         print(f"      gradient of {name}: {e:.2e}")
-                check("every parameter's gradient (worst)", worst, 1e-4)
+                check(f"{variant}: every parameter's gradient (worst)", worst, 1e-4)
             opt.step()
             opt.zero_grad(set_to_none=True)
             losses.append(loss.item())
         ours = np.load(os.path.join(d, "losses.npy"))
         # zip() below stops at the shorter list: a runner that logged fewer steps would pass.
-        full = len(ours) == a.steps
-        print(f"{'PASS' if full else 'FAIL'}  one loss per step from the runner ({len(ours)} of "
-              f"{a.steps})")
+        full = len(ours) == steps
+        print(f"{'PASS' if full else 'FAIL'}  {variant}: one loss per step from the runner ({len(ours)} of "
+              f"{steps})")
         (passed if full else failures).append("loss count")
-        check("loss (step 1)", rel(ours[0], losses[0]), 1e-5)
+        check(f"{variant}: loss (step 1)", rel(ours[0], losses[0]), 1e-5)
         steps_rel = [abs(x - y) / abs(y) for x, y in zip(ours, losses)]
         print("      per-step rel. differences:", " ".join(f"{e:.1e}" for e in steps_rel))
         # Two f32 implementations of the same training drift apart exponentially once Adam has
@@ -165,23 +171,46 @@ def main():
         # the first 10 steps are held to 1e-5 and the whole trajectory to 1e-2 (seed 172159484
         # reached 1.1e-3 at step 20 by the same doubling, so 1e-3 failed on some random seeds).
         half = min(10, len(steps_rel))
-        check(f"loss trajectory, first {half} AdamW steps", max(steps_rel[:half]), 1e-5)
-        check(f"loss trajectory over {a.steps} AdamW steps", rel(ours, np.array(losses)), 1e-2)
+        check(f"{variant}: loss trajectory, first {half} AdamW steps", max(steps_rel[:half]), 1e-5)
+        check(f"{variant}: loss trajectory over {steps} AdamW steps", rel(ours, np.array(losses)), 1e-2)
         print(f"losses ours {ours[0]:.6f} -> {ours[-1]:.6f}, transformers {losses[0]:.6f} -> "
               f"{losses[-1]:.6f}")
 
         # transformers' own save (the safetensors library) loads into our runtime unchanged.
         hf_dir = os.path.join(d, "hf_saved")
         model.save_pretrained(hf_dir, safe_serialization=True, max_shard_size="2MB")
-        check("transformers-saved sharded checkpoint loads", load_and_compare(
+        check(f"{variant}: transformers-saved sharded checkpoint loads", load_and_compare(
             a.runner, hf_dir, {n: p.detach().numpy() for n, p in model.named_parameters()}, d), 0)
 
         # A checkpoint written by a minimal writer that follows the safetensors specification
         # (struct + JSON, tensors in reverse order, header padded with spaces, bf16 weights).
         spec_dir = os.path.join(d, "spec_written")
         expect = write_spec_checkpoint(spec_dir, ckpt, model)
-        check("specification-written bf16 checkpoint loads", load_and_compare(
+        check(f"{variant}: specification-written bf16 checkpoint loads", load_and_compare(
             a.runner, spec_dir, expect, d), 0)
+
+    mini = os.path.join(src, "examples", "llama-mini")
+    with open(os.path.join(mini, "config.json")) as f:
+        base = json.load(f)
+    variants = [("llama-mini", None, a.steps),
+                ("llama3-style", {"head_dim": 48, "attention_bias": True, "mlp_bias": True,
+                                  "tie_word_embeddings": True, "rope_theta": 500000.0,
+                                  "rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+                                                   "low_freq_factor": 1.0,
+                                                   "high_freq_factor": 4.0,
+                                                   "original_max_position_embeddings": 64}},
+                 a.steps),
+                ("linear-rope", {"rope_scaling": {"type": "linear", "factor": 2.0}}, 3)]
+    for variant, changes, steps in variants:
+        with tempfile.TemporaryDirectory() as d:
+            model_dir = mini
+            if changes:
+                model_dir = os.path.join(d, "model")
+                os.makedirs(model_dir)
+                shutil.copy(os.path.join(mini, "tokenizer.model"), model_dir)
+                with open(os.path.join(model_dir, "config.json"), "w") as f:
+                    json.dump(dict(base, **changes), f)
+            run_variant(variant, model_dir, steps, d)
     print(f"{len(passed)} passed, {len(failures)} failed")
     sys.exit(1 if failures else 0)
 

@@ -248,10 +248,23 @@ TEST(Checkpoint, BadDirectoriesNameTheFileAndProblem) {
     EXPECT_EQ(c->checkpoint_dtype(), DType::kBF16);
     j["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 500000.0}, {"factor", 8.0}};
     auto scaled = models::LlamaConfig::FromJson(j.dump(), "v5/config.json");
-    ASSERT_FALSE(scaled.ok());
-    EXPECT_NE(scaled.status().message().find("rope_type 'llama3' is not supported"),
+    ASSERT_FALSE(scaled.ok());  // llama3 needs its other parameters
+    EXPECT_NE(scaled.status().message().find("'rope_parameters.low_freq_factor' is missing"),
               std::string::npos)
         << scaled.status().message();
+    j["rope_parameters"]["low_freq_factor"] = 1.0;
+    j["rope_parameters"]["high_freq_factor"] = 4.0;
+    j["rope_parameters"]["original_max_position_embeddings"] = 8192;
+    auto llama3 = models::LlamaConfig::FromJson(j.dump(), "v5/config.json");
+    ASSERT_TRUE(llama3.ok()) << llama3.status().message();
+    EXPECT_EQ(llama3->rope_scaling.type, "llama3");
+    EXPECT_EQ(llama3->rope_scaling.factor, 8.0);
+    j["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+    auto yarn = models::LlamaConfig::FromJson(j.dump(), "v5/config.json");
+    ASSERT_FALSE(yarn.ok());
+    EXPECT_NE(yarn.status().message().find("rope_parameters type 'yarn' is not supported"),
+              std::string::npos)
+        << yarn.status().message();
     j["rope_parameters"] = 3;
     EXPECT_FALSE(models::LlamaConfig::FromJson(j.dump(), "v5/config.json").ok());
   }
