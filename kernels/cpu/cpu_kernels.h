@@ -54,7 +54,7 @@ void RotaryForward(float* y, const float* x, int64_t b, int64_t t, int64_t h, in
 struct RopeParams {
   double theta = 10000;
   enum Type { kDefault, kLinear, kLlama3 } type = kDefault;
-  double factor = 1;  // linear, llama3
+  double factor = 1;                                 // linear, llama3
   double low_freq_factor = 1, high_freq_factor = 4;  // llama3
   int64_t original_max_position = 8192;              // llama3
 };

@@ -73,7 +73,8 @@ LlamaForCausalLM::LlamaForCausalLM(LlamaConfig config, uint64_t seed, bool init)
   // Initial values depend only on (seed, name) (runtime/init.h), as on the workers.
   for (const ParamSpec& p : AllParams(config_)) {
     runtime::Tensor t =
-        p.init == ParamInit::kOnes ? runtime::Tensor::Full(p.shape, DType::kF32, 1.0)
+        p.init == ParamInit::kOnes    ? runtime::Tensor::Full(p.shape, DType::kF32, 1.0)
+        : p.init == ParamInit::kZeros ? runtime::Tensor::Full(p.shape, DType::kF32, 0.0)
         : init ? runtime::NormalTensor(p.shape, seed, p.name, config_.initializer_range)
                : runtime::Tensor::Empty(p.shape, DType::kF32);
     params_.emplace_back(p.name, Tensor::FromData(std::move(t), true, p.name));

@@ -27,12 +27,14 @@ std::vector<ParamSpec> LayerParams(const LlamaConfig& c, int l) {
   const int64_t q = c.num_attention_heads * D, kv = c.num_key_value_heads * D;
   std::vector<ParamSpec> p{{LayerName(l, "input_layernorm.weight"), {C}, -1, ParamInit::kOnes}};
   auto proj = [&](const char* name, Shape w, int tp_dim, bool bias) {
-    p.push_back({LayerName(l, (std::string(name) + ".weight").c_str()), w, tp_dim,
-                 ParamInit::kNormal});
+    p.push_back(
+        {LayerName(l, (std::string(name) + ".weight").c_str()), w, tp_dim, ParamInit::kNormal});
     // A column-parallel projection's bias splits with its rows; a row-parallel one's is whole.
     if (bias) {
-      p.push_back({LayerName(l, (std::string(name) + ".bias").c_str()), {w[0]},
-                   tp_dim == 0 ? 0 : -1, ParamInit::kZeros});
+      p.push_back({LayerName(l, (std::string(name) + ".bias").c_str()),
+                   {w[0]},
+                   tp_dim == 0 ? 0 : -1,
+                   ParamInit::kZeros});
     }
   };
   proj("self_attn.q_proj", {q, C}, 0, c.attention_bias);

@@ -356,6 +356,11 @@ void Session::Setup(int64_t B, int64_t T) {
               {"tp_rank", rk.tp_rank},
               {"prev_rank", rk.stage > 0 ? r - hop : -1},
               {"next_rank", rk.stage < pp - 1 ? r + hop : -1},
+              // Tied embeddings over stages: the first and the last stage of a replica pair up.
+              {"tied_rank", !config_.tie_word_embeddings || pp == 1 ? -1
+                            : rk.stage == 0                         ? r + hop * (pp - 1)
+                            : rk.stage == pp - 1                    ? r - hop * (pp - 1)
+                                                                    : -1},
               {"distribute_param", c.distribute_param},
               {"adamw",
                {{"lr", adamw_.lr},

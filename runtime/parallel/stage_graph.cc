@@ -65,6 +65,9 @@ std::vector<std::string> StageParameterNames(const StageSpec& s) {
     add(models::LayerParams(s.model, l));
   }
   if (s.last) add(models::HeadParams(s.model));
+  // Tied embeddings over several stages: the last stage holds its own copy of the embedding for
+  // the head (Megatron-LM's); the two copies' gradients are summed before each update.
+  if (s.last && !s.first && s.model.tie_word_embeddings) add(models::EmbeddingParams(s.model));
   return names;
 }
 
@@ -125,8 +128,6 @@ StageProgram BuildStageProgram(const StageSpec& s) {
   MOREH_CHECK(s.param_shards >= 1, "param_shards {} must be >= 1", s.param_shards);
   MOREH_CHECK(IsFloating(s.compute_dtype), "compute dtype {} is not a float type",
               DTypeName(s.compute_dtype));
-  MOREH_CHECK(!c.tie_word_embeddings || (s.first && s.last),
-              "tied word embeddings across pipeline stages are not supported; use one stage");
   StageProgram p;
   p.spec = s;
   p.params = StageParameterNames(s);

@@ -213,6 +213,7 @@ json StageAssignment::ToJson() const {
           {"tp_group", tp_group},
           {"prev_rank", prev_rank},
           {"next_rank", next_rank},
+          {"tied_rank", tied_rank},
           {"distribute_param", distribute_param},
           {"adamw",
            {{"lr", adamw.lr},
@@ -241,6 +242,7 @@ StatusOr<StageAssignment> StageAssignment::FromJson(const json& j) {
     a.tp_group = Ints(j, "tp_group");
     a.prev_rank = static_cast<int>(Int(j, "prev_rank"));
     a.next_rank = static_cast<int>(Int(j, "next_rank"));
+    a.tied_rank = j.contains("tied_rank") ? static_cast<int>(Int(j, "tied_rank")) : -1;
     a.distribute_param = Bool(j, "distribute_param");
     const json& o = Field(j, "adamw");
     a.adamw = {Num(o, "lr"), Num(o, "beta1"), Num(o, "beta2"), Num(o, "eps"),
@@ -271,6 +273,11 @@ StatusOr<StageAssignment> StageAssignment::FromJson(const json& j) {
                 a.prev_rank, a.next_rank);
     MOREH_CHECK(a.timeout_ms > 0 && a.timeout_ms <= 3600000, "timeout_ms {} (1..3600000)",
                 a.timeout_ms);
+    MOREH_CHECK(a.tied_rank < a.world && a.tied_rank != a.rank &&
+                    (a.tied_rank < 0 ||
+                     (a.num_stages > 1 && (a.stage == 0 || a.stage == a.num_stages - 1))),
+                "tied_rank {} for rank {} of stage {} of {}", a.tied_rank, a.rank, a.stage,
+                a.num_stages);
     auto p = StageProgramFromJson(Field(j, "program"));
     if (!p.ok()) return p.status();
     a.program = std::move(p.value());
@@ -281,6 +288,13 @@ StatusOr<StageAssignment> StageAssignment::FromJson(const json& j) {
     MOREH_CHECK(a.program.spec.tp == static_cast<int>(a.tp_group.size()),
                 "the program is for tensor parallelism {}, the group has {} ranks",
                 a.program.spec.tp, a.tp_group.size());
+    // The first and the last stage hold the copies of tied embeddings; the stages between none.
+    const bool holds_copy = a.program.spec.model.tie_word_embeddings && a.num_stages > 1 &&
+                            (a.stage == 0 || a.stage == a.num_stages - 1);
+    MOREH_CHECK((a.tied_rank >= 0) == holds_copy,
+                "stage {} of {}: tied_rank {} (tied embeddings: the first and the last stage name "
+                "each other, the others none)",
+                a.stage, a.num_stages, a.tied_rank);
     MOREH_CHECK(a.program.spec.first == (a.stage == 0) &&
                     a.program.spec.last == (a.stage == a.num_stages - 1),
                 "the program is not for stage {} of {}", a.stage, a.num_stages);
@@ -359,6 +373,10 @@ std::unique_ptr<StageJob> StageJob::Create(const StageAssignment& a, runtime::Al
     job->tp_ = group(a.tp_group, 17);
     job->runner_->set_tensor_parallel(job->tp_.get());
   }
+  if (a.tied_rank >= 0) {  // the first stage's rank first in the pair
+    job->tied_ = group({std::min(a.rank, a.tied_rank), std::max(a.rank, a.tied_rank)}, 22);
+    job->runner_->set_tied_embeddings(job->tied_.get());
+  }
   return job;
 }
 
@@ -372,6 +390,7 @@ void StageJob::Connect(const json& peers,
   want.erase(a_.rank);
   if (a_.prev_rank >= 0) want.insert(a_.prev_rank);
   if (a_.next_rank >= 0) want.insert(a_.next_rank);
+  if (a_.tied_rank >= 0) want.insert(a_.tied_rank);
   for (const json& p : peers) {
     const int rank = static_cast<int>(Int(p, "rank"));
     auto address = net::Base64Decode(Str(p, "address"));
@@ -440,6 +459,10 @@ void StageJob::UseNccl() {
   if (a_.tp_group.size() > 1) {
     tp_ = group(a_.tp_group, 19);
     runner_->set_tensor_parallel(tp_.get());
+  }
+  if (a_.tied_rank >= 0) {
+    tied_ = group({std::min(a_.rank, a_.tied_rank), std::max(a_.rank, a_.tied_rank)}, 22);
+    runner_->set_tied_embeddings(tied_.get());
   }
   std::vector<std::string> uses;  // logged: which of the job's traffic goes over NCCL
   if (a_.dp_group.size() > 1) {
@@ -555,6 +578,8 @@ json StageJob::Save(const json& m) {
   int64_t bytes = 0;
   for (size_t i = 0; i < runner_->param_names().size(); ++i) {
     const std::string& n = runner_->param_names()[i];
+    // The last stage's copy of tied embeddings is the first stage's tensor: written there.
+    if (a_.tied_rank >= 0 && a_.stage > 0 && n == "model.embed_tokens.weight") continue;
     runtime::Tensor mine = runner_->parameter(i);
     if (shards > 1) {
       mine = GatherFlatShards(dp_.get(), mine,

@@ -34,6 +34,9 @@ struct StageAssignment {
   int tp_rank = 0;
   std::vector<int> tp_group;  // global ranks of this rank's tensor-parallel group ({rank}: none)
   int prev_rank = -1, next_rank = -1;
+  // Tied embeddings over several stages: the rank holding the other copy (the last stage's rank
+  // of this replica and TP rank on the first stage, and the reverse); -1 elsewhere.
+  int tied_rank = -1;
   bool distribute_param = false;
   optim::AdamWOptions adamw;
   std::string checkpoint_dir;  // read this stage's tensors from here; empty: initialise from seed
@@ -84,7 +87,7 @@ class StageJob {
   std::unique_ptr<StageRunner> runner_;
   std::unique_ptr<comm::UcxTransport> transport_;
   std::unique_ptr<PipeLinks> links_;
-  std::unique_ptr<comm::Collectives> dp_, tp_;
+  std::unique_ptr<comm::Collectives> dp_, tp_, tied_;
   // GPU stages (CUDA builds): dp_, tp_ and the pipeline links over NCCL.
   void UseNccl();
   // The unique id of a new NCCL communicator over `ranks` (made by ranks[0], sent to the others on

@@ -355,6 +355,14 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
   return loss;
 }
 
+void StageRunner::set_tied_embeddings(comm::Collectives* pair) {
+  const auto& names = program_.params;
+  const auto it = std::find(names.begin(), names.end(), "model.embed_tokens.weight");
+  MOREH_CHECK(it != names.end(), "tied embeddings: this stage holds no embedding");
+  tied_ = pair;
+  tied_param_ = static_cast<int>(it - names.begin());
+}
+
 void StageRunner::Update(comm::Collectives* dp, double lr, double grad_scale, bool skip) {
   MOREH_CHECK(grad_scale > 0 && std::isfinite(grad_scale), "update: gradient scale {} must be > 0",
               grad_scale);
@@ -379,6 +387,14 @@ void StageRunner::Update(comm::Collectives* dp, double lr, double grad_scale, bo
     reduced_ = false;
     summed = true;
     stats_.wait_s += Since(w0);
+  }
+  if (tied_ != nullptr) {
+    // Tied embeddings: the first stage's gradient (the lookup) plus the last stage's (the head).
+    // Sums commute, so before the data-parallel reduction or after its overlapped part alike.
+    runtime::Tensor g = grads_.at(static_cast<size_t>(tied_param_));
+    Status s =
+        tied_->AllReduce(g.raw_data(), g.raw_data(), g.numel(), DType::kF32, comm::ReduceOp::kSum);
+    if (!s.ok()) throw Error("tied embeddings: summing the copies' gradients: " + s.message());
   }
   if (grad_scale != 1.0) runtime::ScaleInPlace(flat_grads_, static_cast<float>(grad_scale));
   ++step_;

@@ -137,6 +137,9 @@ class StageRunner {
   void set_tensor_parallel(comm::Collectives* tp) { tp_ = tp; }
   // The data-parallel group that gathers sharded parameters (spec.param_shards > 1).
   void set_data_parallel(comm::Collectives* dp) { dp_ = dp; }
+  // Tied embeddings over several stages: the pair (first and last stage) whose copies of the
+  // embedding's gradient Update sums before anything else uses them.
+  void set_tied_embeddings(comm::Collectives* pair);
   // Plays `steps` (this stage's row of the table; recompute entries are part of the backward) and
   // returns the sum of the weighted losses on the last stage (0 elsewhere). Gradients accumulate.
   double RunMicroBatches(const std::vector<planner::ScheduleStep>& steps,
@@ -179,6 +182,8 @@ class StageRunner {
   runtime::Executor exec_;
   comm::Collectives* tp_ = nullptr;
   comm::Collectives* dp_ = nullptr;
+  comm::Collectives* tied_ = nullptr;
+  int tied_param_ = -1;
   int64_t num_params_ = 0, padded_ = 0, shard_ = 0;
   std::vector<int64_t> offsets_;  // per parameter, in the flat buffers
   std::vector<int> grad_param_;   // backward output k (after grad_out) -> parameter index

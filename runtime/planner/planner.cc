@@ -94,6 +94,14 @@ struct StageMemory {
 // Per-device bytes of stage s, as the stage runner allocates them. Mixed precision: the compute
 // copy of the weights (2, bf16), f32 gradient accumulators (4), f32 master weights and AdamW m, v
 // (12); f32: weights 4, gradients 4, m and v 8.
+// The last stage's head parameters: the final norm and the LM head; with tied embeddings over
+// several stages it holds its own copy of the embedding (as Megatron-LM does; the copies'
+// gradients are summed between the first and the last stage before each update).
+double HeadParams(const TrainJob& job, const Candidate& c, const Costs& k) {
+  const bool tied_copy = job.model.tie_word_embeddings && c.num_stages > 1;
+  return static_cast<double>(k.head.params) + (tied_copy ? static_cast<double>(k.embed.params) : 0);
+}
+
 StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candidate& c,
                        const Costs& k, int s) {
   const bool mixed = job.compute_dtype != DType::kF32;
@@ -150,7 +158,7 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
                : static_cast<double>(k.embed.transient_bytes);
   }
   if (s == p - 1) {
-    stage_params += static_cast<double>(k.head.params);
+    stage_params += HeadParams(job, c, k);
     fixed += static_cast<double>(k.head.saved_bytes[0]);
     transient = std::max(transient, static_cast<double>(z3 ? k.head.sharded_transient_bytes
                                                            : k.head.transient_bytes));
@@ -358,7 +366,7 @@ static Candidate Evaluate(const TrainJob& job, const ClusterSpec& cl, const Plan
     c.stage_peak_bytes.push_back(bytes);
     c.peak_bytes = std::max(c.peak_bytes, bytes);
     const double params = static_cast<double>(layers[s] * k.layer.params) +
-                          (s == 0 ? k.embed.params : 0) + (s == p - 1 ? k.head.params : 0);
+                          (s == 0 ? k.embed.params : 0) + (s == p - 1 ? HeadParams(job, c, k) : 0);
     if (c.distribute_low_prec_param) {
       // Sharded parameters are gathered tensor by tensor for every micro-batch's forward and
       // again for its backward, which reduce-scatters their gradients: three ring passes (n - 1
@@ -387,6 +395,12 @@ static Candidate Evaluate(const TrainJob& job, const ClusterSpec& cl, const Plan
         const double last =
             std::max(kGradBucketBytes, s == 0 ? static_cast<double>(k.embed.params) * 4 : 0.0);
         exposed = std::max(reduce - sc.bwd, reduce * std::min(1.0, last / (params * 4)));
+      }
+      if (job.model.tie_word_embeddings && p > 1 && (s == 0 || s == p - 1)) {
+        // The tied copies' gradient sum between the first and the last stage, before the update.
+        exposed += RingAllReduce(static_cast<double>(k.embed.params) * 4, 2,
+                                 pp_inter ? cl.inter_node_bandwidth : cl.intra_node_bandwidth,
+                                 pp_inter ? cl.inter_node_latency : cl.intra_node_latency);
       }
       dp_max = std::max(dp_max, exposed);
     }

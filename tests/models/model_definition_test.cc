@@ -3,6 +3,7 @@
 // the stage programs' and the parameter count's.
 #include <gtest/gtest.h>
 
+#include "runtime/init.h"
 #include "runtime/models/llama_def.h"
 #include "runtime/parallel/stage_graph.h"
 #include "runtime/planner/layer_cost.h"
@@ -93,11 +94,20 @@ TEST(ModelDefinition, OneListOfParametersForTheModelTheStagesAndTheCount) {
       const bool zeros = all[i].init == ParamInit::kZeros;
       EXPECT_EQ(ones, all[i].name.find("norm") != std::string::npos) << all[i].name;
       EXPECT_EQ(zeros, all[i].name.find(".bias") != std::string::npos) << all[i].name;
+      // The in-process model starts from those values, as the workers' seeded init does (a bias
+      // drawn from the normal once made an AP-off run differ from the same job on daemons).
+      const std::vector<float> v = named[i].second.to_floats();
+      const std::vector<float> want =
+          ones || zeros
+              ? std::vector<float>(v.size(), ones ? 1.0f : 0.0f)
+              : runtime::NormalTensor(all[i].shape, 7, all[i].name, c.initializer_range).ToFloats();
+      EXPECT_EQ(v, want) << all[i].name;
     }
     EXPECT_EQ(c.NumParameters(), count);
     EXPECT_FALSE(FindParam(c, "model.layers.3.self_attn.q_proj.weight").ok());  // 3 layers
     EXPECT_FALSE(FindParam(c, "model.layers.0.self_attn.q_norm.weight").ok());
-    // Three stages own every parameter once, in the definition's order.
+    // Three stages own every parameter once, in the definition's order (tied embeddings: and the
+    // last stage its copy).
     std::vector<std::string> staged;
     for (int st = 0; st < 3; ++st) {
       parallel::StageSpec s;
@@ -107,6 +117,11 @@ TEST(ModelDefinition, OneListOfParametersForTheModelTheStagesAndTheCount) {
       s.first = st == 0;
       s.last = st == 2;
       for (const std::string& n : parallel::StageParameterNames(s)) staged.push_back(n);
+    }
+    if (c.tie_word_embeddings) {  // the last stage's own copy of the embedding, for its head
+      ASSERT_FALSE(staged.empty());
+      EXPECT_EQ(staged.back(), "model.embed_tokens.weight");
+      staged.pop_back();
     }
     ASSERT_EQ(staged.size(), all.size());
     for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(staged[i], all[i].name);

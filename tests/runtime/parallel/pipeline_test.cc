@@ -244,6 +244,14 @@ Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& c
                                   std::chrono::milliseconds(20000));
         runner.set_tensor_parallel(&tpc);
         runner.set_data_parallel(&dpc);
+        // Tied embeddings over stages: the first and the last stage of the replica pair up.
+        std::optional<comm::RingCollectives> tiedc;
+        if (c.tie_word_embeddings && pp > 1 && (s == 0 || s == pp - 1)) {
+          const int other = s == 0 ? r + hop * (pp - 1) : r - hop * (pp - 1);
+          tiedc.emplace(tr[r].get(), std::vector<int>{std::min(r, other), std::max(r, other)}, 22,
+                        std::chrono::milliseconds(20000));
+          runner.set_tied_embeddings(&*tiedc);
+        }
         for (size_t step = 0; step < batches.size(); ++step) {
           links.set_step(static_cast<int64_t>(step));
           const auto& mine = split[step][at.dp_rank];
@@ -300,7 +308,11 @@ Trajectory Distributed(const models::LlamaConfig& c, const planner::Candidate& c
         }
         if (at.dp_rank == 0 && at.tp_rank == 0) {
           std::lock_guard<std::mutex> lock(mu);
-          for (size_t i = 0; i < names.size(); ++i) out.weights[names[i]] = full[i].ToFloats();
+          for (size_t i = 0; i < names.size(); ++i) {
+            // The last stage's copy of tied embeddings, kept apart to compare with the first's.
+            const bool copy = s > 0 && names[i] == "model.embed_tokens.weight";
+            out.weights[copy ? names[i] + " (last stage)" : names[i]] = full[i].ToFloats();
+          }
         }
       } catch (const std::exception& e) {
         if (scaler && !steps_done) sync.arrive_and_drop();  // the others go on without it
@@ -496,6 +508,29 @@ TEST(SplitBatch, WeightsSumToTheOneDeviceMean) {
 // Every candidate of the small Llama on 4 devices: stages 1/2/4, tensor parallelism 1/2/4, data
 // parallelism, micro-batches, recomputation none/selective/full, distribute_param off/on and
 // distribute_low_prec_param (parameters sharded over the replicas, gathered per layer).
+// Losses and final weights of a distributed run against the one-device run, within 1e-4; the
+// worst relative loss error and weight difference are kept.
+void ExpectSameTraining(const Trajectory& got, const Trajectory& ref, double* worst_l,
+                        double* worst_w) {
+  ASSERT_EQ(got.losses.size(), ref.losses.size());
+  for (size_t i = 0; i < ref.losses.size(); ++i) {
+    EXPECT_NEAR(got.losses[i], ref.losses[i], 1e-4 * std::abs(ref.losses[i])) << "step " << i;
+    *worst_l =
+        std::max(*worst_l, std::abs(got.losses[i] - ref.losses[i]) / std::abs(ref.losses[i]));
+  }
+  double max_diff = 0;
+  for (const auto& [name, w] : ref.weights) {
+    const auto it = got.weights.find(name);
+    ASSERT_NE(it, got.weights.end()) << name;
+    ASSERT_EQ(it->second.size(), w.size()) << name;
+    for (size_t k = 0; k < w.size(); ++k) {
+      max_diff = std::max(max_diff, WeightDiff(it->second[k], w[k]));
+    }
+  }
+  EXPECT_LE(max_diff, 1e-4);
+  *worst_w = std::max(*worst_w, max_diff);
+}
+
 TEST(Pipeline, EveryCandidateMatchesOneDevice) {
   const models::LlamaConfig c = SmallLlama();
   const int64_t B = 8, T = 8;
@@ -514,26 +549,7 @@ TEST(Pipeline, EveryCandidateMatchesOneDevice) {
       continue;
     }
     SCOPED_TRACE(cand.Describe() + " dp=" + std::to_string(cand.dp));
-    const Trajectory got = Distributed(c, cand, batches);
-    ASSERT_EQ(got.losses.size(), ref.losses.size());
-    for (size_t i = 0; i < ref.losses.size(); ++i) {
-      EXPECT_NEAR(got.losses[i], ref.losses[i], 1e-4 * std::abs(ref.losses[i])) << "step " << i;
-    }
-    double max_diff = 0;
-    for (const auto& [name, w] : ref.weights) {
-      const auto it = got.weights.find(name);
-      ASSERT_NE(it, got.weights.end()) << name;
-      ASSERT_EQ(it->second.size(), w.size()) << name;
-      for (size_t k = 0; k < w.size(); ++k) {
-        max_diff = std::max(max_diff, WeightDiff(it->second[k], w[k]));
-      }
-    }
-    EXPECT_LE(max_diff, 1e-4);
-    worst_w = std::max(worst_w, max_diff);
-    for (size_t i = 0; i < ref.losses.size(); ++i) {
-      worst_l =
-          std::max(worst_l, std::abs(got.losses[i] - ref.losses[i]) / std::abs(ref.losses[i]));
-    }
+    ExpectSameTraining(Distributed(c, cand, batches), ref, &worst_l, &worst_w);
     shapes.insert({cand.num_stages, cand.tp});
     ++run;
   }
@@ -543,6 +559,70 @@ TEST(Pipeline, EveryCandidateMatchesOneDevice) {
   EXPECT_EQ(shapes,
             (std::set<std::pair<int, int>>{{1, 1}, {1, 2}, {1, 4}, {2, 1}, {2, 2}, {4, 1}}));
   std::printf("configurations run: %d; worst loss rel. error %.3g, worst weight diff %.3g\n", run,
+              worst_l, worst_w);
+}
+
+// Llama 3's features in every layout: an explicit head_dim (heads x head_dim != hidden), q/k/v/o
+// and MLP biases (column-parallel ones split with their rows, row-parallel ones added once after
+// the reduce) and llama3 rope scaling, under stages, tensor parallelism, data parallelism and both
+// sharding flags, as one device trains it.
+TEST(Pipeline, Llama3FeaturesMatchOneDeviceInEveryLayout) {
+  models::LlamaConfig c = SmallLlama();
+  c.explicit_head_dim = 12;
+  c.attention_bias = c.mlp_bias = true;
+  c.rope_scaling.type = "llama3";
+  c.rope_scaling.factor = 8;
+  c.rope_scaling.original_max_position_embeddings = 4;
+  const int64_t B = 8, T = 8;
+  const auto batches = MakeBatches(4, B, T, c.vocab_size);
+  const Trajectory ref = OneDevice(c, batches);
+  const planner::Plan plan = PlanFourDevices(c, B, T, DType::kF32);
+  double worst_l = 0, worst_w = 0;
+  std::set<std::tuple<int, int, int, int>> seen;  // stages, tp, dp, sharding
+  for (const planner::Candidate& cand : plan.candidates) {
+    if (!cand.feasible || !seen.insert({cand.num_stages, cand.tp, cand.dp,
+                                        cand.distribute_param * 2 + cand.distribute_low_prec_param})
+                               .second) {
+      continue;
+    }
+    SCOPED_TRACE(cand.Describe() + " dp=" + std::to_string(cand.dp));
+    ExpectSameTraining(Distributed(c, cand, batches), ref, &worst_l, &worst_w);
+  }
+  EXPECT_GE(seen.size(), 12u);
+  std::printf("layouts run: %zu; worst loss rel. error %.3g, worst weight diff %.3g\n", seen.size(),
+              worst_l, worst_w);
+}
+
+// Tied embeddings over pipeline stages (Llama 3.2 1B/3B, Qwen2.5 small sizes), as Megatron-LM
+// does: the last stage holds its own copy for the head, the copies' gradients are summed before
+// each update, so both stay the one-device model's single weight; with tensor and data
+// parallelism and both sharding flags.
+TEST(Pipeline, TiedEmbeddingsOverStagesMatchOneDevice) {
+  models::LlamaConfig c = SmallLlama();
+  c.tie_word_embeddings = true;
+  const int64_t B = 8, T = 8;
+  const auto batches = MakeBatches(4, B, T, c.vocab_size);
+  const Trajectory ref = OneDevice(c, batches);
+  const planner::Plan plan = PlanFourDevices(c, B, T, DType::kF32);
+  double worst_l = 0, worst_w = 0;
+  std::set<std::tuple<int, int, int, int>> seen;  // stages, tp, dp, sharding
+  for (const planner::Candidate& cand : plan.candidates) {
+    if (!cand.feasible || cand.num_stages == 1 ||
+        !seen.insert({cand.num_stages, cand.tp, cand.dp,
+                      cand.distribute_param * 2 + cand.distribute_low_prec_param})
+             .second) {
+      continue;
+    }
+    SCOPED_TRACE(cand.Describe() + " dp=" + std::to_string(cand.dp));
+    const Trajectory got = Distributed(c, cand, batches);
+    ExpectSameTraining(got, ref, &worst_l, &worst_w);
+    const auto first = got.weights.find("model.embed_tokens.weight");
+    const auto copy = got.weights.find("model.embed_tokens.weight (last stage)");
+    ASSERT_TRUE(first != got.weights.end() && copy != got.weights.end());
+    EXPECT_EQ(first->second, copy->second) << "the two copies of the tied embedding differ";
+  }
+  EXPECT_GE(seen.size(), 5u);  // 2 and 4 stages, with TP, DP and each sharding flag
+  std::printf("layouts run: %zu; worst loss rel. error %.3g, worst weight diff %.3g\n", seen.size(),
               worst_l, worst_w);
 }
 
