@@ -1,4 +1,5 @@
-// attention(q[B,T,H,D], k[B,S,Hkv,D], v[B,S,Hkv,D], [key_mask[B,S]]; causal=1, scale=1/sqrt(D))
+// attention(q[B,T,H,D], k[B,S,Hkv,D], v[B,S,Hkv,D], [key_mask[B,S]]; causal=1, scale=1/sqrt(D),
+//           window=0 (sliding window: query i sees keys i - window < j <= i))
 //   -> (out[B,T,H,D], lse[B,H,T] f32)
 // Fused, flash-attention style: no T x S score matrix is ever stored; lse is saved for the
 // backward. attention_backward(dout, q, k, v, out, lse, [key_mask]; same attrs) -> (dq, dk, dv),
@@ -13,7 +14,9 @@
 namespace moreh::ops {
 namespace {
 void CheckQkv(const ValueInfo& q, const ValueInfo& k, const ValueInfo& v, const ValueInfo* mask,
-              bool causal) {
+              bool causal, int64_t window) {
+  MOREH_CHECK(window >= 0 && (window == 0 || causal),
+              "attention: window {} must be >= 0, and a window needs the causal mask", window);
   MOREH_CHECK(IsFloating(q.dtype) && q.dtype == k.dtype && q.dtype == v.dtype,
               "q, k, v must share a float dtype");
   MOREH_CHECK(q.shape.size() == 4 && k.shape.size() == 4 && k.shape == v.shape,
@@ -32,7 +35,12 @@ void CheckQkv(const ValueInfo& q, const ValueInfo& k, const ValueInfo& v, const 
 Cost AttnCost(const InfoList& in, const std::vector<ValueInfo>& out, const Attrs& a, double mult) {
   const Shape &q = in[0]->shape, &k = in[1]->shape;
   double pairs = static_cast<double>(q[0]) * q[2] * q[1] * k[1];
-  if (a.GetInt("causal", 1)) pairs = static_cast<double>(q[0]) * q[2] * q[1] * (q[1] + 1) / 2;
+  if (a.GetInt("causal", 1)) {
+    // Row i sees min(i + 1, window) keys.
+    const double t = static_cast<double>(q[1]), w = static_cast<double>(a.GetInt("window", 0));
+    const double seen = w > 0 && w < t ? w * (w + 1) / 2 + (t - w) * w : t * (t + 1) / 2;
+    pairs = static_cast<double>(q[0]) * q[2] * seen;
+  }
   return Cost{mult * pairs * q[3], BytesOf(in, out)};
 }
 }  // namespace
@@ -46,7 +54,8 @@ kernels::cpu::AttentionShape AttentionShapeOf(const Shape& q, const Shape& k, co
           q[3],
           a.GetInt("causal", 1) != 0,
           static_cast<float>(a.Has("scale") ? a.GetFloat("scale")
-                                            : 1.0 / std::sqrt(static_cast<double>(q[3])))};
+                                            : 1.0 / std::sqrt(static_cast<double>(q[3]))),
+          a.GetInt("window", 0)};
 }
 
 const OpDef kAttentionDef = {
@@ -55,7 +64,8 @@ const OpDef kAttentionDef = {
     .max_inputs = 4,
     .infer =
         [](const InfoList& in, const Attrs& a) {
-          CheckQkv(*in[0], *in[1], *in[2], in.size() > 3 ? in[3] : nullptr, a.GetInt("causal", 1));
+          CheckQkv(*in[0], *in[1], *in[2], in.size() > 3 ? in[3] : nullptr, a.GetInt("causal", 1),
+                   a.GetInt("window", 0));
           const Shape& q = in[0]->shape;
           return std::vector<ValueInfo>{*in[0], {DType::kF32, {q[0], q[2], q[1]}}};
         },
@@ -90,7 +100,8 @@ const OpDef kAttentionBackwardDef = {
     .max_inputs = 7,
     .infer =
         [](const InfoList& in, const Attrs& a) {
-          CheckQkv(*in[1], *in[2], *in[3], in.size() > 6 ? in[6] : nullptr, a.GetInt("causal", 1));
+          CheckQkv(*in[1], *in[2], *in[3], in.size() > 6 ? in[6] : nullptr, a.GetInt("causal", 1),
+                   a.GetInt("window", 0));
           MOREH_CHECK(*in[0] == *in[1] && *in[4] == *in[1], "dout and out must match q");
           const Shape& q = in[1]->shape;
           MOREH_CHECK(in[5]->dtype == DType::kF32 && in[5]->shape == Shape({q[0], q[2], q[1]}),

@@ -22,9 +22,16 @@ constexpr int64_t kBr = 64;  // query rows per tile
 constexpr int64_t kBc = 64;  // keys per tile
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// Keys of tile [j0, j0 + nb) visible to query row i: [j0, end) filtered by the padding mask.
+// Keys of tile [j0, j0 + nb) visible to query row i: [begin, end) filtered by the padding mask.
 inline int64_t VisibleEnd(const AttentionShape& sh, int64_t i, int64_t j0, int64_t nb) {
   return sh.causal ? std::min(j0 + nb, i + 1) : j0 + nb;
+}
+inline int64_t VisibleBegin(const AttentionShape& sh, int64_t i, int64_t j0) {
+  return sh.window > 0 ? std::max(j0, i - sh.window + 1) : j0;
+}
+// The first key tile any of rows [i0, ...) can see (the sliding window's lower edge).
+inline int64_t FirstKeyTile(const AttentionShape& sh, int64_t i0) {
+  return sh.window > 0 ? std::max<int64_t>(0, i0 - sh.window + 1) / kBc * kBc : 0;
 }
 
 // Sets s[r][jj] = -inf for keys that row r may not see.
@@ -33,10 +40,12 @@ void MaskTile(float* s, int64_t rows, int64_t nb, int64_t i0, int64_t j0, const 
   for (int64_t r = 0; r < rows; ++r) {
     float* row = s + r * kBc;
     const int64_t end = VisibleEnd(sh, i0 + r, j0, nb) - j0;
+    const int64_t begin = std::min(VisibleBegin(sh, i0 + r, j0) - j0, nb);
+    for (int64_t jj = 0; jj < begin; ++jj) row[jj] = kNegInf;
     for (int64_t jj = std::max<int64_t>(end, 0); jj < nb; ++jj) row[jj] = kNegInf;
     if (key_mask) {
       const int64_t* km = key_mask + b * sh.s + j0;
-      for (int64_t jj = 0; jj < std::min(end, nb); ++jj) {
+      for (int64_t jj = begin; jj < std::min(end, nb); ++jj) {
         if (km[jj] == 0) row[jj] = kNegInf;
       }
     }
@@ -61,7 +70,7 @@ void AttentionForward(float* out, float* lse, const float* q, const float* k, co
       std::fill(m.begin(), m.end(), kNegInf);
       std::fill(l.begin(), l.end(), 0.0f);
       const int64_t key_end = sh.causal ? std::min(i0 + rows, S) : S;
-      for (int64_t j0 = 0; j0 < key_end; j0 += kBc) {
+      for (int64_t j0 = FirstKeyTile(sh, i0); j0 < key_end; j0 += kBc) {
         const int64_t nb = std::min(key_end, j0 + kBc) - j0;
         // S = scale * Q K^T for the tile.
         Gemm(false, true, rows, nb, D, sh.scale, qt, q_stride, kb + j0 * kv_stride, kv_stride, 0.0f,
@@ -139,7 +148,9 @@ void AttentionBackward(float* dq, float* dk, float* dv, const float* dout, const
         for (int64_t g = 0; g < group; ++g) {
           const int64_t h = kvh * group + g;
           const int64_t first = sh.causal ? j0 / kBr * kBr : 0;
-          for (int64_t i0 = first; i0 < T; i0 += kBr) {
+          // With a window, rows past j0 + nb - 1 + window see none of these keys.
+          const int64_t last = sh.window > 0 ? std::min(T, j0 + nb - 1 + sh.window) : T;
+          for (int64_t i0 = first; i0 < last; i0 += kBr) {
             const int64_t rows = std::min(T, i0 + kBr) - i0;
             const float* qt = q + (b * T + i0) * q_stride + h * D;
             const float* dot = dout + (b * T + i0) * q_stride + h * D;

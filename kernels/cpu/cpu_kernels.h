@@ -73,7 +73,14 @@ struct AttentionShape {
   int64_t b, t, s, h, hkv, d;
   bool causal;
   float scale;
+  // Sliding window (Mistral, Gemma 2; causal only): query i sees key j iff 0 <= i - j < window,
+  // as transformers' eager and SDPA masks do. 0: no window.
+  int64_t window = 0;
 };
+// Whether the window lets query i see key j (the causal and padding masks apply besides).
+inline bool InWindow(const AttentionShape& sh, int64_t i, int64_t j) {
+  return sh.window <= 0 || i - j < sh.window;
+}
 void AttentionForward(float* out, float* lse, const float* q, const float* k, const float* v,
                       const int64_t* key_mask, const AttentionShape& shape);
 // dq, dk, dv = (overwritten). Recomputes the scores from q, k and lse.

@@ -258,7 +258,8 @@ __device__ __forceinline__ void LoadKvStage(const KvStage<D>& st, const bf16* kb
 __device__ __forceinline__ bool InteriorTile(const int64_t* key_ok, int64_t i0, int64_t j0,
                                              const AttentionShape& sh) {
   const bool keys_ok = __syncthreads_and(threadIdx.x >= kN || key_ok[threadIdx.x] != 0);
-  return keys_ok && i0 + kRows <= sh.t && (!sh.causal || j0 + kN - 1 <= i0);
+  return keys_ok && i0 + kRows <= sh.t && (!sh.causal || j0 + kN - 1 <= i0) &&
+         (sh.window <= 0 || i0 + kRows - 1 - j0 < sh.window);
 }
 
 // grid (ceil(T / 64), H, B). Shared: Q tile, then two stages of (K, V) tiles.
@@ -315,7 +316,8 @@ __global__ void __launch_bounds__(kThreads)
         for (int e = 0; e < 4; ++e) {
           const int r = e / 2, c = nt * 8 + 2 * t + (e & 1);
           // Rows past T compute too (their results are never stored).
-          const bool vis = st.key_ok[c] && (!sh.causal || j0 + c <= row[r]);
+          const bool vis = st.key_ok[c] && (!sh.causal || j0 + c <= row[r]) &&
+                           (sh.window <= 0 || row[r] - (j0 + c) < sh.window);
           const float x = vis ? s[nt][e] * scale_log2 : kNegInf;
           s[nt][e] = x;
           mx[r] = fmaxf(mx[r], x);
@@ -447,7 +449,8 @@ __global__ void __launch_bounds__(kThreads)
         for (int e = 0; e < 4; ++e) {
           const int r = e / 2, c = nt * 8 + 2 * t + (e & 1);
           // lse is -inf for rows past T and rows that see no key.
-          const bool vis = lse2[r] != kNegInf && st.key_ok[c] && (!sh.causal || j0 + c <= row[r]);
+          const bool vis = lse2[r] != kNegInf && st.key_ok[c] && (!sh.causal || j0 + c <= row[r]) &&
+                           (sh.window <= 0 || row[r] - (j0 + c) < sh.window);
           const float p = vis ? exp2f(s[nt][e] * scale_log2 - lse2[r]) : 0.0f;
           s[nt][e] = p * (dp[nt][e] - drow[r]);  // dS
         }
@@ -543,7 +546,8 @@ __global__ void __launch_bounds__(kThreads)
     __pipeline_commit();
     // Interior: every query row of the tile exists and sees every key of the block (so its
     // lse is finite).
-    const bool interior = block_keys_ok && i0 + N <= sh.t && (!sh.causal || j0 + kRows - 1 <= i0);
+    const bool interior = block_keys_ok && i0 + N <= sh.t && (!sh.causal || j0 + kRows - 1 <= i0) &&
+                          (sh.window <= 0 || i0 + N - 1 - j0 < sh.window);
     float st[N / 8][4], dpt[N / 8][4];
     MulABt<D, N>(st, ks + warp * 16 * kLd<D>, qs);
     MulABt<D, N>(dpt, vs + warp * 16 * kLd<D>, dos);
@@ -567,7 +571,8 @@ __global__ void __launch_bounds__(kThreads)
           const float row_lse = lse_s[c];
           // lse is -inf for rows that see no key (and zero-filled for rows past T).
           const bool vis = i0 + c < sh.t && row_lse != kNegInf && key_ok[e / 2] &&
-                           (!sh.causal || key[e / 2] <= i0 + c);
+                           (!sh.causal || key[e / 2] <= i0 + c) &&
+                           (sh.window <= 0 || i0 + c - key[e / 2] < sh.window);
           const float p = vis ? exp2f(st[nt][e] * scale_log2 - row_lse * kLog2e) : 0.0f;
           st[nt][e] = p;
           dpt[nt][e] = p * (dpt[nt][e] - drow_s[c]);  // dS^T

@@ -87,7 +87,7 @@ __device__ __forceinline__ float BlockSum(float v) {
 // past the ends see nothing).
 __device__ __forceinline__ bool KeyVisible(const cpu::AttentionShape& sh, const int64_t* key_mask,
                                            int64_t b, int64_t i, int64_t j) {
-  return i < sh.t && j < sh.s && (!sh.causal || j <= i) &&
+  return i < sh.t && j < sh.s && (!sh.causal || j <= i) && (sh.window <= 0 || i - j < sh.window) &&
          (key_mask == nullptr || key_mask[b * sh.s + j] != 0);
 }
 

@@ -448,17 +448,28 @@ void CheckAttention() {
     int64_t b, t, s, h, hkv, d;
     bool causal, mask;
     float q_scale = 1.0f;  // larger queries: sharper softmax, more online rescaling
+    int64_t window = 0;    // sliding window (Mistral, Gemma 2)
   };
   // Causal needs S == T; the non-causal cases include S != T (cross-attention shapes).
-  const S shapes[] = {
-      {1, 1, 1, 1, 1, 16, true, false},         {2, 37, 37, 4, 2, 64, true, true},
-      {1, 129, 129, 2, 1, 128, true, false},    {2, 65, 65, 4, 4, 80, false, true},
-      {1, 33, 33, 2, 2, 256, true, true},       {1, 300, 300, 8, 2, 64, true, false},
-      {1, 70, 70, 2, 1, 32, false, false},      {1, 37, 70, 4, 2, 64, false, true},
-      {2, 45, 19, 2, 1, 128, false, false},     {2, 257, 257, 4, 2, 128, true, true},
-      {1, 1024, 1024, 8, 2, 64, true, false},   {2, 150, 200, 4, 2, 128, false, true},
-      {1, 100, 130, 6, 3, 64, false, false},    {1, 5, 0, 2, 1, 64, false, false},
-      {1, 200, 200, 4, 4, 64, true, true, 4.0f}};
+  const S shapes[] = {{1, 1, 1, 1, 1, 16, true, false},
+                      {2, 37, 37, 4, 2, 64, true, true},
+                      {1, 129, 129, 2, 1, 128, true, false},
+                      {2, 65, 65, 4, 4, 80, false, true},
+                      {1, 33, 33, 2, 2, 256, true, true},
+                      {1, 300, 300, 8, 2, 64, true, false},
+                      {1, 70, 70, 2, 1, 32, false, false},
+                      {1, 37, 70, 4, 2, 64, false, true},
+                      {2, 45, 19, 2, 1, 128, false, false},
+                      {2, 257, 257, 4, 2, 128, true, true},
+                      {1, 1024, 1024, 8, 2, 64, true, false},
+                      {2, 150, 200, 4, 2, 128, false, true},
+                      {1, 100, 130, 6, 3, 64, false, false},
+                      {1, 5, 0, 2, 1, 64, false, false},
+                      {1, 200, 200, 4, 4, 64, true, true, 4.0f},
+                      // Sliding windows narrower than a tile and wider, with padding (rows past the
+                      // window's first tiles see no key there).
+                      {2, 150, 150, 4, 2, 64, true, true, 1.0f, 70},
+                      {1, 129, 129, 2, 1, 128, true, false, 1.0f, 17}};
   // Each case on CUDA cores, and bf16 with head dim 64 or 128 also on both tensor-core versions.
   struct Run {
     DType dt;
@@ -479,12 +490,14 @@ void CheckAttention() {
       char name[192];
       std::snprintf(name, sizeof name,
                     "attention %s %s b=%lld t=%lld s=%lld h=%lld hkv=%lld d=%lld causal=%d mask=%d "
-                    "q_scale=%g",
+                    "q_scale=%g window=%lld",
                     Name(dt), impl, (long long)s.b, (long long)s.t, (long long)s.s, (long long)s.h,
-                    (long long)s.hkv, (long long)s.d, s.causal, s.mask, s.q_scale);
+                    (long long)s.hkv, (long long)s.d, s.causal, s.mask, s.q_scale,
+                    (long long)s.window);
       if (NotSimulated(name, TooLarge(s.b * s.t * s.s * s.h > 6e5)) || !Selected(name)) continue;
-      const cpu::AttentionShape sh{s.b,   s.t, s.s,      s.h,
-                                   s.hkv, s.d, s.causal, 1.0f / std::sqrt(static_cast<float>(s.d))};
+      const cpu::AttentionShape sh{
+          s.b,     s.t, s.s, s.h, s.hkv, s.d, s.causal, 1.0f / std::sqrt(static_cast<float>(s.d)),
+          s.window};
       const int64_t nq = s.b * s.t * s.h * s.d, nk = s.b * s.s * s.hkv * s.d, nl = s.b * s.h * s.t;
       const auto q = Round(Random(nq, s.q_scale), dt), k = Round(Random(nk), dt),
                  v = Round(Random(nk), dt), dout = Round(Random(nq), dt);

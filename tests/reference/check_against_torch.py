@@ -232,8 +232,9 @@ def ref_rotary(x, theta, offset=0, inverse=False):  # x [B, T, H, D]
     return x * cos + rotate_half(x) * sin
 
 
-def ref_attention(q, k, v, mask, causal, scale):
-    """q [B,T,H,D], k/v [B,S,Hkv,D], mask [B,S] (nonzero = attend) -> (out [B,T,H,D], lse [B,H,T])."""
+def ref_attention(q, k, v, mask, causal, scale, window=0):
+    """q [B,T,H,D], k/v [B,S,Hkv,D], mask [B,S] (nonzero = attend) -> (out [B,T,H,D], lse [B,H,T]).
+    window > 0: query i sees keys j with i - j < window (transformers' sliding-window mask)."""
     B, T, H, D = q.shape
     S, Hkv = k.shape[1], k.shape[2]
     rep = H // Hkv
@@ -243,6 +244,8 @@ def ref_attention(q, k, v, mask, causal, scale):
     allow = torch.ones(B, 1, T, S, dtype=torch.bool)
     if causal:
         allow = allow & torch.ones(T, S, dtype=torch.bool).tril()[None, None]
+    if window:
+        allow = allow & torch.ones(T, S, dtype=torch.bool).triu(-(window - 1))[None, None]
     if mask is not None:
         allow = allow & (mask != 0)[:, None, None, :]
     s = s.masked_fill(~allow, float("-inf"))
@@ -480,7 +483,7 @@ def rotary_offset(res):
     rotary_case(res, [2, 4, 2, 32], 10000.0, 1000, 0)
 
 
-def attention_case(res, B, T, S, H, Hkv, D, causal, pads=None, scale=None, dt="f32"):
+def attention_case(res, B, T, S, H, Hkv, D, causal, pads=None, scale=None, dt="f32", window=0):
     scale = 1.0 / math.sqrt(D) if scale is None else scale
     g = Graph()
     q, k, v = g.input(dt, [B, T, H, D]), g.input(dt, [B, S, Hkv, D]), g.input(dt, [B, S, Hkv, D])
@@ -495,10 +498,10 @@ def attention_case(res, B, T, S, H, Hkv, D, causal, pads=None, scale=None, dt="f
                 mask[b, S - p:] = 0
         arrays.append(mask)
     g.outputs = g.node("attention", ins, [(dt, [B, T, H, D]), ("f32", [B, H, T])],
-                       causal=int(causal), scale=float(scale))
+                       causal=int(causal), scale=float(scale), window=int(window))
 
     def ref(q, k, v, mask=None):
-        return ref_attention(q, k, v, mask, causal, scale)
+        return ref_attention(q, k, v, mask, causal, scale, window)
 
     op_case(res, g, arrays, ref)
 
@@ -532,6 +535,19 @@ def attention_causal_multi_tile(res):
 @case
 def attention_noncausal_multi_tile(res):
     attention_case(res, 1, 70, 140, 2, 1, 8, False, pads=[9])
+
+
+@case
+def attention_sliding_window(res):
+    # Mistral / Gemma 2: T = 12 past a window of 5, with padding; a window of one (self only).
+    attention_case(res, 2, 12, 12, 4, 2, 8, True, pads=[0, 3], window=5)
+    attention_case(res, 1, 7, 7, 2, 2, 8, True, window=1)
+
+
+@case
+def attention_sliding_window_multi_tile(res):
+    # A 70-key window across the CPU kernel's 64-key tiles: tiles wholly outside it are skipped.
+    attention_case(res, 2, 200, 200, 2, 1, 16, True, pads=[0, 50], window=70)
 
 
 @case
