@@ -32,6 +32,11 @@ Status LlamaConfig::Validate() const {
     return bad(fmt::format("num_attention_heads {} is not a multiple of num_key_value_heads {}",
                            num_attention_heads, num_key_value_heads));
   }
+  if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2" &&
+      model_type != "qwen3") {
+    return bad("model_type '" + model_type + "' (llama, mistral, qwen2 or qwen3)");
+  }
+  if (sliding_window < 0) return bad("sliding_window must be >= 0");
   if (head_dim() % 2 != 0) return bad("head_dim must be even for rotary embedding");
   if (head_dim() > 512) return bad(fmt::format("head_dim {} is above 512", head_dim()));
   if (rms_norm_eps <= 0 || rope_theta <= 0) return bad("rms_norm_eps and rope_theta must be > 0");

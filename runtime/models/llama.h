@@ -22,7 +22,11 @@ class Session;
 
 namespace moreh::models {
 
+// The decoder-only families that share Llama's skeleton, each as transformers 4.46 (Qwen3: 4.51)
+// defines it: "llama" (Llama 2 / 3.x), "mistral" (a sliding window on every layer), "qwen2"
+// (q, k, v biases), "qwen3" (per-head RMSNorm on q and k). docs/models.md lists what each honours.
 struct LlamaConfig {
+  std::string model_type = "llama";
   int64_t vocab_size = 32000;
   int64_t hidden_size = 4096;
   int64_t intermediate_size = 11008;
@@ -41,7 +45,10 @@ struct LlamaConfig {
   std::string torch_dtype = "float32";  // the dtype checkpoints are saved in
   int64_t explicit_head_dim = 0;        // config.json's head_dim (0: hidden_size / heads)
   bool attention_bias = false;          // biases on q, k, v and o
+  bool qkv_bias = false;                // biases on q, k and v only (Qwen2's, always)
   bool mlp_bias = false;                // biases on gate, up and down
+  bool qk_norm = false;                 // RMSNorm over head_dim on q and k, before rotary (Qwen3)
+  int64_t sliding_window = 0;           // every layer's attention window (Mistral); 0: none
   // rope_scaling: "default" (none), "linear" (factor) or "llama3" (factor, low_freq_factor,
   // high_freq_factor, original_max_position_embeddings).
   struct RopeScaling {
@@ -53,6 +60,11 @@ struct LlamaConfig {
   int64_t head_dim() const {
     return explicit_head_dim > 0 ? explicit_head_dim : hidden_size / num_attention_heads;
   }
+  // The attention window of `layer` (0: none).
+  int64_t LayerWindow(int layer) const { return sliding_window; }
+  bool has_qkv_bias() const { return attention_bias || qkv_bias; }
+  // transformers' class for this family ("MistralForCausalLM").
+  std::string architecture() const;
   Status Validate() const;
   int64_t NumParameters() const;
   DType checkpoint_dtype() const;

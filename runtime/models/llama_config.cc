@@ -32,15 +32,38 @@ StatusOr<LlamaConfig> LlamaConfig::FromJson(std::string_view text, const std::st
   FieldReader f(j, source);
   constexpr int64_t kMaxWidth = int64_t{1} << 20, kMaxTokens = int64_t{1} << 24;
   LlamaConfig c;
-  const std::string model_type = f.OptStr("model_type", "llama", 64);
-  if (f.ok() && model_type != "llama") {
-    f.FailField("model_type", "'" + model_type + "' is not supported (only 'llama')");
+  c.model_type = f.OptStr("model_type", "llama", 64);
+  const std::string& family = c.model_type;
+  if (f.ok() && family != "llama" && family != "mistral" && family != "qwen2" &&
+      family != "qwen3") {
+    f.FailField(
+        "model_type",
+        "'" + family + "' is not supported (llama, mistral, qwen2 or qwen3; see docs/models.md)");
   }
   const std::string act = f.OptStr("hidden_act", "silu", 64);
   if (f.ok() && act != "silu")
     f.FailField("hidden_act", "'" + act + "' is not supported (only 'silu')");
-  c.attention_bias = f.OptBool("attention_bias", false);
-  c.mlp_bias = f.OptBool("mlp_bias", false);
+  // A field transformers' class for this family does not read would be silently ignored there:
+  // set to anything but its neutral value, it is refused rather than honoured differently.
+  auto not_read = [&](const char* key, const std::string& why) {
+    if (f.ok() && f.Has(key) && !f.IsNull(key) && f.OptBool(key, false)) {
+      f.FailField(key, "is not part of " + family + " in transformers (" + why + ")");
+    }
+  };
+  if (family == "llama" || family == "qwen3") c.attention_bias = f.OptBool("attention_bias", false);
+  if (family == "llama") c.mlp_bias = f.OptBool("mlp_bias", false);
+  if (family != "llama") not_read("mlp_bias", "its MLP has no biases");
+  if (family == "mistral") not_read("attention_bias", "its projections have no biases");
+  if (family == "qwen2") {
+    not_read("attention_bias", "q, k and v always have biases and o never");
+    c.qkv_bias = true;
+  }
+  c.qk_norm = family == "qwen3";
+  if (family == "qwen2" || family == "qwen3") {
+    // transformers' eager attention and its flash-attention path disagree on which layers
+    // use_sliding_window windows, and no released Qwen2/2.5/3 model turns it on.
+    not_read("use_sliding_window", "use_sliding_window is not supported");
+  }
   c.vocab_size = f.Int("vocab_size", 1, kMaxTokens);
   c.hidden_size = f.Int("hidden_size", 1, kMaxWidth);
   c.intermediate_size = f.Int("intermediate_size", 1, kMaxWidth);
@@ -50,7 +73,24 @@ StatusOr<LlamaConfig> LlamaConfig::FromJson(std::string_view text, const std::st
       f.OptInt("num_key_value_heads", c.num_attention_heads, 1, c.num_attention_heads);
   c.rms_norm_eps = f.OptNum("rms_norm_eps", c.rms_norm_eps, 1e-30, 1.0);
   c.rope_theta = f.OptNum("rope_theta", c.rope_theta, 1e-6, 1e12);
-  if (f.Has("head_dim") && !f.IsNull("head_dim")) c.explicit_head_dim = f.Int("head_dim", 2, 512);
+  if (f.Has("head_dim") && !f.IsNull("head_dim")) {
+    c.explicit_head_dim = f.Int("head_dim", 2, 512);
+  } else if (family == "qwen3") {
+    c.explicit_head_dim = 128;  // Qwen3Config's default
+  }
+  if (f.ok() && family == "qwen2" && c.explicit_head_dim != 0 &&
+      c.explicit_head_dim * c.num_attention_heads != c.hidden_size) {
+    f.FailField("head_dim", "Qwen2's head_dim is always hidden_size / num_attention_heads");
+  }
+  if (family == "mistral") {
+    // MistralConfig's default window is 4096; null turns it off (Mistral 7B v0.2 and later).
+    c.sliding_window =
+        f.IsNull("sliding_window") ? 0 : f.OptInt("sliding_window", 4096, 1, kMaxTokens);
+    if (f.ok() && f.Has("rope_scaling") && !f.IsNull("rope_scaling")) {
+      f.FailField("rope_scaling",
+                  "Mistral has no rope scaling in transformers (it would be ignored)");
+    }
+  }
   // The rotary scaling: rope_scaling {rope_type | type, factor, ...}, or transformers 5's
   // rope_parameters {rope_type, rope_theta, factor, ...}.
   auto read_rope = [&](FieldReader& r, const std::string& key) {
@@ -144,6 +184,13 @@ StatusOr<LlamaConfig> LlamaConfig::FromFile(const std::string& path) {
   return FromJson(ss.str(), path);
 }
 
+std::string LlamaConfig::architecture() const {
+  if (model_type == "mistral") return "MistralForCausalLM";
+  if (model_type == "qwen2") return "Qwen2ForCausalLM";
+  if (model_type == "qwen3") return "Qwen3ForCausalLM";
+  return "LlamaForCausalLM";
+}
+
 std::string LlamaConfig::ToJson() const {
   json rope = nullptr;
   if (rope_scaling.type != "default") {
@@ -154,8 +201,8 @@ std::string LlamaConfig::ToJson() const {
       rope["original_max_position_embeddings"] = rope_scaling.original_max_position_embeddings;
     }
   }
-  json j = {{"architectures", {"LlamaForCausalLM"}},
-            {"model_type", "llama"},
+  json j = {{"architectures", {architecture()}},
+            {"model_type", model_type},
             {"hidden_act", "silu"},
             {"vocab_size", vocab_size},
             {"hidden_size", hidden_size},
@@ -167,8 +214,6 @@ std::string LlamaConfig::ToJson() const {
             {"rms_norm_eps", rms_norm_eps},
             {"rope_theta", rope_theta},
             {"rope_scaling", rope},
-            {"attention_bias", attention_bias},
-            {"mlp_bias", mlp_bias},
             {"tie_word_embeddings", tie_word_embeddings},
             {"initializer_range", initializer_range},
             {"max_position_embeddings", max_position_embeddings},
@@ -176,6 +221,20 @@ std::string LlamaConfig::ToJson() const {
             {"eos_token_id", eos_token_id},
             {"torch_dtype", torch_dtype},
             {"use_cache", true}};
+  // Each family's own fields, as its transformers config class names them.
+  if (model_type == "llama") {
+    j["attention_bias"] = attention_bias;
+    j["mlp_bias"] = mlp_bias;
+  } else if (model_type == "mistral") {
+    j.erase("rope_scaling");
+    j["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json(nullptr);
+  } else {  // qwen2, qwen3
+    j["use_sliding_window"] = false;
+    j["sliding_window"] = nullptr;
+    j["max_window_layers"] = num_hidden_layers;
+    if (model_type == "qwen2") j.erase("head_dim");
+    if (model_type == "qwen3") j["attention_bias"] = attention_bias;
+  }
   if (!eos_token_ids.empty()) j["eos_token_id"] = eos_token_ids;
   if (pad_token_id >= 0) j["pad_token_id"] = pad_token_id;
   return j.dump(2);

@@ -37,10 +37,14 @@ std::vector<ParamSpec> LayerParams(const LlamaConfig& c, int l) {
                    ParamInit::kZeros});
     }
   };
-  proj("self_attn.q_proj", {q, C}, 0, c.attention_bias);
-  proj("self_attn.k_proj", {kv, C}, 0, c.attention_bias);
-  proj("self_attn.v_proj", {kv, C}, 0, c.attention_bias);
+  proj("self_attn.q_proj", {q, C}, 0, c.has_qkv_bias());
+  proj("self_attn.k_proj", {kv, C}, 0, c.has_qkv_bias());
+  proj("self_attn.v_proj", {kv, C}, 0, c.has_qkv_bias());
   proj("self_attn.o_proj", {C, q}, 1, c.attention_bias);
+  if (c.qk_norm) {  // one [D] weight shared by every head, replicated over TP
+    p.push_back({LayerName(l, "self_attn.q_norm.weight"), {D}, -1, ParamInit::kOnes});
+    p.push_back({LayerName(l, "self_attn.k_norm.weight"), {D}, -1, ParamInit::kOnes});
+  }
   p.push_back({LayerName(l, "post_attention_layernorm.weight"), {C}, -1, ParamInit::kOnes});
   proj("mlp.gate_proj", {I, C}, 0, c.mlp_bias);
   proj("mlp.up_proj", {I, C}, 0, c.mlp_bias);
@@ -76,7 +80,7 @@ StatusOr<ParamSpec> FindParam(const LlamaConfig& c, const std::string& name) {
   for (ParamSpec& p : candidates) {
     if (p.name == name) return p;
   }
-  return Status::NotFound(fmt::format("no parameter '{}' in this Llama model", name));
+  return Status::NotFound(fmt::format("no parameter '{}' in this {} model", name, c.model_type));
 }
 
 Val EmitEmbedding(Emitter& e, const LlamaConfig& c, Val ids) {
@@ -112,18 +116,25 @@ Val EmitDecoderLayer(Emitter& e, const LlamaConfig& c, int l, Val x, Val mask) {
     if (row_parallel) y = e.TpReduce(y);
     return bias ? e.Add(y, W((std::string(name) + ".bias").c_str())) : y;
   };
-  const bool ab = c.attention_bias, mb = c.mlp_bias;
+  const bool qkv_b = c.has_qkv_bias(), ab = c.attention_bias, mb = c.mlp_bias;
   const Attrs eps{{"eps", c.rms_norm_eps}};
   Val h = e.TpCopy(e.Emit1(OpKind::kRmsNorm, {x, W("input_layernorm.weight")}, eps));
-  Val q = e.Reshape(proj(h, "self_attn.q_proj", ab, false), {B, T, H, D});
-  Val k = e.Reshape(proj(h, "self_attn.k_proj", ab, false), {B, T, Hkv, D});
-  const Val v = e.Reshape(proj(h, "self_attn.v_proj", ab, false), {B, T, Hkv, D});
+  Val q = e.Reshape(proj(h, "self_attn.q_proj", qkv_b, false), {B, T, H, D});
+  Val k = e.Reshape(proj(h, "self_attn.k_proj", qkv_b, false), {B, T, Hkv, D});
+  const Val v = e.Reshape(proj(h, "self_attn.v_proj", qkv_b, false), {B, T, Hkv, D});
+  if (c.qk_norm) {
+    // Qwen3: RMSNorm over each head's D values. Each TP rank holds some of the heads, so the
+    // (replicated) weights' gradients are partial sums: TpCopy all-reduces them.
+    q = e.Emit1(OpKind::kRmsNorm, {q, e.TpCopy(W("self_attn.q_norm.weight"))}, eps);
+    k = e.Emit1(OpKind::kRmsNorm, {k, e.TpCopy(W("self_attn.k_norm.weight"))}, eps);
+  }
   q = e.Emit1(OpKind::kRotary, {q}, RopeAttrs(c));
   k = e.Emit1(OpKind::kRotary, {k}, RopeAttrs(c));
   std::vector<Val> qkv{q, k, v};
   if (mask != kNoVal) qkv.push_back(mask);
-  const Val att = e.Emit(OpKind::kAttention, qkv,
-                         {{"causal", int64_t{1}}, {"scale", 1.0 / std::sqrt(double(D))}})[0];
+  Attrs att_attrs{{"causal", int64_t{1}}, {"scale", 1.0 / std::sqrt(double(D))}};
+  if (c.LayerWindow(l) > 0) att_attrs.Set("window", c.LayerWindow(l));
+  const Val att = e.Emit(OpKind::kAttention, qkv, att_attrs)[0];
   const Val a = e.Reshape(att, {B, T, H * D});
   const Val x1 = e.Add(x, proj(a, "self_attn.o_proj", ab, true));
   h = e.TpCopy(e.Emit1(OpKind::kRmsNorm, {x1, W("post_attention_layernorm.weight")}, eps));

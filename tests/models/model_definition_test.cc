@@ -30,7 +30,17 @@ std::vector<LlamaConfig> Configs() {
   llama3.rope_scaling.type = "llama3";
   llama3.rope_scaling.factor = 8;
   llama3.rope_scaling.original_max_position_embeddings = 64;
-  return {mha, gqa, llama3};
+  LlamaConfig mistral = gqa;  // a sliding window on every layer
+  mistral.model_type = "mistral";
+  mistral.sliding_window = 5;
+  LlamaConfig qwen2 = gqa;  // q/k/v biases (not o), tied
+  qwen2.model_type = "qwen2";
+  qwen2.qkv_bias = true;
+  LlamaConfig qwen3 = mha;  // q/k norms, explicit head_dim
+  qwen3.model_type = "qwen3";
+  qwen3.qk_norm = true;
+  qwen3.explicit_head_dim = 24;
+  return {mha, gqa, llama3, mistral, qwen2, qwen3};
 }
 
 std::string Describe(const Graph& g, const Node& n) {
@@ -105,7 +115,9 @@ TEST(ModelDefinition, OneListOfParametersForTheModelTheStagesAndTheCount) {
     }
     EXPECT_EQ(c.NumParameters(), count);
     EXPECT_FALSE(FindParam(c, "model.layers.3.self_attn.q_proj.weight").ok());  // 3 layers
-    EXPECT_FALSE(FindParam(c, "model.layers.0.self_attn.q_norm.weight").ok());
+    EXPECT_EQ(FindParam(c, "model.layers.0.self_attn.q_norm.weight").ok(), c.qk_norm);
+    EXPECT_EQ(FindParam(c, "model.layers.0.self_attn.o_proj.bias").ok(), c.attention_bias);
+    EXPECT_EQ(FindParam(c, "model.layers.0.self_attn.k_proj.bias").ok(), c.has_qkv_bias());
     // Three stages own every parameter once, in the definition's order (tied embeddings: and the
     // last stage its copy).
     std::vector<std::string> staged;

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Numerics against the real thing: our checkpoint loaded into transformers.LlamaForCausalLM.
+"""Numerics against the real thing: our checkpoint loaded into transformers (AutoModelForCausalLM).
 
-Three variants of the Llama family: the shipped small Llama (Llama 2 style), a Llama 3 style one
-(explicit head_dim with heads x head_dim != hidden, rope_scaling "llama3" with sequences past its
-original context, q/k/v/o and MLP biases, tied embeddings) and one with "linear" rope scaling; each
-with the same checks (the linear one for fewer steps).
+Variants of each family: the shipped small Llama (Llama 2 style), a Llama 3 style one (explicit
+head_dim with heads x head_dim != hidden, rope_scaling "llama3" with sequences past its original
+context, q/k/v/o and MLP biases, tied embeddings), one with "linear" rope scaling, Mistral with a
+sliding window shorter than the sequence, Qwen2 (q/k/v biases, tied embeddings) and Qwen3 (q/k
+norms, head_dim != hidden / heads; transformers 4.46 has no Qwen3, so against the hand-written
+reference in qwen3_reference.py); each with the same checks (some for fewer steps).
 
 bin/moreh_op_runner train writes a checkpoint of the shipped small Llama (initialised from a fresh
 seed), the token ids of a batch of summarization prompts, our first-step gradients and the losses of
@@ -88,9 +90,12 @@ def main():
     # near-zero gradient elements into full-size steps, so rounding-level differences in those
     # elements move whole updates); at 3e-4 the worst of 8 seeds was 4.2e-6.
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--only", default=None, help="comma-separated variant names to run")
     a = ap.parse_args()
     import transformers
-    from transformers import LlamaForCausalLM, LlamaTokenizer
+    from transformers import AutoModelForCausalLM, LlamaTokenizer
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from qwen3_reference import Qwen3ForCausalLMReference
 
     torch.set_num_threads(2)
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, seed {a.seed}")
@@ -132,7 +137,15 @@ def main():
         (passed if same else failures).append("token ids")
         ids = torch.from_numpy(ours_ids)  # compare numerics on identical inputs either way
 
-        model = LlamaForCausalLM.from_pretrained(ckpt, torch_dtype=torch.float32)
+        with open(os.path.join(ckpt, "config.json")) as f:
+            family = json.load(f)["model_type"]
+        if family == "qwen3":
+            model = Qwen3ForCausalLMReference.from_pretrained(ckpt)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(ckpt, torch_dtype=torch.float32,
+                                                         attn_implementation="eager")
+            check(f"{variant}: transformers' class is {type(model).__name__}",
+                  0 if type(model).__name__.lower().startswith(family) else 1, 0)
         model.train()
         mask = (ids != 0).long()
         labels = ids.clone()
@@ -163,6 +176,14 @@ def main():
               f"{steps})")
         (passed if full else failures).append("loss count")
         check(f"{variant}: loss (step 1)", rel(ours[0], losses[0]), 1e-5)
+        if family == "mistral":  # the window matters here: without it the loss is another
+            full_attn = AutoModelForCausalLM.from_pretrained(
+                ckpt, torch_dtype=torch.float32, attn_implementation="eager", sliding_window=None)
+            other = full_attn(input_ids=ids, attention_mask=mask, labels=labels).loss.item()
+            gap = abs(other - losses[0]) / abs(losses[0])
+            print(f"{'PASS' if gap > 1e-4 else 'FAIL'}  {variant}: without the window transformers' "
+                  f"loss differs ({gap:.2e})")
+            (passed if gap > 1e-4 else failures).append("window matters")
         steps_rel = [abs(x - y) / abs(y) for x, y in zip(ours, losses)]
         print("      per-step rel. differences:", " ".join(f"{e:.1e}" for e in steps_rel))
         # Two f32 implementations of the same training drift apart exponentially once Adam has
@@ -177,10 +198,12 @@ def main():
               f"{losses[-1]:.6f}")
 
         # transformers' own save (the safetensors library) loads into our runtime unchanged.
-        hf_dir = os.path.join(d, "hf_saved")
-        model.save_pretrained(hf_dir, safe_serialization=True, max_shard_size="2MB")
-        check(f"{variant}: transformers-saved sharded checkpoint loads", load_and_compare(
-            a.runner, hf_dir, {n: p.detach().numpy() for n, p in model.named_parameters()}, d), 0)
+        if family != "qwen3":
+            hf_dir = os.path.join(d, "hf_saved")
+            model.save_pretrained(hf_dir, safe_serialization=True, max_shard_size="2MB")
+            check(f"{variant}: transformers-saved sharded checkpoint loads", load_and_compare(
+                a.runner, hf_dir, {n: p.detach().numpy() for n, p in model.named_parameters()},
+                d), 0)
 
         # A checkpoint written by a minimal writer that follows the safetensors specification
         # (struct + JSON, tensors in reverse order, header padded with spaces, bf16 weights).
@@ -200,8 +223,17 @@ def main():
                                                    "high_freq_factor": 4.0,
                                                    "original_max_position_embeddings": 64}},
                  a.steps),
-                ("linear-rope", {"rope_scaling": {"type": "linear", "factor": 2.0}}, 3)]
+                ("linear-rope", {"rope_scaling": {"type": "linear", "factor": 2.0}}, 3),
+                # A 24-token window on 96-token sequences: most keys are outside it.
+                ("mistral", {"model_type": "mistral", "sliding_window": 24,
+                             "architectures": ["MistralForCausalLM"]}, 10),
+                ("qwen2", {"model_type": "qwen2", "tie_word_embeddings": True,
+                           "rope_theta": 1000000.0, "architectures": ["Qwen2ForCausalLM"]}, 10),
+                ("qwen3", {"model_type": "qwen3", "head_dim": 48, "rope_theta": 1000000.0,
+                           "architectures": ["Qwen3ForCausalLM"]}, 10)]
     for variant, changes, steps in variants:
+        if a.only and variant not in a.only.split(","):
+            continue
         with tempfile.TemporaryDirectory() as d:
             model_dir = mini
             if changes:

@@ -313,3 +313,65 @@ TEST(Checkpoint, BadDirectoriesNameTheFileAndProblem) {
 
 }  // namespace
 }  // namespace moreh::io
+
+namespace moreh {
+namespace {
+// Each family's config.json as transformers' config class reads it: its defaults, the fields it
+// would silently ignore refused by name, and a round trip through ToJson (what the checkpoint and
+// the stage programs carry).
+TEST(ModelConfig, FamiliesReadAsTransformersReadsThem) {
+  auto base = nlohmann::json::parse(moreh::testing::TinyLlamaConfig().ToJson());
+  for (const char* k : {"attention_bias", "mlp_bias", "head_dim", "rope_scaling"}) base.erase(k);
+  auto read = [&](nlohmann::json changes) {
+    auto j = base;
+    j.update(changes);
+    return models::LlamaConfig::FromJson(j.dump(), "m/config.json");
+  };
+  auto refused = [&](nlohmann::json changes, const std::string& expect) {
+    auto r = read(changes);
+    ASSERT_FALSE(r.ok()) << changes.dump();
+    EXPECT_NE(r.status().message().find(expect), std::string::npos)
+        << changes.dump() << ": " << r.status().message();
+  };
+  refused({{"model_type", "gemma3"}}, "'model_type' 'gemma3' is not supported (llama, mistral");
+  // Mistral: a 4096-token window unless the file says null (v0.2 and later); no rope scaling, no
+  // biases in transformers' class.
+  auto mistral = read({{"model_type", "mistral"}});
+  ASSERT_TRUE(mistral.ok()) << mistral.status().message();
+  EXPECT_EQ(mistral->sliding_window, 4096);
+  EXPECT_EQ(mistral->architecture(), "MistralForCausalLM");
+  EXPECT_EQ(read({{"model_type", "mistral"}, {"sliding_window", nullptr}})->sliding_window, 0);
+  refused({{"model_type", "mistral"}, {"sliding_window", 0}}, "'sliding_window' is 0");
+  refused({{"model_type", "mistral"}, {"rope_scaling", {{"rope_type", "linear"}, {"factor", 2}}}},
+          "Mistral has no rope scaling");
+  refused({{"model_type", "mistral"}, {"attention_bias", true}},
+          "'attention_bias' is not part of mistral");
+  // Qwen2: q/k/v biases always; head_dim always hidden / heads; no sliding window.
+  auto qwen2 = read({{"model_type", "qwen2"}});
+  ASSERT_TRUE(qwen2.ok()) << qwen2.status().message();
+  EXPECT_TRUE(qwen2->qkv_bias && !qwen2->attention_bias && !qwen2->qk_norm);
+  refused({{"model_type", "qwen2"}, {"use_sliding_window", true}}, "use_sliding_window");
+  refused({{"model_type", "qwen2"}, {"head_dim", 2}}, "Qwen2's head_dim is always");
+  refused({{"model_type", "qwen2"}, {"mlp_bias", true}}, "'mlp_bias' is not part of qwen2");
+  // Qwen3: q/k norms; head_dim 128 unless given; attention_bias honoured (q, k, v and o).
+  auto qwen3 = read({{"model_type", "qwen3"}, {"hidden_size", 256}, {"num_attention_heads", 2}});
+  ASSERT_TRUE(qwen3.ok()) << qwen3.status().message();
+  EXPECT_TRUE(qwen3->qk_norm && !qwen3->qkv_bias);
+  EXPECT_EQ(qwen3->head_dim(), 128);
+  EXPECT_TRUE(
+      read({{"model_type", "qwen3"}, {"head_dim", 16}, {"attention_bias", true}})->attention_bias);
+  // The round trip keeps every family's features.
+  for (const auto& c : {*mistral, *qwen2, *qwen3}) {
+    auto back = models::LlamaConfig::FromJson(c.ToJson(), "round trip");
+    ASSERT_TRUE(back.ok()) << c.model_type << ": " << back.status().message();
+    EXPECT_EQ(back->model_type, c.model_type);
+    EXPECT_EQ(back->sliding_window, c.sliding_window);
+    EXPECT_EQ(back->qkv_bias, c.qkv_bias);
+    EXPECT_EQ(back->qk_norm, c.qk_norm);
+    EXPECT_EQ(back->attention_bias, c.attention_bias);
+    EXPECT_EQ(back->head_dim(), c.head_dim());
+    EXPECT_EQ(nlohmann::json::parse(back->ToJson()), nlohmann::json::parse(c.ToJson()));
+  }
+}
+}  // namespace
+}  // namespace moreh

@@ -566,13 +566,8 @@ TEST(Pipeline, EveryCandidateMatchesOneDevice) {
 // and MLP biases (column-parallel ones split with their rows, row-parallel ones added once after
 // the reduce) and llama3 rope scaling, under stages, tensor parallelism, data parallelism and both
 // sharding flags, as one device trains it.
-TEST(Pipeline, Llama3FeaturesMatchOneDeviceInEveryLayout) {
-  models::LlamaConfig c = SmallLlama();
-  c.explicit_head_dim = 12;
-  c.attention_bias = c.mlp_bias = true;
-  c.rope_scaling.type = "llama3";
-  c.rope_scaling.factor = 8;
-  c.rope_scaling.original_max_position_embeddings = 4;
+// Every distinct layout (stages, TP, DP, sharding) of four devices trains `c` as one device does.
+void ExpectEveryLayoutMatchesOneDevice(const models::LlamaConfig& c) {
   const int64_t B = 8, T = 8;
   const auto batches = MakeBatches(4, B, T, c.vocab_size);
   const Trajectory ref = OneDevice(c, batches);
@@ -589,8 +584,38 @@ TEST(Pipeline, Llama3FeaturesMatchOneDeviceInEveryLayout) {
     ExpectSameTraining(Distributed(c, cand, batches), ref, &worst_l, &worst_w);
   }
   EXPECT_GE(seen.size(), 12u);
-  std::printf("layouts run: %zu; worst loss rel. error %.3g, worst weight diff %.3g\n", seen.size(),
-              worst_l, worst_w);
+  std::printf("%s: layouts run: %zu; worst loss rel. error %.3g, worst weight diff %.3g\n",
+              c.model_type.c_str(), seen.size(), worst_l, worst_w);
+}
+
+TEST(Pipeline, Llama3FeaturesMatchOneDeviceInEveryLayout) {
+  models::LlamaConfig c = SmallLlama();
+  c.explicit_head_dim = 12;
+  c.attention_bias = c.mlp_bias = true;
+  c.rope_scaling.type = "llama3";
+  c.rope_scaling.factor = 8;
+  c.rope_scaling.original_max_position_embeddings = 4;
+  ExpectEveryLayoutMatchesOneDevice(c);
+}
+
+// The other families' features in every layout: Mistral's sliding window (3 keys of 8), Qwen2's
+// q/k/v biases with tied embeddings, Qwen3's q/k norms under tensor parallelism (each rank's
+// heads give part of the replicated norm weights' gradients; they are summed over TP).
+TEST(Pipeline, MistralQwen2Qwen3MatchOneDeviceInEveryLayout) {
+  models::LlamaConfig mistral = SmallLlama();
+  mistral.model_type = "mistral";
+  mistral.sliding_window = 3;
+  models::LlamaConfig qwen2 = SmallLlama();
+  qwen2.model_type = "qwen2";
+  qwen2.qkv_bias = qwen2.tie_word_embeddings = true;
+  models::LlamaConfig qwen3 = SmallLlama();
+  qwen3.model_type = "qwen3";
+  qwen3.qk_norm = true;
+  qwen3.explicit_head_dim = 12;
+  for (const models::LlamaConfig& c : {mistral, qwen2, qwen3}) {
+    SCOPED_TRACE(c.model_type);
+    ExpectEveryLayoutMatchesOneDevice(c);
+  }
 }
 
 // Tied embeddings over pipeline stages (Llama 3.2 1B/3B, Qwen2.5 small sizes), as Megatron-LM
