@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "runtime/log.h"
 #include "runtime/net/protocol.h"
@@ -86,10 +87,31 @@ int PlanMain(int argc, char** argv) {
       out << planner::PlanToSvg(plan, cluster);
       MOREH_CHECK(out.good(), "{}: cannot write the picture", svg);
     }
+    // The model's size, as the reference's table starts: its parameters (the definition's list)
+    // and the training state they need before any activation: f32, 16 bytes per parameter
+    // (weights, gradients, AdamW m and v); mixed precision 18 (bf16 copy, f32 gradients, f32
+    // master weights, m and v).
+    const int64_t num_params = job.model.NumParameters();
+    const int state_per_param = job.compute_dtype == DType::kF32 ? 16 : 18;
+    const double state_bytes = static_cast<double>(num_params) * state_per_param;
     if (as_json) {
-      std::printf("%s\n", plan.ToJson().c_str());
+      nlohmann::json j = nlohmann::json::parse(plan.ToJson());
+      j["model"] = {{"model_type", job.model.model_type},
+                    {"architecture", job.model.architecture()},
+                    {"num_params", num_params},
+                    {"training_state_bytes", state_bytes},
+                    {"training_state_bytes_per_param", state_per_param}};
+      std::printf("%s\n", j.dump(2).c_str());
       return 0;
     }
+    std::printf(
+        "model : %s (%s), num params : %lld (%.2f B), training state : %.2f GiB (%d bytes "
+        "per parameter: %s)\n",
+        job.model.model_type.c_str(), job.model.architecture().c_str(),
+        static_cast<long long>(num_params), static_cast<double>(num_params) / 1e9,
+        state_bytes / (1 << 30), state_per_param,
+        state_per_param == 16 ? "f32 weights, gradients, AdamW m and v"
+                              : "bf16 weights, f32 gradients, f32 master weights, AdamW m and v");
     std::printf("%-4s %-110s %10s %9s %11s %6s\n", "", "candidate", "peak GiB", "step s",
                 "tokens/s", "MFU");
     for (const auto& c : plan.candidates) {

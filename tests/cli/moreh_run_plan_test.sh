@@ -20,8 +20,20 @@ for line in "Got DBs from backend for auto config." "The number of candidates is
   check "log: $line" "grep -qF -- '$line' '$tmp/out'"
 done
 check "picture written" "grep -q '<svg' '$tmp/plan.svg'"
+# Llama 2 13B has 13,015,864,320 parameters (transformers' num_parameters()); bf16 mixed precision
+# keeps 18 bytes of training state per parameter.
+check "model size line" "grep -qF 'model : llama (LlamaForCausalLM), num params : 13015864320 (13.02 B), training state : 218.20 GiB (18 bytes' '$tmp/out'"
+# Today's families (examples/models: their published config.json): each plans, and its parameter
+# count is the published one (transformers' num_parameters() of the real checkpoint).
+for mc in llama-3.1-8b:8030261248 llama-3.2-1b:1235814400 mistral-7b-v0.3:7248023552 \
+    qwen2.5-7b:7615616512 qwen3-8b:8190735360; do
+  "$RUN" plan --model-name-or-path "$SRC/examples/models/${mc%%:*}" --batch-size 64 \
+    --block-size 1024 --device-size 4xLarge >"$tmp/family" 2>&1
+  check "${mc%%:*}: plans with ${mc##*:} parameters" \
+    "grep -q 'num params : ${mc##*:} ' '$tmp/family' && grep -q '^chosen: ' '$tmp/family'"
+done
 "$RUN" plan "${M[@]}" --device-size 4xLarge --json >"$tmp/plan.json" 2>"$tmp/err"
-check "json plan" "python3 -c \"import json,sys; p=json.load(open('$tmp/plan.json')); assert p['chosen']['feasible']; assert p['num_candidates'] > 100; assert len(p['schedule']) == p['chosen']['num_stages']\""
+check "json plan" "python3 -c \"import json,sys; p=json.load(open('$tmp/plan.json')); assert p['chosen']['feasible']; assert p['num_candidates'] > 100; assert len(p['schedule']) == p['chosen']['num_stages']; assert p['model']['num_params'] == 13015864320\""
 "$RUN" plan "${M[@]}" --device-size 4xLarge --ap off >"$tmp/off" 2>&1
 rc=$?
 check "AP off: exit 1" "[[ $rc -eq 1 ]]"
