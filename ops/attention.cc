@@ -55,7 +55,8 @@ kernels::cpu::AttentionShape AttentionShapeOf(const Shape& q, const Shape& k, co
           a.GetInt("causal", 1) != 0,
           static_cast<float>(a.Has("scale") ? a.GetFloat("scale")
                                             : 1.0 / std::sqrt(static_cast<double>(q[3]))),
-          a.GetInt("window", 0)};
+          a.GetInt("window", 0),
+          static_cast<float>(a.Has("softcap") ? a.GetFloat("softcap") : 0.0)};
 }
 
 const OpDef kAttentionDef = {

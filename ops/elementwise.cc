@@ -83,4 +83,52 @@ const OpDef kScaleDef = {
     }},
 };
 
+// softcap(x; cap) = cap * tanh(x / cap) (Gemma 2's final logits); softcap_backward(dy, y; cap)
+// = dy * (1 - (y / cap)^2), from the output, so the input need not be kept.
+const OpDef kSoftcapDef = {
+    .kind = OpKind::kSoftcap,
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .infer =
+        [](const InfoList& in, const Attrs& a) {
+          MOREH_CHECK(IsFloating(in[0]->dtype), "input must be a float tensor");
+          MOREH_CHECK(a.GetFloat("cap") > 0, "softcap: cap {} must be > 0", a.GetFloat("cap"));
+          return std::vector<ValueInfo>{*in[0]};
+        },
+    .cost = ElementwiseCost,
+    .grad =
+        [](GraphBuilder& b, const Node& n, std::span<const int> g) {
+          if (g[0] < 0) return std::vector<int>{-1};
+          return std::vector<int>{b.Emit1(OpKind::kSoftcapBackward, {g[0], n.outputs[0]}, n.attrs)};
+        },
+    .kernels = {[](std::span<const Tensor> in, std::span<Tensor> out, const Attrs& a) {
+      const Tensor x = AsF32(in[0]);
+      const float cap = static_cast<float>(a.GetFloat("cap"));
+      WriteF32(out[0],
+               [&](float* o) { kernels::cpu::Softcap(o, x.data<float>(), cap, x.numel()); });
+    }},
+};
+
+const OpDef kSoftcapBackwardDef = {
+    .kind = OpKind::kSoftcapBackward,
+    .min_inputs = 2,
+    .max_inputs = 2,
+    .infer =
+        [](const InfoList& in, const Attrs& a) {
+          MOREH_CHECK(*in[0] == *in[1] && IsFloating(in[0]->dtype),
+                      "softcap_backward: dy and y must have the same float dtype and shape");
+          MOREH_CHECK(a.GetFloat("cap") > 0, "softcap: cap {} must be > 0", a.GetFloat("cap"));
+          return std::vector<ValueInfo>{*in[0]};
+        },
+    .cost = ElementwiseCost,
+    .grad = nullptr,
+    .kernels = {[](std::span<const Tensor> in, std::span<Tensor> out, const Attrs& a) {
+      const Tensor dy = AsF32(in[0]), y = AsF32(in[1]);
+      const float cap = static_cast<float>(a.GetFloat("cap"));
+      WriteF32(out[0], [&](float* o) {
+        kernels::cpu::SoftcapBackward(o, dy.data<float>(), y.data<float>(), cap, dy.numel());
+      });
+    }},
+};
+
 }  // namespace moreh::ops

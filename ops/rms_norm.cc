@@ -1,4 +1,5 @@
-// rms_norm(x[..., C], w[C]; eps) -> y; rms_norm_backward(dy, x, w; eps) -> (dx, dw).
+// rms_norm(x[..., C], w[C]; eps, offset=0) -> y = x rsqrt(mean(x^2) + eps) (offset + w);
+// rms_norm_backward(dy, x, w; eps, offset) -> (dx, dw).
 #include "kernels/cpu/cpu_kernels.h"
 #include "ops/op.h"
 
@@ -8,6 +9,10 @@ void CheckNorm(const ValueInfo& x, const ValueInfo& w) {
   MOREH_CHECK(IsFloating(x.dtype) && x.dtype == w.dtype, "x and weight must share a float dtype");
   MOREH_CHECK(!x.shape.empty() && w.shape.size() == 1 && w.shape[0] == x.shape.back(),
               "weight must be [C] with C = x's last dimension");
+}
+// offset=1: Gemma's norms scale by (1 + w), the weight stored as an offset from one.
+float Offset(const Attrs& a) {
+  return static_cast<float>(a.Has("offset") ? a.GetFloat("offset") : 0.0);
 }
 }  // namespace
 
@@ -35,7 +40,7 @@ const OpDef kRmsNormDef = {
       const int64_t c = x.shape().back();
       WriteF32(out[0], [&](float* y) {
         kernels::cpu::RmsNormForward(y, x.data<float>(), w.data<float>(), x.numel() / c, c,
-                                     static_cast<float>(a.GetFloat("eps")));
+                                     static_cast<float>(a.GetFloat("eps")), Offset(a));
       });
     }},
 };
@@ -61,7 +66,8 @@ const OpDef kRmsNormBackwardDef = {
       WriteF32(out[0], [&](float* dx) {
         WriteF32(out[1], [&](float* dw) {
           kernels::cpu::RmsNormBackward(dx, dw, dy.data<float>(), x.data<float>(), w.data<float>(),
-                                        x.numel() / c, c, static_cast<float>(a.GetFloat("eps")));
+                                        x.numel() / c, c, static_cast<float>(a.GetFloat("eps")),
+                                        Offset(a));
         });
       });
     }},

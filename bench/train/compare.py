@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""bench/run train: `moreh-run train` on the shipped model and data against the PyTorch peer
+"""bench/run train [--family F]: `moreh-run train` on the shipped model (or, with --family, the
+same sizes as another family: llama3, mistral, qwen2, qwen3) and data against the PyTorch peer
 (bench/train/torch_train.py), in the same run. Ours: time to the first step and steady tokens/s
 from the log's timestamps (one line per step), peak RSS of the process. Prints BENCH lines last."""
 import argparse
@@ -8,6 +9,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +57,21 @@ def run_peer(a, tuned):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+# The shipped model's sizes with each family's features (as tests/reference uses them).
+FAMILIES = {
+    "llama3": {"head_dim": 48, "attention_bias": True, "mlp_bias": True,
+               "tie_word_embeddings": True, "rope_theta": 500000.0,
+               "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}},
+    "mistral": {"model_type": "mistral", "sliding_window": 128,
+                "architectures": ["MistralForCausalLM"]},
+    "qwen2": {"model_type": "qwen2", "tie_word_embeddings": True, "rope_theta": 1000000.0,
+              "architectures": ["Qwen2ForCausalLM"]},
+    "qwen3": {"model_type": "qwen3", "head_dim": 48, "rope_theta": 1000000.0,
+              "architectures": ["Qwen3ForCausalLM"]},
+}
+
+
 def main():
     ap = argparse.ArgumentParser()
     for k, v in [("--moreh-run", None), ("--python", None), ("--model", None), ("--dataset", None)]:
@@ -65,7 +82,17 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--family", choices=sorted(FAMILIES), default=None)
     a = ap.parse_args()
+    tag = ""
+    if a.family:
+        d = tempfile.mkdtemp(prefix="bench-train-")
+        shutil.copy(os.path.join(a.model, "tokenizer.model"), d)
+        with open(os.path.join(a.model, "config.json")) as f:
+            cfg = dict(json.load(f), **FAMILIES[a.family])
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        a.model, tag = d, "_" + a.family
     ours = run_ours(a)
     default = run_peer(a, tuned=False)
     tuned = run_peer(a, tuned=True)
@@ -73,11 +100,11 @@ def main():
     print("moreh:           " + json.dumps(ours))
     print("pytorch default: " + json.dumps(default))
     print("pytorch tuned:   " + json.dumps(tuned))
-    print(f"BENCH train_vs_pytorch_default {ours['tokens_per_s'] / default['tokens_per_s']:.2f} x")
-    print(f"BENCH train_vs_pytorch {ours['tokens_per_s'] / best['tokens_per_s']:.2f} x")
-    print(f"BENCH train_first_step_s {ours['first_step_s']:.2f} s")
-    print(f"BENCH train_first_step_vs_pytorch {ours['first_step_s'] / best['first_step_s']:.2f} x")
-    print(f"BENCH train_peak_rss_vs_pytorch {ours['peak_rss_bytes'] / best['peak_rss_bytes']:.2f} x")
+    print(f"BENCH train{tag}_vs_pytorch_default {ours['tokens_per_s'] / default['tokens_per_s']:.2f} x")
+    print(f"BENCH train{tag}_vs_pytorch {ours['tokens_per_s'] / best['tokens_per_s']:.2f} x")
+    print(f"BENCH train{tag}_first_step_s {ours['first_step_s']:.2f} s")
+    print(f"BENCH train{tag}_first_step_vs_pytorch {ours['first_step_s'] / best['first_step_s']:.2f} x")
+    print(f"BENCH train{tag}_peak_rss_vs_pytorch {ours['peak_rss_bytes'] / best['peak_rss_bytes']:.2f} x")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
 """The PyTorch peer of bench/train: the reference script's training loop with transformers'
-LlamaForCausalLM (PyTorch 1.13 eager, f32) on the shipped model config, tokenizer and data: every
+model for the config's family (AutoModelForCausalLM, PyTorch 1.13 eager, f32; Qwen3, which
+transformers 4.46 lacks: the hand-written eager reference of tests/reference) on the model config, tokenizer and data: every
 prompt tokenized with LlamaTokenizer (padding to the block, pad id 0), no shuffle, AdamW, the same
 batch, block and threads as ours. Prints one JSON line with the time to the first step (from process
 start), steady-state tokens/s (steps after the warm-up) and peak RSS."""
 import argparse
 import json
+import os
 import resource
+import sys
 import time
 
 T0 = time.time()
 
 import torch  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaTokenizer  # noqa: E402
 
 
 def main():
@@ -30,7 +33,16 @@ def main():
         torch.set_num_threads(a.threads)
     tok = LlamaTokenizer.from_pretrained(a.model, legacy=True)
     tok.pad_token_id = 0
-    model = LlamaForCausalLM(LlamaConfig.from_pretrained(a.model))
+    with open(os.path.join(a.model, "config.json")) as f:
+        cfg = json.load(f)
+    if cfg.get("model_type") == "qwen3":
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                        "tests", "reference"))
+        from qwen3_reference import Qwen3ForCausalLMReference
+        model = Qwen3ForCausalLMReference(cfg)
+    else:
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(a.model),
+                                                 attn_implementation="eager")
     model.train()
     prompts = []
     with open(a.dataset) as f:

@@ -34,6 +34,15 @@ inline int64_t FirstKeyTile(const AttentionShape& sh, int64_t i0) {
   return sh.window > 0 ? std::max<int64_t>(0, i0 - sh.window + 1) / kBc * kBc : 0;
 }
 
+// Gemma 2's soft-capping of a tile's scores (before the masks), in place.
+void CapTile(float* s, int64_t rows, int64_t nb, float cap) {
+  if (cap <= 0.0f) return;
+  const float inv = 1.0f / cap;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t jj = 0; jj < nb; ++jj) s[r * kBc + jj] = cap * std::tanh(s[r * kBc + jj] * inv);
+  }
+}
+
 // Sets s[r][jj] = -inf for keys that row r may not see.
 void MaskTile(float* s, int64_t rows, int64_t nb, int64_t i0, int64_t j0, const int64_t* key_mask,
               int64_t b, const AttentionShape& sh) {
@@ -75,6 +84,7 @@ void AttentionForward(float* out, float* lse, const float* q, const float* k, co
         // S = scale * Q K^T for the tile.
         Gemm(false, true, rows, nb, D, sh.scale, qt, q_stride, kb + j0 * kv_stride, kv_stride, 0.0f,
              s.data(), kBc);
+        CapTile(s.data(), rows, nb, sh.softcap);
         MaskTile(s.data(), rows, nb, i0, j0, key_mask, b, sh);
         for (int64_t r = 0; r < rows; ++r) {
           float* row = s.data() + r * kBc;
@@ -158,6 +168,7 @@ void AttentionBackward(float* dq, float* dk, float* dv, const float* dout, const
             const float* lse_t = lse + (b * H + h) * T + i0;
             Gemm(false, true, rows, nb, D, sh.scale, qt, q_stride, kt, kv_stride, 0.0f, p.data(),
                  kBc);
+            CapTile(p.data(), rows, nb, sh.softcap);
             MaskTile(p.data(), rows, nb, i0, j0, key_mask, b, sh);
             Gemm(false, true, rows, nb, D, 1.0f, dot, q_stride, vt, kv_stride, 0.0f, dp.data(),
                  kBc);
@@ -174,9 +185,17 @@ void AttentionBackward(float* dq, float* dk, float* dv, const float* dout, const
 #pragma omp simd
               for (int64_t jj = 0; jj < nb; ++jj) {
                 const float pv = VecExp(pr[jj] - row_lse);  // masked: exp(-inf) = 0
-                pr[jj] = pv;
                 dpr[jj] = pv * (dpr[jj] - d_i) * sh.scale;  // scale * dS
               }
+              if (sh.softcap > 0.0f) {  // through the cap: d tanh = 1 - tanh^2
+                const float inv = 1.0f / sh.softcap;
+                for (int64_t jj = 0; jj < nb; ++jj) {
+                  const float t = pr[jj] == kNegInf ? 0.0f : pr[jj] * inv;
+                  dpr[jj] *= 1.0f - t * t;
+                }
+              }
+#pragma omp simd
+              for (int64_t jj = 0; jj < nb; ++jj) pr[jj] = VecExp(pr[jj] - row_lse);
             }
             // dV += P^T dO; dK += (scale dS)^T Q; dQ += (scale dS) K
             Gemm(true, false, nb, D, rows, 1.0f, p.data(), kBc, dot, q_stride, 1.0f, dv_acc.data(),

@@ -33,14 +33,19 @@ void EmbeddingBackward(float* dweight, const float* dout, const int64_t* ids, in
 void Add(float* out, const float* a, const float* b, int64_t n, int64_t nb);
 void Mul(float* out, const float* a, const float* b, int64_t n, int64_t nb);
 void Scale(float* out, const float* x, float s, int64_t n);
+// Gemma 2's logit soft-capping: out = cap * tanh(x / cap); backward from the output:
+// dx = dy * (1 - (y / cap)^2).
+void Softcap(float* out, const float* x, float cap, int64_t n);
+void SoftcapBackward(float* dx, const float* dy, const float* y, float cap, int64_t n);
 
 // --- rmsnorm.cc
 // ----------------------------------------------------------------------------------- y[N,C] = x *
-// rsqrt(mean(x^2) + eps) * w[C]
-void RmsNormForward(float* y, const float* x, const float* w, int64_t n, int64_t c, float eps);
+// rsqrt(mean(x^2) + eps) * (offset + w[C]); Gemma's norms store the weight as an offset from 1.
+void RmsNormForward(float* y, const float* x, const float* w, int64_t n, int64_t c, float eps,
+                    float offset = 0.0f);
 // dx[N,C] = ..., dw[C] = sum over rows (both overwritten).
 void RmsNormBackward(float* dx, float* dw, const float* dy, const float* x, const float* w,
-                     int64_t n, int64_t c, float eps);
+                     int64_t n, int64_t c, float eps, float offset = 0.0f);
 
 // --- rotary.cc
 // ------------------------------------------------------------------------------------ Hugging Face
@@ -76,6 +81,9 @@ struct AttentionShape {
   // Sliding window (Mistral, Gemma 2; causal only): query i sees key j iff 0 <= i - j < window,
   // as transformers' eager and SDPA masks do. 0: no window.
   int64_t window = 0;
+  // Gemma 2's attn_logit_softcapping: scores become softcap * tanh(scores / softcap) before the
+  // masks and the softmax. 0: none.
+  float softcap = 0.0f;
 };
 // Whether the window lets query i see key j (the causal and padding masks apply besides).
 inline bool InWindow(const AttentionShape& sh, int64_t i, int64_t j) {
@@ -94,6 +102,11 @@ void AttentionBackward(float* dq, float* dk, float* dv, const float* dout, const
 void SwiGluForward(float* y, const float* gate, const float* up, int64_t n);
 void SwiGluBackward(float* dgate, float* dup, const float* dy, const float* gate, const float* up,
                     int64_t n);
+// Gemma's GeGLU: y = gelu_tanh(gate) * up, gelu_tanh(g) = 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715
+// g^3))) (PyTorch's gelu(approximate="tanh")); the backward writes dgate and dup.
+void GeGluForward(float* y, const float* gate, const float* up, int64_t n);
+void GeGluBackward(float* dgate, float* dup, const float* dy, const float* gate, const float* up,
+                   int64_t n);
 
 // --- cross_entropy.cc
 // ----------------------------------------------------------------------------- logits[N,V],

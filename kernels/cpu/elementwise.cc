@@ -1,5 +1,6 @@
 // Elementwise add / mul (with suffix broadcast of b) and scale.
 #include <algorithm>
+#include <cmath>
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "runtime/core/parallel.h"
@@ -40,6 +41,24 @@ void Scale(float* out, const float* x, float s, int64_t n) {
   ParallelFor(n, kGrain, [&](int64_t b, int64_t e) {
 #pragma omp simd
     for (int64_t i = b; i < e; ++i) out[i] = x[i] * s;
+  });
+}
+
+void Softcap(float* out, const float* x, float cap, int64_t n) {
+  const float inv = 1.0f / cap;
+  ParallelFor(n, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) out[i] = cap * std::tanh(x[i] * inv);
+  });
+}
+
+void SoftcapBackward(float* dx, const float* dy, const float* y, float cap, int64_t n) {
+  const float inv = 1.0f / cap;
+  ParallelFor(n, kGrain, [&](int64_t b, int64_t e) {
+#pragma omp simd
+    for (int64_t i = b; i < e; ++i) {
+      const float t = y[i] * inv;
+      dx[i] = dy[i] * (1.0f - t * t);
+    }
   });
 }
 

@@ -8,7 +8,8 @@
 
 namespace moreh::kernels::cpu {
 
-void RmsNormForward(float* y, const float* x, const float* w, int64_t n, int64_t c, float eps) {
+void RmsNormForward(float* y, const float* x, const float* w, int64_t n, int64_t c, float eps,
+                    float offset) {
   ParallelFor(n, 16, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       const float* xr = x + i * c;
@@ -18,7 +19,7 @@ void RmsNormForward(float* y, const float* x, const float* w, int64_t n, int64_t
       for (int64_t j = 0; j < c; ++j) ss += xr[j] * xr[j];
       const float r = 1.0f / std::sqrt(ss / static_cast<float>(c) + eps);
 #pragma omp simd
-      for (int64_t j = 0; j < c; ++j) yr[j] = xr[j] * r * w[j];
+      for (int64_t j = 0; j < c; ++j) yr[j] = xr[j] * r * (offset + w[j]);
     }
   });
 }
@@ -26,7 +27,7 @@ void RmsNormForward(float* y, const float* x, const float* w, int64_t n, int64_t
 // y = x * r * w, r = (mean(x^2) + eps)^-1/2
 // dx_j = r * w_j * dy_j - x_j * r^3 / C * sum_k(dy_k w_k x_k);  dw_j = sum_rows dy_j x_j r
 void RmsNormBackward(float* dx, float* dw, const float* dy, const float* x, const float* w,
-                     int64_t n, int64_t c, float eps) {
+                     int64_t n, int64_t c, float eps, float offset) {
   const int threads = NumThreads();
   std::vector<float> partial(static_cast<size_t>(threads) * c, 0.0f);
   std::vector<char> used(threads, 0);
@@ -42,13 +43,13 @@ void RmsNormBackward(float* dx, float* dw, const float* dy, const float* x, cons
 #pragma omp simd reduction(+ : ss, dot)
       for (int64_t j = 0; j < c; ++j) {
         ss += xr[j] * xr[j];
-        dot += dyr[j] * w[j] * xr[j];
+        dot += dyr[j] * (offset + w[j]) * xr[j];
       }
       const float r = 1.0f / std::sqrt(ss / static_cast<float>(c) + eps);
       const float k = dot * r * r * r / static_cast<float>(c);
 #pragma omp simd
       for (int64_t j = 0; j < c; ++j) {
-        dxr[j] = r * w[j] * dyr[j] - xr[j] * k;
+        dxr[j] = r * (offset + w[j]) * dyr[j] - xr[j] * k;
         dwp[j] += dyr[j] * xr[j] * r;
       }
     }

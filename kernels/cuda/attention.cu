@@ -100,7 +100,7 @@ __global__ void __launch_bounds__(kThreads)
     float tile_max = kNegInf;
 #pragma unroll
     for (int jj = 0; jj < kTile; ++jj) {
-      const float dot = DotOwn<kTpr, kMaxD>(qr, ks[jj], sub) * sh.scale;
+      const float dot = Cap(sh, DotOwn<kTpr, kMaxD>(qr, ks[jj], sub) * sh.scale);
       s[jj] = KeyVisible(sh, key_mask, b, i, j0 + jj) ? dot : kNegInf;
       tile_max = fmaxf(tile_max, s[jj]);
     }
@@ -176,11 +176,11 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
 #pragma unroll 4
     for (int jj = 0; jj < kTile; ++jj) {
-      const float sc = DotOwn<kTpr, kMaxD>(qr, ks[jj], sub) * sh.scale;
+      const float sc = Cap(sh, DotOwn<kTpr, kMaxD>(qr, ks[jj], sub) * sh.scale);
       const float dp = DotOwn<kTpr, kMaxD>(dor, vs[jj], sub);
       const bool vis = row_lse != kNegInf && KeyVisible(sh, key_mask, b, i, j0 + jj);
       const float p = vis ? expf(sc - row_lse) : 0.0f;
-      const float ds = p * (dp - drow);
+      const float ds = p * (dp - drow) * CapGrad(sh, sc);
 #pragma unroll
       for (int e = 0; e < kPer; ++e) acc[e] += ds * ks[jj][sub + kTpr * e];
     }
@@ -250,12 +250,12 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll 4
       for (int ii = 0; ii < kTile; ++ii) {
         const int64_t i = i0 + ii;
-        const float sc = DotOwn<kTpr, kMaxD>(kr, qs[ii], sub) * sh.scale;
+        const float sc = Cap(sh, DotOwn<kTpr, kMaxD>(kr, qs[ii], sub) * sh.scale);
         const float dp = DotOwn<kTpr, kMaxD>(vr, dos[ii], sub);
         const float row_lse = lse_s[ii];
         const bool vis = key_ok && row_lse != kNegInf && KeyVisible(sh, key_mask, b, i, j);
         const float p = vis ? expf(sc - row_lse) : 0.0f;
-        const float ds = p * (dp - drow_s[ii]);
+        const float ds = p * (dp - drow_s[ii]) * CapGrad(sh, sc);
 #pragma unroll
         for (int e = 0; e < kPer; ++e) {
           dv_acc[e] += p * dos[ii][sub + kTpr * e];
@@ -335,7 +335,8 @@ AttentionImpl Resolve(AttentionImpl impl, const AttentionShape& sh, DType dtype,
     return impl;
   }
   MOREH_CHECK(automatic,
-              "cuda::{}: the {} tensor-core kernels need bf16, head dim 64 or 128, 16-byte "
+              "cuda::{}: the {} tensor-core kernels need bf16, head dim 64 or 128, no "
+              "soft-capping, 16-byte "
               "aligned tensors and enough shared memory (got {}, d={})",
               what, ImplName(impl), DTypeName(dtype), sh.d);
   return AttentionImpl::kSimple;
@@ -352,7 +353,10 @@ bool Aligned16(std::initializer_list<const void*> ptrs) {
 
 bool TensorCoreAttentionSupported(AttentionImpl impl, const AttentionShape& sh, DType dtype,
                                   std::initializer_list<const void*> ptrs) {
-  if (dtype != DType::kBF16 || (sh.d != 64 && sh.d != 128) || !Aligned16(ptrs)) return false;
+  // Soft-capped scores (Gemma 2) run on the CUDA-core kernels only.
+  if (dtype != DType::kBF16 || (sh.d != 64 && sh.d != 128) || !Aligned16(ptrs) || sh.softcap > 0) {
+    return false;
+  }
   // The largest of the implementation's kernels must fit the current GPU's shared memory
   // (Hopper: 227 KiB; smaller on other generations, which then run the CUDA-core kernels).
   const size_t needed =

@@ -91,6 +91,17 @@ __device__ __forceinline__ bool KeyVisible(const cpu::AttentionShape& sh, const 
          (key_mask == nullptr || key_mask[b * sh.s + j] != 0);
 }
 
+// Gemma 2's score soft-capping: cap * tanh(s / cap) (s itself when sh.softcap is 0), and its
+// derivative in terms of the capped score c: 1 - (c / cap)^2.
+__device__ __forceinline__ float Cap(const cpu::AttentionShape& sh, float s) {
+  return sh.softcap > 0.0f ? sh.softcap * tanhf(s / sh.softcap) : s;
+}
+__device__ __forceinline__ float CapGrad(const cpu::AttentionShape& sh, float c) {
+  if (sh.softcap <= 0.0f) return 1.0f;
+  const float t = c / sh.softcap;
+  return 1.0f - t * t;
+}
+
 // Calls f(T{}) with T the element type of `dtype` (float, __nv_bfloat16, __half); other dtypes
 // throw naming `what`.
 template <typename F>

@@ -49,6 +49,10 @@ void Add(void* out, const void* a, const void* b, int64_t n, int64_t nb, DType d
 void Mul(void* out, const void* a, const void* b, int64_t n, int64_t nb, DType dtype,
          cudaStream_t stream);
 void Scale(void* out, const void* x, float s, int64_t n, DType dtype, cudaStream_t stream);
+// out = cap * tanh(x / cap); dx = dy * (1 - (y / cap)^2) (Gemma 2's logit soft-capping).
+void Softcap(void* out, const void* x, float cap, int64_t n, DType dtype, cudaStream_t stream);
+void SoftcapBackward(void* dx, const void* dy, const void* y, float cap, int64_t n, DType dtype,
+                     cudaStream_t stream);
 // acc[n] (f32) += x[n] (x_type, any float): mixed precision's gradient accumulation.
 void AccumulateF32(float* acc, const void* x, DType x_type, int64_t n, cudaStream_t stream);
 // Element conversion: any float to any float (round to nearest even), i32 <-> i64.
@@ -63,12 +67,12 @@ void StridedCopy(void* dst, DType dst_type, const void* src_base, DType src_type
 void Fill(void* dst, DType dtype, int64_t n, double value, cudaStream_t stream);
 
 // --- rmsnorm.cu
-// y[N,C] = x * rsqrt(mean(x^2) + eps) * w[C]; x, w, y `dtype`.
+// y[N,C] = x * rsqrt(mean(x^2) + eps) * (offset + w[C]); x, w, y `dtype`.
 void RmsNormForward(void* y, const void* x, const void* w, int64_t n, int64_t c, float eps,
-                    DType dtype, cudaStream_t stream);
+                    DType dtype, cudaStream_t stream, float offset = 0.0f);
 // dx[N,C] (`dtype`) =, dw[C] (f32) = sum over rows; both overwritten.
 void RmsNormBackward(void* dx, float* dw, const void* dy, const void* x, const void* w, int64_t n,
-                     int64_t c, float eps, DType dtype, cudaStream_t stream);
+                     int64_t c, float eps, DType dtype, cudaStream_t stream, float offset = 0.0f);
 
 // --- rotary.cu
 // Hugging Face rotate_half rotary embedding of x[B,T,H,D] (y may equal x), as the CPU kernel.
@@ -99,11 +103,12 @@ void AttentionBackward(void* dq, void* dk, void* dv, const void* dout, const voi
                        AttentionImpl impl = AttentionImpl::kAuto, float* row_scratch = nullptr);
 
 // --- swiglu.cu
-// y[N] = silu(gate) * up; the backward writes dgate and dup.
+// y[N] = silu(gate) * up (gelu: gelu_tanh(gate) * up, Gemma's GeGLU); the backward writes dgate
+// and dup.
 void SwiGluForward(void* y, const void* gate, const void* up, int64_t n, DType dtype,
-                   cudaStream_t stream);
+                   cudaStream_t stream, bool gelu = false);
 void SwiGluBackward(void* dgate, void* dup, const void* dy, const void* gate, const void* up,
-                    int64_t n, DType dtype, cudaStream_t stream);
+                    int64_t n, DType dtype, cudaStream_t stream, bool gelu = false);
 
 // --- cross_entropy.cu
 // logits[N,V] (`dtype`), labels[N]. lse[N] =, row_loss[N] = lse - logit[label] (0 for ignored

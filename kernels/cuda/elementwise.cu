@@ -53,6 +53,40 @@ struct ScaleF {
   }
 };
 
+template <typename T>
+struct SoftcapF {
+  T* out;
+  const T* x;
+  float cap;
+  template <int N>
+  __device__ void Apply(int64_t i) const {
+    const Vec<T, N> in = LoadVec<N>(x + i);
+    Vec<T, N> r;
+#pragma unroll
+    for (int k = 0; k < N; ++k) r.v[k] = FromF32<T>(cap * tanhf(ToF32(in.v[k]) / cap));
+    StoreVec<N>(out + i, r);
+  }
+};
+
+template <typename T>
+struct SoftcapBackwardF {
+  T* dx;
+  const T* dy;
+  const T* y;
+  float cap;
+  template <int N>
+  __device__ void Apply(int64_t i) const {
+    const Vec<T, N> d = LoadVec<N>(dy + i), yv = LoadVec<N>(y + i);
+    Vec<T, N> r;
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      const float t = ToF32(yv.v[k]) / cap;
+      r.v[k] = FromF32<T>(ToF32(d.v[k]) * (1.0f - t * t));
+    }
+    StoreVec<N>(dx + i, r);
+  }
+};
+
 // acc (f32) += x (any float type): a gradient of the compute dtype into its f32 accumulator.
 template <typename T>
 struct AccumulateF {
@@ -201,6 +235,28 @@ void Scale(void* out, const void* x, float s, int64_t n, DType dtype, cudaStream
     constexpr int N = VecWidth(sizeof(T));
     const ScaleF<T> f{static_cast<T*>(out), static_cast<const T*>(x), s};
     LaunchVectorized<N>(f, n, VecAligned<N>(f.out, f.x), stream);
+  });
+}
+
+void Softcap(void* out, const void* x, float cap, int64_t n, DType dtype, cudaStream_t stream) {
+  if (n <= 0) return;
+  DispatchFloat(dtype, "Softcap", [&](auto tag) {
+    using T = decltype(tag);
+    constexpr int N = VecWidth(sizeof(T));
+    const SoftcapF<T> f{static_cast<T*>(out), static_cast<const T*>(x), cap};
+    LaunchVectorized<N>(f, n, VecAligned<N>(f.out, f.x), stream);
+  });
+}
+
+void SoftcapBackward(void* dx, const void* dy, const void* y, float cap, int64_t n, DType dtype,
+                     cudaStream_t stream) {
+  if (n <= 0) return;
+  DispatchFloat(dtype, "SoftcapBackward", [&](auto tag) {
+    using T = decltype(tag);
+    constexpr int N = VecWidth(sizeof(T));
+    const SoftcapBackwardF<T> f{static_cast<T*>(dx), static_cast<const T*>(dy),
+                                static_cast<const T*>(y), cap};
+    LaunchVectorized<N>(f, n, VecAligned<N>(f.dx, f.dy, f.y), stream);
   });
 }
 

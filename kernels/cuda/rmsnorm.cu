@@ -16,8 +16,8 @@ constexpr int64_t kMaxSharedColumns = 48 * 1024 / sizeof(float) - 64;
 // Rows are read as N-element vectors (vectorized.cuh) when the launcher found every row aligned for
 // them (c a multiple of N, base pointers aligned); N = 1 otherwise.
 template <int N, typename T>
-__global__ void RmsNormForwardKernel(T* y, const T* x, const T* w, int64_t n, int64_t c,
-                                     float eps) {
+__global__ void RmsNormForwardKernel(T* y, const T* x, const T* w, int64_t n, int64_t c, float eps,
+                                     float offset) {
   const int64_t vectors = c / N;
   for (int64_t row = blockIdx.x; row < n; row += gridDim.x) {
     const T* xr = x + row * c;
@@ -37,7 +37,9 @@ __global__ void RmsNormForwardKernel(T* y, const T* x, const T* w, int64_t n, in
       const Vec<T, N> xv = LoadVec<N>(xr + j * N), wv = LoadVec<N>(w + j * N);
       Vec<T, N> out;
 #pragma unroll
-      for (int k = 0; k < N; ++k) out.v[k] = FromF32<T>(ToF32(xv.v[k]) * r * ToF32(wv.v[k]));
+      for (int k = 0; k < N; ++k) {
+        out.v[k] = FromF32<T>(ToF32(xv.v[k]) * r * (offset + ToF32(wv.v[k])));
+      }
       StoreVec<N>(yr + j * N, out);
     }
   }
@@ -46,7 +48,8 @@ __global__ void RmsNormForwardKernel(T* y, const T* x, const T* w, int64_t n, in
 // dx_j = r * w_j * dy_j - x_j * r^3 / C * sum_k(dy_k w_k x_k);  dw_j = sum_rows dy_j x_j r
 template <int N, typename T>
 __global__ void RmsNormBackwardKernel(T* dx, float* dw, const T* dy, const T* x, const T* w,
-                                      int64_t n, int64_t c, float eps, bool shared_dw) {
+                                      int64_t n, int64_t c, float eps, float offset,
+                                      bool shared_dw) {
   float* dw_part = DynamicShared<float>();
   const int64_t vectors = c / N;
   if (shared_dw) {
@@ -65,7 +68,7 @@ __global__ void RmsNormBackwardKernel(T* dx, float* dw, const T* dy, const T* x,
       for (int k = 0; k < N; ++k) {
         const float xk = ToF32(xv.v[k]);
         ss += xk * xk;
-        dot += ToF32(dyv.v[k]) * ToF32(wv.v[k]) * xk;
+        dot += ToF32(dyv.v[k]) * (offset + ToF32(wv.v[k])) * xk;
       }
     }
     ss = BlockSum(ss);
@@ -81,7 +84,7 @@ __global__ void RmsNormBackwardKernel(T* dx, float* dw, const T* dy, const T* x,
 #pragma unroll
       for (int k = 0; k < N; ++k) {
         const float xk = ToF32(xv.v[k]), dyk = ToF32(dyv.v[k]);
-        out.v[k] = FromF32<T>(r * ToF32(wv.v[k]) * dyk - xk * kk);
+        out.v[k] = FromF32<T>(r * (offset + ToF32(wv.v[k])) * dyk - xk * kk);
         dwv.v[k] = dyk * xk * r;
       }
       StoreVec<N>(dxr + j * N, out);
@@ -112,7 +115,7 @@ int SmCount() {
 }  // namespace
 
 void RmsNormForward(void* y, const void* x, const void* w, int64_t n, int64_t c, float eps,
-                    DType dtype, cudaStream_t stream) {
+                    DType dtype, cudaStream_t stream, float offset) {
   if (n <= 0 || c <= 0) return;
   DispatchFloat(dtype, "RmsNormForward", [&](auto tag) {
     using T = decltype(tag);
@@ -121,17 +124,17 @@ void RmsNormForward(void* y, const void* x, const void* w, int64_t n, int64_t c,
     const T *xt = static_cast<const T*>(x), *wt = static_cast<const T*>(w);
     if (c % N == 0 && VecAligned<N>(yt, xt, wt)) {
       MOREH_CUDA_LAUNCH(GridFor(n, 1), kThreads, 0, stream, RmsNormForwardKernel<N, T>)
-      (yt, xt, wt, n, c, eps);
+      (yt, xt, wt, n, c, eps, offset);
     } else {
       MOREH_CUDA_LAUNCH(GridFor(n, 1), kThreads, 0, stream, RmsNormForwardKernel<1, T>)
-      (yt, xt, wt, n, c, eps);
+      (yt, xt, wt, n, c, eps, offset);
     }
   });
   MOREH_CUDA_CHECK_LAUNCH();
 }
 
 void RmsNormBackward(void* dx, float* dw, const void* dy, const void* x, const void* w, int64_t n,
-                     int64_t c, float eps, DType dtype, cudaStream_t stream) {
+                     int64_t c, float eps, DType dtype, cudaStream_t stream, float offset) {
   MOREH_CHECK(IsFloating(dtype), "cuda::RmsNormBackward: dtype {}", DTypeName(dtype));
   if (c <= 0) return;
   MOREH_CUDA_CHECK(cudaMemsetAsync(dw, 0, static_cast<size_t>(c) * sizeof(float), stream));
@@ -149,10 +152,10 @@ void RmsNormBackward(void* dx, float* dw, const void* dy, const void* x, const v
     const unsigned grid = static_cast<unsigned>(blocks);
     if (c % N == 0 && VecAligned<N>(dxt, dyt, xt, wt)) {
       MOREH_CUDA_LAUNCH(grid, kThreads, smem, stream, RmsNormBackwardKernel<N, T>)
-      (dxt, dw, dyt, xt, wt, n, c, eps, shared_dw);
+      (dxt, dw, dyt, xt, wt, n, c, eps, offset, shared_dw);
     } else {
       MOREH_CUDA_LAUNCH(grid, kThreads, smem, stream, RmsNormBackwardKernel<1, T>)
-      (dxt, dw, dyt, xt, wt, n, c, eps, shared_dw);
+      (dxt, dw, dyt, xt, wt, n, c, eps, offset, shared_dw);
     }
   });
   MOREH_CUDA_CHECK_LAUNCH();

@@ -9,7 +9,28 @@ namespace {
 
 __device__ __forceinline__ float Sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-template <typename T>
+// The gate's activation and its derivative: silu (SwiGLU) or gelu_tanh (GeGLU, Gemma).
+template <bool kGelu>
+__device__ __forceinline__ float Act(float g) {
+  if constexpr (kGelu) {
+    return 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g)));
+  } else {
+    return g * Sigmoid(g);
+  }
+}
+template <bool kGelu>
+__device__ __forceinline__ float ActGrad(float g) {
+  if constexpr (kGelu) {
+    const float t = tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g));
+    return 0.5f * (1.0f + t) +
+           0.5f * g * (1.0f - t * t) * 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * g * g);
+  } else {
+    const float s = Sigmoid(g);
+    return s * (1.0f + g * (1.0f - s));
+  }
+}
+
+template <typename T, bool kGelu>
 struct SwiGluForwardF {
   T* y;
   const T* gate;
@@ -20,15 +41,14 @@ struct SwiGluForwardF {
     Vec<T, N> r;
 #pragma unroll
     for (int k = 0; k < N; ++k) {
-      const float gk = ToF32(g.v[k]);
-      r.v[k] = FromF32<T>(gk * Sigmoid(gk) * ToF32(u.v[k]));
+      r.v[k] = FromF32<T>(Act<kGelu>(ToF32(g.v[k])) * ToF32(u.v[k]));
     }
     StoreVec<N>(y + i, r);
   }
 };
 
 // dup = dy * silu(g); dgate = dy * up * s * (1 + g * (1 - s)), s = sigmoid(g)
-template <typename T>
+template <typename T, bool kGelu>
 struct SwiGluBackwardF {
   T* dgate;
   T* dup;
@@ -41,9 +61,9 @@ struct SwiGluBackwardF {
     Vec<T, N> rg, ru;
 #pragma unroll
     for (int k = 0; k < N; ++k) {
-      const float gk = ToF32(g.v[k]), s = Sigmoid(gk), dk = ToF32(d.v[k]);
-      ru.v[k] = FromF32<T>(dk * gk * s);
-      rg.v[k] = FromF32<T>(dk * ToF32(u.v[k]) * s * (1.0f + gk * (1.0f - s)));
+      const float gk = ToF32(g.v[k]), dk = ToF32(d.v[k]);
+      ru.v[k] = FromF32<T>(dk * Act<kGelu>(gk));
+      rg.v[k] = FromF32<T>(dk * ToF32(u.v[k]) * ActGrad<kGelu>(gk));
     }
     StoreVec<N>(dup + i, ru);
     StoreVec<N>(dgate + i, rg);
@@ -53,25 +73,40 @@ struct SwiGluBackwardF {
 }  // namespace
 
 void SwiGluForward(void* y, const void* gate, const void* up, int64_t n, DType dtype,
-                   cudaStream_t stream) {
+                   cudaStream_t stream, bool gelu) {
   DispatchFloat(dtype, "SwiGluForward", [&](auto tag) {
     using T = decltype(tag);
     constexpr int N = VecWidth(sizeof(T));
-    const SwiGluForwardF<T> f{static_cast<T*>(y), static_cast<const T*>(gate),
-                              static_cast<const T*>(up)};
-    LaunchVectorized<N>(f, n, VecAligned<N>(f.y, f.gate, f.up), stream);
+    auto launch = [&](auto f) {
+      LaunchVectorized<N>(f, n, VecAligned<N>(f.y, f.gate, f.up), stream);
+    };
+    if (gelu) {
+      launch(SwiGluForwardF<T, true>{static_cast<T*>(y), static_cast<const T*>(gate),
+                                     static_cast<const T*>(up)});
+    } else {
+      launch(SwiGluForwardF<T, false>{static_cast<T*>(y), static_cast<const T*>(gate),
+                                      static_cast<const T*>(up)});
+    }
   });
 }
 
 void SwiGluBackward(void* dgate, void* dup, const void* dy, const void* gate, const void* up,
-                    int64_t n, DType dtype, cudaStream_t stream) {
+                    int64_t n, DType dtype, cudaStream_t stream, bool gelu) {
   DispatchFloat(dtype, "SwiGluBackward", [&](auto tag) {
     using T = decltype(tag);
     constexpr int N = VecWidth(sizeof(T));
-    const SwiGluBackwardF<T> f{static_cast<T*>(dgate), static_cast<T*>(dup),
-                               static_cast<const T*>(dy), static_cast<const T*>(gate),
-                               static_cast<const T*>(up)};
-    LaunchVectorized<N>(f, n, VecAligned<N>(f.dgate, f.dup, f.dy, f.gate, f.up), stream);
+    auto launch = [&](auto f) {
+      LaunchVectorized<N>(f, n, VecAligned<N>(f.dgate, f.dup, f.dy, f.gate, f.up), stream);
+    };
+    if (gelu) {
+      launch(SwiGluBackwardF<T, true>{static_cast<T*>(dgate), static_cast<T*>(dup),
+                                      static_cast<const T*>(dy), static_cast<const T*>(gate),
+                                      static_cast<const T*>(up)});
+    } else {
+      launch(SwiGluBackwardF<T, false>{static_cast<T*>(dgate), static_cast<T*>(dup),
+                                       static_cast<const T*>(dy), static_cast<const T*>(gate),
+                                       static_cast<const T*>(up)});
+    }
   });
 }
 

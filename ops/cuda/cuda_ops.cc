@@ -62,6 +62,17 @@ void Scale(In in, Out out, const Attrs& a) {
              in[0].numel(), in[0].dtype(), kStream);
 }
 
+void Softcap(In in, Out out, const Attrs& a) {
+  gpu::Softcap(out[0].raw_data(), in[0].raw_data(), static_cast<float>(a.GetFloat("cap")),
+               in[0].numel(), in[0].dtype(), kStream);
+}
+
+void SoftcapBackward(In in, Out out, const Attrs& a) {
+  gpu::SoftcapBackward(out[0].raw_data(), in[0].raw_data(), in[1].raw_data(),
+                       static_cast<float>(a.GetFloat("cap")), in[0].numel(), in[0].dtype(),
+                       kStream);
+}
+
 void Embedding(In in, Out out, const Attrs&) {
   const Tensor& w = in[0];
   const Tensor ids = AsType(in[1], DType::kI64);
@@ -86,7 +97,8 @@ void RmsNorm(In in, Out out, const Attrs& a) {
   const Tensor& x = in[0];
   const int64_t c = x.shape().back();
   gpu::RmsNormForward(out[0].raw_data(), x.raw_data(), in[1].raw_data(), x.numel() / c, c,
-                      static_cast<float>(a.GetFloat("eps")), x.dtype(), kStream);
+                      static_cast<float>(a.GetFloat("eps")), x.dtype(), kStream,
+                      static_cast<float>(a.Has("offset") ? a.GetFloat("offset") : 0.0));
 }
 
 void RmsNormBackward(In in, Out out, const Attrs& a) {
@@ -95,7 +107,7 @@ void RmsNormBackward(In in, Out out, const Attrs& a) {
   WriteF32(out[1], [&](float* dw) {
     gpu::RmsNormBackward(out[0].raw_data(), dw, in[0].raw_data(), x.raw_data(), in[2].raw_data(),
                          x.numel() / c, c, static_cast<float>(a.GetFloat("eps")), x.dtype(),
-                         kStream);
+                         kStream, static_cast<float>(a.Has("offset") ? a.GetFloat("offset") : 0.0));
   });
 }
 
@@ -127,14 +139,18 @@ void AttentionBackward(In in, Out out, const Attrs& a) {
                          gpu::AttentionImpl::kAuto, rows.data<float>());
 }
 
-void SwiGlu(In in, Out out, const Attrs&) {
-  gpu::SwiGluForward(out[0].raw_data(), in[0].raw_data(), in[1].raw_data(), in[0].numel(),
-                     in[0].dtype(), kStream);
+bool Gelu(const Attrs& a) {
+  return a.Has("activation") && a.GetString("activation") == "gelu_tanh";
 }
 
-void SwiGluBackward(In in, Out out, const Attrs&) {
+void SwiGlu(In in, Out out, const Attrs& a) {
+  gpu::SwiGluForward(out[0].raw_data(), in[0].raw_data(), in[1].raw_data(), in[0].numel(),
+                     in[0].dtype(), kStream, Gelu(a));
+}
+
+void SwiGluBackward(In in, Out out, const Attrs& a) {
   gpu::SwiGluBackward(out[0].raw_data(), out[1].raw_data(), in[0].raw_data(), in[1].raw_data(),
-                      in[2].raw_data(), in[1].numel(), in[1].dtype(), kStream);
+                      in[2].raw_data(), in[1].numel(), in[1].dtype(), kStream, Gelu(a));
 }
 
 // The row labels checked on the host and put back on the device.
@@ -223,6 +239,8 @@ void RegisterCudaKernels() {
     RegisterKernel(OpKind::kAdd, b, Binary<gpu::Add>);
     RegisterKernel(OpKind::kMul, b, Binary<gpu::Mul>);
     RegisterKernel(OpKind::kScale, b, Scale);
+    RegisterKernel(OpKind::kSoftcap, b, Softcap);
+    RegisterKernel(OpKind::kSoftcapBackward, b, SoftcapBackward);
     RegisterKernel(OpKind::kEmbedding, b, Embedding);
     RegisterKernel(OpKind::kEmbeddingBackward, b, EmbeddingBackward);
     RegisterKernel(OpKind::kRmsNorm, b, RmsNorm);

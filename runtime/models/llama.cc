@@ -33,8 +33,14 @@ Status LlamaConfig::Validate() const {
                            num_attention_heads, num_key_value_heads));
   }
   if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2" &&
-      model_type != "qwen3") {
-    return bad("model_type '" + model_type + "' (llama, mistral, qwen2 or qwen3)");
+      model_type != "qwen3" && model_type != "gemma2") {
+    return bad("model_type '" + model_type + "' (llama, mistral, qwen2, qwen3 or gemma2)");
+  }
+  if (mlp_activation != "silu" && mlp_activation != "gelu_tanh") {
+    return bad("mlp_activation '" + mlp_activation + "' (silu or gelu_tanh)");
+  }
+  if (query_pre_attn_scalar < 0 || attn_logit_softcapping < 0 || final_logit_softcapping < 0) {
+    return bad("query_pre_attn_scalar and the soft-cappings must be >= 0");
   }
   if (sliding_window < 0) return bad("sliding_window must be >= 0");
   if (head_dim() % 2 != 0) return bad("head_dim must be even for rotary embedding");

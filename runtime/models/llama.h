@@ -24,7 +24,9 @@ namespace moreh::models {
 
 // The decoder-only families that share Llama's skeleton, each as transformers 4.46 (Qwen3: 4.51)
 // defines it: "llama" (Llama 2 / 3.x), "mistral" (a sliding window on every layer), "qwen2"
-// (q, k, v biases), "qwen3" (per-head RMSNorm on q and k). docs/models.md lists what each honours.
+// (q, k, v biases), "qwen3" (per-head RMSNorm on q and k), "gemma2" (GeGLU, (1 + w) norms around
+// attention and MLP, scaled embeddings, soft-capping, sliding windows on even layers).
+// docs/models.md lists what each honours.
 struct LlamaConfig {
   std::string model_type = "llama";
   int64_t vocab_size = 32000;
@@ -49,6 +51,17 @@ struct LlamaConfig {
   bool mlp_bias = false;                // biases on gate, up and down
   bool qk_norm = false;                 // RMSNorm over head_dim on q and k, before rotary (Qwen3)
   int64_t sliding_window = 0;           // every layer's attention window (Mistral); 0: none
+  // Gemma 2: the MLP's gate activation ("silu" or "gelu_tanh"); norms scaling by (1 + w) (offset
+  // 1; their weights start at 0); norms after attention and after the MLP too ("sandwich"); the
+  // embedding scaled by sqrt(hidden_size); the attention scale query_pre_attn_scalar^-1/2 (0:
+  // head_dim's); tanh soft-capping of attention scores and of the final logits (0: none).
+  std::string mlp_activation = "silu";
+  double norm_weight_offset = 0;
+  bool sandwich_norms = false;
+  bool scale_embeddings = false;
+  double query_pre_attn_scalar = 0;
+  double attn_logit_softcapping = 0;
+  double final_logit_softcapping = 0;
   // rope_scaling: "default" (none), "linear" (factor) or "llama3" (factor, low_freq_factor,
   // high_freq_factor, original_max_position_embeddings).
   struct RopeScaling {
@@ -60,8 +73,10 @@ struct LlamaConfig {
   int64_t head_dim() const {
     return explicit_head_dim > 0 ? explicit_head_dim : hidden_size / num_attention_heads;
   }
-  // The attention window of `layer` (0: none).
-  int64_t LayerWindow(int layer) const { return sliding_window; }
+  // The attention window of `layer` (0: none): Gemma 2's even layers are local, its odd global.
+  int64_t LayerWindow(int layer) const {
+    return model_type == "gemma2" && layer % 2 != 0 ? 0 : sliding_window;
+  }
   bool has_qkv_bias() const { return attention_bias || qkv_bias; }
   // transformers' class for this family ("MistralForCausalLM").
   std::string architecture() const;

@@ -35,14 +35,27 @@ StatusOr<LlamaConfig> LlamaConfig::FromJson(std::string_view text, const std::st
   c.model_type = f.OptStr("model_type", "llama", 64);
   const std::string& family = c.model_type;
   if (f.ok() && family != "llama" && family != "mistral" && family != "qwen2" &&
-      family != "qwen3") {
-    f.FailField(
-        "model_type",
-        "'" + family + "' is not supported (llama, mistral, qwen2 or qwen3; see docs/models.md)");
+      family != "qwen3" && family != "gemma2") {
+    f.FailField("model_type", "'" + family +
+                                  "' is not supported (llama, mistral, qwen2, qwen3 or gemma2; see "
+                                  "docs/models.md)");
   }
-  const std::string act = f.OptStr("hidden_act", "silu", 64);
-  if (f.ok() && act != "silu")
-    f.FailField("hidden_act", "'" + act + "' is not supported (only 'silu')");
+  const bool gemma = family == "gemma2";
+  if (gemma) {
+    // Gemma2MLP reads hidden_activation (hidden_act is not read; real files carry both).
+    const std::string act = f.OptStr("hidden_activation", "gelu_pytorch_tanh", 64);
+    if (f.ok() && act != "gelu_pytorch_tanh") {
+      f.FailField("hidden_activation", "'" + act + "' is not supported (only 'gelu_pytorch_tanh')");
+    }
+    c.mlp_activation = "gelu_tanh";
+    c.norm_weight_offset = 1;
+    c.sandwich_norms = c.scale_embeddings = true;
+    c.tie_word_embeddings = true;  // Gemma2Config's default
+  } else {
+    const std::string act = f.OptStr("hidden_act", "silu", 64);
+    if (f.ok() && act != "silu")
+      f.FailField("hidden_act", "'" + act + "' is not supported (only 'silu')");
+  }
   // A field transformers' class for this family does not read would be silently ignored there:
   // set to anything but its neutral value, it is refused rather than honoured differently.
   auto not_read = [&](const char* key, const std::string& why) {
@@ -50,7 +63,9 @@ StatusOr<LlamaConfig> LlamaConfig::FromJson(std::string_view text, const std::st
       f.FailField(key, "is not part of " + family + " in transformers (" + why + ")");
     }
   };
-  if (family == "llama" || family == "qwen3") c.attention_bias = f.OptBool("attention_bias", false);
+  if (family == "llama" || family == "qwen3" || gemma) {
+    c.attention_bias = f.OptBool("attention_bias", false);
+  }
   if (family == "llama") c.mlp_bias = f.OptBool("mlp_bias", false);
   if (family != "llama") not_read("mlp_bias", "its MLP has no biases");
   if (family == "mistral") not_read("attention_bias", "its projections have no biases");
@@ -77,18 +92,34 @@ StatusOr<LlamaConfig> LlamaConfig::FromJson(std::string_view text, const std::st
     c.explicit_head_dim = f.Int("head_dim", 2, 512);
   } else if (family == "qwen3") {
     c.explicit_head_dim = 128;  // Qwen3Config's default
+  } else if (gemma) {
+    c.explicit_head_dim = 256;  // Gemma2Config's default
   }
   if (f.ok() && family == "qwen2" && c.explicit_head_dim != 0 &&
       c.explicit_head_dim * c.num_attention_heads != c.hidden_size) {
     f.FailField("head_dim", "Qwen2's head_dim is always hidden_size / num_attention_heads");
   }
-  if (family == "mistral") {
-    // MistralConfig's default window is 4096; null turns it off (Mistral 7B v0.2 and later).
+  if (family == "mistral" || gemma) {
+    // MistralConfig's and Gemma2Config's default window is 4096; null turns it off (Mistral 7B
+    // v0.2 and later).
     c.sliding_window =
         f.IsNull("sliding_window") ? 0 : f.OptInt("sliding_window", 4096, 1, kMaxTokens);
     if (f.ok() && f.Has("rope_scaling") && !f.IsNull("rope_scaling")) {
-      f.FailField("rope_scaling",
-                  "Mistral has no rope scaling in transformers (it would be ignored)");
+      f.FailField("rope_scaling", "transformers' " + c.architecture() +
+                                      " has no rope scaling (it would be ignored)");
+    }
+  }
+  if (gemma) {
+    // Gemma2Config's defaults; null turns a soft-capping off.
+    c.query_pre_attn_scalar = f.OptNum("query_pre_attn_scalar", 224, 1e-6, 1e9);
+    c.attn_logit_softcapping =
+        f.IsNull("attn_logit_softcapping") ? 0 : f.OptNum("attn_logit_softcapping", 50, 1e-6, 1e9);
+    c.final_logit_softcapping = f.IsNull("final_logit_softcapping")
+                                    ? 0
+                                    : f.OptNum("final_logit_softcapping", 30, 1e-6, 1e9);
+    if (f.ok() && c.hidden_size % c.num_attention_heads != 0) {
+      f.FailField("hidden_size",
+                  "must be a multiple of num_attention_heads (Gemma2Attention requires it)");
     }
   }
   // The rotary scaling: rope_scaling {rope_type | type, factor, ...}, or transformers 5's
@@ -188,6 +219,7 @@ std::string LlamaConfig::architecture() const {
   if (model_type == "mistral") return "MistralForCausalLM";
   if (model_type == "qwen2") return "Qwen2ForCausalLM";
   if (model_type == "qwen3") return "Qwen3ForCausalLM";
+  if (model_type == "gemma2") return "Gemma2ForCausalLM";
   return "LlamaForCausalLM";
 }
 
@@ -228,6 +260,15 @@ std::string LlamaConfig::ToJson() const {
   } else if (model_type == "mistral") {
     j.erase("rope_scaling");
     j["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json(nullptr);
+  } else if (model_type == "gemma2") {
+    j.erase("rope_scaling");
+    j["hidden_act"] = j["hidden_activation"] = "gelu_pytorch_tanh";
+    j["attention_bias"] = attention_bias;
+    j["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json(nullptr);
+    j["query_pre_attn_scalar"] = query_pre_attn_scalar;
+    auto cap = [](double v) { return v > 0 ? json(v) : json(nullptr); };
+    j["attn_logit_softcapping"] = cap(attn_logit_softcapping);
+    j["final_logit_softcapping"] = cap(final_logit_softcapping);
   } else {  // qwen2, qwen3
     j["use_sliding_window"] = false;
     j["sliding_window"] = nullptr;

@@ -16,6 +16,10 @@ namespace {
 std::string LayerName(int layer, const char* suffix) {
   return fmt::format("model.layers.{}.{}", layer, suffix);
 }
+// Norm weights start at one, or at zero where they are an offset from one (Gemma's (1 + w)).
+ParamInit NormInit(const LlamaConfig& c) {
+  return c.norm_weight_offset != 0 ? ParamInit::kZeros : ParamInit::kOnes;
+}
 }  // namespace
 
 std::vector<ParamSpec> EmbeddingParams(const LlamaConfig& c) {
@@ -25,7 +29,8 @@ std::vector<ParamSpec> EmbeddingParams(const LlamaConfig& c) {
 std::vector<ParamSpec> LayerParams(const LlamaConfig& c, int l) {
   const int64_t C = c.hidden_size, I = c.intermediate_size, D = c.head_dim();
   const int64_t q = c.num_attention_heads * D, kv = c.num_key_value_heads * D;
-  std::vector<ParamSpec> p{{LayerName(l, "input_layernorm.weight"), {C}, -1, ParamInit::kOnes}};
+  const ParamInit norm = NormInit(c);
+  std::vector<ParamSpec> p{{LayerName(l, "input_layernorm.weight"), {C}, -1, norm}};
   auto proj = [&](const char* name, Shape w, int tp_dim, bool bias) {
     p.push_back(
         {LayerName(l, (std::string(name) + ".weight").c_str()), w, tp_dim, ParamInit::kNormal});
@@ -45,15 +50,21 @@ std::vector<ParamSpec> LayerParams(const LlamaConfig& c, int l) {
     p.push_back({LayerName(l, "self_attn.q_norm.weight"), {D}, -1, ParamInit::kOnes});
     p.push_back({LayerName(l, "self_attn.k_norm.weight"), {D}, -1, ParamInit::kOnes});
   }
-  p.push_back({LayerName(l, "post_attention_layernorm.weight"), {C}, -1, ParamInit::kOnes});
+  p.push_back({LayerName(l, "post_attention_layernorm.weight"), {C}, -1, norm});
+  if (c.sandwich_norms) {
+    p.push_back({LayerName(l, "pre_feedforward_layernorm.weight"), {C}, -1, norm});
+  }
   proj("mlp.gate_proj", {I, C}, 0, c.mlp_bias);
   proj("mlp.up_proj", {I, C}, 0, c.mlp_bias);
   proj("mlp.down_proj", {C, I}, 1, c.mlp_bias);
+  if (c.sandwich_norms) {
+    p.push_back({LayerName(l, "post_feedforward_layernorm.weight"), {C}, -1, norm});
+  }
   return p;
 }
 
 std::vector<ParamSpec> HeadParams(const LlamaConfig& c) {
-  std::vector<ParamSpec> p{{"model.norm.weight", {c.hidden_size}, -1, ParamInit::kOnes}};
+  std::vector<ParamSpec> p{{"model.norm.weight", {c.hidden_size}, -1, NormInit(c)}};
   if (!c.tie_word_embeddings) {
     p.push_back({"lm_head.weight", {c.vocab_size, c.hidden_size}, -1, ParamInit::kNormal});
   }
@@ -84,7 +95,14 @@ StatusOr<ParamSpec> FindParam(const LlamaConfig& c, const std::string& name) {
 }
 
 Val EmitEmbedding(Emitter& e, const LlamaConfig& c, Val ids) {
-  return e.Emit1(OpKind::kEmbedding, {e.Weight("model.embed_tokens.weight"), ids});
+  const Val x = e.Emit1(OpKind::kEmbedding, {e.Weight("model.embed_tokens.weight"), ids});
+  if (!c.scale_embeddings) return x;
+  // Gemma: times sqrt(hidden_size), the factor first rounded to the activations' dtype as
+  // transformers does (sqrt(3584) = 59.87 is 59.75 in bf16).
+  float factor = static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)));
+  if (e.Info(x).dtype == DType::kBF16) factor = BF16ToF32(F32ToBF16(factor));
+  if (e.Info(x).dtype == DType::kF16) factor = F16ToF32(F32ToF16(factor));
+  return e.Emit1(OpKind::kScale, {x}, {{"scale", static_cast<double>(factor)}});
 }
 
 namespace {
@@ -118,7 +136,12 @@ Val EmitDecoderLayer(Emitter& e, const LlamaConfig& c, int l, Val x, Val mask) {
   };
   const bool qkv_b = c.has_qkv_bias(), ab = c.attention_bias, mb = c.mlp_bias;
   const Attrs eps{{"eps", c.rms_norm_eps}};
-  Val h = e.TpCopy(e.Emit1(OpKind::kRmsNorm, {x, W("input_layernorm.weight")}, eps));
+  Attrs norm_attrs = eps;  // the layer's norms (Gemma: (1 + w))
+  if (c.norm_weight_offset != 0) norm_attrs.Set("offset", c.norm_weight_offset);
+  auto norm = [&](Val in, const char* weight) {
+    return e.Emit1(OpKind::kRmsNorm, {in, W(weight)}, norm_attrs);
+  };
+  Val h = e.TpCopy(norm(x, "input_layernorm.weight"));
   Val q = e.Reshape(proj(h, "self_attn.q_proj", qkv_b, false), {B, T, H, D});
   Val k = e.Reshape(proj(h, "self_attn.k_proj", qkv_b, false), {B, T, Hkv, D});
   const Val v = e.Reshape(proj(h, "self_attn.v_proj", qkv_b, false), {B, T, Hkv, D});
@@ -132,22 +155,40 @@ Val EmitDecoderLayer(Emitter& e, const LlamaConfig& c, int l, Val x, Val mask) {
   k = e.Emit1(OpKind::kRotary, {k}, RopeAttrs(c));
   std::vector<Val> qkv{q, k, v};
   if (mask != kNoVal) qkv.push_back(mask);
-  Attrs att_attrs{{"causal", int64_t{1}}, {"scale", 1.0 / std::sqrt(double(D))}};
+  // Gemma 2 scales by query_pre_attn_scalar^-1/2 instead of head_dim's.
+  const double scale_base = c.query_pre_attn_scalar > 0 ? c.query_pre_attn_scalar : double(D);
+  Attrs att_attrs{{"causal", int64_t{1}}, {"scale", 1.0 / std::sqrt(scale_base)}};
   if (c.LayerWindow(l) > 0) att_attrs.Set("window", c.LayerWindow(l));
+  if (c.attn_logit_softcapping > 0) att_attrs.Set("softcap", c.attn_logit_softcapping);
   const Val att = e.Emit(OpKind::kAttention, qkv, att_attrs)[0];
   const Val a = e.Reshape(att, {B, T, H * D});
-  const Val x1 = e.Add(x, proj(a, "self_attn.o_proj", ab, true));
-  h = e.TpCopy(e.Emit1(OpKind::kRmsNorm, {x1, W("post_attention_layernorm.weight")}, eps));
-  const Val m = e.Emit1(OpKind::kSwiGlu,
-                        {proj(h, "mlp.gate_proj", mb, false), proj(h, "mlp.up_proj", mb, false)});
-  return e.Add(x1, proj(m, "mlp.down_proj", mb, true));
+  Val attn_out = proj(a, "self_attn.o_proj", ab, true);
+  // Gemma 2 normalises the attention's and the MLP's outputs too (after the TP reduce, so the
+  // norms see whole rows); its pre-MLP norm is pre_feedforward_layernorm, and
+  // post_attention_layernorm is the one after attention (in Llama, the pre-MLP norm).
+  if (c.sandwich_norms) attn_out = norm(attn_out, "post_attention_layernorm.weight");
+  const Val x1 = e.Add(x, attn_out);
+  h = e.TpCopy(norm(x1, c.sandwich_norms ? "pre_feedforward_layernorm.weight"
+                                         : "post_attention_layernorm.weight"));
+  Attrs act;
+  if (c.mlp_activation != "silu") act.Set("activation", c.mlp_activation);
+  const Val m =
+      e.Emit1(OpKind::kSwiGlu,
+              {proj(h, "mlp.gate_proj", mb, false), proj(h, "mlp.up_proj", mb, false)}, act);
+  Val mlp_out = proj(m, "mlp.down_proj", mb, true);
+  if (c.sandwich_norms) mlp_out = norm(mlp_out, "post_feedforward_layernorm.weight");
+  return e.Add(x1, mlp_out);
 }
 
 Val EmitHead(Emitter& e, const LlamaConfig& c, Val x) {
-  const Val h =
-      e.Emit1(OpKind::kRmsNorm, {x, e.Weight("model.norm.weight")}, {{"eps", c.rms_norm_eps}});
-  return e.Linear(h,
-                  e.Weight(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"));
+  Attrs a{{"eps", c.rms_norm_eps}};
+  if (c.norm_weight_offset != 0) a.Set("offset", c.norm_weight_offset);
+  const Val h = e.Emit1(OpKind::kRmsNorm, {x, e.Weight("model.norm.weight")}, a);
+  const Val logits =
+      e.Linear(h, e.Weight(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"));
+  // Gemma 2: the logits soft-capped (the loss is computed on the capped ones).
+  if (c.final_logit_softcapping <= 0) return logits;
+  return e.Emit1(OpKind::kSoftcap, {logits}, {{"cap", c.final_logit_softcapping}});
 }
 
 }  // namespace moreh::models

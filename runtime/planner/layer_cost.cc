@@ -181,31 +181,32 @@ size_t AppendBackward(Graph* g, int out, const std::vector<int>& wrt, std::set<i
 }  // namespace
 
 Graph DecoderLayerGraph(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dt,
-                        int* x, std::vector<int>* weights, int* out) {
+                        int* x, std::vector<int>* weights, int* out, int layer) {
   Graph g;
   *x = g.AddInput({dt, {b, t, c.hidden_size}}, "x");
   const int mask = g.AddInput({DType::kI64, {b, t}}, "attention_mask");
   weights->clear();
-  for (const models::ParamSpec& p : models::LayerParams(c, 0)) {
+  for (const models::ParamSpec& p : models::LayerParams(c, layer)) {
     weights->push_back(g.AddInput({dt, p.TpShape(tp)}, p.name));
   }
   std::vector<std::string> names;
-  for (const models::ParamSpec& p : models::LayerParams(c, 0)) names.push_back(p.name);
+  for (const models::ParamSpec& p : models::LayerParams(c, layer)) names.push_back(p.name);
   models::GraphEmitter e(
       &g,
       [&](const std::string& n) {
         return (*weights)[std::find(names.begin(), names.end(), n) - names.begin()];
       },
       tp);
-  *out = models::EmitDecoderLayer(e, c, 0, *x, mask);
+  *out = models::EmitDecoderLayer(e, c, layer, *x, mask);
   return g;
 }
 
-PieceCost DecoderLayerCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dt,
-                           const DeviceProfile& dev) {
+namespace {
+PieceCost OneLayerCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dt,
+                       const DeviceProfile& dev, int layer) {
   int x = -1, out = -1;
   std::vector<int> weights;
-  Graph g = DecoderLayerGraph(c, b, t, tp, dt, &x, &weights, &out);
+  Graph g = DecoderLayerGraph(c, b, t, tp, dt, &x, &weights, &out, layer);
   std::vector<int> wrt = weights;
   wrt.push_back(x);
   std::set<int> grads;
@@ -215,6 +216,27 @@ PieceCost DecoderLayerCost(const models::LlamaConfig& c, int64_t b, int64_t t, i
   for (int w : weights) cost.params += Numel(g.info(w).shape);
   cost.num_param_tensors = static_cast<int>(weights.size());
   if (tp > 1) cost.tp_allreduce_bytes = b * t * c.hidden_size * DTypeSize(dt);
+  return cost;
+}
+}  // namespace
+
+PieceCost DecoderLayerCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dt,
+                           const DeviceProfile& dev) {
+  PieceCost cost = OneLayerCost(c, b, t, tp, dt, dev, 0);
+  if (c.num_hidden_layers < 2 || c.LayerWindow(1) == c.LayerWindow(0)) return cost;
+  const PieceCost odd = OneLayerCost(c, b, t, tp, dt, dev, 1);
+  auto mean = [](double& a, double o) { a = (a + o) / 2; };
+  mean(cost.fwd_time, odd.fwd_time);
+  mean(cost.bwd_time, odd.bwd_time);
+  mean(cost.fwd_flops, odd.fwd_flops);
+  mean(cost.bwd_flops, odd.bwd_flops);
+  for (int l = 0; l < 3; ++l) {
+    mean(cost.recompute_time[l], odd.recompute_time[l]);
+    cost.saved_bytes[l] = std::max(cost.saved_bytes[l], odd.saved_bytes[l]);
+  }
+  cost.transient_bytes = std::max(cost.transient_bytes, odd.transient_bytes);
+  cost.sharded_transient_bytes =
+      std::max(cost.sharded_transient_bytes, odd.sharded_transient_bytes);
   return cost;
 }
 

@@ -36,10 +36,12 @@ struct PieceCost {
 // The graph of one decoder layer of one tensor-parallel rank, as the stage programs emit it
 // (models/llama_def.h): inputs x [b, t, C], the key mask and the layer's weights (*x, *weights);
 // *out the layer's output. For costs, and for the test that keeps them the stage programs'.
+// Layers differ only where the family alternates them (Gemma 2's windows on even layers).
 Graph DecoderLayerGraph(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dtype,
-                        int* x, std::vector<int>* weights, int* out);
+                        int* x, std::vector<int>* weights, int* out, int layer = 0);
 // One decoder layer for micro-batch [b, t] under tensor parallelism `tp` (heads, key/value heads
-// and the MLP split tp ways, Megatron style), computing in `dtype`.
+// and the MLP split tp ways, Megatron style), computing in `dtype`. Where layers alternate (Gemma
+// 2's local and global attention) the mean of the two kinds' times, the larger of their bytes.
 PieceCost DecoderLayerCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dtype,
                            const DeviceProfile& dev);
 // Final RMSNorm + lm_head (vocabulary split tp ways) + cross-entropy; and the embedding lookup.

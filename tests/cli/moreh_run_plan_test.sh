@@ -26,7 +26,7 @@ check "model size line" "grep -qF 'model : llama (LlamaForCausalLM), num params 
 # Today's families (examples/models: their published config.json): each plans, and its parameter
 # count is the published one (transformers' num_parameters() of the real checkpoint).
 for mc in llama-3.1-8b:8030261248 llama-3.2-1b:1235814400 mistral-7b-v0.3:7248023552 \
-    qwen2.5-7b:7615616512 qwen3-8b:8190735360; do
+    qwen2.5-7b:7615616512 qwen3-8b:8190735360 gemma-2-2b:2614341888; do
   "$RUN" plan --model-name-or-path "$SRC/examples/models/${mc%%:*}" --batch-size 64 \
     --block-size 1024 --device-size 4xLarge >"$tmp/family" 2>&1
   check "${mc%%:*}: plans with ${mc##*:} parameters" \

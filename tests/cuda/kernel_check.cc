@@ -368,37 +368,43 @@ void CheckRmsNorm() {
   for (const S& s : {S{1, 1}, S{3, 17}, S{64, 768}, S{8, 4096}, S{3, 16384}, S{2048, 768},
                      S{5, 768, 1}, S{3, 16384, 1}}) {
     for (DType dt : kAllFloat) {
-      char name[128];
-      std::snprintf(name, sizeof name, "rmsnorm %s n=%lld c=%lld shift=%d", Name(dt),
-                    (long long)s.n, (long long)s.c, s.shift);
-      if (!Selected(name)) continue;
-      const int64_t sh = s.shift * moreh::DTypeSize(dt);
-      const float eps = 1e-5f;
-      const auto x = Round(Random(s.n * s.c, 2.0f), dt), w = Round(Random(s.c), dt),
-                 dy = Round(Random(s.n * s.c), dt);
-      Dev dx_in(x, dt, sh), dw_in(w, dt, sh), ddy(dy, dt, sh), y(s.n * s.c * 4, sh),
-          dx(s.n * s.c * 4, sh), dw(s.c * 4);
-      gpu::RmsNormForward(y.p(), dx_in.p(), dw_in.p(), s.n, s.c, eps, dt, nullptr);
-      gpu::RmsNormBackward(dx.p(), dw.f(), ddy.p(), dx_in.p(), dw_in.p(), s.n, s.c, eps, dt,
-                           nullptr);
-      std::vector<float> wy(s.n * s.c), wdx(s.n * s.c), wdw(s.c);
-      cpu::RmsNormForward(wy.data(), x.data(), w.data(), s.n, s.c, eps);
-      cpu::RmsNormBackward(wdx.data(), wdw.data(), dy.data(), x.data(), w.data(), s.n, s.c, eps);
-      // dx_j is r w_j dy_j less a term of about the same size: with few columns (c = 1: exactly
-      // r w dy (1 - x^2 r^2), ~1e-7 of each term) the result is all cancellation, and its error
-      // is relative to the terms.
-      double terms = 0;
-      for (int64_t i = 0; i < s.n; ++i) {
-        double ss = 0;
-        for (int64_t j = 0; j < s.c; ++j) ss += double(x[i * s.c + j]) * x[i * s.c + j];
-        const double r = 1.0 / std::sqrt(ss / s.c + eps);
-        for (int64_t j = 0; j < s.c; ++j) terms += std::pow(r * w[j] * dy[i * s.c + j], 2);
+      for (float offset : {0.0f, 1.0f}) {  // 1: Gemma's (1 + w)
+        if (offset != 0 && s.c != 768) continue;
+        char name[128];
+        std::snprintf(name, sizeof name, "rmsnorm %s n=%lld c=%lld shift=%d offset=%g", Name(dt),
+                      (long long)s.n, (long long)s.c, s.shift, offset);
+        if (!Selected(name)) continue;
+        const int64_t sh = s.shift * moreh::DTypeSize(dt);
+        const float eps = 1e-5f;
+        const auto x = Round(Random(s.n * s.c, 2.0f), dt), w = Round(Random(s.c), dt),
+                   dy = Round(Random(s.n * s.c), dt);
+        Dev dx_in(x, dt, sh), dw_in(w, dt, sh), ddy(dy, dt, sh), y(s.n * s.c * 4, sh),
+            dx(s.n * s.c * 4, sh), dw(s.c * 4);
+        gpu::RmsNormForward(y.p(), dx_in.p(), dw_in.p(), s.n, s.c, eps, dt, nullptr, offset);
+        gpu::RmsNormBackward(dx.p(), dw.f(), ddy.p(), dx_in.p(), dw_in.p(), s.n, s.c, eps, dt,
+                             nullptr, offset);
+        std::vector<float> wy(s.n * s.c), wdx(s.n * s.c), wdw(s.c);
+        cpu::RmsNormForward(wy.data(), x.data(), w.data(), s.n, s.c, eps, offset);
+        cpu::RmsNormBackward(wdx.data(), wdw.data(), dy.data(), x.data(), w.data(), s.n, s.c, eps,
+                             offset);
+        // dx_j is r w_j dy_j less a term of about the same size: with few columns (c = 1: exactly
+        // r w dy (1 - x^2 r^2), ~1e-7 of each term) the result is all cancellation, and its error
+        // is relative to the terms.
+        double terms = 0;
+        for (int64_t i = 0; i < s.n; ++i) {
+          double ss = 0;
+          for (int64_t j = 0; j < s.c; ++j) ss += double(x[i * s.c + j]) * x[i * s.c + j];
+          const double r = 1.0 / std::sqrt(ss / s.c + eps);
+          for (int64_t j = 0; j < s.c; ++j) {
+            terms += std::pow(r * (offset + w[j]) * dy[i * s.c + j], 2);
+          }
+        }
+        terms = std::sqrt(terms / (s.n * s.c));
+        Case cs{name, Tol(dt, 1e-4)};
+        cs.Check("y", y.Get(s.n * s.c, dt), wy);
+        cs.Check("dx", dx.Get(s.n * s.c, dt), wdx, -1, terms);
+        cs.Check("dw", dw.Get(s.c, DType::kF32), wdw);
       }
-      terms = std::sqrt(terms / (s.n * s.c));
-      Case cs{name, Tol(dt, 1e-4)};
-      cs.Check("y", y.Get(s.n * s.c, dt), wy);
-      cs.Check("dx", dx.Get(s.n * s.c, dt), wdx, -1, terms);
-      cs.Check("dw", dw.Get(s.c, DType::kF32), wdw);
     }
   }
 }
@@ -449,6 +455,7 @@ void CheckAttention() {
     bool causal, mask;
     float q_scale = 1.0f;  // larger queries: sharper softmax, more online rescaling
     int64_t window = 0;    // sliding window (Mistral, Gemma 2)
+    float softcap = 0.0f;  // Gemma 2's score soft-capping (the CUDA-core kernels only)
   };
   // Causal needs S == T; the non-causal cases include S != T (cross-attention shapes).
   const S shapes[] = {{1, 1, 1, 1, 1, 16, true, false},
@@ -469,7 +476,10 @@ void CheckAttention() {
                       // Sliding windows narrower than a tile and wider, with padding (rows past the
                       // window's first tiles see no key there).
                       {2, 150, 150, 4, 2, 64, true, true, 1.0f, 70},
-                      {1, 129, 129, 2, 1, 128, true, false, 1.0f, 17}};
+                      {1, 129, 129, 2, 1, 128, true, false, 1.0f, 17},
+                      // Gemma 2: soft-capped scores on a local (windowed) and a global layer.
+                      {2, 75, 75, 4, 2, 64, true, true, 3.0f, 33, 5.0f},
+                      {1, 70, 70, 2, 1, 128, true, false, 3.0f, 0, 5.0f}};
   // Each case on CUDA cores, and bf16 with head dim 64 or 128 also on both tensor-core versions.
   struct Run {
     DType dt;
@@ -478,7 +488,7 @@ void CheckAttention() {
   for (const S& s : shapes) {
     std::vector<Run> runs{{DType::kF32, gpu::AttentionImpl::kSimple},
                           {DType::kBF16, gpu::AttentionImpl::kSimple}};
-    if (s.d == 64 || s.d == 128) {
+    if ((s.d == 64 || s.d == 128) && s.softcap == 0) {
       runs.push_back({DType::kBF16, gpu::AttentionImpl::kWmma});
       runs.push_back({DType::kBF16, gpu::AttentionImpl::kMma});
     }
@@ -490,14 +500,15 @@ void CheckAttention() {
       char name[192];
       std::snprintf(name, sizeof name,
                     "attention %s %s b=%lld t=%lld s=%lld h=%lld hkv=%lld d=%lld causal=%d mask=%d "
-                    "q_scale=%g window=%lld",
+                    "q_scale=%g window=%lld softcap=%g",
                     Name(dt), impl, (long long)s.b, (long long)s.t, (long long)s.s, (long long)s.h,
                     (long long)s.hkv, (long long)s.d, s.causal, s.mask, s.q_scale,
-                    (long long)s.window);
+                    (long long)s.window, s.softcap);
       if (NotSimulated(name, TooLarge(s.b * s.t * s.s * s.h > 6e5)) || !Selected(name)) continue;
       const cpu::AttentionShape sh{
-          s.b,     s.t, s.s, s.h, s.hkv, s.d, s.causal, 1.0f / std::sqrt(static_cast<float>(s.d)),
-          s.window};
+          s.b,      s.t,      s.s,      s.h,
+          s.hkv,    s.d,      s.causal, 1.0f / std::sqrt(static_cast<float>(s.d)),
+          s.window, s.softcap};
       const int64_t nq = s.b * s.t * s.h * s.d, nk = s.b * s.s * s.hkv * s.d, nl = s.b * s.h * s.t;
       const auto q = Round(Random(nq, s.q_scale), dt), k = Round(Random(nk), dt),
                  v = Round(Random(nk), dt), dout = Round(Random(nq), dt);
@@ -602,25 +613,47 @@ void CheckSwiGlu() {
   };
   for (const S& s : {S{1, 0}, S{1000, 0}, S{(1 << 20) + 5, 0}, S{1003, 1}}) {
     for (DType dt : kAllFloat) {
-      const int64_t n = s.n, sh = s.shift * moreh::DTypeSize(dt);
-      char name[64];
-      std::snprintf(name, sizeof name, "swiglu %s n=%lld shift=%d", Name(dt), (long long)n,
-                    s.shift);
-      if (!Selected(name)) continue;
-      const auto g = Round(Random(n, 3.0f), dt), u = Round(Random(n), dt),
-                 dy = Round(Random(n), dt);
-      Dev dg_in(g, dt, sh), du_in(u, dt, sh), ddy(dy, dt, sh), y(n * 4, sh), dg(n * 4, sh),
-          du(n * 4, sh);
-      gpu::SwiGluForward(y.p(), dg_in.p(), du_in.p(), n, dt, nullptr);
-      gpu::SwiGluBackward(dg.p(), du.p(), ddy.p(), dg_in.p(), du_in.p(), n, dt, nullptr);
-      std::vector<float> wy(n), wdg(n), wdu(n);
-      cpu::SwiGluForward(wy.data(), g.data(), u.data(), n);
-      cpu::SwiGluBackward(wdg.data(), wdu.data(), dy.data(), g.data(), u.data(), n);
-      Case cs{name, Tol(dt)};
-      cs.Check("y", y.Get(n, dt), wy);
-      cs.Check("dgate", dg.Get(n, dt), wdg);
-      cs.Check("dup", du.Get(n, dt), wdu);
+      for (bool gelu : {false, true}) {  // true: Gemma's GeGLU
+        const int64_t n = s.n, sh = s.shift * moreh::DTypeSize(dt);
+        char name[64];
+        std::snprintf(name, sizeof name, "%s %s n=%lld shift=%d", gelu ? "geglu" : "swiglu",
+                      Name(dt), (long long)n, s.shift);
+        if (!Selected(name)) continue;
+        const auto g = Round(Random(n, 3.0f), dt), u = Round(Random(n), dt),
+                   dy = Round(Random(n), dt);
+        Dev dg_in(g, dt, sh), du_in(u, dt, sh), ddy(dy, dt, sh), y(n * 4, sh), dg(n * 4, sh),
+            du(n * 4, sh);
+        gpu::SwiGluForward(y.p(), dg_in.p(), du_in.p(), n, dt, nullptr, gelu);
+        gpu::SwiGluBackward(dg.p(), du.p(), ddy.p(), dg_in.p(), du_in.p(), n, dt, nullptr, gelu);
+        std::vector<float> wy(n), wdg(n), wdu(n);
+        (gelu ? cpu::GeGluForward : cpu::SwiGluForward)(wy.data(), g.data(), u.data(), n);
+        (gelu ? cpu::GeGluBackward : cpu::SwiGluBackward)(wdg.data(), wdu.data(), dy.data(),
+                                                          g.data(), u.data(), n);
+        Case cs{name, Tol(dt)};
+        cs.Check("y", y.Get(n, dt), wy);
+        cs.Check("dgate", dg.Get(n, dt), wdg);
+        cs.Check("dup", du.Get(n, dt), wdu);
+      }
     }
+  }
+  // Gemma 2's logit soft-capping, forward and backward (from the output).
+  for (DType dt : kAllFloat) {
+    const int64_t n = 100003;
+    char name[64];
+    std::snprintf(name, sizeof name, "softcap %s n=%lld", Name(dt), (long long)n);
+    if (!Selected(name)) continue;
+    const auto x = Round(Random(n, 40.0f), dt), dy = Round(Random(n), dt);
+    Dev dx_in(x, dt), ddy(dy, dt), y(n * 4), dx(n * 4);
+    gpu::Softcap(y.p(), dx_in.p(), 30.0f, n, dt, nullptr);
+    std::vector<float> wy(n), wdx(n);
+    cpu::Softcap(wy.data(), x.data(), 30.0f, n);
+    const auto y_dev = y.Get(n, dt);
+    Dev dy_dev(Round(wy, dt), dt);
+    gpu::SoftcapBackward(dx.p(), ddy.p(), dy_dev.p(), 30.0f, n, dt, nullptr);
+    cpu::SoftcapBackward(wdx.data(), dy.data(), Round(wy, dt).data(), 30.0f, n);
+    Case cs{name, Tol(dt)};
+    cs.Check("y", y_dev, wy);
+    cs.Check("dx", dx.Get(n, dt), wdx);
   }
 }
 

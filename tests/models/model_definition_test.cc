@@ -40,7 +40,17 @@ std::vector<LlamaConfig> Configs() {
   qwen3.model_type = "qwen3";
   qwen3.qk_norm = true;
   qwen3.explicit_head_dim = 24;
-  return {mha, gqa, llama3, mistral, qwen2, qwen3};
+  LlamaConfig gemma2 = gqa;      // GeGLU, (1 + w) sandwich norms, scaled embeddings, soft-capping,
+  gemma2.model_type = "gemma2";  // windows on even layers, query_pre_attn_scalar
+  gemma2.mlp_activation = "gelu_tanh";
+  gemma2.norm_weight_offset = 1;
+  gemma2.sandwich_norms = gemma2.scale_embeddings = true;
+  gemma2.sliding_window = 5;
+  gemma2.explicit_head_dim = 32;
+  gemma2.query_pre_attn_scalar = 24;
+  gemma2.attn_logit_softcapping = 50;
+  gemma2.final_logit_softcapping = 30;
+  return {mha, gqa, llama3, mistral, qwen2, qwen3, gemma2};
 }
 
 std::string Describe(const Graph& g, const Node& n) {
@@ -55,31 +65,36 @@ std::string Describe(const Graph& g, const Node& n) {
 
 TEST(ModelDefinition, ThePlannersLayerIsTheStageProgramsLayerOpForOp) {
   for (LlamaConfig c : Configs()) {
-    c.tie_word_embeddings = false;  // a middle stage (tied embeddings need one stage today)
-    for (int tp : {1, 2}) {
-      for (DType dt : {DType::kF32, DType::kBF16}) {
-        int x = -1, out = -1;
-        std::vector<int> weights;
-        const Graph planned = planner::DecoderLayerGraph(c, 2, 16, tp, dt, &x, &weights, &out);
-        // A middle stage of one layer: its forward is that layer and nothing else.
-        parallel::StageSpec s;
-        s.model = c;
-        s.first_layer = 1;
-        s.num_layers = 1;
-        s.first = s.last = false;
-        s.micro_batch = 2;
-        s.seq_len = 16;
-        s.tp = tp;
-        s.compute_dtype = dt;
-        const parallel::StageProgram p = parallel::BuildStageProgram(s);
-        const std::string where =
-            fmt::format("kv heads {}, tp {}, {}", c.num_key_value_heads, tp, DTypeName(dt));
-        ASSERT_EQ(static_cast<size_t>(p.num_forward_nodes), planned.nodes().size()) << where;
-        for (size_t i = 0; i < planned.nodes().size(); ++i) {
-          EXPECT_EQ(Describe(planned, planned.nodes()[i]), Describe(p.full, p.full.nodes()[i]))
-              << where << ", node " << i;
+    c.tie_word_embeddings = false;  // a middle stage holds no copy of the embedding
+    // Layers 1 and 2: Gemma 2's odd (global) and even (windowed) kinds.
+    for (int layer : {1, 2}) {
+      for (int tp : {1, 2}) {
+        for (DType dt : {DType::kF32, DType::kBF16}) {
+          int x = -1, out = -1;
+          std::vector<int> weights;
+          const Graph planned =
+              planner::DecoderLayerGraph(c, 2, 16, tp, dt, &x, &weights, &out, layer);
+          // A middle stage of one layer: its forward is that layer and nothing else.
+          parallel::StageSpec s;
+          s.model = c;
+          s.first_layer = layer;
+          s.num_layers = 1;
+          s.first = s.last = false;
+          s.micro_batch = 2;
+          s.seq_len = 16;
+          s.tp = tp;
+          s.compute_dtype = dt;
+          const parallel::StageProgram p = parallel::BuildStageProgram(s);
+          const std::string where =
+              fmt::format("{}, layer {}, kv heads {}, tp {}, {}", c.model_type, layer,
+                          c.num_key_value_heads, tp, DTypeName(dt));
+          ASSERT_EQ(static_cast<size_t>(p.num_forward_nodes), planned.nodes().size()) << where;
+          for (size_t i = 0; i < planned.nodes().size(); ++i) {
+            EXPECT_EQ(Describe(planned, planned.nodes()[i]), Describe(p.full, p.full.nodes()[i]))
+                << where << ", node " << i;
+          }
+          EXPECT_EQ(weights.size(), LayerParams(c, layer).size());
         }
-        EXPECT_EQ(weights.size(), LayerParams(c, 1).size());
       }
     }
   }
@@ -99,11 +114,15 @@ TEST(ModelDefinition, OneListOfParametersForTheModelTheStagesAndTheCount) {
       ASSERT_TRUE(found.ok()) << found.status().message();
       EXPECT_EQ(found->shape, all[i].shape);
       count += Numel(all[i].shape);
-      // Norms start at one, biases at zero, the rest from (seed, name).
+      // Norms start at one (Gemma's, an offset from one, at zero), biases at zero, the rest from
+      // (seed, name).
       const bool ones = all[i].init == ParamInit::kOnes;
       const bool zeros = all[i].init == ParamInit::kZeros;
-      EXPECT_EQ(ones, all[i].name.find("norm") != std::string::npos) << all[i].name;
-      EXPECT_EQ(zeros, all[i].name.find(".bias") != std::string::npos) << all[i].name;
+      const bool is_norm = all[i].name.find("norm") != std::string::npos;
+      EXPECT_EQ(ones, is_norm && c.norm_weight_offset == 0) << all[i].name;
+      EXPECT_EQ(zeros, all[i].name.find(".bias") != std::string::npos ||
+                           (is_norm && c.norm_weight_offset != 0))
+          << all[i].name;
       // The in-process model starts from those values, as the workers' seeded init does (a bias
       // drawn from the normal once made an AP-off run differ from the same job on daemons).
       const std::vector<float> v = named[i].second.to_floats();

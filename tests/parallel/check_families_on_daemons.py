@@ -11,6 +11,8 @@ device (AP off, no cluster):
   qwen2   q/k/v biases, tied embeddings: 2 stages x 2 replicas, master weights sharded
   qwen3   q/k norms (their gradients summed over TP), head_dim != hidden / heads: TP 2 x 2
           replicas, parameters sharded over the replicas
+  gemma2  GeGLU, (1 + w) norms around attention and MLP, scaled tied embeddings, soft-capping,
+          32-token windows on even layers: TP 2 x 2 stages
 
 Each: the losses equal the one-device run's within 1e-4 relative, the saved checkpoint equals the
 one-device checkpoint within 1e-4 (relative L2 per tensor), and transformers' AutoModelForCausalLM
@@ -46,6 +48,12 @@ FAMILIES = [
     ("qwen3", {"model_type": "qwen3", "head_dim": 48, "rope_theta": 1000000.0,
                "architectures": ["Qwen3ForCausalLM"]},
      '{"num_stages": 1, "tp": 2, "num_micro_batches": 2, "distribute_low_prec_param": true}'),
+    ("gemma2", {"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"],
+                "hidden_activation": "gelu_pytorch_tanh", "hidden_act": "gelu_pytorch_tanh",
+                "head_dim": 64, "query_pre_attn_scalar": 64, "sliding_window": 32,
+                "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+                "attention_bias": False},
+     '{"num_stages": 2, "tp": 2, "num_micro_batches": 2}'),
 ]
 
 

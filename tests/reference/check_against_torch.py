@@ -232,7 +232,7 @@ def ref_rotary(x, theta, offset=0, inverse=False):  # x [B, T, H, D]
     return x * cos + rotate_half(x) * sin
 
 
-def ref_attention(q, k, v, mask, causal, scale, window=0):
+def ref_attention(q, k, v, mask, causal, scale, window=0, softcap=0.0):
     """q [B,T,H,D], k/v [B,S,Hkv,D], mask [B,S] (nonzero = attend) -> (out [B,T,H,D], lse [B,H,T]).
     window > 0: query i sees keys j with i - j < window (transformers' sliding-window mask)."""
     B, T, H, D = q.shape
@@ -241,6 +241,8 @@ def ref_attention(q, k, v, mask, causal, scale, window=0):
     kk = k.repeat_interleave(rep, dim=2)  # query head h uses kv head h // rep
     vv = v.repeat_interleave(rep, dim=2)
     s = torch.einsum("bthd,bshd->bhts", q, kk) * scale
+    if softcap:  # Gemma 2: before the masks
+        s = softcap * torch.tanh(s / softcap)
     allow = torch.ones(B, 1, T, S, dtype=torch.bool)
     if causal:
         allow = allow & torch.ones(T, S, dtype=torch.bool).tril()[None, None]
@@ -426,14 +428,21 @@ def scale(res):
     op_case(res, g, [randn(3, 5)], lambda x: (x * s,))
 
 
-def rms_case(res, dt, shape):
+def rms_case(res, dt, shape, offset=0.0):
     eps = 1e-5
     C = shape[-1]
     g = Graph()
     x, w = g.input(dt, shape), g.input(dt, [C])
-    g.outputs = [g.node("rms_norm", [x, w], [(dt, shape)], eps=eps)]
-    op_case(res, g, [randn(*shape), 1.0 + randn(C, scale=0.2)],
-            lambda x, w: (ref_rms_norm(x, w, eps),))
+    g.outputs = [g.node("rms_norm", [x, w], [(dt, shape)], eps=eps,
+                        **({"offset": offset} if offset else {}))]
+    op_case(res, g, [randn(*shape), 1.0 - offset + randn(C, scale=0.2)],
+            lambda x, w: (ref_rms_norm(x, w + offset, eps),))
+
+
+@case
+def rms_norm_gemma_offset(res):
+    # Gemma's (1 + w): the weight stored as an offset from one.
+    rms_case(res, "f32", [2, 5, 16], offset=1.0)
 
 
 @case
@@ -483,7 +492,8 @@ def rotary_offset(res):
     rotary_case(res, [2, 4, 2, 32], 10000.0, 1000, 0)
 
 
-def attention_case(res, B, T, S, H, Hkv, D, causal, pads=None, scale=None, dt="f32", window=0):
+def attention_case(res, B, T, S, H, Hkv, D, causal, pads=None, scale=None, dt="f32", window=0,
+                   softcap=0.0):
     scale = 1.0 / math.sqrt(D) if scale is None else scale
     g = Graph()
     q, k, v = g.input(dt, [B, T, H, D]), g.input(dt, [B, S, Hkv, D]), g.input(dt, [B, S, Hkv, D])
@@ -498,10 +508,11 @@ def attention_case(res, B, T, S, H, Hkv, D, causal, pads=None, scale=None, dt="f
                 mask[b, S - p:] = 0
         arrays.append(mask)
     g.outputs = g.node("attention", ins, [(dt, [B, T, H, D]), ("f32", [B, H, T])],
-                       causal=int(causal), scale=float(scale), window=int(window))
+                       causal=int(causal), scale=float(scale), window=int(window),
+                       **({"softcap": float(softcap)} if softcap else {}))
 
     def ref(q, k, v, mask=None):
-        return ref_attention(q, k, v, mask, causal, scale, window)
+        return ref_attention(q, k, v, mask, causal, scale, window, softcap)
 
     op_case(res, g, arrays, ref)
 
@@ -551,15 +562,38 @@ def attention_sliding_window_multi_tile(res):
 
 
 @case
+def attention_softcap_gemma2(res):
+    # Gemma 2: scores soft-capped (a cap of 2 so tanh saturates on large queries), a window on the
+    # local layers, query_pre_attn_scalar's scale; across tiles with padding.
+    attention_case(res, 2, 12, 12, 4, 2, 8, True, pads=[0, 3], scale=1.5, softcap=2.0)
+    attention_case(res, 1, 150, 150, 2, 1, 16, True, pads=[20], scale=0.5, window=70, softcap=3.0)
+
+
+@case
 def attention_causal_mask_gqa_bf16(res):
     attention_case(res, 2, 10, 10, 4, 2, 16, True, pads=[0, 4], dt="bf16")
 
 
-def swiglu_case(res, dt, shape):
+def swiglu_case(res, dt, shape, gelu=False):
     g = Graph()
     a, b = g.input(dt, shape), g.input(dt, shape)
-    g.outputs = [g.node("swiglu", [a, b], [(dt, shape)])]
-    op_case(res, g, [randn(*shape, scale=2.0), randn(*shape)], lambda a, b: (F.silu(a) * b,))
+    g.outputs = [g.node("swiglu", [a, b], [(dt, shape)],
+                        **({"activation": "gelu_tanh"} if gelu else {}))]
+    act = (lambda x: F.gelu(x, approximate="tanh")) if gelu else F.silu
+    op_case(res, g, [randn(*shape, scale=2.0), randn(*shape)], lambda a, b: (act(a) * b,))
+
+
+@case
+def geglu_gemma(res):
+    swiglu_case(res, "f32", [3, 4, 10], gelu=True)
+    swiglu_case(res, "bf16", [4, 24], gelu=True)
+
+
+@case
+def softcap(res):
+    # Gemma 2's final logits: cap * tanh(x / cap), with values well past the cap.
+    g = unary_graph("softcap", "f32", [3, 7], [("f32", [3, 7])], cap=3.0)
+    op_case(res, g, [randn(3, 7, scale=4.0)], lambda x: (3.0 * torch.tanh(x / 3.0),))
 
 
 @case

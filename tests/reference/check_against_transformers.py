@@ -169,6 +169,19 @@ def main():
             opt.step()
             opt.zero_grad(set_to_none=True)
             losses.append(loss.item())
+        if family == "gemma2":  # the trained model's scores and logits are past the caps' linear range
+            with torch.no_grad():
+                capped = model(input_ids=ids, attention_mask=mask, labels=labels,
+                               use_cache=False).loss.item()
+                caps = (model.config.attn_logit_softcapping, model.config.final_logit_softcapping)
+                model.config.attn_logit_softcapping = model.config.final_logit_softcapping = None
+                uncapped = model(input_ids=ids, attention_mask=mask, labels=labels,
+                                 use_cache=False).loss.item()
+                model.config.attn_logit_softcapping, model.config.final_logit_softcapping = caps
+            gap = abs(capped - uncapped) / abs(capped)
+            print(f"{'PASS' if gap > 1e-3 else 'FAIL'}  {variant}: the soft-capping bends the "
+                  f"trained model's loss ({gap:.2e})")
+            (passed if gap > 1e-3 else failures).append("softcap matters")
         ours = np.load(os.path.join(d, "losses.npy"))
         # zip() below stops at the shorter list: a runner that logged fewer steps would pass.
         full = len(ours) == steps
@@ -176,14 +189,6 @@ def main():
               f"{steps})")
         (passed if full else failures).append("loss count")
         check(f"{variant}: loss (step 1)", rel(ours[0], losses[0]), 1e-5)
-        if family == "mistral":  # the window matters here: without it the loss is another
-            full_attn = AutoModelForCausalLM.from_pretrained(
-                ckpt, torch_dtype=torch.float32, attn_implementation="eager", sliding_window=None)
-            other = full_attn(input_ids=ids, attention_mask=mask, labels=labels).loss.item()
-            gap = abs(other - losses[0]) / abs(losses[0])
-            print(f"{'PASS' if gap > 1e-4 else 'FAIL'}  {variant}: without the window transformers' "
-                  f"loss differs ({gap:.2e})")
-            (passed if gap > 1e-4 else failures).append("window matters")
         steps_rel = [abs(x - y) / abs(y) for x, y in zip(ours, losses)]
         print("      per-step rel. differences:", " ".join(f"{e:.1e}" for e in steps_rel))
         # Two f32 implementations of the same training drift apart exponentially once Adam has
@@ -204,6 +209,20 @@ def main():
             check(f"{variant}: transformers-saved sharded checkpoint loads", load_and_compare(
                 a.runner, hf_dir, {n: p.detach().numpy() for n, p in model.named_parameters()},
                 d), 0)
+        if family in ("mistral", "gemma2"):
+            # The window matters here: without it the trained model's loss is another.
+            def trained_loss(**overrides):
+                m = AutoModelForCausalLM.from_pretrained(
+                    hf_dir, torch_dtype=torch.float32, attn_implementation="eager", **overrides)
+                with torch.no_grad():
+                    return m(input_ids=ids, attention_mask=mask, labels=labels,
+                             use_cache=False).loss.item()
+            # Gemma 2 in 4.46 cannot take None there; a window past the sequence is none.
+            wide = trained_loss(sliding_window=None if family == "mistral" else 1 << 20)
+            gap = abs(wide - trained_loss()) / abs(wide)
+            print(f"{'PASS' if gap > 1e-4 else 'FAIL'}  {variant}: without the window the trained "
+                  f"model's loss differs ({gap:.2e})")
+            (passed if gap > 1e-4 else failures).append("window matters")
 
         # A checkpoint written by a minimal writer that follows the safetensors specification
         # (struct + JSON, tensors in reverse order, header padded with spaces, bf16 weights).
@@ -230,7 +249,15 @@ def main():
                 ("qwen2", {"model_type": "qwen2", "tie_word_embeddings": True,
                            "rope_theta": 1000000.0, "architectures": ["Qwen2ForCausalLM"]}, 10),
                 ("qwen3", {"model_type": "qwen3", "head_dim": 48, "rope_theta": 1000000.0,
-                           "architectures": ["Qwen3ForCausalLM"]}, 10)]
+                           "architectures": ["Qwen3ForCausalLM"]}, 10),
+                # Every Gemma 2 feature, the caps small enough that tanh bends the values (the
+                # real ones: 50 and 30), a 24-token window on the even layers.
+                ("gemma2", {"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"],
+                            "hidden_activation": "gelu_pytorch_tanh",
+                            "hidden_act": "gelu_pytorch_tanh", "head_dim": 48,
+                            "query_pre_attn_scalar": 40, "sliding_window": 24,
+                            "attn_logit_softcapping": 5.0, "final_logit_softcapping": 3.0,
+                            "tie_word_embeddings": True, "attention_bias": False}, 10)]
     for variant, changes, steps in variants:
         if a.only and variant not in a.only.split(","):
             continue

@@ -334,6 +334,33 @@ TEST(ModelConfig, FamiliesReadAsTransformersReadsThem) {
         << changes.dump() << ": " << r.status().message();
   };
   refused({{"model_type", "gemma3"}}, "'model_type' 'gemma3' is not supported (llama, mistral");
+  // Gemma 2: GeGLU, (1 + w) norms, scaled embeddings, its defaults (tied, head_dim 256, window
+  // 4096 on even layers, soft-cappings 50 and 30, query_pre_attn_scalar 224); null turns off.
+  auto gemma_json = base;  // no tie_word_embeddings: Gemma2Config's default (true)
+  gemma_json.erase("tie_word_embeddings");
+  gemma_json.update({{"model_type", "gemma2"}, {"hidden_size", 512}, {"num_attention_heads", 2}});
+  auto gemma = models::LlamaConfig::FromJson(gemma_json.dump(), "m/config.json");
+  ASSERT_TRUE(gemma.ok()) << gemma.status().message();
+  EXPECT_TRUE(gemma->tie_word_embeddings && gemma->sandwich_norms && gemma->scale_embeddings);
+  EXPECT_EQ(gemma->mlp_activation, "gelu_tanh");
+  EXPECT_EQ(gemma->norm_weight_offset, 1);
+  EXPECT_EQ(gemma->head_dim(), 256);
+  EXPECT_EQ(gemma->LayerWindow(0), 4096);
+  EXPECT_EQ(gemma->LayerWindow(1), 0);
+  EXPECT_EQ(gemma->attn_logit_softcapping, 50);
+  EXPECT_EQ(gemma->final_logit_softcapping, 30);
+  EXPECT_EQ(gemma->query_pre_attn_scalar, 224);
+  auto uncapped = read({{"model_type", "gemma2"},
+                        {"attn_logit_softcapping", nullptr},
+                        {"final_logit_softcapping", nullptr},
+                        {"sliding_window", nullptr}});
+  ASSERT_TRUE(uncapped.ok()) << uncapped.status().message();
+  EXPECT_EQ(uncapped->attn_logit_softcapping + uncapped->final_logit_softcapping, 0);
+  EXPECT_EQ(uncapped->LayerWindow(0), 0);
+  refused({{"model_type", "gemma2"}, {"hidden_activation", "gelu"}},
+          "'hidden_activation' 'gelu' is not supported");
+  refused({{"model_type", "gemma2"}, {"rope_scaling", {{"rope_type", "linear"}, {"factor", 2}}}},
+          "Gemma2ForCausalLM has no rope scaling");
   // Mistral: a 4096-token window unless the file says null (v0.2 and later); no rope scaling, no
   // biases in transformers' class.
   auto mistral = read({{"model_type", "mistral"}});
@@ -343,7 +370,7 @@ TEST(ModelConfig, FamiliesReadAsTransformersReadsThem) {
   EXPECT_EQ(read({{"model_type", "mistral"}, {"sliding_window", nullptr}})->sliding_window, 0);
   refused({{"model_type", "mistral"}, {"sliding_window", 0}}, "'sliding_window' is 0");
   refused({{"model_type", "mistral"}, {"rope_scaling", {{"rope_type", "linear"}, {"factor", 2}}}},
-          "Mistral has no rope scaling");
+          "MistralForCausalLM has no rope scaling");
   refused({{"model_type", "mistral"}, {"attention_bias", true}},
           "'attention_bias' is not part of mistral");
   // Qwen2: q/k/v biases always; head_dim always hidden / heads; no sliding window.
@@ -361,7 +388,7 @@ TEST(ModelConfig, FamiliesReadAsTransformersReadsThem) {
   EXPECT_TRUE(
       read({{"model_type", "qwen3"}, {"head_dim", 16}, {"attention_bias", true}})->attention_bias);
   // The round trip keeps every family's features.
-  for (const auto& c : {*mistral, *qwen2, *qwen3}) {
+  for (const auto& c : {*mistral, *qwen2, *qwen3, *gemma, *uncapped}) {
     auto back = models::LlamaConfig::FromJson(c.ToJson(), "round trip");
     ASSERT_TRUE(back.ok()) << c.model_type << ": " << back.status().message();
     EXPECT_EQ(back->model_type, c.model_type);
@@ -370,6 +397,8 @@ TEST(ModelConfig, FamiliesReadAsTransformersReadsThem) {
     EXPECT_EQ(back->qk_norm, c.qk_norm);
     EXPECT_EQ(back->attention_bias, c.attention_bias);
     EXPECT_EQ(back->head_dim(), c.head_dim());
+    EXPECT_EQ(back->final_logit_softcapping, c.final_logit_softcapping);
+    EXPECT_EQ(back->LayerWindow(0), c.LayerWindow(0));
     EXPECT_EQ(nlohmann::json::parse(back->ToJson()), nlohmann::json::parse(c.ToJson()));
   }
 }

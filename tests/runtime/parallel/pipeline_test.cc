@@ -600,8 +600,9 @@ TEST(Pipeline, Llama3FeaturesMatchOneDeviceInEveryLayout) {
 
 // The other families' features in every layout: Mistral's sliding window (3 keys of 8), Qwen2's
 // q/k/v biases with tied embeddings, Qwen3's q/k norms under tensor parallelism (each rank's
-// heads give part of the replicated norm weights' gradients; they are summed over TP).
-TEST(Pipeline, MistralQwen2Qwen3MatchOneDeviceInEveryLayout) {
+// heads give part of the replicated norm weights' gradients; they are summed over TP), Gemma 2's
+// whole layer (sandwich (1 + w) norms after the TP reduce, GeGLU, soft-capping, tied embeddings).
+TEST(Pipeline, MistralQwen2Qwen3Gemma2MatchOneDeviceInEveryLayout) {
   models::LlamaConfig mistral = SmallLlama();
   mistral.model_type = "mistral";
   mistral.sliding_window = 3;
@@ -612,7 +613,17 @@ TEST(Pipeline, MistralQwen2Qwen3MatchOneDeviceInEveryLayout) {
   qwen3.model_type = "qwen3";
   qwen3.qk_norm = true;
   qwen3.explicit_head_dim = 12;
-  for (const models::LlamaConfig& c : {mistral, qwen2, qwen3}) {
+  models::LlamaConfig gemma2 = SmallLlama();  // every Gemma 2 feature; windows on even layers
+  gemma2.model_type = "gemma2";
+  gemma2.mlp_activation = "gelu_tanh";
+  gemma2.norm_weight_offset = 1;
+  gemma2.sandwich_norms = gemma2.scale_embeddings = gemma2.tie_word_embeddings = true;
+  gemma2.sliding_window = 3;
+  gemma2.explicit_head_dim = 12;
+  gemma2.query_pre_attn_scalar = 10;
+  gemma2.attn_logit_softcapping = 2;  // small caps: tanh is far from linear here
+  gemma2.final_logit_softcapping = 3;
+  for (const models::LlamaConfig& c : {mistral, qwen2, qwen3, gemma2}) {
     SCOPED_TRACE(c.model_type);
     ExpectEveryLayoutMatchesOneDevice(c);
   }
