@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """bench/run train [--family F]: `moreh-run train` on the shipped model (or, with --family, the
-same sizes as another family: llama3, mistral, qwen2, qwen3) and data against the PyTorch peer
+same sizes as another family: llama3, mistral, qwen2, qwen3, gemma2) and data against the PyTorch peer
 (bench/train/torch_train.py), in the same run. Ours: time to the first step and steady tokens/s
 from the log's timestamps (one line per step), peak RSS of the process. Prints BENCH lines last."""
 import argparse
@@ -69,6 +69,11 @@ FAMILIES = {
               "architectures": ["Qwen2ForCausalLM"]},
     "qwen3": {"model_type": "qwen3", "head_dim": 48, "rope_theta": 1000000.0,
               "architectures": ["Qwen3ForCausalLM"]},
+    "gemma2": {"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"],
+               "hidden_activation": "gelu_pytorch_tanh", "hidden_act": "gelu_pytorch_tanh",
+               "head_dim": 32, "query_pre_attn_scalar": 32, "sliding_window": 128,
+               "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+               "tie_word_embeddings": True},
 }
 
 
