@@ -93,7 +93,7 @@ def main():
     ap.add_argument("--only", default=None, help="comma-separated variant names to run")
     a = ap.parse_args()
     import transformers
-    from transformers import AutoModelForCausalLM, LlamaTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaTokenizer
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from qwen3_reference import Qwen3ForCausalLMReference
 
@@ -119,8 +119,13 @@ def main():
             sys.exit("runner failed")
         ckpt = os.path.join(d, "ckpt")
 
-        # Tokenization: LlamaTokenizer on our tokenizer.model, as the reference script uses it.
-        tok = LlamaTokenizer.from_pretrained(ckpt, legacy=True)
+        # Tokenization: LlamaTokenizer on our tokenizer.model, as the reference script uses it;
+        # the family's own tokenizer.json (examples/families) through AutoTokenizer.
+        if os.path.exists(os.path.join(ckpt, "tokenizer.json")):
+            tok = AutoTokenizer.from_pretrained(ckpt)
+            tok.pad_token = tok.convert_ids_to_tokens(0)
+        else:
+            tok = LlamaTokenizer.from_pretrained(ckpt, legacy=True)
         tok.pad_token_id = 0
         prompts = []
         with open(req["dataset"]) as f:
@@ -133,7 +138,7 @@ def main():
                                 max_length=req["block_size"])["input_ids"] for pp in prompts])
         ours_ids = np.load(os.path.join(d, "input_ids.npy"))
         same = np.array_equal(ids.numpy(), ours_ids)
-        print(f"{'PASS' if same else 'FAIL'}  {variant}: token ids equal LlamaTokenizer's")
+        print(f"{'PASS' if same else 'FAIL'}  {variant}: token ids equal {type(tok).__name__}'s")
         (passed if same else failures).append("token ids")
         ids = torch.from_numpy(ours_ids)  # compare numerics on identical inputs either way
 
@@ -266,9 +271,22 @@ def main():
             if changes:
                 model_dir = os.path.join(d, "model")
                 os.makedirs(model_dir)
-                shutil.copy(os.path.join(mini, "tokenizer.model"), model_dir)
+                # The family's tokenizer where examples/families has one (tokenizer.json for
+                # Llama 3, Qwen, Gemma), with its special token ids; else llama-mini's.
+                fam = os.path.join(src, "examples", "families", variant.split("-")[0])
+                tok_dir = fam if os.path.exists(os.path.join(fam, "tokenizer.json")) else mini
+                cfg = dict(base, **changes)
+                if tok_dir == fam:
+                    with open(os.path.join(fam, "config.json")) as f:
+                        ids = json.load(f)
+                    for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
+                        if k in ids:
+                            cfg[k] = ids[k]
+                for name in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json"):
+                    if os.path.exists(os.path.join(tok_dir, name)):
+                        shutil.copy(os.path.join(tok_dir, name), model_dir)
                 with open(os.path.join(model_dir, "config.json"), "w") as f:
-                    json.dump(dict(base, **changes), f)
+                    json.dump(cfg, f)
             run_variant(variant, model_dir, steps, d)
     print(f"{len(passed)} passed, {len(failures)} failed")
     sys.exit(1 if failures else 0)

@@ -93,8 +93,12 @@ int RunTrain(const fs::path& dir) {
   tok.set_pad_id(0);
   auto model = moreh::models::LlamaForCausalLM::from_pretrained(model_dir, j.at("seed"));
   fs::create_directories(dir / "ckpt");
-  fs::copy_file(fs::path(model_dir) / "tokenizer.model", dir / "ckpt" / "tokenizer.model",
-                fs::copy_options::overwrite_existing);
+  for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json"}) {
+    if (fs::exists(fs::path(model_dir) / f)) {
+      fs::copy_file(fs::path(model_dir) / f, dir / "ckpt" / f,
+                    fs::copy_options::overwrite_existing);
+    }
+  }
   model.save_pretrained((dir / "ckpt").string());
   auto records = moreh::data::ReadJsonl(j.at("dataset"), {"article", "highlights"}).value();
   records.resize(j.at("examples").get<size_t>());

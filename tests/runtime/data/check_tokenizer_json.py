@@ -522,6 +522,23 @@ def probe_code_points(tool, work, exhaustive):
     return total
 
 
+def compare_shipped_data(name, path, tok, tool):
+    """Every record of the shipped dataset (examples/data/man_summaries.jsonl, 1.4 MB of English
+    news prose), as the trainer formats it, encoded by us and by tokenizers: ids identical."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "examples",
+                       "data", "man_summaries.jsonl")
+    texts = []
+    with open(src, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            texts.append(f"[SUMMARIZE] {r['article']} [/SUMMARIZE]\n{r['highlights']}")
+    _, got = Tool(tool, path).run([{"text": t, "add_special": True} for t in texts])
+    for t, g, want in zip(texts, got, tok.encode_batch(texts)):
+        if g.get("ids") != want.ids:
+            fail(name, "ids of the shipped data", t, g.get("ids"), want.ids)
+    return len(texts), sum(len(t.encode("utf-8")) for t in texts)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tool", required=True)
@@ -541,8 +558,16 @@ def main():
             print(f"  {name:22s} {n} strings: ids and decoded text identical"
                   + (" (and AutoTokenizer's, BOS/EOS)" if hf_dir else ""))
             total += n
+        shipped = 0
+        for name, path, tok, _ in toks:
+            if name in ("llama3", "qwen2", "gemma", "mistral"):
+                n, size = compare_shipped_data(name, path, tok, args.tool)
+                print(f"  {name:22s} the shipped data, {n} records ({size / 1e6:.2f} MB): ids "
+                      f"identical")
+                shipped += size
         probes = probe_code_points(args.tool, work, args.exhaustive)
-    print(f"OK: {total} strings and {probes} code-point probes compared against tokenizers "
+    print(f"OK: {total} strings, {shipped / 1e6:.1f} MB of the shipped data and {probes} "
+          f"code-point probes compared against tokenizers "
           f"{__import__('tokenizers').__version__} in {time.time() - t0:.1f} s")
 
 
