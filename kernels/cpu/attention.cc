@@ -39,7 +39,9 @@ void CapTile(float* s, int64_t rows, int64_t nb, float cap) {
   if (cap <= 0.0f) return;
   const float inv = 1.0f / cap;
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t jj = 0; jj < nb; ++jj) s[r * kBc + jj] = cap * std::tanh(s[r * kBc + jj] * inv);
+    float* row = s + r * kBc;
+#pragma omp simd
+    for (int64_t jj = 0; jj < nb; ++jj) row[jj] = cap * VecTanh(row[jj] * inv);
   }
 }
 
@@ -189,6 +191,7 @@ void AttentionBackward(float* dq, float* dk, float* dv, const float* dout, const
               }
               if (sh.softcap > 0.0f) {  // through the cap: d tanh = 1 - tanh^2
                 const float inv = 1.0f / sh.softcap;
+#pragma omp simd
                 for (int64_t jj = 0; jj < nb; ++jj) {
                   const float t = pr[jj] == kNegInf ? 0.0f : pr[jj] * inv;
                   dpr[jj] *= 1.0f - t * t;

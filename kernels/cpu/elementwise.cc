@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/vec_math.h"
 #include "runtime/core/parallel.h"
 
 namespace moreh::kernels::cpu {
@@ -47,7 +48,8 @@ void Scale(float* out, const float* x, float s, int64_t n) {
 void Softcap(float* out, const float* x, float cap, int64_t n) {
   const float inv = 1.0f / cap;
   ParallelFor(n, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) out[i] = cap * std::tanh(x[i] * inv);
+#pragma omp simd
+    for (int64_t i = b; i < e; ++i) out[i] = cap * VecTanh(x[i] * inv);
   });
 }
 

@@ -34,8 +34,9 @@ constexpr float kGeluA = 0.044715f;
 
 void GeGluForward(float* y, const float* gate, const float* up, int64_t n) {
   ParallelFor(n, 1 << 14, [&](int64_t b, int64_t e) {
+#pragma omp simd
     for (int64_t i = b; i < e; ++i) {
-      const float g = gate[i], t = std::tanh(kGeluK * (g + kGeluA * g * g * g));
+      const float g = gate[i], t = VecTanh(kGeluK * (g + kGeluA * g * g * g));
       y[i] = 0.5f * g * (1.0f + t) * up[i];
     }
   });
@@ -45,8 +46,9 @@ void GeGluForward(float* y, const float* gate, const float* up, int64_t n) {
 void GeGluBackward(float* dgate, float* dup, const float* dy, const float* gate, const float* up,
                    int64_t n) {
   ParallelFor(n, 1 << 14, [&](int64_t b, int64_t e) {
+#pragma omp simd
     for (int64_t i = b; i < e; ++i) {
-      const float g = gate[i], t = std::tanh(kGeluK * (g + kGeluA * g * g * g));
+      const float g = gate[i], t = VecTanh(kGeluK * (g + kGeluA * g * g * g));
       dup[i] = dy[i] * 0.5f * g * (1.0f + t);
       dgate[i] =
           dy[i] * up[i] *
