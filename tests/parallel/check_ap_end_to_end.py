@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from training_checks import (FAIL, MIXED_LOSS_TOLERANCE, MIXED_WEIGHT_TOLERANCE,  # noqa: E402
-                             check, losses, read_checkpoint)
+                             check, losses, read_checkpoint, rel_diff)
 
 
 def wait_for_step(p, step):
@@ -46,23 +46,6 @@ def wait_for_step(p, step):
             break
         seen += line
     return seen
-
-
-def rel_diff(a, b):
-    """Worst per-tensor relative difference ||a - b|| / ||b||, and the largest element difference.
-
-    Element-wise, AdamW turns rounding noise in a near-zero gradient (a different summation order
-    across stages, replicas or tensor-parallel partial sums) into a full lr-sized step of either
-    sign, so a handful of elements in millions differ by up to lr x steps; the relative norm is the
-    measure of equality that this noise does not dominate. Both are reported."""
-    worst, biggest = 0.0, 0.0
-    for k in b:
-        d = a[k].astype(np.float64) - b[k]
-        if not np.isfinite(d).all():  # max() would drop a NaN
-            return float("inf"), float("inf")
-        worst = max(worst, float(np.linalg.norm(d) / max(np.linalg.norm(b[k]), 1e-30)))
-        biggest = max(biggest, float(np.abs(d).max()))
-    return worst, biggest
 
 
 def main():
@@ -177,7 +160,7 @@ def main():
         # Every checkpoint comparison below would pass with both sides empty.
         check("the one-device checkpoint has tensors", bool(w_one), os.path.join(tmp, "one"))
         same = sorted(w_on) == sorted(w_one)
-        rel, big = rel_diff(w_on, w_one) if same else (1.0, 1.0)
+        rel, big, _ = rel_diff(w_on, w_one) if same else (1.0, 1.0, '')
         check(f"checkpoint equals the one-device checkpoint (rel. {rel:.2e}, max elem. {big:.2e})",
               same and rel <= 1e-4, sorted(set(w_one) ^ set(w_on)))
 
@@ -203,7 +186,7 @@ def main():
                   worst <= 1e-4, (r.returncode, l_cfg, rlog[-1500:]))
             w_cfg = read_checkpoint(out_cfg) if os.path.isdir(out_cfg) else {}
             same = sorted(w_cfg) == sorted(w_one)
-            rel, big = rel_diff(w_cfg, w_one) if same else (1.0, 1.0)
+            rel, big, _ = rel_diff(w_cfg, w_one) if same else (1.0, 1.0, '')
             check(f"{name}: the checkpoint equals the one-device one (rel. {rel:.2e}, max elem. "
                   f"{big:.2e})", same and rel <= 1e-4, sorted(set(w_one) ^ set(w_cfg)))
 
@@ -229,7 +212,7 @@ def main():
               and 0 < worst <= MIXED_LOSS_TOLERANCE, (r.returncode, l_mp, rlog[-1500:]))
         w_mp = read_checkpoint(out_mp) if os.path.isdir(out_mp) else {}
         same = sorted(w_mp) == sorted(w_one)
-        rel, big = rel_diff(w_mp, w_one) if same else (1.0, 1.0)
+        rel, big, _ = rel_diff(w_mp, w_one) if same else (1.0, 1.0, '')
         check(f"mixed precision: the f32 master weights saved follow the one-device ones (rel. "
               f"{rel:.2e}, max elem. {big:.2e})", same and rel <= MIXED_WEIGHT_TOLERANCE,
               sorted(set(w_one) ^ set(w_mp)))

@@ -31,7 +31,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from training_checks import FAIL, check, losses, read_checkpoint  # noqa: E402
+from training_checks import FAIL, check, losses, read_checkpoint, rel_diff  # noqa: E402
 
 FAMILIES = [
     ("llama3", {"head_dim": 48, "attention_bias": True, "mlp_bias": True,
@@ -55,19 +55,6 @@ FAMILIES = [
                 "attention_bias": False},
      '{"num_stages": 2, "tp": 2, "num_micro_batches": 2}'),
 ]
-
-
-def rel_diff(a, b):
-    """The worst per-tensor relative L2 difference, and that tensor's name."""
-    worst, name = 0.0, ""
-    for k in b:
-        d = a[k].astype(np.float64) - b[k]
-        if not np.isfinite(d).all():
-            return float("inf"), k
-        e = float(np.linalg.norm(d) / max(np.linalg.norm(b[k]), 1e-30))
-        if e > worst:
-            worst, name = e, k
-    return worst, name
 
 
 def main():
@@ -124,7 +111,7 @@ def main():
                 continue
             w_on, w_one = read_checkpoint(out_on), read_checkpoint(out_one)
             same = bool(w_one) and sorted(w_on) == sorted(w_one)
-            rel, where = rel_diff(w_on, w_one) if same else (1.0, "")
+            rel, _, where = rel_diff(w_on, w_one) if same else (1.0, 1.0, "")
             whole = (float(np.sqrt(sum(np.sum((w_on[k].astype(np.float64) - w_one[k]) ** 2)
                                        for k in w_one)) /
                            np.sqrt(sum(np.sum(w_one[k].astype(np.float64) ** 2) for k in w_one)))

@@ -566,12 +566,12 @@ TEST(Pipeline, EveryCandidateMatchesOneDevice) {
               worst_l, worst_w);
 }
 
-// Llama 3's features in every layout: an explicit head_dim (heads x head_dim != hidden), q/k/v/o
-// and MLP biases (column-parallel ones split with their rows, row-parallel ones added once after
-// the reduce) and llama3 rope scaling, under stages, tensor parallelism, data parallelism and both
-// sharding flags, as one device trains it.
-// Every distinct layout (stages, TP, DP, sharding) of four devices trains `c` as one device does.
-void ExpectEveryLayoutMatchesOneDevice(const models::LlamaConfig& c) {
+// Every distinct layout (stages, TP, DP, sharding) of four devices with at least `min_stages`
+// stages trains `c` as one device does; at least `min_layouts` of them; `also` checks more of
+// each layout's run.
+void ExpectEveryLayoutMatchesOneDevice(
+    const models::LlamaConfig& c, int min_stages = 1, size_t min_layouts = 12,
+    const std::function<void(const Trajectory&)>& also = nullptr) {
   const int64_t B = 8, T = 8;
   const auto batches = MakeBatches(4, B, T, c.vocab_size);
   const Trajectory ref = OneDevice(c, batches);
@@ -579,19 +579,26 @@ void ExpectEveryLayoutMatchesOneDevice(const models::LlamaConfig& c) {
   double worst_l = 0, worst_w = 0;
   std::set<std::tuple<int, int, int, int>> seen;  // stages, tp, dp, sharding
   for (const planner::Candidate& cand : plan.candidates) {
-    if (!cand.feasible || !seen.insert({cand.num_stages, cand.tp, cand.dp,
-                                        cand.distribute_param * 2 + cand.distribute_low_prec_param})
-                               .second) {
+    if (!cand.feasible || cand.num_stages < min_stages ||
+        !seen.insert({cand.num_stages, cand.tp, cand.dp,
+                      cand.distribute_param * 2 + cand.distribute_low_prec_param})
+             .second) {
       continue;
     }
     SCOPED_TRACE(cand.Describe() + " dp=" + std::to_string(cand.dp));
-    ExpectSameTraining(Distributed(c, cand, batches), ref, &worst_l, &worst_w);
+    const Trajectory got = Distributed(c, cand, batches);
+    ExpectSameTraining(got, ref, &worst_l, &worst_w);
+    if (also) also(got);
   }
-  EXPECT_GE(seen.size(), 12u);
+  EXPECT_GE(seen.size(), min_layouts);
   std::printf("%s: layouts run: %zu; worst loss rel. error %.3g, worst weight diff %.3g\n",
               c.model_type.c_str(), seen.size(), worst_l, worst_w);
 }
 
+// Llama 3's features in every layout: an explicit head_dim (heads x head_dim != hidden), q/k/v/o
+// and MLP biases (column-parallel ones split with their rows, row-parallel ones added once after
+// the reduce) and llama3 rope scaling, under stages, tensor parallelism, data parallelism and both
+// sharding flags, as one device trains it.
 TEST(Pipeline, Llama3FeaturesMatchOneDeviceInEveryLayout) {
   models::LlamaConfig c = SmallLlama();
   c.explicit_head_dim = 12;
@@ -640,30 +647,14 @@ TEST(Pipeline, MistralQwen2Qwen3Gemma2MatchOneDeviceInEveryLayout) {
 TEST(Pipeline, TiedEmbeddingsOverStagesMatchOneDevice) {
   models::LlamaConfig c = SmallLlama();
   c.tie_word_embeddings = true;
-  const int64_t B = 8, T = 8;
-  const auto batches = MakeBatches(4, B, T, c.vocab_size);
-  const Trajectory ref = OneDevice(c, batches);
-  const planner::Plan plan = PlanFourDevices(c, B, T, DType::kF32);
-  double worst_l = 0, worst_w = 0;
-  std::set<std::tuple<int, int, int, int>> seen;  // stages, tp, dp, sharding
-  for (const planner::Candidate& cand : plan.candidates) {
-    if (!cand.feasible || cand.num_stages == 1 ||
-        !seen.insert({cand.num_stages, cand.tp, cand.dp,
-                      cand.distribute_param * 2 + cand.distribute_low_prec_param})
-             .second) {
-      continue;
-    }
-    SCOPED_TRACE(cand.Describe() + " dp=" + std::to_string(cand.dp));
-    const Trajectory got = Distributed(c, cand, batches);
-    ExpectSameTraining(got, ref, &worst_l, &worst_w);
-    const auto first = got.weights.find("model.embed_tokens.weight");
-    const auto copy = got.weights.find("model.embed_tokens.weight (last stage)");
-    ASSERT_TRUE(first != got.weights.end() && copy != got.weights.end());
-    EXPECT_EQ(first->second, copy->second) << "the two copies of the tied embedding differ";
-  }
-  EXPECT_GE(seen.size(), 5u);  // 2 and 4 stages, with TP, DP and each sharding flag
-  std::printf("layouts run: %zu; worst loss rel. error %.3g, worst weight diff %.3g\n", seen.size(),
-              worst_l, worst_w);
+  // 2 and 4 stages, with TP, DP and each sharding flag.
+  ExpectEveryLayoutMatchesOneDevice(
+      c, /*min_stages=*/2, /*min_layouts=*/5, [](const Trajectory& got) {
+        const auto first = got.weights.find("model.embed_tokens.weight");
+        const auto copy = got.weights.find("model.embed_tokens.weight (last stage)");
+        ASSERT_TRUE(first != got.weights.end() && copy != got.weights.end());
+        EXPECT_EQ(first->second, copy->second) << "the two copies of the tied embedding differ";
+      });
 }
 
 // Mixed precision through the runner (bf16 weights, activations and gradients; f32 master weights,
