@@ -86,17 +86,6 @@ void Emit(const json& j) {
   std::fflush(stdout);
 }
 
-std::string ConfigJson(const moreh::planner::Candidate& c) {
-  return json{{"num_stages", c.num_stages},
-              {"tp", c.tp},
-              {"dp", c.dp},
-              {"num_micro_batches", c.num_micro_batches},
-              {"recompute", c.recompute},
-              {"distribute_param", c.distribute_param},
-              {"distribute_low_prec_param", c.distribute_low_prec_param}}
-      .dump();
-}
-
 int Main(int argc, char** argv) {
   if (argc < 7) {
     std::fprintf(stderr, "usage: ap_bench planner|bubble|dp MODEL_DIR BATCH SEQ STEPS ...\n");
@@ -115,8 +104,8 @@ int Main(int argc, char** argv) {
     const auto plan = moreh::planner::PlanTraining(job, cl, po);
     for (const auto& c : plan.candidates) {
       if (!c.feasible) continue;
-      Emit(json{{"config", json::parse(ConfigJson(c))},
-                {"chosen", ConfigJson(c) == ConfigJson(plan.chosen)},
+      Emit(json{{"config", json::parse(c.ConfigJson())},
+                {"chosen", c.ConfigJson() == plan.chosen.ConfigJson()},
                 {"pred_peak", c.peak_bytes},
                 {"stage_peak", c.stage_peak_bytes},
                 {"pred_step_s", c.step_time}});
@@ -148,7 +137,7 @@ int Main(int argc, char** argv) {
     }
     for (const auto& c : cands) {
       moreh::parallel::SessionOptions o = so;
-      o.force_config = ConfigJson(c);
+      o.force_config = c.ConfigJson();
       auto s = moreh::parallel::Session::Open(o, config);
       const Measured m = Run(*s, config, B, T, steps);
       int64_t worst_pred = 0, worst_meas = 0;
@@ -162,8 +151,8 @@ int Main(int argc, char** argv) {
         worst_pred = std::max(worst_pred, pred);
         worst_meas = std::max(worst_meas, m.peak[r]);
       }
-      const bool is_chosen = ConfigJson(c) == ConfigJson(chosen);
-      Emit(json{{"config", json::parse(ConfigJson(c))},
+      const bool is_chosen = c.ConfigJson() == chosen.ConfigJson();
+      Emit(json{{"config", json::parse(c.ConfigJson())},
                 {"chosen", is_chosen},
                 {"pred_peak", worst_pred},
                 {"meas_peak", worst_meas},

@@ -2,20 +2,16 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <unordered_map>
 
 #include "ops/op.h"
 #include "runtime/autograd.h"
 #include "runtime/core/error.h"
 #include "runtime/models/llama_def.h"
+#include "runtime/planner/recompute.h"
 
 namespace moreh::parallel {
 namespace {
-bool IsView(OpKind op) {
-  return op == OpKind::kReshape || op == OpKind::kTranspose || op == OpKind::kExpand;
-}
-
 models::ParamSpec Spec(const models::LlamaConfig& c, const std::string& name) {
   auto p = models::FindParam(c, name);
   p.status().ThrowIfError();
@@ -199,40 +195,13 @@ StageProgram BuildStageProgram(const StageSpec& s) {
   }
   p.param_grads = grads;
 
-  // Cut: which forward nodes the backward program recomputes.
+  // Cut: which forward nodes the backward program recomputes, and where (planner/recompute.h).
   const int nf = p.num_forward_nodes;
-  const auto& nodes = g.nodes();
-  std::vector<char> is_checkpoint_producer(nodes.size(), 0);
-  for (int v : checkpoints) is_checkpoint_producer[g.value(v).producer] = 1;
-  auto recomputable = [&](int i) {
-    if (nodes[i].op == OpKind::kDpGather) return true;  // gathered again, never kept
-    if (i < layer_begin || i >= layer_end) return false;
-    if (s.recompute == kRecomputeFull) return !is_checkpoint_producer[i];
-    if (s.recompute == kRecomputeSelective) {
-      const OpKind op = nodes[i].op;
-      return op == OpKind::kRmsNorm || op == OpKind::kSwiGlu || op == OpKind::kTpCopy || IsView(op);
-    }
-    return false;
-  };
-  std::vector<char> in_backward(nodes.size(), 0);
-  std::vector<int> work;
-  for (size_t i = nf; i < nodes.size(); ++i) {
-    in_backward[i] = 1;
-    work.insert(work.end(), nodes[i].inputs.begin(), nodes[i].inputs.end());
-  }
-  while (!work.empty()) {
-    const int v = work.back();
-    work.pop_back();
-    const int pr = g.value(v).producer;
-    if (pr < 0 || pr >= nf || in_backward[pr] || !recomputable(pr)) continue;
-    in_backward[pr] = 1;
-    work.insert(work.end(), nodes[pr].inputs.begin(), nodes[pr].inputs.end());
-  }
+  const planner::RecomputeCut cut =
+      planner::CutForRecompute(g, nf, layer_begin, layer_end, checkpoints, s.recompute);
   std::vector<char> needed(g.values().size(), 0);
-  for (size_t i = 0; i < nodes.size(); ++i) {
-    if (in_backward[i]) {
-      for (int v : nodes[i].inputs) needed[v] = 1;
-    }
+  for (int i : cut.backward_nodes) {
+    for (int v : g.nodes()[i].inputs) needed[v] = 1;
   }
   std::vector<int> bwd_outputs;
   if (p.grad_out >= 0) bwd_outputs.push_back(p.grad_out);
@@ -241,39 +210,18 @@ StageProgram BuildStageProgram(const StageSpec& s) {
   }
   // A backward output that is a graph input (a stage without layers passes grad_in through).
   for (int v : bwd_outputs) needed[v] = needed[v] || g.value(v).producer < 0;
-  std::vector<int> saved, bwd_inputs, fwd_inputs, fwd_nodes, bwd_nodes;
+  std::vector<int> bwd_inputs, fwd_inputs, fwd_nodes;
   for (int v : g.inputs()) {
     if (needed[v]) bwd_inputs.push_back(v);
     if (v != p.grad_in) fwd_inputs.push_back(v);
   }
-  for (size_t v = 0; v < g.values().size(); ++v) {
-    const int pr = g.value(static_cast<int>(v)).producer;
-    if (needed[v] && pr >= 0 && pr < nf && !in_backward[pr]) saved.push_back(static_cast<int>(v));
-  }
-  bwd_inputs.insert(bwd_inputs.end(), saved.begin(), saved.end());
+  bwd_inputs.insert(bwd_inputs.end(), cut.saved.begin(), cut.saved.end());
   std::vector<int> fwd_outputs{p.out};
-  for (int v : saved) {
+  for (int v : cut.saved) {
     if (v != p.out) fwd_outputs.push_back(v);
   }
   for (int i = 0; i < nf; ++i) fwd_nodes.push_back(i);
-  // Backward order: each recomputed node just before the first backward node that needs it, so
-  // one layer's recomputed activations are alive at a time (per-layer checkpointing).
-  std::vector<char> placed(nodes.size(), 0);
-  std::function<void(int)> place = [&](int i) {
-    for (int v : nodes[i].inputs) {
-      const int pr = g.value(v).producer;
-      if (pr >= 0 && pr < nf && in_backward[pr] && !placed[pr]) {
-        placed[pr] = 1;
-        place(pr);
-        bwd_nodes.push_back(pr);
-      }
-    }
-  };
-  for (size_t i = nf; i < nodes.size(); ++i) {
-    place(static_cast<int>(i));
-    placed[i] = 1;
-    bwd_nodes.push_back(static_cast<int>(i));
-  }
+  const std::vector<int>& bwd_nodes = cut.backward_nodes;
   p.forward = ExtractProgram(g, fwd_nodes, fwd_inputs, fwd_outputs);
   p.backward = ExtractProgram(g, bwd_nodes, bwd_inputs, bwd_outputs);
   // The whole step as one graph, for reference runs: out, then the backward's outputs.

@@ -12,8 +12,9 @@
 //             -> gradient for the previous stage (not on the first), parameter gradients.
 // Recomputation moves decoder-layer forward nodes into the backward program, each placed just
 // before the backward node that first needs it: full (per layer: only each layer's input is kept
-// between the two, and one layer's activations are recomputed at a time) or selective (RMSNorm and
-// SwiGLU, as the planner models it). The embedding and the head are not recomputed. The loss weight
+// between the two, and one layer's activations are recomputed at a time) or selective (the norms,
+// the gated activation, the tensor-parallel copy: planner/recompute.h, which the planner's memory
+// model uses on the same graphs). The embedding and the head are not recomputed. The loss weight
 // is count(mb labels) / count(global batch labels), so the sum of the weighted micro-batch losses
 // over the pipeline and the data-parallel replicas is the one-device mean. Pure functions; the
 // result is plain data (graphs serialize to JSON).
@@ -27,10 +28,13 @@
 #include "runtime/core/graph.h"
 #include "runtime/models/llama.h"
 #include "runtime/planner/planner.h"
+#include "runtime/planner/recompute.h"
 
 namespace moreh::parallel {
 
-enum RecomputeLevel : int { kRecomputeNone = 0, kRecomputeSelective = 1, kRecomputeFull = 2 };
+using planner::kRecomputeFull;
+using planner::kRecomputeNone;
+using planner::kRecomputeSelective;
 
 struct StageSpec {
   models::LlamaConfig model;

@@ -12,9 +12,9 @@
 namespace moreh::planner {
 namespace {
 
-bool IsView(OpKind op) {
-  return op == OpKind::kReshape || op == OpKind::kTranspose || op == OpKind::kExpand;
-}
+// A view op's output shares its input's buffer (reshape, transpose, expand, the tensor-parallel
+// copy): no memory of its own.
+bool IsView(OpKind op) { return static_cast<bool>(ops::GetOpDef(op).view); }
 
 int64_t Bytes(const ValueInfo& v) { return Numel(v.shape) * DTypeSize(v.dtype); }
 
@@ -27,13 +27,60 @@ double OpTime(const Graph& g, const Node& n, const DeviceProfile& dev) {
          dev.kernel_overhead_s;
 }
 
-// Fills times, FLOPs, saved bytes and transient peak from a graph whose first `num_fwd` nodes are
-// the forward. `params` are the weight inputs; `checkpoint` is the piece's input (kept under full
-// recomputation); `cheap` marks forward ops that selective recomputation re-runs.
-void Analyse(const Graph& g, size_t num_fwd, const std::set<int>& params, int checkpoint,
-             const DeviceProfile& dev, PieceCost* out) {
+// What a node holds beside its outputs while it runs: on the CPU backend f32 copies of its 16-bit
+// operands; on a GPU the cross-entropy kernels' buffers and the attention backward's per-row
+// dO . O (f32, shaped as the log-sum-exp).
+int64_t Widened(const Graph& g, const Node& n, const DeviceProfile& dev) {
+  if (IsView(n.op)) return 0;
+  if (!dev.widens_16bit && n.op == OpKind::kAttentionBackward) {
+    return 4 * Numel(g.info(n.inputs[5]).shape);
+  }
+  if (!dev.widens_16bit) {
+    // The CUDA cross-entropy's own buffers: the row labels (i64) on the device, and forward the
+    // per-row losses (f32) and the f64 sum and count.
+    const int64_t rows = n.op == OpKind::kCrossEntropy           ? Numel(g.info(n.inputs[1]).shape)
+                         : n.op == OpKind::kCrossEntropyBackward ? Numel(g.info(n.inputs[2]).shape)
+                                                                 : 0;
+    if (rows == 0) return 0;
+    return n.op == OpKind::kCrossEntropy ? 12 * rows + 16 : 8 * rows + 4;
+  }
+  int64_t bytes = 0;
+  for (const auto* list : {&n.inputs, &n.outputs}) {
+    for (int v : *list) {
+      const ValueInfo& info = g.info(v);
+      if (info.dtype == DType::kBF16 || info.dtype == DType::kF16) bytes += 4 * Numel(info.shape);
+    }
+  }
+  return bytes;
+}
+
+// One piece's graph: the forward (nodes [0, num_fwd)) from its input `x` and its weights, then the
+// backward seeded by `dout`; `dx` the gradient for x (-1: none), every other graph output a weight
+// gradient (the backward program adds each into the stage's gradient buffer as soon as it is
+// produced, and frees it).
+struct PieceGraph {
+  Graph g;
+  size_t num_fwd = 0;
+  std::set<int> params;  // weight inputs (in the stage's flat buffers; gathered where sharded)
+  int x = -1, out = -1, dout = -1, dx = -1;
+  int layer_begin = 0, layer_end = 0;  // the nodes recomputation applies to
+};
+
+// The memory of a piece's two programs at one recomputation level, as the executor runs them:
+// each value allocated when produced (a view shares its input's buffer; an in-place output takes
+// its input's when that is its last use) and freed after its last use; what the backward reads
+// from the forward kept between the two. saved: bytes kept per micro-batch; transient: the most
+// the piece adds beyond them, in its forward or its backward (recomputed values included).
+struct ProgramMemory {
+  int64_t saved = 0, transient = 0;
+  double recompute_time = 0;
+};
+
+ProgramMemory SimulatePrograms(const PieceGraph& pg, int level, const DeviceProfile& dev) {
+  const Graph& g = pg.g;
   const auto& nodes = g.nodes();
   const size_t nv = g.values().size();
+  const int nf = static_cast<int>(pg.num_fwd);
   std::vector<int> base(nv);
   for (size_t v = 0; v < nv; ++v) {
     const Value& val = g.values()[v];
@@ -41,160 +88,164 @@ void Analyse(const Graph& g, size_t num_fwd, const std::set<int>& params, int ch
                   ? base[nodes[val.producer].inputs[0]]
                   : static_cast<int>(v);
   }
-  std::vector<int> last_use(nv, -1);
-  for (size_t i = 0; i < nodes.size(); ++i) {
-    for (int v : nodes[i].inputs) last_use[base[v]] = static_cast<int>(i);
-  }
-  // Forward values read by the backward: saved activations.
-  std::set<int> saved;
-  for (size_t i = num_fwd; i < nodes.size(); ++i) {
+  const RecomputeCut cut = CutForRecompute(g, nf, pg.layer_begin, pg.layer_end, {}, level);
+  // Kept from the forward: the cut's saved values and the piece's input where the backward reads
+  // it (a layer's input is the previous layer's output, saved there).
+  std::set<int> kept;
+  for (int v : cut.saved) kept.insert(base[v]);
+  for (int i : cut.backward_nodes) {
     for (int v : nodes[i].inputs) {
-      const int b = base[v];
-      const int p = g.values()[b].producer;
-      const bool from_forward = (p >= 0 && static_cast<size_t>(p) < num_fwd) || b == checkpoint;
-      if (from_forward && !params.count(b)) saved.insert(b);
+      if (base[v] == base[pg.x]) kept.insert(base[pg.x]);
     }
   }
-  double cheap_time = 0;
-  int64_t cheap_bytes = 0;
-  for (size_t i = 0; i < num_fwd; ++i) {
-    const Node& n = nodes[i];
-    const double t = OpTime(g, n, dev);
-    out->fwd_time += t;
-    out->fwd_flops += ops::OpCost(g, n).flops;
-    out->num_ops += !IsView(n.op);
-    if (n.op == OpKind::kRmsNorm || n.op == OpKind::kSwiGlu) {
-      cheap_time += t;
-      if (saved.count(n.outputs[0])) cheap_bytes += Bytes(g.info(n.outputs[0]));
-    }
+  ProgramMemory m;
+  for (int v : kept) m.saved += Bytes(g.info(v));
+  for (int i : cut.backward_nodes) {
+    if (i < nf) m.recompute_time += OpTime(g, nodes[i], dev);
   }
-  for (size_t i = num_fwd; i < nodes.size(); ++i) {
-    out->bwd_time += OpTime(g, nodes[i], dev);
-    out->bwd_flops += ops::OpCost(g, nodes[i]).flops;
-    out->num_ops += !IsView(nodes[i].op);
-  }
-  int64_t saved_bytes = 0;
-  for (int v : saved) saved_bytes += Bytes(g.info(v));
-  out->saved_bytes[kRecomputeNone] = saved_bytes;
-  out->saved_bytes[kRecomputeSelective] = saved_bytes - cheap_bytes;
-  out->saved_bytes[kRecomputeFull] = checkpoint >= 0 ? Bytes(g.info(checkpoint)) : saved_bytes;
-  out->recompute_time[kRecomputeSelective] = cheap_time;
-  out->recompute_time[kRecomputeFull] = out->fwd_time;
-  // The backward's working set beyond the saved activations, as the executor runs it: each value
-  // is allocated when produced and freed after its last use (saved activations too, so the
-  // backward gives back what it reads); a weight gradient is added into the stage's gradient
-  // buffer as soon as it is produced and freed at once. With sharded parameters (the runtime's
-  // stage programs), each weight is gathered again just before the first backward node that reads
-  // it and freed after its last use, and its full gradient is held until the piece's backward ends
-  // (then reduce-scattered).
   std::set<int> weight_grads;
-  for (int v : g.outputs()) weight_grads.insert(base[v]);
-  // What a node holds beside its outputs while it runs: on the CPU backend f32 copies of its
-  // 16-bit operands; on a GPU the cross-entropy kernels' buffers and the attention backward's
-  // per-row dO . O (f32, shaped as the log-sum-exp).
-  auto widened = [&](const Node& n) -> int64_t {
-    if (IsView(n.op)) return 0;
-    if (!dev.widens_16bit && n.op == OpKind::kAttentionBackward) {
-      return 4 * Numel(g.info(n.inputs[5]).shape);
+  for (int v : g.outputs()) {
+    if (v != pg.dx) weight_grads.insert(base[v]);
+  }
+  // Runs `order`; `live` starts with the bytes in `sizes`; values in `keep` are never freed.
+  auto run = [&](const std::vector<int>& order, std::vector<int64_t> sizes, int64_t live,
+                 const std::set<int>& keep) {
+    std::vector<int> last_use(nv, -1);
+    for (size_t k = 0; k < order.size(); ++k) {
+      for (int v : nodes[order[k]].inputs) last_use[base[v]] = static_cast<int>(k);
     }
-    if (!dev.widens_16bit) {
-      // The CUDA cross-entropy's own buffers: the row labels (i64) on the device, and forward the
-      // per-row losses (f32) and the f64 sum and count.
-      const int64_t rows = n.op == OpKind::kCrossEntropy ? Numel(g.info(n.inputs[1]).shape)
-                           : n.op == OpKind::kCrossEntropyBackward
-                               ? Numel(g.info(n.inputs[2]).shape)
-                               : 0;
-      if (rows == 0) return 0;
-      return n.op == OpKind::kCrossEntropy ? 12 * rows + 16 : 8 * rows + 4;
-    }
-    int64_t bytes = 0;
-    for (const auto* list : {&n.inputs, &n.outputs}) {
-      for (int v : *list) {
-        const ValueInfo& info = g.info(v);
-        if (info.dtype == DType::kBF16 || info.dtype == DType::kF16) bytes += 4 * Numel(info.shape);
-      }
-    }
-    return bytes;
-  };
-  auto simulate = [&](bool sharded) {
-    std::vector<int64_t> sizes(nv, 0);
-    for (int v : saved) sizes[v] = Bytes(g.info(v));
-    std::set<int> gathered;
-    int64_t live = saved_bytes, peak = saved_bytes;
-    for (size_t i = num_fwd; i < nodes.size(); ++i) {
-      if (sharded) {
-        for (int v : nodes[i].inputs) {
-          const int b = base[v];
-          if (params.count(b) && gathered.insert(b).second) {
-            sizes[b] = Bytes(g.info(b));
-            live += sizes[b];
-          }
-        }
-      }
+    int64_t peak = live;
+    for (size_t k = 0; k < order.size(); ++k) {
+      const Node& n = nodes[order[k]];
+      const ops::OpDef& def = ops::GetOpDef(n.op);
       int64_t grads_here = 0;
-      for (int v : nodes[i].outputs) {
-        if (base[v] != v) continue;
+      for (size_t o = 0; o < n.outputs.size(); ++o) {
+        const int v = n.outputs[o];
+        if (base[v] != v) continue;  // a view
+        const int64_t b = Bytes(g.info(v));
         if (weight_grads.count(v)) {
-          if (sharded) {
-            live += Bytes(g.info(v));
-          } else {
-            grads_here += Bytes(g.info(v));
-          }
+          grads_here += b;
           continue;
         }
-        sizes[v] = Bytes(g.info(v));
-        live += sizes[v];
+        bool donated = false;
+        for (const auto& [out, in] : def.inplace) {
+          const int src = base[n.inputs[in]];
+          if (out == static_cast<int>(o) && last_use[src] == static_cast<int>(k) &&
+              !keep.count(src) && sizes[src] == b) {
+            sizes[src] = 0;  // the buffer changes hands
+            donated = true;
+          }
+        }
+        sizes[v] = b;
+        if (!donated) live += b;
       }
-      peak = std::max(peak, live + grads_here + widened(nodes[i]));
-      for (int v : nodes[i].inputs) {
+      peak = std::max(peak, live + grads_here + Widened(g, n, dev));
+      for (int v : n.inputs) {
         const int b = base[v];
-        if (sizes[b] > 0 && last_use[b] == static_cast<int>(i)) {
+        if (sizes[b] > 0 && last_use[b] == static_cast<int>(k) && !keep.count(b)) {
+          live -= sizes[b];
+          sizes[b] = 0;
+        }
+      }
+      for (int v : n.outputs) {  // nobody reads it
+        const int b = base[v];
+        if (b == v && sizes[b] > 0 && last_use[b] < 0 && !keep.count(b)) {
           live -= sizes[b];
           sizes[b] = 0;
         }
       }
     }
-    return peak - saved_bytes;
+    return peak;
   };
-  // A forward node's widened operands sit on top of the activations saved so far.
-  int64_t forward_widened = 0;
-  for (size_t i = 0; i < num_fwd; ++i)
-    forward_widened = std::max(forward_widened, widened(nodes[i]));
-  out->transient_bytes = std::max(simulate(false), forward_widened);
-  out->sharded_transient_bytes = std::max(simulate(true), forward_widened);
+  std::vector<int64_t> sizes(nv, 0);
+  // Forward: the input, then the layer; what the backward reads, and the output (the next piece's
+  // input), stay.
+  std::vector<int> fwd_order;
+  for (int i = 0; i < nf; ++i) fwd_order.push_back(i);
+  std::set<int> fwd_keep = kept;
+  fwd_keep.insert(base[pg.out]);
+  fwd_keep.insert(base[pg.x]);
+  sizes[base[pg.x]] = Bytes(g.info(pg.x));
+  const int64_t fwd_peak = run(fwd_order, sizes, sizes[base[pg.x]], fwd_keep);
+  // Backward: the kept values and the incoming gradient; the gradient for the input stays (it is
+  // the previous piece's incoming gradient).
+  std::fill(sizes.begin(), sizes.end(), 0);
+  int64_t live = 0;
+  for (int v : kept) live += (sizes[v] = Bytes(g.info(v)));
+  if (pg.dout >= 0) live += (sizes[base[pg.dout]] = Bytes(g.info(pg.dout)));
+  std::set<int> bwd_keep;
+  if (pg.dx >= 0) bwd_keep.insert(base[pg.dx]);
+  const int64_t bwd_peak = run(cut.backward_nodes, sizes, live, bwd_keep);
+  m.transient = std::max<int64_t>(0, std::max(fwd_peak, bwd_peak) - m.saved);
+  return m;
 }
 
-// Differentiates `out` w.r.t. `wrt` seeded by a fresh input, marking the weight gradients as graph
-// outputs. Returns the number of forward nodes.
-size_t AppendBackward(Graph* g, int out, const std::vector<int>& wrt, std::set<int>* grads) {
-  const size_t num_fwd = g->nodes().size();
-  const int seed = g->AddInput(g->info(out), "dout");
-  for (int gv : runtime::BuildBackward(g, out, seed, wrt)) {
-    if (gv >= 0) {
-      g->MarkOutput(gv);
-      grads->insert(gv);
-    }
+// Fills times, FLOPs, saved bytes, the recomputation's extra time and the transient peaks per
+// level from the piece's graph, and from its graph with sharded (gathered) parameters.
+void Analyse(const PieceGraph& pg, const PieceGraph* sharded, const DeviceProfile& dev,
+             PieceCost* out) {
+  const Graph& g = pg.g;
+  const auto& nodes = g.nodes();
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const Node& n = nodes[i];
+    const double t = OpTime(g, n, dev);
+    const double f = ops::OpCost(g, n).flops;
+    (i < pg.num_fwd ? out->fwd_time : out->bwd_time) += t;
+    (i < pg.num_fwd ? out->fwd_flops : out->bwd_flops) += f;
+    out->num_ops += !IsView(n.op);
   }
-  return num_fwd;
+  for (int level = kRecomputeNone; level <= kRecomputeFull; ++level) {
+    const ProgramMemory m = SimulatePrograms(pg, level, dev);
+    out->saved_bytes[level] = m.saved;
+    out->transient_bytes[level] = m.transient;
+    out->recompute_time[level] = m.recompute_time;
+    out->sharded_transient_bytes[level] =
+        sharded != nullptr ? SimulatePrograms(*sharded, level, dev).transient : m.transient;
+  }
+}
+
+// Differentiates pg->g's output `out` w.r.t. `wrt` (x last when given) seeded by a fresh input,
+// marking the gradients as graph outputs.
+void AppendBackward(PieceGraph* pg, int out, const std::vector<int>& wrt) {
+  pg->num_fwd = pg->g.nodes().size();
+  pg->dout = pg->g.AddInput(pg->g.info(out), "dout");
+  const std::vector<int> grads = runtime::BuildBackward(&pg->g, out, pg->dout, wrt);
+  for (size_t k = 0; k < grads.size(); ++k) {
+    if (grads[k] < 0) continue;
+    pg->g.MarkOutput(grads[k]);
+    if (wrt[k] == pg->x) pg->dx = grads[k];
+  }
+}
+
+// A parameter as the stage programs read it: itself, or gathered from its shard where it is used.
+int Read(ops::GraphBuilder& gb, int input, const Shape& shape, int param_shards) {
+  if (param_shards == 1) return input;
+  return gb.Emit1(OpKind::kDpGather, {input}, {{"shape", shape}, {"dp", int64_t{param_shards}}});
+}
+Shape ShardShape(const Shape& full, int param_shards) {
+  return param_shards == 1 ? full : Shape{(Numel(full) + param_shards - 1) / param_shards};
 }
 
 }  // namespace
 
 Graph DecoderLayerGraph(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dt,
-                        int* x, std::vector<int>* weights, int* out, int layer) {
+                        int* x, std::vector<int>* weights, int* out, int layer, int param_shards) {
   Graph g;
+  ops::GraphBuilder gb(&g);
   *x = g.AddInput({dt, {b, t, c.hidden_size}}, "x");
   const int mask = g.AddInput({DType::kI64, {b, t}}, "attention_mask");
   weights->clear();
-  for (const models::ParamSpec& p : models::LayerParams(c, layer)) {
-    weights->push_back(g.AddInput({dt, p.TpShape(tp)}, p.name));
+  const std::vector<models::ParamSpec> specs = models::LayerParams(c, layer);
+  for (const models::ParamSpec& p : specs) {
+    weights->push_back(g.AddInput({dt, ShardShape(p.TpShape(tp), param_shards)}, p.name));
   }
-  std::vector<std::string> names;
-  for (const models::ParamSpec& p : models::LayerParams(c, layer)) names.push_back(p.name);
   models::GraphEmitter e(
       &g,
       [&](const std::string& n) {
-        return (*weights)[std::find(names.begin(), names.end(), n) - names.begin()];
+        const auto it =
+            std::find_if(specs.begin(), specs.end(), [&](const auto& p) { return p.name == n; });
+        const size_t k = static_cast<size_t>(it - specs.begin());
+        return Read(gb, (*weights)[k], it->TpShape(tp), param_shards);
       },
       tp);
   *out = models::EmitDecoderLayer(e, c, layer, *x, mask);
@@ -202,18 +253,33 @@ Graph DecoderLayerGraph(const models::LlamaConfig& c, int64_t b, int64_t t, int 
 }
 
 namespace {
+PieceGraph LayerPiece(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dt,
+                      int layer, int param_shards, std::vector<int>* weights) {
+  PieceGraph pg;
+  int out = -1;
+  pg.g = DecoderLayerGraph(c, b, t, tp, dt, &pg.x, weights, &out, layer, param_shards);
+  pg.out = out;
+  pg.layer_begin = 0;
+  pg.layer_end = static_cast<int>(pg.g.nodes().size());
+  pg.params.insert(weights->begin(), weights->end());
+  std::vector<int> wrt = *weights;
+  wrt.push_back(pg.x);
+  AppendBackward(&pg, out, wrt);
+  return pg;
+}
+
 PieceCost OneLayerCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dt,
-                       const DeviceProfile& dev, int layer) {
-  int x = -1, out = -1;
-  std::vector<int> weights;
-  Graph g = DecoderLayerGraph(c, b, t, tp, dt, &x, &weights, &out, layer);
-  std::vector<int> wrt = weights;
-  wrt.push_back(x);
-  std::set<int> grads;
-  const size_t num_fwd = AppendBackward(&g, out, wrt, &grads);
+                       const DeviceProfile& dev, int layer, int param_shards) {
+  std::vector<int> weights, sharded_weights;
+  const PieceGraph pg = LayerPiece(c, b, t, tp, dt, layer, 1, &weights);
   PieceCost cost;
-  Analyse(g, num_fwd, std::set<int>(weights.begin(), weights.end()), x, dev, &cost);
-  for (int w : weights) cost.params += Numel(g.info(w).shape);
+  if (param_shards > 1) {
+    const PieceGraph sharded = LayerPiece(c, b, t, tp, dt, layer, param_shards, &sharded_weights);
+    Analyse(pg, &sharded, dev, &cost);
+  } else {
+    Analyse(pg, nullptr, dev, &cost);
+  }
+  for (int w : weights) cost.params += Numel(pg.g.info(w).shape);
   cost.num_param_tensors = static_cast<int>(weights.size());
   if (tp > 1) cost.tp_allreduce_bytes = b * t * c.hidden_size * DTypeSize(dt);
   return cost;
@@ -221,10 +287,10 @@ PieceCost OneLayerCost(const models::LlamaConfig& c, int64_t b, int64_t t, int t
 }  // namespace
 
 PieceCost DecoderLayerCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dt,
-                           const DeviceProfile& dev) {
-  PieceCost cost = OneLayerCost(c, b, t, tp, dt, dev, 0);
+                           const DeviceProfile& dev, int param_shards) {
+  PieceCost cost = OneLayerCost(c, b, t, tp, dt, dev, 0, param_shards);
   if (c.num_hidden_layers < 2 || c.LayerWindow(1) == c.LayerWindow(0)) return cost;
-  const PieceCost odd = OneLayerCost(c, b, t, tp, dt, dev, 1);
+  const PieceCost odd = OneLayerCost(c, b, t, tp, dt, dev, 1, param_shards);
   auto mean = [](double& a, double o) { a = (a + o) / 2; };
   mean(cost.fwd_time, odd.fwd_time);
   mean(cost.bwd_time, odd.bwd_time);
@@ -233,29 +299,49 @@ PieceCost DecoderLayerCost(const models::LlamaConfig& c, int64_t b, int64_t t, i
   for (int l = 0; l < 3; ++l) {
     mean(cost.recompute_time[l], odd.recompute_time[l]);
     cost.saved_bytes[l] = std::max(cost.saved_bytes[l], odd.saved_bytes[l]);
+    cost.transient_bytes[l] = std::max(cost.transient_bytes[l], odd.transient_bytes[l]);
+    cost.sharded_transient_bytes[l] =
+        std::max(cost.sharded_transient_bytes[l], odd.sharded_transient_bytes[l]);
   }
-  cost.transient_bytes = std::max(cost.transient_bytes, odd.transient_bytes);
-  cost.sharded_transient_bytes =
-      std::max(cost.sharded_transient_bytes, odd.sharded_transient_bytes);
   return cost;
 }
 
-PieceCost HeadCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dt,
-                   const DeviceProfile& dev) {
-  const int64_t C = c.hidden_size, V = (c.vocab_size + tp - 1) / tp;
-  Graph g;
-  const int x = g.AddInput({dt, {b, t, C}}, "x");
-  const int norm = g.AddInput({dt, {C}}), head = g.AddInput({dt, {V, C}});
+namespace {
+PieceGraph HeadPiece(const models::LlamaConfig& c, int64_t b, int64_t t, int64_t V, DType dt,
+                     int param_shards) {
+  const int64_t C = c.hidden_size;
+  PieceGraph pg;
+  Graph& g = pg.g;
+  ops::GraphBuilder gb(&g);
+  pg.x = g.AddInput({dt, {b, t, C}}, "x");
+  const int norm = g.AddInput({dt, ShardShape({C}, param_shards)});
+  const int head = g.AddInput({dt, ShardShape({V, C}, param_shards)});
   const int labels = g.AddInput({DType::kI64, {b, t}});
+  pg.params = {norm, head};
   // The definition's head (llama_def.h), with the vocabulary split tp ways when modelled so.
-  models::GraphEmitter e(
-      &g, [&](const std::string& n) { return n == "model.norm.weight" ? norm : head; });
-  const int logits = models::EmitHead(e, c, x);
+  models::GraphEmitter e(&g, [&](const std::string& n) {
+    return n == "model.norm.weight" ? Read(gb, norm, {C}, param_shards)
+                                    : Read(gb, head, {V, C}, param_shards);
+  });
+  const int logits = models::EmitHead(e, c, pg.x);
   const int loss = e.Emit(OpKind::kCrossEntropy, {logits, labels}, {{"shift", int64_t{1}}})[0];
-  std::set<int> grads;
-  const size_t num_fwd = AppendBackward(&g, loss, {norm, head, x}, &grads);
+  pg.out = loss;
+  AppendBackward(&pg, loss, {norm, head, pg.x});
+  return pg;
+}
+}  // namespace
+
+PieceCost HeadCost(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dt,
+                   const DeviceProfile& dev, int param_shards) {
+  const int64_t C = c.hidden_size, V = (c.vocab_size + tp - 1) / tp;
+  const PieceGraph pg = HeadPiece(c, b, t, V, dt, 1);
   PieceCost cost;
-  Analyse(g, num_fwd, {norm, head}, x, dev, &cost);
+  if (param_shards > 1) {
+    const PieceGraph sharded = HeadPiece(c, b, t, V, dt, param_shards);
+    Analyse(pg, &sharded, dev, &cost);
+  } else {
+    Analyse(pg, nullptr, dev, &cost);
+  }
   cost.params = C + (c.tie_word_embeddings ? 0 : V * C);
   cost.num_param_tensors = c.tie_word_embeddings ? 1 : 2;
   return cost;
@@ -272,11 +358,11 @@ PieceCost EmbeddingCost(const models::LlamaConfig& c, int64_t b, int64_t t, int 
   cost.params = V * C;
   cost.num_ops = 2;
   cost.num_param_tensors = 1;
-  cost.transient_bytes = V * C * DTypeSize(dt);  // the dense gradient of the whole table
+  int64_t transient = V * C * DTypeSize(dt);  // the dense gradient of the whole table
   if (dev.widens_16bit && DTypeSize(dt) == 2) {
-    cost.transient_bytes += (V * C + b * t * C) * 4;  // its f32 copy and the incoming gradient's
+    transient += (V * C + b * t * C) * 4;  // its f32 copy and the incoming gradient's
   }
-  cost.sharded_transient_bytes = cost.transient_bytes;
+  for (int l = 0; l < 3; ++l) cost.transient_bytes[l] = cost.sharded_transient_bytes[l] = transient;
   return cost;
 }
 

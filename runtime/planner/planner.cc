@@ -33,27 +33,30 @@ struct Costs {
   PieceCost layer, head, embed;
 };
 
-// Layer costs depend only on (batch per device, tp): computed once per pair and shared.
+// Piece costs depend only on (batch per device, tp, parameter shards): computed once per triple and
+// shared.
 class CostCache {
  public:
   CostCache(const TrainJob& job, const ClusterSpec& cl) : job_(job), cl_(cl) {}
-  const Costs& Get(int b, int tp) {
+  const Costs& Get(int b, int tp, int param_shards) {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = cache_.find({b, tp});
+    auto it = cache_.find({b, tp, param_shards});
     if (it != cache_.end()) return it->second;
     Costs c;
-    c.layer = DecoderLayerCost(job_.model, b, job_.seq_len, tp, job_.compute_dtype, cl_.device);
+    c.layer = DecoderLayerCost(job_.model, b, job_.seq_len, tp, job_.compute_dtype, cl_.device,
+                               param_shards);
     const int vtp = job_.vocab_parallel ? tp : 1;  // replicated embedding and head: 1
-    c.head = HeadCost(job_.model, b, job_.seq_len, vtp, job_.compute_dtype, cl_.device);
+    c.head =
+        HeadCost(job_.model, b, job_.seq_len, vtp, job_.compute_dtype, cl_.device, param_shards);
     c.embed = EmbeddingCost(job_.model, b, job_.seq_len, vtp, job_.compute_dtype, cl_.device);
-    return cache_.emplace(std::make_pair(b, tp), c).first->second;
+    return cache_.emplace(std::make_tuple(b, tp, param_shards), c).first->second;
   }
 
  private:
   const TrainJob& job_;
   const ClusterSpec& cl_;
   std::mutex mu_;
-  std::map<std::pair<int, int>, Costs> cache_;
+  std::map<std::tuple<int, int, int>, Costs> cache_;
 };
 
 double RingAllReduce(double bytes, int n, double bw, double lat) {
@@ -130,38 +133,43 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
                                        (c.recompute == kRecomputeNone ? probs : 0.0);
   m.per_layer = static_cast<double>(k.layer.params) * per_param + saved_per_micro_batch * inflight;
   double fixed = static_cast<double>(cl.device.reserved_bytes);
-  // Working set of one layer's backward (beyond its saved activations, with each weight gradient
-  // until it is added into the stage's gradient buffer); under full recomputation its forward
-  // activations too.
+  // Working set of one layer's forward or backward program beyond its saved activations, as the
+  // executor runs them (layer_cost.h): temporaries, activation gradients, each weight gradient
+  // until it is added into the stage's gradient buffer, the activations recomputation brings
+  // back, and with sharded parameters the gathered weights.
   const bool z3 = c.distribute_low_prec_param;
-  double transient =
-      static_cast<double>(z3 ? k.layer.sharded_transient_bytes : k.layer.transient_bytes);
-  if (c.recompute == kRecomputeFull) {
-    transient += static_cast<double>(k.layer.saved_bytes[0]) + probs;
-  }
-  if (c.recompute == kRecomputeSelective) {
-    transient += static_cast<double>(k.layer.saved_bytes[0] - k.layer.saved_bytes[1]) + probs;
-  }
-  // Sharded parameters are gathered into their full size where used (straight into the output)
-  // and freed after their last use; a weight gradient is reduce-scattered (read in place) into its
-  // shard. In the backward that is in the working set above (weights gathered again before their
-  // first use, full gradients held until the layer ends); the forward gathers a whole layer at its
-  // start; the embedding's gather, or its dense gradient and its shard.
+  double transient = static_cast<double>(z3 ? k.layer.sharded_transient_bytes[c.recompute]
+                                            : k.layer.transient_bytes[c.recompute]);
+  if (c.recompute != kRecomputeNone) transient += probs;
+  // Tied embeddings in one program (a single stage): the head's gradient of the shared weight is
+  // held through the whole backward until the embedding's is added to it (a third table-sized
+  // tensor, the sum; widened to f32 on the CPU in 16 bits).
+  const bool tied_here = job.model.tie_word_embeddings && s == 0 && s == p - 1;
+  const double table = static_cast<double>(k.embed.params) * w;
+  if (tied_here) transient += table;
+  // The embedding's gather, or its dense gradient and its shard.
   const double shard = 1.0 / dp;
-  if (z3) transient = std::max(transient, static_cast<double>(k.layer.params) * w);
   double stage_params = 0;  // parameters outside the decoder layers
   double embed = 0;         // the embedding's backward: its dense gradient (and shard); its gather
   if (s == 0) {
     stage_params += static_cast<double>(k.embed.params);
-    const double e = static_cast<double>(k.embed.params) * w;
-    embed = z3 ? std::max(e, static_cast<double>(k.embed.transient_bytes) + e * shard)
-               : static_cast<double>(k.embed.transient_bytes);
+    double dense = static_cast<double>(k.embed.transient_bytes[0]);
+    if (tied_here) {
+      const bool widened = cl.device.widens_16bit && w == 2;
+      dense = std::max(dense + table,
+                       3 * table + (widened ? 12.0 * static_cast<double>(k.embed.params) : 0.0));
+    }
+    // Sharded: the full gradient and its reduce-scattered shard (after the kernel's f32 copies,
+    // and a tied sum's parts, are gone).
+    embed = z3 ? std::max({dense, table + table * shard}) : dense;
   }
   if (s == p - 1) {
+    // The head's forward and backward (its saved activations are gone once its backward is
+    // done, before the layers' backward).
     stage_params += HeadParams(job, c, k);
-    fixed += static_cast<double>(k.head.saved_bytes[0]);
-    transient = std::max(transient, static_cast<double>(z3 ? k.head.sharded_transient_bytes
-                                                           : k.head.transient_bytes));
+    transient = std::max(transient, static_cast<double>(k.head.saved_bytes[0]) +
+                                        static_cast<double>(z3 ? k.head.sharded_transient_bytes[0]
+                                                               : k.head.transient_bytes[0]));
   }
   fixed += stage_params * per_param;
   // The runner pads its flat buffers to a multiple of 16 elements per replica.
@@ -181,7 +189,7 @@ StageMemory StageBytes(const TrainJob& job, const ClusterSpec& cl, const Candida
   }
   m.fixed = fixed + transient;
   if (s == 0) {  // the micro-batch's own activations (and, on a last stage, the head's) are gone
-    m.edge_fixed = fixed + embed - (s == p - 1 ? static_cast<double>(k.head.saved_bytes[0]) : 0);
+    m.edge_fixed = fixed + embed;
     m.edge_per_layer = m.per_layer - saved_per_micro_batch;
   }
   return m;
@@ -297,7 +305,7 @@ std::string Candidate::Describe() const {
 
 static Candidate Evaluate(const TrainJob& job, const ClusterSpec& cl, const PlannerOptions& o,
                           Candidate c, CostCache& cache) {
-  const Costs& k = cache.Get(c.batch_per_device, c.tp);
+  const Costs& k = cache.Get(c.batch_per_device, c.tp, c.distribute_low_prec_param ? c.dp : 1);
   const double budget = static_cast<double>(cl.device.memory_bytes) * o.memory_usage_ratio;
   const int p = c.num_stages;
   const DeviceProfile& dev = cl.device;
@@ -617,6 +625,17 @@ Plan PlanTraining(const TrainJob& job, const ClusterSpec& cl, const PlannerOptio
   }
   if (o.detailed_log >= 2) std::ofstream("autoconfig_log.dump") << plan.ToJson();
   return plan;
+}
+
+std::string Candidate::ConfigJson() const {
+  return nlohmann::json{{"num_stages", num_stages},
+                        {"tp", tp},
+                        {"dp", dp},
+                        {"num_micro_batches", num_micro_batches},
+                        {"recompute", recompute},
+                        {"distribute_param", distribute_param},
+                        {"distribute_low_prec_param", distribute_low_prec_param}}
+      .dump();
 }
 
 std::string Plan::ToJson() const {

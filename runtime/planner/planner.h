@@ -68,6 +68,9 @@ struct Candidate {
   double tokens_per_s = 0, mfu = 0;
 
   std::string Describe() const;  // "num_stages : 2, num_micro_batches : 4, ..."
+  // The configuration as MOREH_ADVANCED_PARALLELIZATION_CONFIG takes it (JSON: num_stages, tp,
+  // dp, num_micro_batches, recompute, distribute_param, distribute_low_prec_param).
+  std::string ConfigJson() const;
 };
 
 struct Plan {
