@@ -1,5 +1,7 @@
 #include "runtime/lazy.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -22,6 +24,8 @@ class Recorder {
   // Value id of `impl` in the pending graph, binding it as an input when it is computed data.
   int ValueOf(const std::shared_ptr<TensorImpl>& impl) {
     MOREH_CHECK(impl != nullptr, "use of an undefined tensor");
+    // Computed by a run that kept the graph (a read before backward): still its value here.
+    if (impl->data.defined() && impl->epoch == epoch_ && impl->value >= 0) return impl->value;
     if (!impl->data.defined()) {
       MOREH_CHECK(impl->epoch == epoch_ && impl->value >= 0,
                   "tensor {} belongs to a graph that failed or was discarded; recompute it",
@@ -123,6 +127,7 @@ class Recorder {
         leaves.push_back(impl);
       }
     }
+    backward_recorded_ = true;
     const std::vector<int> grads = runtime::BuildBackward(&graph_, ov, seed, wrt);
     ops::GraphBuilder b(&graph_);
     for (size_t i = 0; i < leaves.size(); ++i) {
@@ -139,16 +144,28 @@ class Recorder {
     }
   }
 
-  // Runs the pending graph if `impl` is waiting for it.
+  // Runs the pending graph if `impl` is waiting for it. A value that a backward may still need
+  // (it requires grad and no backward was recorded: `print(loss.item()); loss.backward()`) keeps
+  // the graph, as PyTorch keeps its autograd graph: the backward is appended to it and the next
+  // run computes the forward again with it.
   void EnsureComputed(const std::shared_ptr<TensorImpl>& impl) {
     if (impl->data.defined()) return;
     MOREH_CHECK(impl->epoch == epoch_ && impl->value >= 0,
                 "tensor {} belongs to a graph that failed or was discarded; recompute it",
                 impl->name.empty() ? impl->info.ToString() : impl->name);
-    Sync();
+    const bool keep = impl->requires_grad && !backward_recorded_;
+    if (keep && !warned_rerun_) {
+      warned_rerun_ = true;
+      spdlog::warn(
+          "{} was read before backward(): the forward will run again with the backward (read "
+          "the loss after optimizer.step() to run it once)",
+          impl->name.empty() ? impl->info.ToString() : impl->name);
+    }
+    Sync(keep);
   }
 
-  void Sync() {
+  // keep_graph: run what is pending but keep recording into the same graph (see EnsureComputed).
+  void Sync(bool keep_graph = false) {
     std::vector<std::shared_ptr<TensorImpl>> live;
     std::vector<char> marked(graph_.values().size(), 0);
     for (auto& w : pending_) {
@@ -165,11 +182,15 @@ class Recorder {
       Reset();
       return;
     }
-    Graph graph = std::move(graph_);
-    std::vector<runtime::Tensor> bindings = std::move(bindings_);
-    std::vector<Assigned> assigned = std::move(assigned_);
-    auto replaced_grads = std::move(replaced_grads_);
-    Reset();  // the graph is gone whatever happens next: a failed step is not replayed
+    Graph graph = keep_graph ? graph_ : std::move(graph_);
+    std::vector<runtime::Tensor> bindings = keep_graph ? bindings_ : std::move(bindings_);
+    std::vector<Assigned> assigned;
+    decltype(replaced_grads_) replaced_grads;
+    if (!keep_graph) {
+      assigned = std::move(assigned_);
+      replaced_grads = std::move(replaced_grads_);
+      Reset();  // the graph is gone whatever happens next: a failed step is not replayed
+    }
     const uint64_t hash = graph.StructuralHash();
     std::shared_ptr<const runtime::CompiledGraph> cg;
     auto it = cache_.find(hash);
@@ -193,6 +214,7 @@ class Recorder {
     try {
       outs = executor_.Run(*cg, &bindings);
     } catch (...) {
+      if (keep_graph) Reset();  // nothing was assigned yet (no backward, no update)
       // Tensors the failed graph was to update in place (parameters, optimizer state) get their
       // previous values back, so an error such as out-of-memory loses nothing.
       for (const Assigned& a : assigned) {
@@ -210,7 +232,7 @@ class Recorder {
     for (size_t k = 0; k < cg->graph.outputs().size(); ++k) index[cg->graph.outputs()[k]] = k;
     for (auto& impl : live) {
       impl->data = outs[index.at(impl->value)];
-      impl->value = -1;
+      if (!keep_graph) impl->value = -1;
     }
   }
 
@@ -235,6 +257,7 @@ class Recorder {
     pending_.clear();
     assigned_.clear();
     replaced_grads_.clear();
+    backward_recorded_ = false;
     ++epoch_;
   }
 
@@ -251,6 +274,8 @@ class Recorder {
   std::unordered_map<uint64_t, std::shared_ptr<const runtime::CompiledGraph>> cache_;
   runtime::Executor executor_;
   LazyStats stats_;
+  bool backward_recorded_ = false;  // a backward is in the pending graph
+  bool warned_rerun_ = false;
 
  public:
   double loss_scale_ = 1.0;  // what backward() of a scalar seeds (the optimizer's loss scaler)

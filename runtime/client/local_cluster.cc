@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -28,6 +29,21 @@ std::string ExecutableDir() {
   std::error_code ec;
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   return ec ? std::string(".") : exe.parent_path().string();
+}
+
+namespace {
+std::mutex daemon_dir_mu;
+std::string daemon_dir;  // guarded by daemon_dir_mu
+}  // namespace
+
+void SetDefaultDaemonDir(const std::string& dir) {
+  std::lock_guard<std::mutex> lock(daemon_dir_mu);
+  daemon_dir = dir;
+}
+
+std::string DefaultDaemonDir() {
+  std::lock_guard<std::mutex> lock(daemon_dir_mu);
+  return daemon_dir.empty() ? ExecutableDir() : daemon_dir;
 }
 
 namespace {
@@ -104,7 +120,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterCo
   if (c.num_workers < 1 || c.devices_per_worker < 1) {
     return Status::InvalidArgument("local cluster: workers and devices must be >= 1");
   }
-  const std::string bin = c.bin_dir.empty() ? ExecutableDir() : c.bin_dir;
+  const std::string bin = c.bin_dir.empty() ? DefaultDaemonDir() : c.bin_dir;
   for (const char* tool : {"moreh-scheduler", "moreh-worker"}) {
     if (!fs::exists(fs::path(bin) / tool)) {
       return Status::NotFound(fmt::format("local cluster: {} not found in {}", tool, bin));

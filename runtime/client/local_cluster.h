@@ -49,6 +49,11 @@ int RemoveStaleClusterDirs();
 
 // The directory of the running executable (/proc/self/exe).
 std::string ExecutableDir();
+// Where LocalCluster finds moreh-scheduler and moreh-worker when the config names no bin_dir:
+// the directory set here (the Python package sets its own, since a Python program's executable
+// is the interpreter), else the executable's.
+void SetDefaultDaemonDir(const std::string& dir);
+std::string DefaultDaemonDir();
 
 // Where `moreh-run cluster up` records a detached local cluster for this user:
 // $MOREH_HOME or ~/.moreh, file local-cluster.json {"scheduler", "pids", "dir"}.

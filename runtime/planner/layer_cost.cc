@@ -32,6 +32,16 @@ double OpTime(const Graph& g, const Node& n, const DeviceProfile& dev) {
 // dO . O (f32, shaped as the log-sum-exp).
 int64_t Widened(const Graph& g, const Node& n, const DeviceProfile& dev) {
   if (IsView(n.op)) return 0;
+  // The collectives move the bytes as they are (ops/data_parallel.cc, tensor_parallel.cc); a
+  // sharded parameter whose size the group does not divide goes through a padded copy.
+  if (n.op == OpKind::kTpReduce) return 0;
+  if (n.op == OpKind::kDpGather || n.op == OpKind::kDpReduceScatter) {
+    const bool gather = n.op == OpKind::kDpGather;
+    const ValueInfo& shard = g.info(gather ? n.inputs[0] : n.outputs[0]);
+    const ValueInfo& full = g.info(gather ? n.outputs[0] : n.inputs[0]);
+    const int64_t padded = n.attrs.GetInt("dp") * Numel(shard.shape);
+    return padded == Numel(full.shape) ? 0 : padded * DTypeSize(full.dtype);
+  }
   if (!dev.widens_16bit && n.op == OpKind::kAttentionBackward) {
     return 4 * Numel(g.info(n.inputs[5]).shape);
   }

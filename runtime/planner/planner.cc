@@ -530,6 +530,16 @@ Plan PlanTraining(const TrainJob& job, const ClusterSpec& cl, const PlannerOptio
   plan.device_memory = cl.device.memory_bytes;
   plan.budget_bytes = static_cast<double>(cl.device.memory_bytes) * o.memory_usage_ratio;
   std::vector<Candidate> cands = Enumerate(job, cl, o);
+  MOREH_CHECK(!cands.empty(),
+              "planner: no parallel configuration of {} devices splits this job: the global batch "
+              "({}) must divide into the data-parallel replicas (and, with pipeline stages, into "
+              "at least as many micro-batches as stages), tensor parallelism must divide the "
+              "attention heads ({}), key/value heads ({}) and MLP width ({}), and stages must not "
+              "outnumber the layers ({}), within the limits given to "
+              "enable_advanced_parallelization; use a larger batch or fewer devices",
+              cl.num_devices, job.global_batch, job.model.num_attention_heads,
+              job.model.num_key_value_heads, job.model.intermediate_size,
+              job.model.num_hidden_layers);
   if (o.log && o.advanced_parallelization) {
     spdlog::info("Got DBs from backend for auto config.");
     spdlog::info("The number of candidates is {}.", cands.size());

@@ -188,11 +188,12 @@ void RunFamily(const std::string& source, const std::string& family, uint64_t se
   std::mt19937_64 rng(seed ^ std::hash<std::string>()(family));
   Job job;
   job.family = family;
-  job.config = RandomConfig(source, family, rng);
   job.devices = Pick<int>(rng, {2, 4});
-  job.batch = Pick<int64_t>(rng, {2, 4, 4, 8, 8, 12});
+  // A batch that every device count can split (4 devices as 2 stages x 2 replicas needs 4).
+  job.batch = Pick<int64_t>(rng, {4, 4, 8, 8, 12, 16});
   job.seq = 16 * Uniform(rng, 2, 8);
   job.dtype = Coin(rng) ? "bf16" : "f32";
+  job.config = RandomConfig(source, family, rng);
   const fs::path dir =
       fs::temp_directory_path() / fmt::format("moreh-planner-memory-{}-{}", getpid(), family);
   fs::create_directories(dir);
@@ -202,7 +203,13 @@ void RunFamily(const std::string& source, const std::string& family, uint64_t se
   }
   const auto config = moreh::models::LlamaConfig::FromFile((dir / "config.json").string()).value();
   // Devices sized so that the budget (80 % of a device) lies among the candidates' peaks.
-  const std::vector<int64_t> peaks = CandidatePeaks(config, job);
+  std::vector<int64_t> peaks;
+  try {
+    peaks = CandidatePeaks(config, job);
+  } catch (const std::exception& e) {
+    throw moreh::Error(fmt::format("{} (batch {} x {}, {} devices, {}): {}", job.config.dump(),
+                                   job.batch, job.seq, job.devices, job.dtype, e.what()));
+  }
   MOREH_CHECK(!peaks.empty(), "{}: no candidate at all", family);
   const double q = std::uniform_real_distribution<double>(0.3, 0.9)(rng);
   const int64_t budget = peaks[static_cast<size_t>(q * static_cast<double>(peaks.size() - 1))];

@@ -59,6 +59,31 @@ TEST(Lazy, StepGraphCompilesOnceAndTrainingLearns) {
   EXPECT_LT(last, first * 0.5f) << "loss did not fall: " << first << " -> " << last;
 }
 
+// `print(loss.item()); loss.backward()`, as PyTorch users write it: the read keeps the graph, so
+// the gradients and the update equal those of a step whose loss is read after the update.
+TEST(Lazy, ReadingTheLossBeforeBackwardKeepsItsGraph) {
+  const Batch batch = MakeBatch(2, 16, 64, 3);
+  auto train = [&](bool read_first) {
+    models::LlamaForCausalLM model(testing::TinyLlamaConfig(), /*seed=*/3);
+    optim::AdamW opt(model.Parameters(), optim::AdamWOptions{.lr = 1e-2, .weight_decay = 0.0});
+    std::vector<float> losses;
+    for (int step = 0; step < 3; ++step) {
+      models::LlamaOutput out = model(batch.ids, batch.mask, batch.labels);
+      if (read_first) losses.push_back(out.loss.item());
+      out.loss.backward();
+      EXPECT_TRUE(model.Parameters()[0].grad().defined()) << "step " << step;
+      opt.step();
+      opt.zero_grad();
+      if (!read_first) losses.push_back(out.loss.item());
+    }
+    return losses;
+  };
+  const std::vector<float> after = train(false), before = train(true);
+  ASSERT_EQ(before.size(), 3u);
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_EQ(before[i], after[i]) << "step " << i;
+  EXPECT_LT(before[2], before[0]);  // the updates happened
+}
+
 TEST(Lazy, ParametersDependOnlyOnSeedAndName) {
   models::LlamaForCausalLM a(testing::TinyLlamaConfig(), 7), b(testing::TinyLlamaConfig(), 7),
       c(testing::TinyLlamaConfig(), 8);

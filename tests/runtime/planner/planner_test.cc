@@ -291,6 +291,14 @@ TEST(Planner, BadInputIsNamed) {
   PlannerOptions o;
   o.log = false;
   EXPECT_ERROR_MENTIONS(PlanTraining(job, ReferenceCluster(8), o), "batch");
+  // A job no configuration of the devices splits (batch 2 on 8 devices, one key/value head, two
+  // layers) is named as such, not as an out-of-memory of 0 bytes.
+  job.global_batch = 2;
+  job.model.num_hidden_layers = 2;
+  job.model.num_key_value_heads = 1;
+  o.advanced_parallelization = true;
+  EXPECT_ERROR_MENTIONS(PlanTraining(job, ReferenceCluster(8), o),
+                        "no parallel configuration of 8 devices");
   EXPECT_EQ(net::DeviceSizeCount("4XLARGE"), 32);
   EXPECT_EQ(net::DeviceSizeCount("1.5xLarge"), 12);
   EXPECT_EQ(net::DeviceSizeCount("huge"), -1);
