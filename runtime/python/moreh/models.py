@@ -193,6 +193,9 @@ class AutoModelForCausalLM:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, seed=0, **kwargs):
+        """Loads a directory transformers wrote as its family's class (LlamaForCausalLM,
+        MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM), chosen by
+        config.json's model_type. ``seed`` initialises a model without weights."""
         path = _os.fspath(pretrained_model_name_or_path)
         model_type = _model_type(path)
         family = _FAMILIES.get(model_type)

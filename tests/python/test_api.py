@@ -1,0 +1,238 @@
+"""The moreh package's API as a PyTorch / transformers user calls it, in process (one device):
+loading every family, forward with .loss and .logits, backward / step / zero_grad, training that
+matches the C++ frontend's, save and load, numpy / torch / DLPack interop without copies, and
+every error path as a Python exception that names the argument and the shapes."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import moreh
+from moreh.models import (AutoModelForCausalLM, Gemma2ForCausalLM, LlamaForCausalLM,
+                          MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)
+
+FAMILIES = {"llama3": LlamaForCausalLM, "mistral": MistralForCausalLM, "qwen2": Qwen2ForCausalLM,
+            "qwen3": Qwen3ForCausalLM, "gemma2": Gemma2ForCausalLM}
+
+
+def batch(vocab, b=2, t=16, seed=0):
+    ids = np.random.RandomState(seed).randint(1, vocab, size=(b, t)).astype(np.int64)
+    return ids
+
+
+@pytest.fixture(scope="module")
+def mini(source):
+    return os.path.join(source, "examples/llama-mini")
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_family_loads_as_its_class_and_computes_a_loss(source, family):
+    path = os.path.join(source, "examples/families", family)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert type(model) is FAMILIES[family]
+    vocab = model.config["vocab_size"]
+    ids = batch(vocab)
+    out = model(ids, labels=ids)
+    assert out.loss.shape == () and out.loss.dtype == "f32"
+    loss = out.loss.item()
+    # Near-uniform predictions at initialisation: about log(vocab).
+    assert abs(loss - np.log(vocab)) < 1.0, (family, loss)
+    assert out.logits.shape == (2, 16, vocab)
+    assert out[0] is out.loss
+
+
+def test_a_family_class_refuses_another_family(source):
+    with pytest.raises(ValueError, match="model_type 'qwen2' is not a LlamaForCausalLM.*"
+                                         "Qwen2ForCausalLM"):
+        LlamaForCausalLM.from_pretrained(os.path.join(source, "examples/families/qwen2"))
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        AutoModelForCausalLM.from_pretrained(os.path.join(source, "no-such-model"))
+
+
+def test_unsupported_model_type_is_named(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(ValueError, match="model_type 'gpt2' is not supported"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_a_bad_config_is_a_moreh_error_naming_the_field(tmp_path, mini):
+    with open(os.path.join(mini, "config.json")) as f:
+        c = json.load(f)
+    c["num_attention_heads"] = 7  # does not divide hidden_size 256
+    (tmp_path / "config.json").write_text(json.dumps(c))
+    with pytest.raises(moreh.Error, match="num_attention_heads"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_training_steps_match_the_cpp_frontends_semantics(mini):
+    """Loss falls; reading the loss before backward() changes nothing (the graph is kept)."""
+    def train(read_first):
+        model = AutoModelForCausalLM.from_pretrained(mini, seed=3)
+        optim = moreh.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+        ids = batch(4096)
+        losses = []
+        for _ in range(4):
+            out = model(ids, labels=ids)
+            if read_first:
+                losses.append(out.loss.item())
+            out.loss.backward()
+            optim.step()
+            model.zero_grad(set_to_none=True)
+            if not read_first:
+                losses.append(out.loss.item())
+        return losses
+    after, before = train(False), train(True)
+    assert after == before
+    assert after[-1] < after[0] - 0.5
+
+
+def test_inputs_from_numpy_torch_and_lists_give_the_same_loss(mini):
+    model = AutoModelForCausalLM.from_pretrained(mini)
+    ids = batch(4096)
+    mask = np.ones_like(ids)
+    mask[1, -3:] = 0
+    labels = np.where(mask == 1, ids, -100)
+    ref = model(ids, attention_mask=mask, labels=labels).loss.item()
+    for conv in (torch.from_numpy, lambda a: a.tolist(), lambda a: a.astype(np.int32),
+                 lambda a: torch.from_numpy(a).int()):
+        m = mask.astype(bool) if conv is torch.from_numpy else mask
+        assert model(conv(ids), attention_mask=conv(m) if conv is not torch.from_numpy
+                     else torch.from_numpy(m), labels=conv(labels)).loss.item() == ref
+
+
+def test_input_errors_name_the_argument_and_shapes(mini):
+    model = AutoModelForCausalLM.from_pretrained(mini)
+    ids = batch(4096)
+    with pytest.raises(TypeError, match="input_ids: dtype float32"):
+        model(ids.astype(np.float32))
+    with pytest.raises(ValueError, match=r"input_ids: shape \(32,\)"):
+        model(ids.reshape(-1))
+    with pytest.raises(ValueError, match=r"labels: shape \(2, 3\) differs from input_ids' "
+                                         r"\(2, 16\)"):
+        model(ids, labels=ids[:, :3])
+    with pytest.raises(TypeError, match="unexpected argument.*return_lotits"):
+        model(ids, return_lotits=True)
+    outside = np.full((1, 8), 5000, dtype=np.int64)  # past the vocabulary (4096)
+    with pytest.raises(moreh.Error, match="5000"):
+        model(outside, labels=outside).loss.item()
+    with pytest.raises(ValueError, match="invalid lr"):
+        moreh.optim.AdamW(model.parameters(), lr=-1)
+    with pytest.raises(ValueError, match="empty parameter list"):
+        moreh.optim.AdamW([], lr=1e-3)
+    with pytest.raises(ValueError, match="max_stages"):
+        moreh.option.enable_advanced_parallelization(max_stages=-2)
+
+
+def test_outputs_are_views_not_copies(mini):
+    model = AutoModelForCausalLM.from_pretrained(mini)
+    ids = batch(4096)
+    logits = model(ids).logits
+    a, b = logits.numpy(), np.asarray(logits)
+    assert np.shares_memory(a, b), "numpy() must view the runtime's buffer"
+    t = torch.from_dlpack(logits)
+    assert t.shape == (2, 16, 4096) and t.dtype == torch.float32
+    assert t.data_ptr() == a.__array_interface__["data"][0]
+    # The view outlives the model and the output handle.
+    del model, logits
+    assert np.isfinite(a).all() and float(t.sum()) == pytest.approx(float(a.sum()), rel=1e-6)
+
+
+def test_moreh_tensors_round_trip():
+    x = moreh.tensor([[1.5, 2.0], [3.0, 4.25]])
+    assert x.shape == (2, 2) and x.dtype == "f32"
+    assert x.tolist() == [[1.5, 2.0], [3.0, 4.25]]
+    assert moreh.tensor(np.arange(3)).dtype == "i64"
+    with pytest.raises(TypeError, match="complex"):
+        moreh.Tensor(np.zeros(2, dtype=np.complex64))
+
+
+def test_module_methods_are_harmless_where_they_mean_nothing(mini, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(mini)
+    assert model.cuda() is model and model.to("cuda") is model and model.to(torch.bfloat16) is model
+    assert model.eval() is model and not model.training
+    assert model.train() is model and model.training
+    assert model.num_parameters() == 6450432
+    assert not model.is_distributed
+
+
+def test_save_pretrained_round_trips_and_transformers_loads_it(mini, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(mini, seed=5)
+    optim = moreh.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = batch(4096)
+    out = model(ids, labels=ids)
+    out.loss.backward()
+    optim.step()
+    model.save_pretrained(tmp_path / "ckpt")
+    after = model(ids, labels=ids).loss.item()
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")
+    assert again(ids, labels=ids).loss.item() == after
+    import transformers
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")
+    with torch.no_grad():
+        ref = hf(torch.from_numpy(ids), labels=torch.from_numpy(ids)).loss.item()
+    assert ref == pytest.approx(after, rel=1e-5)
+
+
+def test_the_gil_is_released_while_a_step_runs(mini):
+    model = AutoModelForCausalLM.from_pretrained(mini)
+    optim = moreh.optim.AdamW(model.parameters(), lr=1e-4)
+    ids = batch(4096, b=4, t=64)
+    ticks = []
+    stop = threading.Event()
+
+    def tick():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
+
+    th = threading.Thread(target=tick)
+    th.start()
+    t0 = time.perf_counter()
+    for _ in range(3):
+        out = model(ids, labels=ids)
+        out.loss.backward()
+        optim.step()
+        model.zero_grad()
+    t1 = time.perf_counter()
+    stop.set()
+    th.join()
+    inside = [t for t in ticks if t0 <= t <= t1]
+    # With the GIL held through a step the thread could not run at all while it lasts.
+    assert len(inside) > 0.2 * (t1 - t0) / 0.0011, (len(inside), t1 - t0)
+
+
+def test_out_of_memory_is_moreh_out_of_memory_error_with_the_reference_message(source):
+    code = ("import moreh, numpy as np\n"
+            "from moreh.models import AutoModelForCausalLM\n"
+            f"m = AutoModelForCausalLM.from_pretrained({os.path.join(source, 'examples/llama-mini')!r})\n"
+            "ids = np.ones((8, 256), dtype=np.int64)\n"
+            "try:\n"
+            "    m(ids, labels=ids).loss.backward()\n"
+            "    moreh.optim.AdamW(m.parameters(), lr=1e-3).step()\n"
+            "except moreh.OutOfMemoryError as e:\n"
+            "    assert isinstance(e, moreh.Error) and isinstance(e, RuntimeError)\n"
+            "    print('OOM:', e)\n")
+    env = dict(os.environ, MOREH_CPU_DEVICE_MEMORY="48M",
+               PYTHONPATH=os.path.dirname(os.path.dirname(moreh.__file__)))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "OOM: Error Code 4: OUT_OF_MEMORY" in r.stdout, r.stdout[-2000:]
+    assert "Increase Device Size" in r.stdout and "Decrease Batch Size" in r.stdout
+
+
+def test_help_explains_and_stubs_exist():
+    import pydoc
+    text = pydoc.render_doc(moreh.models.AutoModelForCausalLM.from_pretrained)
+    assert "family" in text
+    assert "enable_advanced_parallelization" in (moreh.__doc__ or "")
+    pkg = os.path.dirname(moreh.__file__)
+    assert os.path.isfile(os.path.join(pkg, "py.typed"))
+    assert os.path.isfile(os.path.join(pkg, "_C.pyi"))
