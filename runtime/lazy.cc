@@ -128,6 +128,12 @@ class Recorder {
       }
     }
     backward_recorded_ = true;
+    if (kept_after_run_ && !warned_rerun_) {
+      warned_rerun_ = true;
+      spdlog::warn(
+          "a value was read before backward(): the forward runs again with the backward (read "
+          "the loss after optimizer.step() to run it once)");
+    }
     const std::vector<int> grads = runtime::BuildBackward(&graph_, ov, seed, wrt);
     ops::GraphBuilder b(&graph_);
     for (size_t i = 0; i < leaves.size(); ++i) {
@@ -154,14 +160,8 @@ class Recorder {
                 "tensor {} belongs to a graph that failed or was discarded; recompute it",
                 impl->name.empty() ? impl->info.ToString() : impl->name);
     const bool keep = impl->requires_grad && !backward_recorded_;
-    if (keep && !warned_rerun_) {
-      warned_rerun_ = true;
-      spdlog::warn(
-          "{} was read before backward(): the forward will run again with the backward (read "
-          "the loss after optimizer.step() to run it once)",
-          impl->name.empty() ? impl->info.ToString() : impl->name);
-    }
     Sync(keep);
+    kept_after_run_ = kept_after_run_ || keep;
   }
 
   // keep_graph: run what is pending but keep recording into the same graph (see EnsureComputed).
@@ -258,6 +258,7 @@ class Recorder {
     assigned_.clear();
     replaced_grads_.clear();
     backward_recorded_ = false;
+    kept_after_run_ = false;
     ++epoch_;
   }
 
@@ -275,6 +276,7 @@ class Recorder {
   runtime::Executor executor_;
   LazyStats stats_;
   bool backward_recorded_ = false;  // a backward is in the pending graph
+  bool kept_after_run_ = false;     // the pending graph ran once already (a read kept it)
   bool warned_rerun_ = false;
 
  public:

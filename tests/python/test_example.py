@@ -120,3 +120,18 @@ def test_ctrl_c_mid_job_releases_the_lease_and_keeps_the_daemons(paths, cluster,
     assert nxt.returncode == 0, nxt.stderr[-3000:]
     assert len(losses(nxt.stdout + nxt.stderr)) == 2
     assert time.time() - t0 < 120
+
+
+def test_moreh_run_runs_a_python_program_against_the_cluster(paths, cluster, tmp_path):
+    env = dict(cluster, MOREH_ENABLE_ADVANCED_PARALLELIZATION="1")
+    common = ["--model-name-or-path", paths["model"], "--dataset", paths["data"],
+              "--max-steps", "2"] + FLAGS
+    r = subprocess.run([paths["run"], "--", sys.executable, paths["script"]] + common +
+                       ["--save-model-dir", str(tmp_path / "out")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cpp = subprocess.run([paths["run"], "train"] + common +
+                         ["--save-model-dir", str(tmp_path / "cpp")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    a, b = losses(cpp.stdout + cpp.stderr), losses(r.stdout + r.stderr)
+    assert len(b) == 2 and a == b, (a, b)
