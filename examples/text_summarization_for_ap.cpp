@@ -7,11 +7,14 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdlib>
 
 #include "runtime/data/dataset.h"
 #include "runtime/data/tokenizer.h"
+#include "runtime/io/run_log.h"
 #include "runtime/log.h"
+#include "runtime/lr_schedule.h"
 #include "runtime/models/llama.h"
 #include "runtime/optim.h"
 #include "runtime/option.h"
@@ -33,6 +36,10 @@ struct Args {
   int64_t max_steps = -1;
   uint64_t seed = 0;
   bool no_shuffle = false;
+  std::string lr_scheduler_type = "constant";
+  int64_t warmup_steps = 0;
+  double warmup_ratio = 0;
+  std::string logging_dir;  // empty: SAVE_MODEL_DIR/runs/<start time>
 };
 
 static void AddFlags(CLI::App& app, Args& a) {
@@ -51,6 +58,16 @@ static void AddFlags(CLI::App& app, Args& a) {
   app.add_option("--max-steps", a.max_steps, "stop after this many steps (-1: all)");
   app.add_option("--seed", a.seed, "shuffle seed, and init seed for a model without weights");
   app.add_flag("--no-shuffle", a.no_shuffle, "keep the dataset order");
+  app.add_option("--lr-scheduler-type", a.lr_scheduler_type,
+                 "constant, constant_with_warmup, linear or cosine (transformers' schedules)");
+  app.add_option("--warmup-steps", a.warmup_steps, "steps of linear warmup from 0")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--warmup-ratio", a.warmup_ratio,
+                 "warmup as a fraction of the training steps (when --warmup-steps is 0)")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--logging-dir", a.logging_dir,
+                 "the run's metrics.jsonl, TensorBoard events and loss_curve.svg (default: "
+                 "SAVE_MODEL_DIR/runs/<start time>)");
   app.add_option_function<std::string>(
       "--max-line-bytes",
       [](const std::string& v) { setenv("MOREH_MAX_LINE_BYTES", v.c_str(), 1); },
@@ -89,7 +106,26 @@ static int Main(const Args& args) {
   int64_t total_step = train_dataloader.size() * args.num_train_epochs;
   if (args.max_steps >= 0 && args.max_steps < total_step) total_step = args.max_steps;
 
+  // The learning-rate schedule (transformers' get_scheduler)
+  if (args.lr_scheduler_type == "constant" && (args.warmup_steps > 0 || args.warmup_ratio > 0)) {
+    spdlog::warn(
+        "the constant schedule takes no warmup (use --lr-scheduler-type "
+        "constant_with_warmup): --warmup-steps / --warmup-ratio ignored");
+  }
+  const auto schedule =
+      moreh::optim::LrSchedule::Make(
+          args.lr_scheduler_type, args.lr,
+          moreh::optim::WarmupSteps(args.warmup_steps, args.warmup_ratio, total_step), total_step)
+          .value();
+
+  // The run's record: metrics.jsonl, TensorBoard events, the loss curve
+  moreh::io::RunLog run_log(args.logging_dir.empty()
+                                ? args.save_model_dir + "/runs/" + moreh::io::RunStamp()
+                                : args.logging_dir);
+
   // Start training
+  using clock = std::chrono::steady_clock;
+  auto step_start = clock::now();
   int64_t global_step = 0;
   for (int epoch = 0; epoch < args.num_train_epochs && global_step < total_step; ++epoch) {
     train_dataloader.set_epoch(epoch);
@@ -101,9 +137,20 @@ static int Main(const Args& args) {
       moreh::Tensor loss = outputs.loss;
       loss.backward();
 
+      const double lr = schedule.At(global_step);
+      optim.set_lr(lr);
       optim.step();
       model.zero_grad();
       ++global_step;
+      const double step_s = std::chrono::duration<double>(clock::now() - step_start).count();
+      step_start = clock::now();
+      run_log.Log(global_step,
+                  {{"loss", loss.item()},
+                   {"learning_rate", lr},
+                   {"epoch", epoch + static_cast<double>(step) / train_dataloader.size()},
+                   {"step_time_s", step_s},
+                   {"tokens_per_s", static_cast<double>(input_ids.numel()) / step_s}},
+                  model.peak_memory_bytes());
       if (global_step % args.log_interval == 0) {
         spdlog::info("[Step {}/{}] Loss: {}", global_step, total_step, loss.item());
       }
@@ -114,6 +161,7 @@ static int Main(const Args& args) {
   std::fflush(stdout);
 
   // Save trained model
+  run_log.Finish();
   model.save_pretrained(args.save_model_dir);
   std::printf("Model saved in '%s'\n", args.save_model_dir.c_str());
   return 0;

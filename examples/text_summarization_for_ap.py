@@ -10,6 +10,7 @@ train`), bit for bit, with the same flags.
         --batch-size 8 --block-size 64 --no-shuffle
 """
 import copy
+import math
 import sys
 import torch
 
@@ -20,7 +21,7 @@ from transformers import LlamaTokenizer
 
 import moreh
 from moreh.models import AutoModelForCausalLM
-from moreh.optim import AdamW
+from moreh.optim import AdamW, get_scheduler
 
 
 # Compose pad token mask
@@ -58,6 +59,11 @@ def parse_args():
     parser.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (-1: all)")
     parser.add_argument("--seed", type=int, default=0, help="shuffle seed, and init seed for a model without weights")
     parser.add_argument("--no-shuffle", action="store_true", help="keep the dataset order")
+    parser.add_argument("--lr-scheduler-type", type=str, default="constant",
+                        help="constant, constant_with_warmup, linear or cosine")
+    parser.add_argument("--warmup-steps", type=int, default=0, help="steps of linear warmup from 0")
+    parser.add_argument("--warmup-ratio", type=float, default=0.0,
+                        help="warmup as a fraction of the training steps (when --warmup-steps is 0)")
     args = parser.parse_args()
 
     return args
@@ -113,6 +119,11 @@ def main(args):
     if 0 <= args.max_steps < total_step:
         total_step = args.max_steps
 
+    # The learning-rate schedule (transformers' get_scheduler)
+    warmup = args.warmup_steps if args.warmup_steps > 0 else math.ceil(total_step * args.warmup_ratio)
+    scheduler = get_scheduler(args.lr_scheduler_type, optim, num_warmup_steps=warmup,
+                              num_training_steps=total_step)
+
     # Start training
     global_step = 0
     for epoch in range(args.num_train_epochs):
@@ -132,6 +143,7 @@ def main(args):
             loss.backward()
 
             optim.step()
+            scheduler.step()
             model.zero_grad(set_to_none=True)
             global_step += 1
             if global_step % args.log_interval == 0:

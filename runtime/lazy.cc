@@ -69,7 +69,7 @@ class Recorder {
     requires_grad_.resize(graph_.values().size(), 0);
     std::vector<Tensor> result;
     for (int v : outs) {
-      requires_grad_[v] = rg && IsFloating(graph_.info(v).dtype);
+      requires_grad_[v] = rg && !no_grad_ && IsFloating(graph_.info(v).dtype);
       result.emplace_back(NewPending(v));
     }
     return result;
@@ -132,7 +132,8 @@ class Recorder {
       warned_rerun_ = true;
       spdlog::warn(
           "a value was read before backward(): the forward runs again with the backward (read "
-          "the loss after optimizer.step() to run it once)");
+          "the loss after optimizer.step() to run it once; evaluate under NoGradGuard / "
+          "moreh.no_grad())");
     }
     const std::vector<int> grads = runtime::BuildBackward(&graph_, ov, seed, wrt);
     ops::GraphBuilder b(&graph_);
@@ -280,6 +281,7 @@ class Recorder {
   bool warned_rerun_ = false;
 
  public:
+  bool no_grad_ = false;     // NoGradGuard: what is recorded needs no gradient
   double loss_scale_ = 1.0;  // what backward() of a scalar seeds (the optimizer's loss scaler)
   double grads_scale_ =
       1.0;  // the scale of the gradients accumulated since the optimizer took them
@@ -382,6 +384,10 @@ Tensor operator*(const Tensor& a, double s) {
 }
 
 void Sync() { R().Sync(); }
+
+NoGradGuard::NoGradGuard() : previous_(std::exchange(R().no_grad_, true)) {}
+NoGradGuard::~NoGradGuard() { R().no_grad_ = previous_; }
+bool GradEnabled() { return !R().no_grad_; }
 LazyStats GetLazyStats() { return R().stats(); }
 
 }  // namespace moreh

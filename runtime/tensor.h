@@ -84,4 +84,18 @@ struct LazyStats {
 };
 LazyStats GetLazyStats();
 
+// While one lives, this thread records operations that need no gradient (torch.no_grad()):
+// evaluation runs forward only, and reading its values never keeps a graph for a backward.
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+bool GradEnabled();
+
 }  // namespace moreh

@@ -209,6 +209,12 @@ Status CommitCheckpointSave(const std::string& tmp_in, const std::string& dir_in
       fs::remove_all(tmp, ec);
       return Invalid(target.string() + ": cannot replace the checkpoint: " + err);
     }
+    // Subdirectories (the run's logs: runs/) move into the new checkpoint whole; files a run
+    // still writes there keep being written (a rename keeps open files).
+    for (const auto& entry : fs::directory_iterator(tmp, ec)) {
+      const fs::path to = target / entry.path().filename();
+      if (entry.is_directory() && !fs::exists(to)) fs::rename(entry.path(), to, ec);
+    }
     fs::remove_all(tmp, ec);  // now the previous checkpoint
   } else if (::rename(tmp.c_str(), target.c_str()) != 0) {
     const std::string err = std::strerror(errno);

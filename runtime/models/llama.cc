@@ -153,11 +153,27 @@ void LlamaForCausalLM::save_pretrained(const std::string& dir, int64_t max_shard
   io::SaveCheckpoint(dir, tensors, config_.ToJson(), max_shard_bytes).ThrowIfError();
 }
 
+std::vector<int64_t> LlamaForCausalLM::peak_memory_bytes() const {
+  if (!session_) return {lazy::ThreadExecutor().allocator()->peak_bytes()};
+  std::vector<int64_t> peak(session_->last_step().size(), 0);
+  for (const auto* replies : {&session_->last_step(), &session_->last_update()}) {
+    for (size_t r = 0; r < replies->size() && r < peak.size(); ++r) {
+      peak[r] = std::max(peak[r], (*replies)[r].value("peak_bytes", int64_t{0}));
+    }
+  }
+  return peak;
+}
+
 LlamaOutput LlamaForCausalLM::operator()(const Tensor& input_ids, const Tensor& attention_mask,
                                          const Tensor& labels) const {
   MOREH_CHECK(input_ids.dim() == 2, "LlamaForCausalLM: input_ids must be [B, T], got {}",
               input_ids.ToString());
   if (session_) {
+    // The workers run forward and backward together; a forward alone (evaluation) is not a job
+    // step yet, and running the backward anyway would add its gradients to the next update.
+    MOREH_CHECK(GradEnabled(),
+                "LlamaForCausalLM: evaluation without gradients (NoGradGuard / moreh.no_grad()) "
+                "is not supported on a cluster yet; evaluate with advanced parallelization off");
     const float loss = static_cast<float>(session_->ForwardBackward(
         input_ids.data(), attention_mask.defined() ? attention_mask.data() : runtime::Tensor(),
         labels.defined() ? labels.data() : runtime::Tensor()));

@@ -122,6 +122,9 @@ class LlamaForCausalLM {
   void ZeroGrad();
   void zero_grad() { ZeroGrad(); }  // PyTorch's name, set_to_none semantics
   const LlamaConfig& config() const { return config_; }
+  // The most memory each device held during the last step and update (bytes; one device in
+  // process: the whole run's peak so far).
+  std::vector<int64_t> peak_memory_bytes() const;
   // The distributed job when the parameters live on worker daemons (from_pretrained with advanced
   // parallelization or a cluster configured), else null.
   const std::shared_ptr<parallel::Session>& session() const { return session_; }

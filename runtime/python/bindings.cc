@@ -14,6 +14,7 @@
 
 #include "runtime/client/local_cluster.h"
 #include "runtime/core/error.h"
+#include "runtime/lr_schedule.h"
 #include "runtime/models/llama.h"
 #include "runtime/optim.h"
 #include "runtime/option.h"
@@ -149,6 +150,16 @@ PYBIND11_MODULE(_C, m) {
       .def("numpy", &python::ToArray)
       .def("__repr__", [](const Tensor& t) { return "moreh.Tensor(" + t.ToString() + ")"; });
 
+  // NoGradGuard as a context manager (moreh.no_grad wraps it).
+  struct NoGrad {
+    std::unique_ptr<NoGradGuard> guard;
+  };
+  py::class_<NoGrad>(m, "_NoGrad")
+      .def(py::init<>())
+      .def("__enter__", [](NoGrad& g) { g.guard = std::make_unique<NoGradGuard>(); })
+      .def("__exit__", [](NoGrad& g, py::args) { g.guard.reset(); });
+  m.def("grad_enabled", &GradEnabled);
+
   // --- models -------------------------------------------------------------------------------
   py::class_<models::LlamaForCausalLM>(m, "CausalLM")
       .def_static("from_pretrained", &models::LlamaForCausalLM::from_pretrained, py::arg("path"),
@@ -190,6 +201,22 @@ PYBIND11_MODULE(_C, m) {
           [](const models::LlamaForCausalLM& m) { return m.config().NumParameters(); })
       .def_property_readonly(
           "distributed", [](const models::LlamaForCausalLM& m) { return m.session() != nullptr; });
+
+  // --- learning-rate schedules ---------------------------------------------------------------
+  py::class_<optim::LrSchedule>(m, "LrSchedule")
+      .def_static(
+          "make",
+          [](const std::string& name, double base_lr, int64_t warmup_steps, int64_t total_steps) {
+            auto s = optim::LrSchedule::Make(name, base_lr, warmup_steps, total_steps);
+            if (!s.ok()) throw py::value_error(s.status().message());
+            return s.value();
+          },
+          py::arg("name"), py::arg("base_lr"), py::arg("warmup_steps"), py::arg("total_steps"))
+      .def("at", &optim::LrSchedule::At, py::arg("step"))
+      .def_property_readonly("name",
+                             [](const optim::LrSchedule& s) { return std::string(s.name()); });
+  m.def("warmup_steps", &optim::WarmupSteps, py::arg("warmup_steps"), py::arg("warmup_ratio"),
+        py::arg("total_steps"));
 
   // --- optimizers ---------------------------------------------------------------------------
   py::class_<optim::AdamW>(m, "AdamW")

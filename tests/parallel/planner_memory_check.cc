@@ -62,12 +62,14 @@ bool Coin(std::mt19937_64& rng) { return Uniform(rng, 0, 1) == 1; }
 json RandomConfig(const std::string& source, const std::string& family, std::mt19937_64& rng) {
   std::ifstream in(source + "/examples/families/" + family + "/config.json");
   json c = json::parse(in);
-  const int64_t heads = Pick<int64_t>(rng, {2, 4, 8});
+  int64_t heads = Pick<int64_t>(rng, {2, 4, 8});
+  const int64_t head_dim = Pick<int64_t>(rng, {16, 24, 32, 48});
+  // At least 64 wide: in a model of half a MiB the runtime's few fixed KiB are whole percents.
+  if (heads * head_dim < 64) heads = 4;
   std::vector<int64_t> kv;
   for (int64_t k : {1, 2, 4, 8}) {
     if (heads % k == 0) kv.push_back(k);
   }
-  const int64_t head_dim = Pick<int64_t>(rng, {16, 24, 32, 48});
   // Some families write head_dim explicitly (hidden != heads x head_dim); others derive it.
   const bool explicit_head_dim = family != "mistral" && family != "qwen2" && Coin(rng);
   const int64_t hidden = explicit_head_dim ? 16 * Uniform(rng, 4, 16) : heads * head_dim;

@@ -236,3 +236,62 @@ def test_help_explains_and_stubs_exist():
     pkg = os.path.dirname(moreh.__file__)
     assert os.path.isfile(os.path.join(pkg, "py.typed"))
     assert os.path.isfile(os.path.join(pkg, "_C.pyi"))
+
+
+@pytest.mark.parametrize("name,warmup", [("constant", 0), ("constant_with_warmup", 5),
+                                         ("linear", 0), ("linear", 5), ("cosine", 0),
+                                         ("cosine", 5)])
+def test_learning_rate_schedules_equal_transformers(mini, name, warmup):
+    import transformers
+    model = AutoModelForCausalLM.from_pretrained(mini)
+    ours = moreh.optim.AdamW(model.parameters(), lr=3e-4)
+    sched = moreh.optim.get_scheduler(name, ours, num_warmup_steps=warmup, num_training_steps=20)
+    ref_opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
+    ref = transformers.get_scheduler(name, ref_opt, num_warmup_steps=warmup,
+                                     num_training_steps=20)
+    for step in range(24):
+        assert sched.get_last_lr() == pytest.approx(ref.get_last_lr(), rel=1e-12, abs=1e-18), step
+        ref_opt.step()
+        ref.step()
+        sched.step()
+    with pytest.raises(ValueError, match="'polynomial'"):
+        moreh.optim.get_scheduler("polynomial", ours, num_training_steps=20)
+    with pytest.raises(ValueError, match="num_training_steps"):
+        moreh.optim.get_scheduler("cosine", ours)
+
+
+def test_the_schedule_reaches_the_optimizer(mini):
+    """A zero learning rate (warmup's first step) leaves the weights as they were."""
+    model = AutoModelForCausalLM.from_pretrained(mini)
+    optim = moreh.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    sched = moreh.optim.get_scheduler("linear", optim, num_warmup_steps=2, num_training_steps=10)
+    ids = batch(4096)
+    losses = []
+    for _ in range(3):
+        out = model(ids, labels=ids)
+        out.loss.backward()
+        optim.step()
+        sched.step()
+        model.zero_grad()
+        losses.append(out.loss.item())
+    after = model(ids, labels=ids).loss.item()
+    assert losses[0] == losses[1], "lr 0 on the first step must change nothing"
+    assert losses[2] < losses[1] and after < losses[2]
+
+
+def test_evaluation_under_no_grad(mini):
+    model = AutoModelForCausalLM.from_pretrained(mini)
+    ids = batch(4096)
+    assert moreh.is_grad_enabled()
+    with moreh.no_grad():
+        assert not moreh.is_grad_enabled()
+        out = model(ids, labels=ids)
+        assert not out.loss.requires_grad
+        first = out.loss.item()
+    assert moreh.is_grad_enabled()
+
+    @moreh.no_grad()
+    def evaluate():
+        return model(ids, labels=ids).loss.item()
+    assert evaluate() == first
+    assert model(ids, labels=ids).loss.requires_grad

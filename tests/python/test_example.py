@@ -135,3 +135,18 @@ def test_moreh_run_runs_a_python_program_against_the_cluster(paths, cluster, tmp
                          env=env, capture_output=True, text=True, timeout=300)
     a, b = losses(cpp.stdout + cpp.stderr), losses(r.stdout + r.stderr)
     assert len(b) == 2 and a == b, (a, b)
+
+
+def test_schedule_flags_give_the_same_losses_in_both_programs(paths, tmp_path):
+    env = dict(os.environ, MOREH_HOME=str(tmp_path / "home"), PYTHONPATH=paths["pythonpath"],
+               MOREH_ENABLE_ADVANCED_PARALLELIZATION="0")
+    env.pop("MOREH_SCHEDULER", None)
+    common = ["--model-name-or-path", paths["model"], "--dataset", paths["data"],
+              "--max-steps", "4", "--lr-scheduler-type", "linear", "--warmup-steps", "1"] + FLAGS
+    runs = {}
+    for name, cmd in (("cpp", [paths["run"], "train"]), ("py", [sys.executable, paths["script"]])):
+        r = subprocess.run(cmd + common + ["--save-model-dir", str(tmp_path / name)], env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs[name] = losses(r.stdout + r.stderr)
+    assert len(runs["cpp"]) == 4 and runs["cpp"] == runs["py"], runs

@@ -84,6 +84,33 @@ TEST(Lazy, ReadingTheLossBeforeBackwardKeepsItsGraph) {
   EXPECT_LT(before[2], before[0]);  // the updates happened
 }
 
+// Evaluation under NoGradGuard: the loss needs no gradient, reading it keeps no graph, and the
+// next training step's graph is a plain step's (the evaluation does not run again inside it).
+TEST(Lazy, EvaluationUnderNoGradKeepsNoGraph) {
+  models::LlamaForCausalLM model(testing::TinyLlamaConfig(), /*seed=*/4);
+  optim::AdamW opt(model.Parameters(), optim::AdamWOptions{.lr = 1e-2, .weight_decay = 0.0});
+  const Batch batch = MakeBatch(2, 16, 64, 3);
+  auto step = [&] {
+    models::LlamaOutput out = model(batch.ids, batch.mask, batch.labels);
+    out.loss.backward();
+    opt.step();
+    opt.zero_grad();
+    return GetLazyStats().last_num_nodes;
+  };
+  const int64_t plain = step();
+  float eval = 0;
+  {
+    NoGradGuard no_grad;
+    EXPECT_FALSE(GradEnabled());
+    models::LlamaOutput out = model(batch.ids, batch.mask, batch.labels);
+    EXPECT_FALSE(out.loss.requires_grad());
+    eval = out.loss.item();
+  }
+  EXPECT_TRUE(GradEnabled());
+  EXPECT_TRUE(std::isfinite(eval));
+  EXPECT_EQ(step(), plain) << "the evaluation's graph must not join the next step";
+}
+
 TEST(Lazy, ParametersDependOnlyOnSeedAndName) {
   models::LlamaForCausalLM a(testing::TinyLlamaConfig(), 7), b(testing::TinyLlamaConfig(), 7),
       c(testing::TinyLlamaConfig(), 8);

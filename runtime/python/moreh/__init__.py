@@ -32,3 +32,33 @@ __all__ = ["Error", "OutOfMemoryError", "Tensor", "tensor", "models", "optim", "
 _bin = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "bin")
 if _os.path.isfile(_os.path.join(_bin, "moreh-worker")):
     _C.set_daemon_dir(_bin)
+
+
+class no_grad:
+    """Records what follows without gradients, as torch.no_grad(): evaluation is forward only
+    and reading its loss keeps no graph for a backward. A context manager and a decorator."""
+
+    def __enter__(self):
+        self._guard = _C._NoGrad()
+        self._guard.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._guard.__exit__(*exc)
+        return False
+
+    def __call__(self, fn):
+        import functools
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with no_grad():
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+def is_grad_enabled():
+    return _C.grad_enabled()
+
+
+__all__ += ["no_grad", "is_grad_enabled"]

@@ -44,4 +44,48 @@ class AdamW:
                 f"weight_decay={d['weight_decay']})")
 
 
-__all__ = ["AdamW"]
+class LRScheduler:
+    """A learning-rate schedule over a moreh optimizer, as transformers.get_scheduler returns:
+    call ``step()`` after each ``optimizer.step()``; ``get_last_lr()`` is the rate the next
+    optimizer step uses. The schedule itself is the C++ runtime's (runtime/lr_schedule.h), the one
+    ``moreh-run train --lr-scheduler-type`` uses."""
+
+    def __init__(self, optimizer, name, num_warmup_steps=0, num_training_steps=0):
+        self.optimizer = optimizer
+        base = optimizer.param_groups[0]["lr"]
+        self.base_lrs = [base]
+        self._schedule = _C.LrSchedule.make(str(name), float(base), int(num_warmup_steps or 0),
+                                            int(num_training_steps or 0))
+        self.last_epoch = 0
+        self._apply()
+
+    def _apply(self):
+        self.optimizer.param_groups[0]["lr"] = self._schedule.at(self.last_epoch)
+
+    def step(self):
+        self.last_epoch += 1
+        self._apply()
+
+    def get_last_lr(self):
+        return [self.optimizer.param_groups[0]["lr"]]
+
+    def state_dict(self):
+        return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs)}
+
+    def load_state_dict(self, state):
+        self.last_epoch = int(state["last_epoch"])
+        self._apply()
+
+
+def get_scheduler(name, optimizer, num_warmup_steps=None, num_training_steps=None):
+    """transformers.get_scheduler for a moreh optimizer: "constant", "constant_with_warmup",
+    "linear" or "cosine" (linear and cosine need num_training_steps; warmup ramps from 0)."""
+    name = getattr(name, "value", name)  # transformers' SchedulerType enum too
+    if name in ("linear", "cosine") and num_training_steps is None:
+        raise ValueError(f"{name} requires `num_training_steps`, please provide that argument.")
+    if name == "constant_with_warmup" and num_warmup_steps is None:
+        raise ValueError(f"{name} requires `num_warmup_steps`, please provide that argument.")
+    return LRScheduler(optimizer, name, num_warmup_steps or 0, num_training_steps or 0)
+
+
+__all__ = ["AdamW", "LRScheduler", "get_scheduler"]
