@@ -86,7 +86,10 @@ double WallTime() {
 
 }  // namespace
 
-RunLog::RunLog(const std::string& dir) : dir_(dir) {
+RunLog::RunLog(std::string dir) : dir_(std::move(dir)) {}
+
+void RunLog::Open() {
+  const std::string& dir = dir_;
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   MOREH_CHECK(!ec, "logging directory '{}': {}", dir, ec.message());
@@ -97,7 +100,11 @@ RunLog::RunLog(const std::string& dir) : dir_(dir) {
   const std::string events =
       fmt::format("{}/events.out.tfevents.{}.{}", dir, static_cast<int64_t>(WallTime()), host);
   events_ = std::fopen(events.c_str(), "wb");
-  MOREH_CHECK(events_ != nullptr, "logging directory '{}': cannot write {}", dir, events);
+  if (events_ == nullptr) {  // both or neither: the next Log tries again
+    std::fclose(jsonl_);
+    jsonl_ = nullptr;
+    throw Error(fmt::format("logging directory '{}': cannot write {}", dir, events));
+  }
   const std::string version = "brain.Event:2";
   WriteEvent(Event(WallTime(), 0, &version, {}));
 }
@@ -124,6 +131,7 @@ void RunLog::WriteEvent(const std::string& e) {
 
 void RunLog::Log(int64_t step, const std::map<std::string, double>& scalars,
                  const std::vector<int64_t>& peak_bytes, const std::string& split) {
+  if (jsonl_ == nullptr) Open();
   nlohmann::json j = {{"step", step}, {"split", split}};
   std::vector<std::pair<std::string, float>> values;
   for (const auto& [k, v] : scalars) {
@@ -145,7 +153,7 @@ void RunLog::Log(int64_t step, const std::map<std::string, double>& scalars,
 }
 
 void RunLog::Finish() {
-  if (finished_) return;
+  if (finished_ || jsonl_ == nullptr) return;
   finished_ = true;
   std::ofstream(dir_ + "/loss_curve.svg") << LineChartSvg("loss", loss_);
 }

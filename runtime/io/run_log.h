@@ -15,8 +15,9 @@ namespace moreh::io {
 
 class RunLog {
  public:
-  // Creates `dir` (and parents). Throws moreh::Error naming the directory when it cannot.
-  explicit RunLog(const std::string& dir);
+  // Writes into `dir` (created with its parents at the first Log, so a run that fails before
+  // its first step leaves nothing). Log throws moreh::Error naming the directory when it cannot.
+  explicit RunLog(std::string dir);
   ~RunLog();
   RunLog(const RunLog&) = delete;
   RunLog& operator=(const RunLog&) = delete;
@@ -25,11 +26,12 @@ class RunLog {
   // memory of each device; `split` "train" or "eval".
   void Log(int64_t step, const std::map<std::string, double>& scalars,
            const std::vector<int64_t>& peak_bytes = {}, const std::string& split = "train");
-  // Writes loss_curve.svg (also done by the destructor).
+  // Writes loss_curve.svg when anything was logged (also done by the destructor).
   void Finish();
   const std::string& dir() const { return dir_; }
 
  private:
+  void Open();
   void WriteEvent(const std::string& event);
   std::string dir_;
   std::FILE* jsonl_ = nullptr;
