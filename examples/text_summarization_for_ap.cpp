@@ -5,12 +5,15 @@
 #include "examples/text_summarization_for_ap.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <optional>
 
 #include "runtime/data/dataset.h"
+#include "runtime/data/progress.h"
 #include "runtime/data/tokenizer.h"
 #include "runtime/io/run_log.h"
 #include "runtime/log.h"
@@ -123,6 +126,11 @@ static int Main(const Args& args) {
                                 ? args.save_model_dir + "/runs/" + moreh::io::RunStamp()
                                 : args.logging_dir);
 
+  // A progress bar for the steps when a person watches (stderr is a terminal); log lines only
+  // otherwise.
+  std::optional<moreh::data::ProgressBar> bar;
+  if (isatty(STDERR_FILENO)) bar.emplace("Train", total_step, "steps");
+
   // Start training
   using clock = std::chrono::steady_clock;
   auto step_start = clock::now();
@@ -151,11 +159,18 @@ static int Main(const Args& args) {
                    {"step_time_s", step_s},
                    {"tokens_per_s", static_cast<double>(input_ids.numel()) / step_s}},
                   model.peak_memory_bytes());
+      if (bar) {
+        bar->set_postfix(fmt::format("loss={:.4f}, {:.0f} tokens/s", loss.item(),
+                                     static_cast<double>(input_ids.numel()) / step_s));
+        if (global_step % args.log_interval == 0) bar->Clear();
+      }
       if (global_step % args.log_interval == 0) {
         spdlog::info("[Step {}/{}] Loss: {}", global_step, total_step, loss.item());
       }
+      if (bar) bar->Update(global_step);
     }
   }
+  if (bar) bar->Finish();
   std::printf("Training Done\n");
   std::printf("Saving Model...\n");
   std::fflush(stdout);

@@ -24,6 +24,13 @@ void ProgressBar::Update(int64_t done) {
   }
 }
 
+void ProgressBar::Clear() {
+  if (finished_) return;
+  std::fputs("\r\033[K", stderr);
+  std::fflush(stderr);
+  last_draw_ = std::chrono::steady_clock::time_point();  // redraw at the next Update
+}
+
 void ProgressBar::Finish() {
   if (finished_) return;
   finished_ = true;
@@ -45,10 +52,10 @@ void ProgressBar::Draw(bool final) {
     const int t = static_cast<int>(s);
     return fmt::format("{:02d}:{:02d}", t / 60, t % 60);
   };
-  std::fprintf(stderr, "\r%s: %3d%%|%s| %lld/%lld [%s<%s, %.2f %s/s]%s", label_.c_str(),
+  std::fprintf(stderr, "\r%s: %3d%%|%s| %lld/%lld [%s<%s, %.2f %s/s%s%s]%s", label_.c_str(),
                static_cast<int>(frac * 100), bar.c_str(), static_cast<long long>(done_),
                static_cast<long long>(total_), mmss(secs).c_str(), mmss(left).c_str(), rate,
-               unit_.c_str(), final ? "\n" : "");
+               unit_.c_str(), postfix_.empty() ? "" : ", ", postfix_.c_str(), final ? "\n" : "");
   std::fflush(stderr);
 }
 

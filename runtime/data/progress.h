@@ -15,11 +15,15 @@ class ProgressBar {
   ProgressBar(std::string label, int64_t total, std::string unit = "examples");
   ~ProgressBar();
   void Update(int64_t done);
+  // Text after the rate ("loss=6.12, 1520 tokens/s"), shown from the next draw.
+  void set_postfix(std::string postfix) { postfix_ = std::move(postfix); }
+  // Erases the bar's line, so a log line can take it (the next Update draws the bar again).
+  void Clear();
   void Finish();
 
  private:
   void Draw(bool final);
-  std::string label_, unit_;
+  std::string label_, unit_, postfix_;
   int64_t total_, done_ = 0;
   bool finished_ = false;
   std::chrono::steady_clock::time_point start_, last_draw_;

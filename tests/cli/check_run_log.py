@@ -4,7 +4,8 @@ loss equal to the logged loss, the learning-rate schedule's rate, tokens/s, step
 memory of every device), TensorBoard event files read by tensorboard's own EventAccumulator
 (the same scalars), and loss_curve.svg (an SVG with the curve); in SAVE_MODEL_DIR/runs/<time>,
 which survives the atomic save of the checkpoint. In process (one device) and with advanced
-parallelization on an embedded local cluster (2 devices: two peaks per step).
+parallelization on an embedded local cluster (2 devices: two peaks per step). On a terminal (a
+pty) the steps' progress bar, with the loss and tokens/s.
 usage: check_run_log.py --bin BUILD/bin --source REPO"""
 import argparse
 import glob
@@ -105,6 +106,34 @@ def main():
                   len(paths) == 1 and paths[0].get("d", "").count("L") == steps - 1)
         except (OSError, ET.ParseError) as e:
             check(f"{name}: loss_curve.svg parses", False, str(e))
+    # A person at a terminal sees a progress bar for the steps; a pipe (above) gets log lines only.
+    import pty
+    out = os.path.join(tmp, "tty")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(os.path.join(a.bin, "moreh-run"),
+                  ["moreh-run", "train", "--model-name-or-path",
+                   os.path.join(a.source, "examples/llama-mini"), "--dataset",
+                   os.path.join(a.source, "examples/data/man_summaries.jsonl"), "--batch-size",
+                   "4", "--block-size", "64", "--max-steps", "4", "--log-interval", "2",
+                   "--save-model-dir", out],
+                  dict(base, MOREH_ENABLE_ADVANCED_PARALLELIZATION="0"))
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    _, status = os.waitpid(pid, 0)
+    text = seen.decode("utf-8", "replace")
+    check("terminal: trains", os.waitstatus_to_exitcode(status) == 0, text[-2000:])
+    check("terminal: a progress bar for the steps with loss and tokens/s",
+          "Train: 100%|" in text and "4/4 [" in text and "steps/s, loss=" in text and
+          "tokens/s]" in text, text[-2000:])
+    check("terminal: the log lines are still there", "[Step 4/4] Loss:" in text, text[-2000:])
     print("FAILED: " + ", ".join(FAILURES) if FAILURES else "all run-log checks passed")
     sys.exit(1 if FAILURES else 0)
 
