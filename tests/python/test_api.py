@@ -295,3 +295,20 @@ def test_evaluation_under_no_grad(mini):
         return model(ids, labels=ids).loss.item()
     assert evaluate() == first
     assert model(ids, labels=ids).loss.requires_grad
+
+
+@pytest.mark.parametrize("family", ["llama3", "qwen2", "gemma2"])
+def test_transformers_autotokenizer_feeds_the_model(source, family):
+    """What users already use: transformers.AutoTokenizer's ids and mask (torch tensors, padded)
+    go straight into the model."""
+    import transformers
+    path = os.path.join(source, "examples/families", family)
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    enc = tok(["[SUMMARIZE] ls lists a directory. [/SUMMARIZE]\nIt lists.", "short"],
+              padding="max_length", max_length=24, truncation=True, return_tensors="pt")
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    loss = model(enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels).loss.item()
+    assert np.isfinite(loss) and abs(loss - np.log(model.config["vocab_size"])) < 1.0
