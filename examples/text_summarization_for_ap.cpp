@@ -150,22 +150,24 @@ static int Main(const Args& args) {
       optim.step();
       model.zero_grad();
       ++global_step;
-      const double step_s = std::chrono::duration<double>(clock::now() - step_start).count();
-      step_start = clock::now();
+      const auto now = clock::now();
+      const double step_s = std::chrono::duration<double>(now - step_start).count();
+      step_start = now;
+      const float loss_value = loss.item();
+      const double tokens_per_s = static_cast<double>(input_ids.numel()) / step_s;
       run_log.Log(global_step,
-                  {{"loss", loss.item()},
+                  {{"loss", loss_value},
                    {"learning_rate", lr},
                    {"epoch", epoch + static_cast<double>(step) / train_dataloader.size()},
                    {"step_time_s", step_s},
-                   {"tokens_per_s", static_cast<double>(input_ids.numel()) / step_s}},
+                   {"tokens_per_s", tokens_per_s}},
                   model.peak_memory_bytes());
       if (bar) {
-        bar->set_postfix(fmt::format("loss={:.4f}, {:.0f} tokens/s", loss.item(),
-                                     static_cast<double>(input_ids.numel()) / step_s));
+        bar->set_postfix(fmt::format("loss={:.4f}, {:.0f} tokens/s", loss_value, tokens_per_s));
         if (global_step % args.log_interval == 0) bar->Clear();
       }
       if (global_step % args.log_interval == 0) {
-        spdlog::info("[Step {}/{}] Loss: {}", global_step, total_step, loss.item());
+        spdlog::info("[Step {}/{}] Loss: {}", global_step, total_step, loss_value);
       }
       if (bar) bar->Update(global_step);
     }

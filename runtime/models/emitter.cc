@@ -5,6 +5,15 @@
 
 namespace moreh::models {
 
+Shape ParamShardShape(const Shape& full, int shards) {
+  return shards == 1 ? full : Shape{(Numel(full) + shards - 1) / shards};
+}
+
+Val GatherParam(ops::GraphBuilder& gb, Val shard, const Shape& full, int shards) {
+  if (shards == 1) return shard;
+  return gb.Emit1(OpKind::kDpGather, {shard}, {{"shape", full}, {"dp", int64_t{shards}}});
+}
+
 Val GraphEmitter::Weight(const std::string& name) {
   auto it = weights_.find(name);
   if (it != weights_.end()) return it->second;

@@ -66,6 +66,14 @@ class GraphEmitter : public Emitter {
   int tp_;
 };
 
+// A parameter sharded `shards` ways over the data-parallel replicas (distribute_low_prec_param):
+// the flat shard each replica holds, and the gather that rebuilds the full tensor where the
+// computation reads it. The stage programs (parallel/stage_graph.cc) and the planner's cost graphs
+// (planner/layer_cost.cc) both read sharded parameters through these. shards 1: the parameter
+// itself.
+Shape ParamShardShape(const Shape& full, int shards);
+Val GatherParam(ops::GraphBuilder& gb, Val shard, const Shape& full, int shards);
+
 // Into the thread's lazy graph (runtime/lazy.h): Vals index the tensors it holds.
 class LazyEmitter : public Emitter {
  public:

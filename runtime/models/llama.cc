@@ -155,13 +155,7 @@ void LlamaForCausalLM::save_pretrained(const std::string& dir, int64_t max_shard
 
 std::vector<int64_t> LlamaForCausalLM::peak_memory_bytes() const {
   if (!session_) return {lazy::ThreadExecutor().allocator()->peak_bytes()};
-  std::vector<int64_t> peak(session_->last_step().size(), 0);
-  for (const auto* replies : {&session_->last_step(), &session_->last_update()}) {
-    for (size_t r = 0; r < replies->size() && r < peak.size(); ++r) {
-      peak[r] = std::max(peak[r], (*replies)[r].value("peak_bytes", int64_t{0}));
-    }
-  }
-  return peak;
+  return session_->last_peak_bytes();
 }
 
 LlamaOutput LlamaForCausalLM::operator()(const Tensor& input_ids, const Tensor& attention_mask,

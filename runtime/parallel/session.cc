@@ -479,6 +479,16 @@ void Session::Update(double lr) {
   }
 }
 
+std::vector<int64_t> Session::last_peak_bytes() const {
+  std::vector<int64_t> peak(last_step_.size(), 0);
+  for (const auto* replies : {&last_step_, &last_update_}) {
+    for (size_t r = 0; r < replies->size() && r < peak.size(); ++r) {
+      peak[r] = std::max(peak[r], (*replies)[r].value("peak_bytes", int64_t{0}));
+    }
+  }
+  return peak;
+}
+
 void Session::Save(const std::string& dir) const {
   MOREH_CHECK(!ranks_.empty(), "save_pretrained: the distributed job has not run a step");
   const DType dt = config_.checkpoint_dtype();

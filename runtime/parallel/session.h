@@ -91,6 +91,8 @@ class Session {
   const std::vector<nlohmann::json>& last_step() const { return last_step_; }
   // Per rank, the last optimizer step's reply (update_s, peak_bytes).
   const std::vector<nlohmann::json>& last_update() const { return last_update_; }
+  // Per rank, the most its device held during the last step and update (bytes).
+  std::vector<int64_t> last_peak_bytes() const;
   int stage_of_rank(size_t r) const { return ranks_.at(r).stage; }
   int64_t steps() const { return step_; }
 

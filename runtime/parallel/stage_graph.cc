@@ -132,9 +132,8 @@ StageProgram BuildStageProgram(const StageSpec& s) {
   std::unordered_map<std::string, int> inputs;
   const int ps = s.param_shards;
   for (const std::string& n : p.params) {
-    const Shape shape = TpParamShape(c, n, s.tp);
     const int v =
-        g.AddInput({s.compute_dtype, ps > 1 ? Shape{(Numel(shape) + ps - 1) / ps} : shape}, n);
+        g.AddInput({s.compute_dtype, models::ParamShardShape(TpParamShape(c, n, s.tp), ps)}, n);
     p.param_values.push_back(v);
     inputs[n] = v;
   }
@@ -142,9 +141,7 @@ StageProgram BuildStageProgram(const StageSpec& s) {
   models::GraphEmitter e(
       &g,
       [&](const std::string& n) {
-        if (ps == 1) return inputs.at(n);
-        return gb.Emit1(OpKind::kDpGather, {inputs.at(n)},
-                        {{"shape", TpParamShape(c, n, s.tp)}, {"dp", int64_t{ps}}});
+        return models::GatherParam(gb, inputs.at(n), TpParamShape(c, n, s.tp), ps);
       },
       s.tp);
   const int64_t B = s.micro_batch, T = s.seq_len, C = c.hidden_size;

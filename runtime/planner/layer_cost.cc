@@ -71,7 +71,6 @@ int64_t Widened(const Graph& g, const Node& n, const DeviceProfile& dev) {
 struct PieceGraph {
   Graph g;
   size_t num_fwd = 0;
-  std::set<int> params;  // weight inputs (in the stage's flat buffers; gathered where sharded)
   int x = -1, out = -1, dout = -1, dx = -1;
   int layer_begin = 0, layer_end = 0;  // the nodes recomputation applies to
 };
@@ -227,15 +226,6 @@ void AppendBackward(PieceGraph* pg, int out, const std::vector<int>& wrt) {
   }
 }
 
-// A parameter as the stage programs read it: itself, or gathered from its shard where it is used.
-int Read(ops::GraphBuilder& gb, int input, const Shape& shape, int param_shards) {
-  if (param_shards == 1) return input;
-  return gb.Emit1(OpKind::kDpGather, {input}, {{"shape", shape}, {"dp", int64_t{param_shards}}});
-}
-Shape ShardShape(const Shape& full, int param_shards) {
-  return param_shards == 1 ? full : Shape{(Numel(full) + param_shards - 1) / param_shards};
-}
-
 }  // namespace
 
 Graph DecoderLayerGraph(const models::LlamaConfig& c, int64_t b, int64_t t, int tp, DType dt,
@@ -247,7 +237,8 @@ Graph DecoderLayerGraph(const models::LlamaConfig& c, int64_t b, int64_t t, int 
   weights->clear();
   const std::vector<models::ParamSpec> specs = models::LayerParams(c, layer);
   for (const models::ParamSpec& p : specs) {
-    weights->push_back(g.AddInput({dt, ShardShape(p.TpShape(tp), param_shards)}, p.name));
+    weights->push_back(
+        g.AddInput({dt, models::ParamShardShape(p.TpShape(tp), param_shards)}, p.name));
   }
   models::GraphEmitter e(
       &g,
@@ -255,7 +246,7 @@ Graph DecoderLayerGraph(const models::LlamaConfig& c, int64_t b, int64_t t, int 
         const auto it =
             std::find_if(specs.begin(), specs.end(), [&](const auto& p) { return p.name == n; });
         const size_t k = static_cast<size_t>(it - specs.begin());
-        return Read(gb, (*weights)[k], it->TpShape(tp), param_shards);
+        return models::GatherParam(gb, (*weights)[k], it->TpShape(tp), param_shards);
       },
       tp);
   *out = models::EmitDecoderLayer(e, c, layer, *x, mask);
@@ -271,7 +262,6 @@ PieceGraph LayerPiece(const models::LlamaConfig& c, int64_t b, int64_t t, int tp
   pg.out = out;
   pg.layer_begin = 0;
   pg.layer_end = static_cast<int>(pg.g.nodes().size());
-  pg.params.insert(weights->begin(), weights->end());
   std::vector<int> wrt = *weights;
   wrt.push_back(pg.x);
   AppendBackward(&pg, out, wrt);
@@ -324,14 +314,13 @@ PieceGraph HeadPiece(const models::LlamaConfig& c, int64_t b, int64_t t, int64_t
   Graph& g = pg.g;
   ops::GraphBuilder gb(&g);
   pg.x = g.AddInput({dt, {b, t, C}}, "x");
-  const int norm = g.AddInput({dt, ShardShape({C}, param_shards)});
-  const int head = g.AddInput({dt, ShardShape({V, C}, param_shards)});
+  const int norm = g.AddInput({dt, models::ParamShardShape({C}, param_shards)});
+  const int head = g.AddInput({dt, models::ParamShardShape({V, C}, param_shards)});
   const int labels = g.AddInput({DType::kI64, {b, t}});
-  pg.params = {norm, head};
   // The definition's head (llama_def.h), with the vocabulary split tp ways when modelled so.
   models::GraphEmitter e(&g, [&](const std::string& n) {
-    return n == "model.norm.weight" ? Read(gb, norm, {C}, param_shards)
-                                    : Read(gb, head, {V, C}, param_shards);
+    return n == "model.norm.weight" ? models::GatherParam(gb, norm, {C}, param_shards)
+                                    : models::GatherParam(gb, head, {V, C}, param_shards);
   });
   const int logits = models::EmitHead(e, c, pg.x);
   const int loss = e.Emit(OpKind::kCrossEntropy, {logits, labels}, {{"shift", int64_t{1}}})[0];

@@ -175,12 +175,9 @@ std::vector<int64_t> MeasuredPeaks(moreh::parallel::Session& s, const Job& job, 
     const Tensor t = Tensor::FromVector(ids, {job.batch, job.seq});
     s.ForwardBackward(t, Tensor(), t);
     s.Update(1e-4);
-    for (const auto* replies : {&s.last_step(), &s.last_update()}) {
-      peak.resize(replies->size(), 0);
-      for (size_t r = 0; r < replies->size(); ++r) {
-        peak[r] = std::max(peak[r], (*replies)[r].value("peak_bytes", int64_t{0}));
-      }
-    }
+    const std::vector<int64_t> step_peak = s.last_peak_bytes();
+    peak.resize(step_peak.size(), 0);
+    for (size_t r = 0; r < step_peak.size(); ++r) peak[r] = std::max(peak[r], step_peak[r]);
   }
   return peak;
 }
