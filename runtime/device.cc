@@ -3,6 +3,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
+#include <vector>
 
 #include "runtime/core/error.h"
 #include "runtime/core/parallel.h"
@@ -106,6 +108,42 @@ bool AllFinite(const Tensor& x) {
   return flag.CopyTo(nullptr).data<int32_t>()[0] == 0;
 #else
   NoCuda("AllFinite");
+#endif
+}
+
+double SumOfSquares(const Tensor& x, int64_t begin, int64_t end) {
+  MOREH_CHECK(x.dtype() == DType::kF32 && x.is_contiguous(),
+              "SumOfSquares: {} must be contiguous f32", x.ToString());
+  MOREH_CHECK(0 <= begin && begin <= end && end <= x.numel(), "SumOfSquares: [{}, {}) outside {}",
+              begin, end, x.ToString());
+  if (begin == end) return 0.0;
+  const float* p = x.data<float>() + begin;
+  if (x.on_host()) {
+    // Fixed blocks summed in order: the same result whatever the thread count.
+    constexpr int64_t kBlock = 1 << 16;
+    const int64_t n = end - begin, blocks = (n + kBlock - 1) / kBlock;
+    std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
+    ParallelFor(blocks, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        double s = 0.0;
+        for (int64_t i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i) {
+          s += static_cast<double>(p[i]) * p[i];
+        }
+        partial[static_cast<size_t>(b)] = s;
+      }
+    });
+    double total = 0.0;
+    for (double s : partial) total += s;
+    return total;
+  }
+#ifdef MOREH_WITH_CUDA
+  const Tensor out = Tensor::Zeros({1}, DType::kI64, x.allocator());  // 8 bytes: one f64 0.0
+  kernels::cuda::SumOfSquares(static_cast<double*>(out.raw_data()), p, end - begin, nullptr);
+  double total = 0.0;
+  std::memcpy(&total, out.CopyTo(nullptr).raw_data(), sizeof total);
+  return total;
+#else
+  NoCuda("SumOfSquares");
 #endif
 }
 

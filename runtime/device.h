@@ -33,6 +33,9 @@ DType ComputeDType(const Allocator* device);
 void AddInto(const Tensor& acc, const Tensor& x);
 // Whether every element of x (f32, contiguous) is finite (the loss scaler's overflow check).
 bool AllFinite(const Tensor& x);
+// The sum of the squares of x[begin, end) (x f32, contiguous), accumulated in f64 (the gradient
+// clipping's norm).
+double SumOfSquares(const Tensor& x, int64_t begin, int64_t end);
 // x (f32, contiguous) *= s, in place.
 void ScaleInPlace(const Tensor& x, float s);
 // AdamW (torch semantics) on n elements of f32 param/m/v/grad, all in the memory of `where`.

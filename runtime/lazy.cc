@@ -305,6 +305,7 @@ void SetLossScale(double scale) {
   R().loss_scale_ = scale;
 }
 double TakeGradientScale() { return std::exchange(R().grads_scale_, 1.0); }
+double GradientScale() { return R().grads_scale_; }
 }  // namespace lazy
 
 // --- Tensor --------------------------------------------------------------------------------------

@@ -45,6 +45,8 @@ runtime::Executor& ThreadExecutor();
 void SetLossScale(double scale);
 // The scale of the gradients accumulated since the last call (1: unscaled); resets it to 1.
 double TakeGradientScale();
+// The same without resetting it.
+double GradientScale();
 
 }  // namespace lazy
 }  // namespace moreh

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cmath>
+
 #include "runtime/device.h"
 #include "runtime/lazy.h"
 #include "runtime/parallel/session.h"
@@ -68,11 +70,13 @@ void AdamW::step() {
   ++step_;
   const Tensor hp =
       Tensor::FromVector<float>({static_cast<float>(options_.lr), static_cast<float>(step_)}, {2});
-  const Attrs attrs{{"beta1", options_.beta1},
-                    {"beta2", options_.beta2},
-                    {"eps", options_.eps},
-                    {"weight_decay", options_.weight_decay}};
   for (size_t i = 0; i < params_.size(); ++i) {
+    const bool decays =
+        !options_.exclude_bias_and_norm || !ExcludedFromWeightDecay(params_[i].name());
+    const Attrs attrs{{"beta1", options_.beta1},
+                      {"beta2", options_.beta2},
+                      {"eps", options_.eps},
+                      {"weight_decay", decays ? options_.weight_decay : 0.0}};
     const Tensor g = params_[i].grad();
     if (!g.defined()) continue;
     if (!m_[i].defined()) {
@@ -95,6 +99,48 @@ void AdamW::step() {
 
 void AdamW::zero_grad() {
   for (Tensor& p : params_) p.set_grad(Tensor());
+}
+
+bool ExcludedFromWeightDecay(std::string_view name) {
+  const auto ends_with = [&](std::string_view suffix) {
+    return name.size() >= suffix.size() && name.substr(name.size() - suffix.size()) == suffix;
+  };
+  if (ends_with(".bias") || name == "bias") return true;
+  // The norms' weights: "...layernorm.weight" (input_, post_attention_, pre_/post_feedforward_),
+  // "model.norm.weight", "...q_norm.weight" / "...k_norm.weight".
+  const size_t dot = name.rfind('.');
+  const std::string_view module = name.substr(0, dot == std::string_view::npos ? 0 : dot);
+  const size_t last = module.rfind('.');
+  const std::string_view leaf = last == std::string_view::npos ? module : module.substr(last + 1);
+  return leaf == "norm" || leaf.find("layernorm") != std::string_view::npos ||
+         (leaf.size() > 5 && leaf.substr(leaf.size() - 5) == "_norm");
+}
+
+double ClipGradNorm(const std::vector<Tensor>& params, double max_norm) {
+  MOREH_CHECK(!std::isnan(max_norm), "clip_grad_norm: max_norm is NaN");
+  for (const Tensor& p : params) {
+    if (auto s = parallel::SessionOfHandle(p)) {
+      MOREH_CHECK(params.size() == 1,
+                  "clip_grad_norm: a distributed model's parameters() go alone");
+      return s->ClipGradNorm(max_norm);
+    }
+  }
+  // In process: the gradients are computed now (the update then runs as a graph of its own).
+  std::vector<runtime::Tensor> grads;
+  double squares = 0.0;
+  for (const Tensor& p : params) {
+    if (!p.defined() || !p.grad().defined()) continue;
+    grads.push_back(p.grad().data());  // scaled in place below: SumOfSquares checks it is compact
+    squares += runtime::SumOfSquares(grads.back(), 0, grads.back().numel());
+  }
+  // With loss scaling the gradients carry the scale until the optimizer divides it out.
+  const double norm = std::sqrt(squares) / lazy::GradientScale();
+  if (!std::isfinite(norm) || max_norm <= 0 || !std::isfinite(max_norm)) return norm;
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef < 1.0) {
+    for (const runtime::Tensor& g : grads) runtime::ScaleInPlace(g, static_cast<float>(coef));
+  }
+  return norm;
 }
 
 int64_t AdamW::state_bytes() const {

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <optional>
+#include <string_view>
 #include <vector>
 
 #include "runtime/loss_scaler.h"
@@ -22,7 +23,22 @@ struct AdamWOptions {
   double beta2 = 0.999;
   double eps = 1e-8;
   double weight_decay = 1e-2;
+  // transformers' exclusions (Trainer's decay parameter names): no weight decay on biases and
+  // norm weights (ExcludedFromWeightDecay).
+  bool exclude_bias_and_norm = false;
 };
+
+// Whether a parameter, by its Hugging Face name, is one transformers' Trainer leaves out of weight
+// decay: a bias or a norm's weight ("...input_layernorm.weight", "model.norm.weight",
+// "...self_attn.q_norm.weight", "...q_proj.bias").
+bool ExcludedFromWeightDecay(std::string_view name);
+
+// torch.nn.utils.clip_grad_norm_: the global L2 norm of every gradient of `params` (over every
+// shard, stage, tensor-parallel rank and replica when they live on worker daemons: the one-device
+// norm), and when it exceeds max_norm the gradients are scaled by max_norm / (norm + 1e-6) before
+// the next optimizer step. max_norm <= 0 or inf: the norm only. Call it between the last
+// backward() and step(). Returns the norm (inf or NaN where a gradient is; nothing is scaled then).
+double ClipGradNorm(const std::vector<Tensor>& params, double max_norm);
 
 class AdamW {
  public:

@@ -38,6 +38,8 @@ Msg OkOf(Msg t) {
       return Msg::kJobStepOk;
     case Msg::kJobUpdate:
       return Msg::kJobUpdateOk;
+    case Msg::kJobGradNorm:
+      return Msg::kJobGradNormOk;
     case Msg::kJobSave:
       return Msg::kJobSaveOk;
     default:
@@ -95,6 +97,7 @@ Status ClientSession::Handle(const json& m) {
     case Msg::kJobConnect:
     case Msg::kJobStep:
     case Msg::kJobUpdate:
+    case Msg::kJobGradNorm:
     case Msg::kJobSave:
     case Msg::kJobEnd:
       break;
@@ -274,6 +277,8 @@ void ClientSession::OnJob(Msg t, const json& m, int device) {
         reply = job->Step(m);
       } else if (t == Msg::kJobUpdate) {
         reply = job->Update(m);
+      } else if (t == Msg::kJobGradNorm) {
+        reply = job->GradNorm(m);
       } else {
         reply = job->Save(m);
       }

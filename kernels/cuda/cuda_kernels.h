@@ -133,6 +133,8 @@ void SumMiddle(void* out, const void* x, int64_t outer, int64_t r, int64_t inner
                cudaStream_t stream);
 // *flag (device memory) = 1 where any of x[n] (f32) is inf or NaN; left as it is otherwise.
 void FlagNonFinite(int* flag, const float* x, int64_t n, cudaStream_t stream);
+// *out (device memory, f64) += the sum of the squares of x[n] (f32), accumulated in f64.
+void SumOfSquares(double* out, const float* x, int64_t n, cudaStream_t stream);
 
 // --- adamw.cu
 // Fused multi-tensor AdamW (torch.optim.AdamW semantics, as the CPU AdamWStep) over a list of

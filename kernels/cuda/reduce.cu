@@ -1,4 +1,5 @@
 // FlagNonFinite: a grid-stride scan for inf and NaN (the loss scaler's overflow check).
+// SumOfSquares: a grid-stride f64 sum of squares, one atomic add per block (the clipping norm).
 // SumMiddle: out[o, i] = sum over r of x[o, r, i]. Two shapes of work: with a wide inner dimension
 // one thread per output walks r (reads coalesced across i); with a narrow one (a row sum) one block
 // per output reduces r across its threads.
@@ -41,7 +42,29 @@ __global__ void FlagNonFiniteKernel(int* flag, const float* x, int64_t n) {
   if (bad) *flag = 1;  // every writer writes the same value
 }
 
+__global__ void SumOfSquaresKernel(double* out, const float* x, int64_t n) {
+  __shared__ double partial[kThreads];
+  double s = 0.0;
+  for (int64_t i = GlobalThread(); i < n; i += GridStride()) {
+    const double v = x[i];
+    s += v * v;
+  }
+  partial[threadIdx.x] = s;
+  __syncthreads();
+  for (int k = blockDim.x / 2; k > 0; k /= 2) {
+    if (threadIdx.x < k) partial[threadIdx.x] += partial[threadIdx.x + k];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) atomicAdd(out, partial[0]);
+}
+
 }  // namespace
+
+void SumOfSquares(double* out, const float* x, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  MOREH_CUDA_LAUNCH(GridFor(n, kThreads), kThreads, 0, stream, SumOfSquaresKernel)(out, x, n);
+  MOREH_CUDA_CHECK_LAUNCH();
+}
 
 void FlagNonFinite(int* flag, const float* x, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;

@@ -1,6 +1,9 @@
 #include "runtime/io/run_log.h"
 
 #include <fmt/format.h>
+#include <spawn.h>
+#include <spdlog/spdlog.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -155,7 +158,18 @@ void RunLog::Log(int64_t step, const std::map<std::string, double>& scalars,
 void RunLog::Finish() {
   if (finished_ || jsonl_ == nullptr) return;
   finished_ = true;
-  std::ofstream(dir_ + "/loss_curve.svg") << LineChartSvg("loss", loss_);
+  const std::string svg = dir_ + "/loss_curve.svg";
+  std::ofstream(svg) << LineChartSvg("loss", loss_);
+  // The PNG where a converter is installed (librsvg's rsvg-convert; scripts/setup installs it).
+  const std::string png = dir_ + "/loss_curve.png";
+  std::string out = "-o", in = svg, tool = "rsvg-convert";
+  char* argv[] = {tool.data(), out.data(), const_cast<char*>(png.c_str()), in.data(), nullptr};
+  pid_t pid = 0;
+  if (posix_spawnp(&pid, tool.c_str(), nullptr, nullptr, argv, environ) != 0) return;  // none
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    spdlog::warn("loss curve: rsvg-convert could not write {}", png);
+  }
 }
 
 std::string RunStamp() {

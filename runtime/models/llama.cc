@@ -2,9 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cmath>
 #include <filesystem>
 #include <set>
 
+#include "runtime/core/labels.h"
 #include "runtime/device.h"
 #include "runtime/functional.h"
 #include "runtime/init.h"
@@ -159,18 +161,24 @@ std::vector<int64_t> LlamaForCausalLM::peak_memory_bytes() const {
 }
 
 LlamaOutput LlamaForCausalLM::operator()(const Tensor& input_ids, const Tensor& attention_mask,
-                                         const Tensor& labels) const {
+                                         const Tensor& labels, double num_items_in_batch) const {
   MOREH_CHECK(input_ids.dim() == 2, "LlamaForCausalLM: input_ids must be [B, T], got {}",
               input_ids.ToString());
+  MOREH_CHECK(num_items_in_batch >= 0 && std::isfinite(num_items_in_batch),
+              "LlamaForCausalLM: num_items_in_batch {} must be a token count (0: this batch's)",
+              num_items_in_batch);
   if (session_) {
-    // The workers run forward and backward together; a forward alone (evaluation) is not a job
-    // step yet, and running the backward anyway would add its gradients to the next update.
-    MOREH_CHECK(GradEnabled(),
-                "LlamaForCausalLM: evaluation without gradients (NoGradGuard / moreh.no_grad()) "
-                "is not supported on a cluster yet; evaluate with advanced parallelization off");
-    const float loss = static_cast<float>(session_->ForwardBackward(
-        input_ids.data(), attention_mask.defined() ? attention_mask.data() : runtime::Tensor(),
-        labels.defined() ? labels.data() : runtime::Tensor()));
+    // The workers run forward and backward together (evaluation: the forwards alone).
+    const runtime::Tensor mask =
+        attention_mask.defined() ? attention_mask.data() : runtime::Tensor();
+    const runtime::Tensor lab = labels.defined() ? labels.data() : runtime::Tensor();
+    const float loss = static_cast<float>(
+        GradEnabled()
+            ? session_->ForwardBackward(input_ids.data(), mask, lab, num_items_in_batch)
+            : session_->Evaluate(input_ids.data(), mask, lab) *
+                  (num_items_in_batch > 0
+                       ? static_cast<double>(runtime::CountLossTokens(lab)) / num_items_in_batch
+                       : 1.0));
     LlamaOutput out;
     // Computed already (forward and backward ran on the workers); backward() on it is a no-op.
     out.loss = Tensor::FromData(runtime::Tensor::FromData(&loss, {}, DType::kF32), false, "loss");
@@ -190,7 +198,13 @@ LlamaOutput LlamaForCausalLM::operator()(const Tensor& input_ids, const Tensor& 
   for (int l = 0; l < config_.num_hidden_layers; ++l) x = EmitDecoderLayer(e, config_, l, x, mask);
   LlamaOutput out;
   out.logits = e.tensor(EmitHead(e, config_, x));
-  if (labels.defined()) out.loss = F::cross_entropy(out.logits, labels, -100, /*shift=*/true);
+  if (labels.defined()) {
+    out.loss = F::cross_entropy(out.logits, labels, -100, /*shift=*/true);
+    if (num_items_in_batch > 0) {  // the sum over this batch's tokens / the accumulated count
+      out.loss = out.loss * (static_cast<double>(runtime::CountLossTokens(labels.data())) /
+                             num_items_in_batch);
+    }
+  }
   return out;
 }
 

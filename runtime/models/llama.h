@@ -114,8 +114,12 @@ class LlamaForCausalLM {
   // is called: the loss comes back computed; logits are not returned. In process it computes in
   // runtime::ComputeDType (bf16 on a GPU: each weight cast from its f32 master for the step, bf16
   // activations and logits, the loss in f32; gradients reach the master weights in f32).
+  // num_items_in_batch > 0 (transformers' argument, for gradient accumulation): the token losses
+  // are summed and divided by it rather than by this batch's own count, so the losses of the
+  // accumulated batches add up to the mean over all of them. Under NoGradGuard the forward alone
+  // runs (evaluation; on the cluster a forward-only job step).
   LlamaOutput operator()(const Tensor& input_ids, const Tensor& attention_mask = Tensor(),
-                         const Tensor& labels = Tensor()) const;
+                         const Tensor& labels = Tensor(), double num_items_in_batch = 0) const;
   std::vector<std::pair<std::string, Tensor>> NamedParameters() const;
   std::vector<Tensor> Parameters() const;
   std::vector<Tensor> parameters() const { return Parameters(); }  // PyTorch's name

@@ -71,6 +71,16 @@ std::vector<ParamSpec> HeadParams(const LlamaConfig& c) {
   return p;
 }
 
+double TrainingFlopsPerToken(const LlamaConfig& c, int64_t seq_len) {
+  double params = 0;
+  for (const ParamSpec& p : AllParams(c)) params += static_cast<double>(Numel(p.shape));
+  const double table = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size);
+  const double matmul = params - table + (c.tie_word_embeddings ? table : 0.0);
+  return 6.0 * matmul + 12.0 * static_cast<double>(c.num_hidden_layers) *
+                            static_cast<double>(c.num_attention_heads) *
+                            static_cast<double>(c.head_dim()) * static_cast<double>(seq_len);
+}
+
 std::vector<ParamSpec> AllParams(const LlamaConfig& c) {
   std::vector<ParamSpec> all = EmbeddingParams(c);
   for (int l = 0; l < c.num_hidden_layers; ++l) {

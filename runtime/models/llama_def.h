@@ -36,6 +36,11 @@ std::vector<ParamSpec> EmbeddingParams(const LlamaConfig& c);
 std::vector<ParamSpec> LayerParams(const LlamaConfig& c, int layer);
 std::vector<ParamSpec> HeadParams(const LlamaConfig& c);
 std::vector<ParamSpec> AllParams(const LlamaConfig& c);
+// Model FLOPs of training on one token of a sequence of seq_len (PaLM's count, as MFU uses it):
+// 6 x the parameters a token's matmuls use (the head's, not the embedding lookup's) plus
+// 12 x layers x heads x head_dim x seq_len for the attention scores and values; recomputation
+// not counted.
+double TrainingFlopsPerToken(const LlamaConfig& c, int64_t seq_len);
 // The parameter `name` of a model of this config; NotFound for one it does not have.
 StatusOr<ParamSpec> FindParam(const LlamaConfig& c, const std::string& name);
 

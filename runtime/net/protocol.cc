@@ -562,6 +562,9 @@ Status CheckWorkerRequest(Msg type, const json& m) {
       f.Int("step", 0);
       f.Array("micro_batches", 4096);
       f.OptBool("check_overflow", false);
+      f.OptBool("eval", false);
+      break;
+    case Msg::kJobGradNorm:
       break;
     case Msg::kJobUpdate:
       f.Num("lr", 0);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
@@ -362,12 +363,7 @@ void Session::Setup(int64_t B, int64_t T) {
                             : rk.stage == pp - 1                    ? r - hop * (pp - 1)
                                                                     : -1},
               {"distribute_param", c.distribute_param},
-              {"adamw",
-               {{"lr", adamw_.lr},
-                {"beta1", adamw_.beta1},
-                {"beta2", adamw_.beta2},
-                {"eps", adamw_.eps},
-                {"weight_decay", adamw_.weight_decay}}},
+              {"adamw", AdamWToJson(adamw_)},
               {"checkpoint_dir", ckpt},
               {"seed", options_.seed},
               {"timeout_ms", options_.timeout_ms},
@@ -399,8 +395,23 @@ void Session::Setup(int64_t B, int64_t T) {
       world, pp, dp, tp, c.num_micro_batches, c.batch_per_device);
 }
 
-double Session::ForwardBackward(const runtime::Tensor& ids_in, const runtime::Tensor& mask_in,
-                                const runtime::Tensor& labels_in) {
+double Session::ForwardBackward(const runtime::Tensor& ids, const runtime::Tensor& mask,
+                                const runtime::Tensor& labels, double num_items) {
+  return RunStep(ids, mask, labels, num_items, /*eval=*/false);
+}
+
+double Session::Evaluate(const runtime::Tensor& ids, const runtime::Tensor& mask,
+                         const runtime::Tensor& labels) {
+  return RunStep(ids, mask, labels, 0, /*eval=*/true);
+}
+
+double Session::RunStep(const runtime::Tensor& ids_in, const runtime::Tensor& mask_in,
+                        const runtime::Tensor& labels_in, double num_items, bool eval) {
+  MOREH_CHECK(num_items >= 0 && std::isfinite(num_items),
+              "num_items_in_batch {} must be a count of tokens (> 0; 0: this batch's own)",
+              num_items);
+  MOREH_CHECK(eval || !clip_.has_value(),
+              "a backward between clip_grad_norm and the optimizer step: step() first");
   MOREH_CHECK(ids_in.defined() && ids_in.dim() == 2, "input_ids must be [B, T], got {}",
               ids_in.defined() ? ids_in.ToString() : "undefined");
   MOREH_CHECK(labels_in.defined(),
@@ -420,7 +431,7 @@ double Session::ForwardBackward(const runtime::Tensor& ids_in, const runtime::Te
                                 : runtime::Tensor::Full(ids_in.shape(), DType::kI64, 1),
               batch_, 0);
   const planner::Candidate& c = plan_.chosen;
-  const auto split = SplitBatch(ids, mask, labels, c.dp, c.num_micro_batches);
+  const auto split = SplitBatch(ids, mask, labels, c.dp, c.num_micro_batches, num_items);
   std::vector<json> msgs;
   for (size_t r = 0; r < ranks_.size(); ++r) {
     const Rank& rk = ranks_[r];
@@ -432,9 +443,10 @@ double Session::ForwardBackward(const runtime::Tensor& ids_in, const runtime::Te
         j["labels"] = net::EncodeTensor(mb.labels);
         // Loss scaling multiplies the loss, and with it every gradient, by a power of two.
         const runtime::Tensor w =
-            scaler_ ? runtime::Tensor::FromVector<float>(
-                          {mb.loss_weight.ToFloats()[0] * static_cast<float>(scaler_->scale())}, {})
-                    : mb.loss_weight;
+            scaler_ && !eval
+                ? runtime::Tensor::FromVector<float>(
+                      {mb.loss_weight.ToFloats()[0] * static_cast<float>(scaler_->scale())}, {})
+                : mb.loss_weight;
         j["loss_weight"] = net::EncodeTensor(w);
       }
       mbs.push_back(std::move(j));
@@ -443,32 +455,54 @@ double Session::ForwardBackward(const runtime::Tensor& ids_in, const runtime::Te
         net::Message(net::Msg::kJobStep, {{"device", client_->devices()[rk.device_index].device},
                                           {"step", step_},
                                           {"micro_batches", std::move(mbs)}});
-    if (scaler_) m["check_overflow"] = true;
+    if (scaler_ && !eval) m["check_overflow"] = true;
+    if (eval) m["eval"] = true;
     msgs.push_back(std::move(m));
   }
-  last_step_ = CallAll(msgs);
-  ++step_;
+  const std::vector<json> replies = CallAll(msgs);
+  ++step_;  // evaluation steps too: the pipeline's message tags are per step
   double loss = 0;
   for (size_t r = 0; r < ranks_.size(); ++r) {
     if (ranks_[r].stage == c.num_stages - 1 && ranks_[r].tp_rank == 0) {
-      loss += last_step_[r].value("loss", 0.0);
+      loss += replies[r].value("loss", 0.0);
     }
-    overflow_ = overflow_ || last_step_[r].value("found_overflow", false);
+    overflow_ = overflow_ || replies[r].value("found_overflow", false);
   }
-  return scaler_ ? loss / scaler_->scale() : loss;
+  if (!eval) last_step_ = replies;
+  return scaler_ && !eval ? loss / scaler_->scale() : loss;
+}
+
+double Session::ClipGradNorm(double max_norm) {
+  MOREH_CHECK(!ranks_.empty(), "clip_grad_norm before the first forward of the distributed job");
+  MOREH_CHECK(!clip_.has_value(), "clip_grad_norm twice before one optimizer step");
+  std::vector<json> msgs;
+  for (const Rank& rk : ranks_) {
+    msgs.push_back(net::Message(net::Msg::kJobGradNorm,
+                                {{"device", client_->devices()[rk.device_index].device}}));
+  }
+  const std::vector<json> replies = CallAll(msgs);
+  double squares = 0.0;
+  for (const json& r : replies) squares += r.value("grad_squares", 0.0);
+  // Under loss scaling the gradients carry the scale until the update divides it out.
+  const double norm = std::sqrt(squares) / (scaler_ ? scaler_->scale() : 1.0);
+  clip_ = 1.0;
+  if (std::isfinite(norm) && max_norm > 0 && std::isfinite(max_norm)) {
+    clip_ = std::min(1.0, max_norm / (norm + 1e-6));  // torch.nn.utils.clip_grad_norm_
+  }
+  return norm;
 }
 
 void Session::Update(double lr) {
   MOREH_CHECK(!ranks_.empty(), "optimizer step before the first forward of the distributed job");
   const double scale = scaler_ ? scaler_->scale() : 1.0;
+  const double clip = clip_.value_or(1.0);
+  clip_.reset();
   std::vector<json> msgs;
   for (const Rank& rk : ranks_) {
     json m = net::Message(net::Msg::kJobUpdate,
                           {{"device", client_->devices()[rk.device_index].device}, {"lr", lr}});
-    if (scaler_) {
-      m["grad_scale"] = 1.0 / scale;
-      m["skip"] = overflow_;
-    }
+    if (scaler_ || clip != 1.0) m["grad_scale"] = clip / scale;
+    if (scaler_) m["skip"] = overflow_;
     msgs.push_back(std::move(m));
   }
   last_update_ = CallAll(msgs);

@@ -71,8 +71,17 @@ class Session {
   void SetOptimizer(const optim::AdamWOptions& o) { adamw_ = o; }
   // Forward and backward of one batch over the pipeline; returns the mean loss. The first call
   // plans and sets the job up. ids/labels [B, T] (i32/i64), mask [B, T] or undefined.
+  // num_items > 0 (gradient accumulation, transformers' num_items_in_batch): the token losses are
+  // summed and divided by it instead of by this batch's count (the loss returned likewise).
   double ForwardBackward(const runtime::Tensor& ids, const runtime::Tensor& mask,
-                         const runtime::Tensor& labels);
+                         const runtime::Tensor& labels, double num_items = 0);
+  // The mean loss of a batch, forwards only (evaluation): no gradient, optimizer state or loss
+  // scale changes. A forward needs less memory than the step the plan was made for.
+  double Evaluate(const runtime::Tensor& ids, const runtime::Tensor& mask,
+                  const runtime::Tensor& labels);
+  // Reduces the gradients of the coming update and returns their global L2 norm (the one-device
+  // value); above max_norm (> 0, finite) that update scales them by max_norm / (norm + 1e-6).
+  double ClipGradNorm(double max_norm);
   void Update(double lr);  // gradient reduction + AdamW on every rank
   void Save(const std::string& dir) const;
 
@@ -99,6 +108,8 @@ class Session {
  private:
   Session() = default;
   void Setup(int64_t batch, int64_t seq_len);
+  double RunStep(const runtime::Tensor& ids, const runtime::Tensor& mask,
+                 const runtime::Tensor& labels, double num_items, bool eval);
   // Sends each rank its message and waits for all replies; on the first failure every other
   // connection is cut (so the workers drop the job) and moreh::Error names the failed worker.
   std::vector<nlohmann::json> CallAll(const std::vector<nlohmann::json>& messages) const;
@@ -120,6 +131,8 @@ class Session {
   // since the last update (that update is then skipped everywhere).
   std::optional<runtime::LossScaler> scaler_;
   bool overflow_ = false;
+  // Set by ClipGradNorm until the update: the factor the gradients are multiplied by.
+  std::optional<double> clip_;
   int64_t step_ = 0;
   uint64_t job_id_ = 0;
 };

@@ -200,6 +200,15 @@ StatusOr<StageProgram> StageProgramFromJson(const json& j) {
   }
 }
 
+json AdamWToJson(const optim::AdamWOptions& o) {
+  return {{"lr", o.lr},
+          {"beta1", o.beta1},
+          {"beta2", o.beta2},
+          {"eps", o.eps},
+          {"weight_decay", o.weight_decay},
+          {"exclude_bias_and_norm", o.exclude_bias_and_norm}};
+}
+
 json StageAssignment::ToJson() const {
   return {{"job", job},
           {"rank", rank},
@@ -215,12 +224,7 @@ json StageAssignment::ToJson() const {
           {"next_rank", next_rank},
           {"tied_rank", tied_rank},
           {"distribute_param", distribute_param},
-          {"adamw",
-           {{"lr", adamw.lr},
-            {"beta1", adamw.beta1},
-            {"beta2", adamw.beta2},
-            {"eps", adamw.eps},
-            {"weight_decay", adamw.weight_decay}}},
+          {"adamw", AdamWToJson(adamw)},
           {"checkpoint_dir", checkpoint_dir},
           {"seed", seed},
           {"timeout_ms", timeout_ms},
@@ -245,8 +249,12 @@ StatusOr<StageAssignment> StageAssignment::FromJson(const json& j) {
     a.tied_rank = j.contains("tied_rank") ? static_cast<int>(Int(j, "tied_rank")) : -1;
     a.distribute_param = Bool(j, "distribute_param");
     const json& o = Field(j, "adamw");
-    a.adamw = {Num(o, "lr"), Num(o, "beta1"), Num(o, "beta2"), Num(o, "eps"),
-               Num(o, "weight_decay")};
+    a.adamw = {Num(o, "lr"),
+               Num(o, "beta1"),
+               Num(o, "beta2"),
+               Num(o, "eps"),
+               Num(o, "weight_decay"),
+               o.contains("exclude_bias_and_norm") && Bool(o, "exclude_bias_and_norm")};
     a.checkpoint_dir = Str(j, "checkpoint_dir");
     a.seed = static_cast<uint64_t>(Int(j, "seed"));
     a.timeout_ms = Int(j, "timeout_ms");
@@ -533,11 +541,13 @@ json StageJob::Step(const json& m) {
   }
   // Loss scaling: the loss weights arrive scaled; each rank says whether its gradients overflowed.
   const bool check = m.contains("check_overflow") && Bool(m, "check_overflow");
+  const bool eval = m.contains("eval") && Bool(m, "eval");
   runner_->ResetStats();
   device_->ResetPeak();
   links_->set_step(step);
-  runner_->set_overflow_check(check);
-  const double loss = runner_->RunMicroBatches(table_[a_.stage], mbs, links_.get());
+  runner_->set_overflow_check(check && !eval);
+  const double loss = eval ? runner_->Evaluate(mbs, links_.get())
+                           : runner_->RunMicroBatches(table_[a_.stage], mbs, links_.get());
   const StageStats& st = runner_->stats();
   json reply = {{"loss", loss},
                 {"forward_s", st.forward_s},
@@ -546,6 +556,14 @@ json StageJob::Step(const json& m) {
                 {"peak_bytes", st.peak_bytes}};
   if (check) reply["found_overflow"] = st.found_overflow;
   return reply;
+}
+
+json StageJob::GradNorm(const json&) {
+  runner_->ResetStats();
+  runner_->ReduceGradients(dp_.get());
+  return {{"grad_squares", runner_->GradSquares()},
+          {"update_s", runner_->stats().update_s},
+          {"peak_bytes", runner_->stats().peak_bytes}};
 }
 
 json StageJob::Update(const json& m) {

@@ -49,6 +49,8 @@ struct StageAssignment {
   static StatusOr<StageAssignment> FromJson(const nlohmann::json& j);
 };
 
+// The optimizer settings as the assignment's "adamw" field carries them.
+nlohmann::json AdamWToJson(const optim::AdamWOptions& o);
 nlohmann::json StageProgramToJson(const StageProgram& p);
 StatusOr<StageProgram> StageProgramFromJson(const nlohmann::json& j);
 
@@ -69,9 +71,13 @@ class StageJob {
   void Connect(
       const nlohmann::json& peers,
       const std::function<bool(const std::string& address, const std::string& mac)>& trusted);
-  // {"step", "micro_batches": [{"ids"?, "mask", "labels"?, "loss_weight"?}], "check_overflow"?}
-  // -> {"loss", stats, "found_overflow"? (with check_overflow: inf/NaN in this rank's gradients)}.
+  // {"step", "micro_batches": [{"ids"?, "mask", "labels"?, "loss_weight"?}], "check_overflow"?,
+  // "eval"?} -> {"loss", stats, "found_overflow"? (with check_overflow: inf/NaN in this rank's
+  // gradients)}. eval: the forwards only (the loss; no gradient, no optimizer state touched).
   nlohmann::json Step(const nlohmann::json& m);
+  // {} -> {"grad_squares", stats}: the gradient reduction of the coming update, and this rank's
+  // share of the squared global gradient norm (StageRunner::GradSquares).
+  nlohmann::json GradNorm(const nlohmann::json& m);
   // {"lr", "grad_scale"?, "skip"?} -> {stats}: gradient reduction over the data-parallel group and
   // AdamW, the gradients multiplied by grad_scale first (1 / the loss scale); skip drops them.
   nlohmann::json Update(const nlohmann::json& m);

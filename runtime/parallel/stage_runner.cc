@@ -129,6 +129,9 @@ StageRunner::StageRunner(StageProgram program, runtime::Allocator* alloc, optim:
     compute_params_.push_back(
         mixed() ? flat_compute_.Slice(0, offsets_[i], offsets_[i + 1]).View(shape) : params_[i]);
   }
+  for (const std::string& name : program_.params) {
+    decay_off_.push_back(adamw_.exclude_bias_and_norm && optim::ExcludedFromWeightDecay(name));
+  }
   // Buckets from the last parameter back (the backward finishes the last layers' gradients
   // first), each ending at a parameter boundary once it holds at least the bucket size.
   const int64_t bucket = BucketElements(&buckets_forced_);
@@ -225,6 +228,22 @@ std::vector<runtime::Tensor> StageRunner::Inputs(
 
 double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& steps,
                                     const std::vector<MicroBatch>& mbs, PipeLinks* links) {
+  MOREH_CHECK(!grads_reduced_,
+              "the gradients were reduced for the optimizer step (clipping's norm): the update "
+              "comes before more gradients");
+  return Play(steps, mbs, links, /*train=*/true);
+}
+
+double StageRunner::Evaluate(const std::vector<MicroBatch>& mbs, PipeLinks* links) {
+  std::vector<planner::ScheduleStep> forwards;
+  for (int m = 0; m < static_cast<int>(mbs.size()); ++m) {
+    forwards.push_back({m, planner::Phase::kForward});
+  }
+  return Play(forwards, mbs, links, /*train=*/false);
+}
+
+double StageRunner::Play(const std::vector<planner::ScheduleStep>& steps,
+                         const std::vector<MicroBatch>& mbs, PipeLinks* links, bool train) {
   const StageProgram& p = program_;
   const int64_t B = p.spec.micro_batch, T = p.spec.seq_len, C = p.spec.model.hidden_size;
   MOREH_CHECK(p.spec.tp == 1 || (tp_ != nullptr && tp_->size() == p.spec.tp),
@@ -260,8 +279,8 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
               "stage with parameters sharded {} ways has no data-parallel group of that size",
               p.spec.param_shards);
   if (compute_stale_) RefreshComputeWeights();
-  const bool overlap = OverlapsReduction();
-  if (reduced_) {
+  const bool overlap = train && OverlapsReduction();
+  if (reduced_ && train) {
     // More gradients before the update: the group's sums so far stay on one replica only, so
     // the next reduction adds them once.
     WaitForReduction();
@@ -305,6 +324,11 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
       } else {
         links->SendForward(st.micro_batch, out[0]);
       }
+      if (!train) {  // evaluation: nothing waits for a backward
+        stash_.erase(st.micro_batch);
+        stats_.peak_bytes = std::max(stats_.peak_bytes, alloc_->peak_bytes());
+        continue;
+      }
       // Keep only what the backward reads.
       std::unordered_map<int, runtime::Tensor> keep;
       for (size_t k = 1; k < out.size(); ++k) keep[p.forward.outputs[k]] = std::move(out[k]);
@@ -347,7 +371,7 @@ double StageRunner::RunMicroBatches(const std::vector<planner::ScheduleStep>& st
   stats_.wait_s += Since(t0);
   MOREH_CHECK(stash_.empty(), "schedule: {} micro-batch(es) ran forward without backward",
               stash_.size());
-  if (overflow_check_) {
+  if (overflow_check_ && train) {
     if (reduced_)
       WaitForReduction();  // the buffer is being summed in place; the update waits anyway
     stats_.found_overflow = !runtime::AllFinite(flat_grads_);
@@ -363,9 +387,7 @@ void StageRunner::set_tied_embeddings(comm::Collectives* pair) {
   tied_param_ = static_cast<int>(it - names.begin());
 }
 
-void StageRunner::Update(comm::Collectives* dp, double lr, double grad_scale, bool skip) {
-  MOREH_CHECK(grad_scale > 0 && std::isfinite(grad_scale), "update: gradient scale {} must be > 0",
-              grad_scale);
+void StageRunner::ReduceGradients(comm::Collectives* dp) {
   MOREH_CHECK(!reduced_ || dp == dp_,
               "update: the gradients were reduced over the stage's data-parallel group during the "
               "backward; the update must use that group");
@@ -373,13 +395,8 @@ void StageRunner::Update(comm::Collectives* dp, double lr, double grad_scale, bo
               "update: the master weights are sharded over a data-parallel group of {}; the update "
               "needs that group",
               dp_size_);
-  if (host_master_.defined()) ApplyHostMasters();  // written since the last step
+  if (grads_reduced_) return;
   const auto t0 = clk::now();
-  if (skip) {  // an overflow somewhere: these gradients are dropped, nothing else changes
-    ZeroGrad();
-    stats_.update_s += Since(t0);
-    return;
-  }
   bool summed = false;  // the overlapped reduction's sums are in the buffer
   if (reduced_) {
     const auto w0 = clk::now();
@@ -396,7 +413,87 @@ void StageRunner::Update(comm::Collectives* dp, double lr, double grad_scale, bo
         tied_->AllReduce(g.raw_data(), g.raw_data(), g.numel(), DType::kF32, comm::ReduceOp::kSum);
     if (!s.ok()) throw Error("tied embeddings: summing the copies' gradients: " + s.message());
   }
-  if (grad_scale != 1.0) runtime::ScaleInPlace(flat_grads_, static_cast<float>(grad_scale));
+  auto check = [](Status s, const char* what) {
+    if (!s.ok()) throw Error(fmt::format("data-parallel {}: {}", what, s.message()));
+  };
+  float* G = flat_grads_.data<float>();
+  if (ShardsOptimizer(dp)) {
+    // ZeRO: each replica takes the sum of its shard (and updates only that).
+    g_shard_ = runtime::Tensor::Empty({shard_}, DType::kF32, alloc_);
+    check(dp->ReduceScatter(G, g_shard_.data<float>(), shard_, DType::kF32, comm::ReduceOp::kSum),
+          "reduce-scatter");
+  } else if (!summed && dp != nullptr && dp->size() > 1 && program_.spec.param_shards == 1) {
+    check(dp->AllReduce(G, G, padded_, DType::kF32, comm::ReduceOp::kSum), "all-reduce");
+  }
+  grads_reduced_ = true;
+  stats_.update_s += Since(t0);
+  stats_.peak_bytes = std::max(stats_.peak_bytes, alloc_->peak_bytes());
+}
+
+double StageRunner::GradSquares() const {
+  MOREH_CHECK(grads_reduced_, "gradient norm: the gradients are not reduced yet");
+  // The block of the flat layout this rank counts, and the buffer holding it from `base` on.
+  int64_t begin = 0, end = padded_, base = 0;
+  const runtime::Tensor* g = &flat_grads_;
+  if (g_shard_.defined()) {  // sharded optimizer states: this replica's summed block
+    begin = base = dp_rank_ * shard_;
+    end = begin + shard_;
+    g = &g_shard_;
+  } else if (program_.spec.param_shards == 1 && dp_size_ > 1) {  // every replica holds the sum
+    const int64_t part = padded_ / dp_size_;
+    begin = dp_rank_ * part;
+    end = begin + part;
+  }
+  const bool tp_copy = tp_ != nullptr && tp_->size() > 1 && tp_->rank() != 0;
+  double squares = 0.0;
+  for (size_t i = 0; i < program_.params.size(); ++i) {
+    if (tp_copy && TpShardDim(program_.spec.model, program_.params[i]) < 0) continue;
+    if (tied_ != nullptr && !program_.spec.first && static_cast<int>(i) == tied_param_) continue;
+    const int64_t lo = std::max(begin, offsets_[i]), hi = std::min(end, offsets_[i + 1]);
+    if (lo < hi) squares += runtime::SumOfSquares(*g, lo - base, hi - base);
+  }
+  return squares;
+}
+
+bool StageRunner::ShardsOptimizer(const comm::Collectives* dp) const {
+  return dp != nullptr && dp->size() > 1 && distribute_ && program_.spec.param_shards == 1;
+}
+
+void StageRunner::AdamWRange(float* P, float* M, float* V, const float* G, int64_t begin,
+                             int64_t end, const kernels::cpu::AdamWParams& hp) {
+  // Runs of consecutive parameters with the same decay; the padding past the last decays (zeros).
+  int64_t at = begin;
+  while (at < end) {
+    const size_t i = static_cast<size_t>(std::upper_bound(offsets_.begin(), offsets_.end(), at) -
+                                         offsets_.begin() - 1);
+    const bool off = i < decay_off_.size() && decay_off_[i];
+    size_t j = i;
+    while (j < decay_off_.size() && decay_off_[j] == off) ++j;
+    const int64_t stop = std::min(end, j < decay_off_.size() ? offsets_[j] : padded_);
+    kernels::cpu::AdamWParams run = hp;
+    if (off) run.weight_decay = 0.0f;
+    const int64_t k = at - begin;
+    runtime::AdamWStepOn(flat_params_, P + k, M + k, V + k, G + k, stop - at, run);
+    at = stop;
+  }
+}
+
+void StageRunner::Update(comm::Collectives* dp, double lr, double grad_scale, bool skip) {
+  MOREH_CHECK(grad_scale > 0 && std::isfinite(grad_scale), "update: gradient scale {} must be > 0",
+              grad_scale);
+  if (host_master_.defined()) ApplyHostMasters();  // written since the last step
+  if (skip) {  // an overflow somewhere: these gradients are dropped, nothing else changes
+    const auto t0 = clk::now();
+    ZeroGrad();
+    stats_.update_s += Since(t0);
+    return;
+  }
+  ReduceGradients(dp);
+  const auto t0 = clk::now();
+  const bool sharded = ShardsOptimizer(dp);
+  if (grad_scale != 1.0) {
+    runtime::ScaleInPlace(sharded ? g_shard_ : flat_grads_, static_cast<float>(grad_scale));
+  }
   ++step_;
   const kernels::cpu::AdamWParams hp{static_cast<float>(lr),
                                      static_cast<float>(adamw_.beta1),
@@ -405,19 +502,15 @@ void StageRunner::Update(comm::Collectives* dp, double lr, double grad_scale, bo
                                      static_cast<float>(adamw_.weight_decay),
                                      step_};
   float* P = flat_params_.data<float>();
-  float* G = flat_grads_.data<float>();
   auto check = [](Status s, const char* what) {
     if (!s.ok()) throw Error(fmt::format("data-parallel {}: {}", what, s.message()));
   };
-  if (dp != nullptr && dp->size() > 1 && distribute_ && program_.spec.param_shards == 1) {
+  if (sharded) {
     // ZeRO: each replica updates its shard of the master weights, then all share the result.
-    runtime::Tensor g_shard = runtime::Tensor::Empty({shard_}, DType::kF32, alloc_);
-    check(dp->ReduceScatter(G, g_shard.data<float>(), shard_, DType::kF32, comm::ReduceOp::kSum),
-          "reduce-scatter");
     float* p_shard = sharded_master_ ? P : P + dp_rank_ * shard_;
-    runtime::AdamWStepOn(flat_params_, p_shard, m_.data<float>(), v_.data<float>(),
-                         g_shard.data<float>(), shard_, hp);
-    g_shard = runtime::Tensor();
+    AdamWRange(p_shard, m_.data<float>(), v_.data<float>(), g_shard_.data<float>(),
+               dp_rank_ * shard_, (dp_rank_ + 1) * shard_, hp);
+    g_shard_ = runtime::Tensor();
     if (sharded_master_) {
       // The updated shard, rounded, into its block of the compute copy; then every block to
       // every replica (half the bytes of gathering f32 masters).
@@ -430,13 +523,8 @@ void StageRunner::Update(comm::Collectives* dp, double lr, double grad_scale, bo
       // In place: this replica's block of P is already where the gather puts it.
       check(dp->AllGather(p_shard, P, shard_, DType::kF32), "all-gather");
     }
-  } else if (summed) {
-    runtime::AdamWStepOn(flat_params_, P, m_.data<float>(), v_.data<float>(), G, padded_, hp);
   } else {
-    if (dp != nullptr && dp->size() > 1 && program_.spec.param_shards == 1) {
-      check(dp->AllReduce(G, G, padded_, DType::kF32, comm::ReduceOp::kSum), "all-reduce");
-    }
-    runtime::AdamWStepOn(flat_params_, P, m_.data<float>(), v_.data<float>(), G, padded_, hp);
+    AdamWRange(P, m_.data<float>(), v_.data<float>(), flat_grads_.data<float>(), 0, padded_, hp);
   }
   RefreshComputeWeights();
   ZeroGrad();
@@ -450,6 +538,8 @@ void StageRunner::ZeroGrad() {
     reduced_ = false;
   }
   flat_grads_.Fill(0.0);
+  g_shard_ = runtime::Tensor();
+  grads_reduced_ = false;
   grads_dirty_ = false;
 }
 

@@ -36,6 +36,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "kernels/cpu/cpu_kernels.h"
 #include "runtime/comm/collectives.h"
 #include "runtime/core/error.h"
 #include "runtime/core/tensor.h"
@@ -149,10 +150,23 @@ class StageRunner {
   // where it overlaps the backward; an overflow survives any sum, so one rank's local check is
   // the group's). The caller ORs it over every rank of the job.
   void set_overflow_check(bool on) { overflow_check_ = on; }
-  // Sums the gradients over `dp` (nullptr: one replica; sharded parameters arrive summed), applies
-  // AdamW, zeroes the gradients. grad_scale multiplies the gradients first (1 / the loss scale);
-  // skip (an overflow somewhere in the job) zeroes them and leaves weights, optimizer states and
-  // the step count as they were.
+  // Evaluation: plays the forwards of every micro-batch in order (no backward, nothing kept for
+  // one, gradients and optimizer state untouched) and returns the sum of the weighted losses on
+  // the last stage (0 elsewhere).
+  double Evaluate(const std::vector<MicroBatch>& micro_batches, PipeLinks* links);
+  // Sums the gradients over `dp` (nullptr: one replica; sharded parameters arrive summed; with
+  // sharded optimizer states, into this replica's shard) and the tied embeddings' copies. Update
+  // does it when it was not done; between the two no more gradients may be added.
+  void ReduceGradients(comm::Collectives* dp);
+  // After ReduceGradients: this rank's share of the squared L2 norm of the job's gradients. Each
+  // element of the job's gradient counts on one rank only (replicas count their data-parallel
+  // block, tensor-parallel ranks other than the first skip the parameters they replicate, the
+  // last stage skips its copy of tied embeddings), so the shares sum to the one-device value.
+  double GradSquares() const;
+  // Reduces (unless ReduceGradients did), applies AdamW, zeroes the gradients. grad_scale
+  // multiplies the gradients first (1 / the loss scale, times the clipping factor); skip (an
+  // overflow somewhere in the job) zeroes them and leaves weights, optimizer states and the step
+  // count as they were. Weight decay leaves out biases and norms with adamw.exclude_bias_and_norm.
   void Update(comm::Collectives* dp, double lr, double grad_scale = 1.0, bool skip = false);
   void ZeroGrad();
   int64_t optimizer_steps() const { return step_; }
@@ -164,6 +178,15 @@ class StageRunner {
   std::vector<runtime::Tensor> Inputs(const SubProgram& prog,
                                       const std::unordered_map<int, runtime::Tensor>& stash) const;
   bool mixed() const { return program_.spec.compute_dtype != DType::kF32; }
+  // The forwards and backwards of `steps`, or (train false) the forwards alone keeping nothing.
+  double Play(const std::vector<planner::ScheduleStep>& steps,
+              const std::vector<MicroBatch>& micro_batches, PipeLinks* links, bool train);
+  // AdamW on elements [begin, end) of the flat layout; param, m, v and grad point at `begin` of
+  // their arrays. Weight decay per parameter (decay_off_).
+  // Whether the update shards the optimizer states over `dp` (ZeRO-1/2).
+  bool ShardsOptimizer(const comm::Collectives* dp) const;
+  void AdamWRange(float* param, float* m, float* v, const float* grad, int64_t begin, int64_t end,
+                  const kernels::cpu::AdamWParams& hp);
   // Takes the host copy of the master weights (loaded, or gathered) into the sharded master and
   // the compute copy, and drops it.
   void ApplyHostMasters();
@@ -202,8 +225,11 @@ class StageRunner {
     int waiting = 0;             // of those, not yet added in this backward
   };
   std::vector<Bucket> buckets_;
-  std::vector<int> bucket_of_;  // per parameter
-  bool reduced_ = false;        // the gradient buffer holds group sums (reductions started)
+  std::vector<int> bucket_of_;   // per parameter
+  bool reduced_ = false;         // the gradient buffer holds group sums (reductions started)
+  bool grads_reduced_ = false;   // ReduceGradients ran: the update comes next
+  runtime::Tensor g_shard_;      // sharded optimizer states: this replica's summed gradient block
+  std::vector<bool> decay_off_;  // per parameter: excluded from weight decay
   bool overflow_check_ = false;
   bool buckets_forced_ = false;  // MOREH_GRAD_BUCKET_MB set: overlap even where it cannot gain
   std::unordered_map<int, int> param_index_;  // value id in program_.full -> parameter

@@ -754,6 +754,24 @@ void CheckNonFinite() {
   }
 }
 
+void CheckSumOfSquares() {
+  for (int64_t n : {int64_t{1}, int64_t{1000}, int64_t{70001}, int64_t{70000001}}) {
+    const std::string name = "sum_of_squares n=" + std::to_string(n);
+    if (NotSimulated(name, TooLarge(n > 10'000'000)) || !Selected(name)) continue;
+    const std::vector<float> x = Random(n);
+    double want = 0.0;
+    for (float v : x) want += static_cast<double>(v) * v;
+    Dev dx(x, DType::kF32), out(std::vector<int64_t>{0});  // 8 zero bytes: f64 0.0
+    gpu::SumOfSquares(out.p<double>(), dx.f(), n, nullptr);
+    MOREH_CUDA_CHECK(cudaDeviceSynchronize());
+    double got = 0.0;
+    MOREH_CUDA_CHECK(cudaMemcpy(&got, out.p(), sizeof got, cudaMemcpyDeviceToHost));
+    Case cs{name, 1e-6};
+    // f64 sums in another order: equal to rounding.
+    cs.Check("sum / CPU sum", {static_cast<float>(got / want)}, {1.0f});
+  }
+}
+
 void CheckAdamW() {
   // Three tensors with a bf16 copy, and 30 without (more than one launch's worth of tensors).
   // Misaligned: every other tensor's arrays one element off the vector alignment (the kernel's
@@ -915,6 +933,7 @@ int main(int argc, char** argv) {
                                                          {"cross_entropy", CheckCrossEntropy},
                                                          {"sum_middle", CheckSumMiddle},
                                                          {"non_finite", CheckNonFinite},
+                                                         {"sum_of_squares", CheckSumOfSquares},
                                                          {"adamw", CheckAdamW},
                                                          {"device_allocator", CheckAllocator}};
   for (const auto& [family, check] : families) {
