@@ -2,7 +2,9 @@
 line for line against the moreh Python package. Changed only where it must be: `import moreh`,
 `moreh.option...` for `torch.moreh.option...`, moreh's model and optimizer classes, the shipped
 JSONL data for the hub's cnn_dailymail, inputs passed as CPU tensors (the runtime places them),
-and the flags the C++ trainer has (--dataset, --max-steps, --seed, --no-shuffle).
+and the flags the C++ trainer has (--dataset, --max-steps, --seed, --no-shuffle, the schedule,
+--max-grad-norm, --gradient-accumulation-steps, --weight-decay, --exclude-bias-and-norm-from-decay;
+evaluation and the run record are the C++ trainer's alone).
 On the shipped data its losses equal examples/text_summarization_for_ap.cpp's (`moreh-run
 train`), bit for bit, with the same flags.
 
@@ -10,6 +12,7 @@ train`), bit for bit, with the same flags.
         --batch-size 8 --block-size 64 --no-shuffle
 """
 import copy
+import itertools
 import math
 import sys
 import torch
@@ -64,6 +67,13 @@ def parse_args():
     parser.add_argument("--warmup-steps", type=int, default=0, help="steps of linear warmup from 0")
     parser.add_argument("--warmup-ratio", type=float, default=0.0,
                         help="warmup as a fraction of the training steps (when --warmup-steps is 0)")
+    parser.add_argument("--max-grad-norm", type=float, default=1.0,
+                        help="clip the gradients' global norm to this (0: off)")
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=1,
+                        help="batches per optimizer step")
+    parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW's weight decay")
+    parser.add_argument("--exclude-bias-and-norm-from-decay", action="store_true",
+                        help="no weight decay on biases and norm weights")
     args = parser.parse_args()
 
     return args
@@ -112,10 +122,12 @@ def main(args):
     )
 
     # Define AdamW optimizer
-    optim = AdamW(model.parameters(), lr=args.lr)
+    optim = AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
+                  exclude_bias_and_norm=args.exclude_bias_and_norm_from_decay)
 
-    # Calculate total training steps
-    total_step = len(train_dataloader) * args.num_train_epochs
+    # Calculate total training steps (one per gradient_accumulation_steps batches)
+    accumulation = args.gradient_accumulation_steps
+    total_step = math.ceil(len(train_dataloader) / accumulation) * args.num_train_epochs
     if 0 <= args.max_steps < total_step:
         total_step = args.max_steps
 
@@ -127,27 +139,40 @@ def main(args):
     # Start training
     global_step = 0
     for epoch in range(args.num_train_epochs):
-        for step, batch in enumerate(train_dataloader, start=1):
-            if global_step >= total_step:
+        batches = iter(train_dataloader)
+        while global_step < total_step:
+            group = list(itertools.islice(batches, accumulation))
+            if not group:
                 break
-            input_ids = batch["input_ids"]
-            inputs, labels = input_ids, mask_pads(input_ids, tokenizer)
-            attn_mask = create_mask(inputs, tokenizer)
-            outputs = model(
-                input_ids,
-                attention_mask=attn_mask,
-                labels=labels,
-                use_cache=False,
-            )
-            loss = outputs[0]
-            loss.backward()
+            # The labels this step's batches count together (transformers' num_items_in_batch)
+            labelled = [mask_pads(batch["input_ids"], tokenizer) for batch in group]
+            num_items = sum(int((labels[:, 1:] != -100).sum()) for labels in labelled)
+            losses = []
+            for batch, labels in zip(group, labelled):
+                input_ids = batch["input_ids"]
+                attn_mask = create_mask(input_ids, tokenizer)
+                outputs = model(
+                    input_ids,
+                    attention_mask=attn_mask,
+                    labels=labels,
+                    use_cache=False,
+                    num_items_in_batch=num_items if accumulation > 1 else None,
+                )
+                loss = outputs[0]
+                loss.backward()
+                losses.append(loss)
 
+            if args.max_grad_norm > 0:
+                moreh.optim.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             optim.step()
             scheduler.step()
             model.zero_grad(set_to_none=True)
             global_step += 1
             if global_step % args.log_interval == 0:
-                logger.info(f"[Step {global_step}/{total_step}] Loss: {loss.item()}")
+                loss_value = 0.0
+                for loss in losses:
+                    loss_value += loss.item()
+                logger.info(f"[Step {global_step}/{total_step}] Loss: {loss_value}")
 
     print("Training Done")
     print("Saving Model...")

@@ -22,7 +22,8 @@ def run_ours(a):
         p = subprocess.run([a.moreh_run, "train", "--model-name-or-path", a.model, "--dataset",
                             a.dataset, "--block-size", str(a.block_size), "--batch-size",
                             str(a.batch_size), "--lr", str(a.lr), "--max-steps", str(a.steps),
-                            "--log-interval", "1", "--no-shuffle", "--save-model-dir", out],
+                            "--log-interval", "1", "--no-shuffle", "--max-grad-norm", "0",
+                            "--save-model-dir", out],  # the peer's loop does not clip
                            capture_output=True, text=True,
                            env=dict(os.environ, MOREH_NUM_THREADS=str(a.threads)))
     if p.returncode != 0:

@@ -167,7 +167,7 @@ PYBIND11_MODULE(_C, m) {
       .def(
           "forward",
           [](const models::LlamaForCausalLM& model, const py::array& ids, const py::object& mask,
-             const py::object& labels) {
+             const py::object& labels, double num_items_in_batch) {
             const Tensor t_ids = Tensor::FromData(FromArray(ids, "input_ids"));
             const Tensor t_mask =
                 mask.is_none()
@@ -179,7 +179,7 @@ PYBIND11_MODULE(_C, m) {
             models::LlamaOutput out;
             {
               py::gil_scoped_release release;
-              out = model(t_ids, t_mask, t_labels);
+              out = model(t_ids, t_mask, t_labels, num_items_in_batch);
             }
             auto opt = [](const Tensor& t) -> py::object {
               return t.defined() ? py::cast(t) : py::none();
@@ -187,7 +187,7 @@ PYBIND11_MODULE(_C, m) {
             return py::make_tuple(opt(out.loss), opt(out.logits));
           },
           py::arg("input_ids"), py::arg("attention_mask") = py::none(),
-          py::arg("labels") = py::none())
+          py::arg("labels") = py::none(), py::arg("num_items_in_batch") = 0.0)
       .def("parameters", &models::LlamaForCausalLM::parameters)
       .def("named_parameters", &models::LlamaForCausalLM::NamedParameters)
       .def("zero_grad", &models::LlamaForCausalLM::zero_grad)
@@ -221,18 +221,23 @@ PYBIND11_MODULE(_C, m) {
   // --- optimizers ---------------------------------------------------------------------------
   py::class_<optim::AdamW>(m, "AdamW")
       .def(py::init([](std::vector<Tensor> params, double lr, double beta1, double beta2,
-                       double eps, double weight_decay) {
+                       double eps, double weight_decay, bool exclude_bias_and_norm) {
              return std::make_unique<optim::AdamW>(
-                 std::move(params), optim::AdamWOptions{.lr = lr,
-                                                        .beta1 = beta1,
-                                                        .beta2 = beta2,
-                                                        .eps = eps,
-                                                        .weight_decay = weight_decay});
+                 std::move(params),
+                 optim::AdamWOptions{.lr = lr,
+                                     .beta1 = beta1,
+                                     .beta2 = beta2,
+                                     .eps = eps,
+                                     .weight_decay = weight_decay,
+                                     .exclude_bias_and_norm = exclude_bias_and_norm});
            }),
            py::arg("params"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
-           py::arg("weight_decay"))
+           py::arg("weight_decay"), py::arg("exclude_bias_and_norm") = false)
       .def("step", &optim::AdamW::step, py::call_guard<py::gil_scoped_release>())
       .def("zero_grad", &optim::AdamW::zero_grad)
       .def_property("lr", &optim::AdamW::lr, &optim::AdamW::set_lr)
       .def_property_readonly("step_count", &optim::AdamW::step_count);
+  m.def("clip_grad_norm", &optim::ClipGradNorm, py::arg("params"), py::arg("max_norm"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("excluded_from_weight_decay", &optim::ExcludedFromWeightDecay, py::arg("name"));
 }

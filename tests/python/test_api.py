@@ -312,3 +312,89 @@ def test_transformers_autotokenizer_feeds_the_model(source, family):
     model = AutoModelForCausalLM.from_pretrained(path)
     loss = model(enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels).loss.item()
     assert np.isfinite(loss) and abs(loss - np.log(model.config["vocab_size"])) < 1.0
+
+
+def _grads_step(model_dir, max_norm, num_items=None):
+    """One accumulated step of two batches; the norm clip_grad_norm_ returns and the next loss."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, seed=5)
+    optim = moreh.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1,
+                              exclude_bias_and_norm=True)
+    a, b = batch(4096, seed=1), batch(4096, seed=2)
+    b[:, 10:] = 0  # fewer labels in the second batch: the token weighting matters
+    lab_b = b.copy()
+    lab_b[b == 0] = -100
+    total = (a[:, 1:] != -100).sum() + (lab_b[:, 1:] != -100).sum()
+    for ids, lab in ((a, a), (b, lab_b)):
+        model(ids, labels=lab, num_items_in_batch=total).loss.backward()
+    norm = moreh.optim.clip_grad_norm_(model.parameters(), max_norm)
+    optim.step()
+    model.zero_grad()
+    return norm, model(a, labels=a).loss.item()
+
+
+def test_accumulation_and_clipping_equal_torch(mini, tmp_path):
+    """num_items_in_batch, clip_grad_norm_ and the decay exclusions against transformers."""
+    from transformers import AutoModelForCausalLM as HF
+    norm, after = _grads_step(mini, 0.5)
+    model = AutoModelForCausalLM.from_pretrained(mini, seed=5)
+    model.save_pretrained(str(tmp_path / "w"))
+    ref = HF.from_pretrained(str(tmp_path / "w"), torch_dtype=torch.float32,
+                             attn_implementation="eager")
+    decay = [p for n, p in ref.named_parameters() if not moreh.optim.excluded_from_weight_decay(n)]
+    rest = [p for n, p in ref.named_parameters() if moreh.optim.excluded_from_weight_decay(n)]
+    assert len(rest) == 2 * ref.config.num_hidden_layers + 1  # the norms (no biases here)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                             {"params": rest, "weight_decay": 0.0}], lr=1e-3)
+    a, b = torch.from_numpy(batch(4096, seed=1)), torch.from_numpy(batch(4096, seed=2))
+    b[:, 10:] = 0
+    lab_b = b.clone()
+    lab_b[b == 0] = -100
+    total = int((a[:, 1:] != -100).sum() + (lab_b[:, 1:] != -100).sum())
+    for ids, lab in ((a, a), (b, lab_b)):
+        ref(input_ids=ids, labels=lab, num_items_in_batch=total, use_cache=False).loss.backward()
+    grads = [p.grad for p in ref.parameters()]
+    want = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)))
+    assert abs(norm - want) / want < 1e-6, (norm, want)
+    assert want > 0.5  # clipping was active
+    for g in grads:
+        g.mul_(0.5 / (want + 1e-6))
+    opt.step()
+    with torch.no_grad():
+        want_after = ref(input_ids=a, labels=a, use_cache=False).loss.item()
+    assert abs(after - want_after) / want_after < 1e-5, (after, want_after)
+
+
+def test_accumulation_clipping_and_evaluation_on_a_cluster_equal_one_device(mini, monkeypatch):
+    """The same step on 2 devices of an embedded local cluster; eval under no_grad there."""
+    one = _grads_step(mini, 0.5)
+    monkeypatch.setenv("MOREH_DEVICE_SIZE", "Medium")
+    monkeypatch.setenv("MOREH_LOCAL_DEVICE_MEMORY", "512M")
+    monkeypatch.setenv("MOREH_ADVANCED_PARALLELIZATION_CONFIG", '{"num_stages": 2}')
+    moreh.option.enable_advanced_parallelization()
+    try:
+        two = _grads_step(mini, 0.5)
+        model = AutoModelForCausalLM.from_pretrained(mini, seed=5)
+        assert model._impl.distributed
+        ids = batch(4096)
+        loss = model(ids, labels=ids).loss.item()  # plans and sets the job up (a training step)
+        with moreh.no_grad():
+            first = model(ids, labels=ids).loss.item()
+            again = model(ids, labels=ids).loss.item()
+        assert first == again  # forward only: nothing changed the weights
+        assert abs(first - loss) / loss < 1e-6  # the same weights as the training step's forward
+    finally:
+        moreh.option.disable_advanced_parallelization()
+    assert abs(two[0] - one[0]) / one[0] < 1e-6, (one, two)
+    assert abs(two[1] - one[1]) / one[1] < 1e-5, (one, two)
+
+
+def test_clip_grad_norm_input_errors(mini):
+    model = AutoModelForCausalLM.from_pretrained(mini)
+    ids = batch(4096)
+    with pytest.raises(ValueError, match="max_norm is NaN"):
+        moreh.optim.clip_grad_norm_(model.parameters(), float("nan"))
+    with pytest.raises(ValueError, match="num_items_in_batch"):
+        model(ids, labels=ids, num_items_in_batch=0)
+    model(ids, labels=ids).loss.backward()
+    norm = moreh.optim.clip_grad_norm_(model.parameters(), float("inf"))  # the norm only
+    assert norm > 0 and norm == moreh.optim.clip_grad_norm_(model.parameters(), 0)

@@ -137,12 +137,15 @@ def test_moreh_run_runs_a_python_program_against_the_cluster(paths, cluster, tmp
     assert len(b) == 2 and a == b, (a, b)
 
 
-def test_schedule_flags_give_the_same_losses_in_both_programs(paths, tmp_path):
+def test_training_loop_flags_give_the_same_losses_in_both_programs(paths, tmp_path):
+    """The schedule, accumulation, clipping and decay-group flags mean the same in both."""
     env = dict(os.environ, MOREH_HOME=str(tmp_path / "home"), PYTHONPATH=paths["pythonpath"],
                MOREH_ENABLE_ADVANCED_PARALLELIZATION="0")
     env.pop("MOREH_SCHEDULER", None)
     common = ["--model-name-or-path", paths["model"], "--dataset", paths["data"],
-              "--max-steps", "4", "--lr-scheduler-type", "linear", "--warmup-steps", "1"] + FLAGS
+              "--max-steps", "4", "--lr-scheduler-type", "linear", "--warmup-steps", "1",
+              "--gradient-accumulation-steps", "2", "--max-grad-norm", "0.5",
+              "--weight-decay", "0.1", "--exclude-bias-and-norm-from-decay"] + FLAGS
     runs = {}
     for name, cmd in (("cpp", [paths["run"], "train"]), ("py", [sys.executable, paths["script"]])):
         r = subprocess.run(cmd + common + ["--save-model-dir", str(tmp_path / name)], env=env,

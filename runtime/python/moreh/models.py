@@ -70,7 +70,11 @@ class PreTrainedModel:
 
     def forward(self, input_ids, attention_mask=None, labels=None, **kwargs):
         """input_ids [batch, sequence] (int64 or int32; numpy, torch CPU tensor or list),
-        attention_mask (1 keep, 0 padding) and labels (-100 ignored) of the same shape."""
+        attention_mask (1 keep, 0 padding) and labels (-100 ignored) of the same shape.
+        num_items_in_batch (gradient accumulation, as transformers): the token losses are
+        summed and divided by it instead of by this batch's own count. Under moreh.no_grad()
+        the forward alone runs (evaluation)."""
+        num_items = kwargs.pop("num_items_in_batch", None)
         unknown = set(kwargs) - {"return_dict", "use_cache", "output_attentions",
                                  "output_hidden_states"}
         if unknown:
@@ -85,7 +89,11 @@ class PreTrainedModel:
             if a is not None and a.shape != ids.shape:
                 raise ValueError(f"{name}: shape {tuple(a.shape)} differs from input_ids' "
                                  f"{tuple(ids.shape)}")
-        loss, logits = self._impl.forward(ids, mask, lab)
+        if num_items is not None:  # transformers' gradient-accumulation argument
+            num_items = float(num_items.item() if hasattr(num_items, "item") else num_items)
+            if not num_items > 0:
+                raise ValueError(f"num_items_in_batch: {num_items}; expected a token count > 0")
+        loss, logits = self._impl.forward(ids, mask, lab, num_items or 0.0)
         return CausalLMOutput(loss, logits)
 
     def parameters(self):

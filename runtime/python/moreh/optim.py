@@ -5,11 +5,16 @@ from . import _C
 
 
 class AdamW:
-    """AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2).
+    """AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+    exclude_bias_and_norm=False).
 
-    ``param_groups[0]["lr"]`` is read at every ``step()``, so schedulers that write it work."""
+    ``param_groups[0]["lr"]`` is read at every ``step()``, so schedulers that write it work.
+    exclude_bias_and_norm: no weight decay on biases and norm weights, the two parameter groups
+    transformers' Trainer makes (on a cluster the parameters are one handle, so the groups are
+    chosen by name in the runtime: moreh.optim.excluded_from_weight_decay)."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 exclude_bias_and_norm=False):
         params = list(params)
         if not params:
             raise ValueError("AdamW: optimizer got an empty parameter list")
@@ -20,7 +25,7 @@ class AdamW:
             if not ok:
                 raise ValueError(f"AdamW: invalid {name}: {v}")
         self._impl = _C.AdamW(params, float(lr), float(b1), float(b2), float(eps),
-                              float(weight_decay))
+                              float(weight_decay), bool(exclude_bias_and_norm))
         self.param_groups = [{"params": params, "lr": lr, "betas": (b1, b2), "eps": eps,
                               "weight_decay": weight_decay}]
         self.defaults = dict(lr=lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay)
@@ -42,6 +47,24 @@ class AdamW:
         d = self.param_groups[0]
         return (f"AdamW(lr={d['lr']}, betas={d['betas']}, eps={d['eps']}, "
                 f"weight_decay={d['weight_decay']})")
+
+
+def excluded_from_weight_decay(name):
+    """Whether transformers' Trainer leaves the parameter `name` out of weight decay (a bias or a
+    norm's weight)."""
+    return _C.excluded_from_weight_decay(str(name))
+
+
+def clip_grad_norm_(parameters, max_norm):
+    """torch.nn.utils.clip_grad_norm_: the global L2 norm of the gradients (on a cluster over
+    every stage, tensor-parallel rank, replica and shard: the one-device value), and, above
+    max_norm, the gradients scaled by max_norm / (norm + 1e-6) for the next step(). Call it
+    between the last backward() and step(); returns the norm as a float."""
+    params = list(parameters) if not isinstance(parameters, _C.Tensor) else [parameters]
+    max_norm = float(max_norm)
+    if max_norm != max_norm:
+        raise ValueError("clip_grad_norm_: max_norm is NaN")
+    return _C.clip_grad_norm(params, max_norm)
 
 
 class LRScheduler:
