@@ -353,10 +353,13 @@ def main():
                 ("job_setup", {"device": dev, "assignment": {}}, [Field(["assignment"], "object")]),
                 ("job_connect", {"device": dev, "peers": []},
                  [Field(["peers"], "array", maxsize=1 << 16)]),
-                ("job_step", {"device": dev, "step": 0, "micro_batches": [], "check_overflow": False},
+                ("job_step", {"device": dev, "step": 0, "micro_batches": [], "check_overflow": False,
+                              "eval": False},
                  [Field(["step"], "int", 0, INT64_MAX),
                   Field(["micro_batches"], "array", maxsize=4096),
-                  Field(["check_overflow"], "bool", required=False)]),
+                  Field(["check_overflow"], "bool", required=False),
+                  Field(["eval"], "bool", required=False)]),
+                ("job_grad_norm", {"device": dev}, []),
                 ("job_update", {"device": dev, "lr": 0.001, "grad_scale": 1.0, "skip": False},
                  [Field(["lr"], "num", 0, 1.7976931348623157e308),
                   Field(["grad_scale"], "num", 0, 1.7976931348623157e308, required=False),
@@ -377,7 +380,8 @@ def main():
                     if not (r and r["type"] == "error" and "not part of lease" in r.get("message", "")
                             and r2 and r2["type"] == "ping_ok"):
                         bad.append(f"{t} device {other} -> {short(r)}, then {short(r2)}")
-            check("worker: each request for a device outside the lease is refused (14)", not bad, bad)
+            check(f"worker: each request for a device outside the lease is refused "
+                  f"({2 * len(worker_msgs)})", not bad, bad)
             r = W.ask(dict(junk, type="ping"))
             check("ping with junk fields", r and r["type"] == "ping_ok", short(r))
             r = W.ask(worker_hello)

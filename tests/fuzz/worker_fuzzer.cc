@@ -68,6 +68,7 @@ const std::vector<json>& Templates() {
       {{"type", "job_connect"}, {"device", 0}, {"peers", json::array()}},
       {{"type", "job_step"}, {"device", 0}, {"step", 0}, {"micro_batches", json::array()}},
       {{"type", "job_update"}, {"device", 0}, {"lr", 0.001}},
+      {{"type", "job_grad_norm"}, {"device", 0}},
       {{"type", "job_save"}, {"device", 1}, {"tmp_dir", "/nonexistent"}, {"dtype", "f32"}},
       {{"type", "job_end"}, {"device", 0}},
   };

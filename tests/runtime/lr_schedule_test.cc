@@ -1,11 +1,13 @@
 // Learning-rate schedules: transformers' formulas at the edges (warmup start and end, the last
 // step, past the end), and bad names and counts named. (tests/python checks every schedule
-// against transformers.get_scheduler step by step.)
+// against transformers.get_scheduler step by step.) The weight-decay exclusions by name.
 #include "runtime/lr_schedule.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+
+#include "runtime/optim.h"
 
 namespace moreh::optim {
 namespace {
@@ -39,6 +41,24 @@ TEST(LrSchedule, BadInputIsNamed) {
   EXPECT_FALSE(LrSchedule::Make("linear", -1, 0, 10).ok());
   EXPECT_FALSE(LrSchedule::Make("linear", 1e-3, -1, 10).ok());
   EXPECT_FALSE(LrSchedule::Make("cosine", NAN, 0, 10).ok());
+}
+
+// transformers' Trainer: no decay on biases and on the weights of norms (every family's names).
+TEST(AdamW, WeightDecayExclusionsByName) {
+  for (const char* n :
+       {"model.layers.0.self_attn.q_proj.bias", "model.layers.3.mlp.down_proj.bias",
+        "model.layers.0.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight",
+        "model.layers.2.pre_feedforward_layernorm.weight",
+        "model.layers.2.post_feedforward_layernorm.weight", "model.norm.weight",
+        "model.layers.0.self_attn.q_norm.weight", "model.layers.0.self_attn.k_norm.weight"}) {
+    EXPECT_TRUE(ExcludedFromWeightDecay(n)) << n;
+  }
+  for (const char* n :
+       {"model.embed_tokens.weight", "lm_head.weight", "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.mlp.up_proj.weight", "model.normalizer.weight",
+        "model.layers.0.enormous_proj.weight"}) {
+    EXPECT_FALSE(ExcludedFromWeightDecay(n)) << n;
+  }
 }
 
 }  // namespace
