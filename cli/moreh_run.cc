@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
         argc < 2 ? stderr : stdout,
         "usage: moreh-run train [--model-name-or-path DIR] [--dataset FILE] ...\n"
         "  train   fine-tune a Llama model (see moreh-run train --help)\n"
+        "  generate  text from a checkpoint, KV cache (moreh-run generate --help)\n"
         "  plan    choose a parallel configuration, dry run (moreh-run plan --help)\n"
         "  connect request the virtual device, connect to its workers, release (check)\n"
         "  cluster up|down|status   a local cluster in the background\n"
@@ -38,6 +39,7 @@ int main(int argc, char** argv) {
     break;
   }
   if (std::strcmp(argv[1], "plan") == 0) return moreh::cli::PlanMain(argc - 1, argv + 1);
+  if (std::strcmp(argv[1], "generate") == 0) return moreh::cli::GenerateMain(argc - 1, argv + 1);
   if (std::strcmp(argv[1], "connect") == 0) return moreh::cli::ConnectMain(argc - 1, argv + 1);
   if (std::strcmp(argv[1], "cluster") == 0) return moreh::cli::ClusterMain(argc - 1, argv + 1);
   // moreh-run [--scheduler HOST:PORT] [--device-size NAME] -- PROGRAM ARGS...

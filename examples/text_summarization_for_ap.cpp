@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <vector>
@@ -303,6 +304,17 @@ static int Main(const Args& args) {
   // Save trained model
   run_log.Finish();
   model.save_pretrained(args.save_model_dir);
+  // With the tokenizer beside it, the directory is a model `moreh-run generate` and transformers
+  // load as they are
+  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
+                           "special_tokens_map.json", "generation_config.json"}) {
+    const std::filesystem::path from = std::filesystem::path(args.model_name_or_path) / name;
+    const std::filesystem::path to = std::filesystem::path(args.save_model_dir) / name;
+    if (std::filesystem::exists(from) &&
+        !std::filesystem::equivalent(from.parent_path(), to.parent_path())) {
+      std::filesystem::copy_file(from, to, std::filesystem::copy_options::overwrite_existing);
+    }
+  }
   std::printf("Model saved in '%s'\n", args.save_model_dir.c_str());
   return 0;
 }

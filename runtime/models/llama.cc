@@ -118,6 +118,13 @@ LlamaForCausalLM LlamaForCausalLM::from_pretrained(const std::string& dir, uint6
     model.session_handle_ = parallel::MakeSessionHandle(model.session_);
     return model;
   }
+  return from_pretrained_in_process(dir, seed);
+}
+
+LlamaForCausalLM LlamaForCausalLM::from_pretrained_in_process(const std::string& dir,
+                                                              uint64_t seed) {
+  const std::string config_path = (std::filesystem::path(dir) / "config.json").string();
+  LlamaConfig config = LlamaConfig::FromFile(config_path).value();
   auto reader = io::CheckpointReader::Open(dir);
   if (reader.status().code() == StatusCode::kNotFound) {
     spdlog::info("{}: no weights; initialising {} parameters from seed {}", dir,

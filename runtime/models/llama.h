@@ -106,6 +106,9 @@ class LlamaForCausalLM {
   // with the config, corrupt file). Tensors the model does not use are ignored with a warning.
   // A directory with config.json but no weights gives a model initialised from `seed`.
   static LlamaForCausalLM from_pretrained(const std::string& dir, uint64_t seed = 0);
+  // The same, always in this process (on runtime::DefaultDevice), whatever cluster is configured:
+  // what generation (generate.h) runs on.
+  static LlamaForCausalLM from_pretrained_in_process(const std::string& dir, uint64_t seed = 0);
   // Atomic: a kill during the save leaves the previous checkpoint intact.
   void save_pretrained(const std::string& dir, int64_t max_shard_bytes = 5'000'000'000) const;
 
