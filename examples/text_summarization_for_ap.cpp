@@ -206,7 +206,10 @@ static int Main(const Args& args) {
       tokens += n;
     }
     const double loss = tokens > 0 ? loss_sum / tokens : std::nan("");
-    run_log.Log(step, {{"loss", loss}, {"perplexity", std::exp(loss)}}, {}, "eval");
+    // On a cluster, the devices' peaks during the (forward-only) evaluation
+    const std::vector<int64_t> peaks =
+        model.session() ? model.session()->last_eval_peak_bytes() : std::vector<int64_t>{};
+    run_log.Log(step, {{"loss", loss}, {"perplexity", std::exp(loss)}}, peaks, "eval");
     spdlog::info("[Eval at step {}] Loss: {:.6f}, perplexity: {:.4f}", step, loss, std::exp(loss));
   };
 

@@ -468,7 +468,7 @@ double Session::RunStep(const runtime::Tensor& ids_in, const runtime::Tensor& ma
     }
     overflow_ = overflow_ || replies[r].value("found_overflow", false);
   }
-  if (!eval) last_step_ = replies;
+  (eval ? last_eval_ : last_step_) = replies;
   return scaler_ && !eval ? loss / scaler_->scale() : loss;
 }
 
@@ -520,6 +520,12 @@ std::vector<int64_t> Session::last_peak_bytes() const {
       peak[r] = std::max(peak[r], (*replies)[r].value("peak_bytes", int64_t{0}));
     }
   }
+  return peak;
+}
+
+std::vector<int64_t> Session::last_eval_peak_bytes() const {
+  std::vector<int64_t> peak;
+  for (const json& r : last_eval_) peak.push_back(r.value("peak_bytes", int64_t{0}));
   return peak;
 }
 

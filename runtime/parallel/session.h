@@ -102,6 +102,8 @@ class Session {
   const std::vector<nlohmann::json>& last_update() const { return last_update_; }
   // Per rank, the most its device held during the last step and update (bytes).
   std::vector<int64_t> last_peak_bytes() const;
+  // Per rank, the most its device held during the last evaluation step (bytes).
+  std::vector<int64_t> last_eval_peak_bytes() const;
   int stage_of_rank(size_t r) const { return ranks_.at(r).stage; }
   int64_t steps() const { return step_; }
 
@@ -126,7 +128,7 @@ class Session {
   planner::Plan plan_;
   int64_t batch_ = 0, seq_len_ = 0;
   mutable std::vector<Rank> ranks_;
-  std::vector<nlohmann::json> last_step_, last_update_;
+  std::vector<nlohmann::json> last_step_, last_update_, last_eval_;
   // f16 compute: the loss scale sent with each step, and whether any rank's gradients overflowed
   // since the last update (that update is then skipped everywhere).
   std::optional<runtime::LossScaler> scaler_;

@@ -2,7 +2,9 @@
 """moreh-run train's run record, read as users read it: metrics.jsonl (one object per step:
 loss equal to the logged loss, the learning-rate schedule's rate, tokens/s, step time, the peak
 memory of every device), TensorBoard event files read by tensorboard's own EventAccumulator
-(the same scalars), and loss_curve.svg (an SVG with the curve); in SAVE_MODEL_DIR/runs/<time>,
+(the same scalars), loss_curve.svg (the train and eval curves) and loss_curve.png; eval rows
+(loss, perplexity; on a cluster each device's peak, below the training step's); the gradient norm
+and MFU per step; in SAVE_MODEL_DIR/runs/<time>,
 which survives the atomic save of the checkpoint. In process (one device) and with advanced
 parallelization on an embedded local cluster (2 devices: two peaks per step). On a terminal (a
 pty) the steps' progress bar, with the loss and tokens/s.
@@ -52,7 +54,8 @@ def main():
                             os.path.join(a.source, "examples/data/man_summaries.jsonl"),
                             "--batch-size", "4", "--block-size", "64", "--max-steps", str(steps),
                             "--log-interval", "3", "--lr", str(lr), "--lr-scheduler-type",
-                            "linear", "--warmup-steps", str(warmup), "--save-model-dir", out],
+                            "linear", "--warmup-steps", str(warmup), "--save-model-dir", out,
+                            "--validation-split", "0.002", "--eval-steps", "3"],
                            env=env, capture_output=True, text=True, timeout=600)
         check(f"{name}: trains", r.returncode == 0, r.stderr[-2000:])
         if r.returncode != 0:
@@ -70,7 +73,23 @@ def main():
             continue
         run = runs[0]
         with open(os.path.join(run, "metrics.jsonl")) as f:
-            rows = [json.loads(line) for line in f]
+            every = [json.loads(line) for line in f]
+        rows = [x for x in every if x["split"] == "train"]
+        evals = [x for x in every if x["split"] == "eval"]
+        check(f"{name}: eval rows at steps 3 and 6 (the end), loss and perplexity = exp(loss)",
+              [x["step"] for x in evals] == [3, 6] and
+              all(math.isclose(x["perplexity"], math.exp(x["loss"]), rel_tol=1e-12)
+                  for x in evals), json.dumps(evals))
+        check(f"{name}: every step logs the clipped gradient norm and an MFU in (0, 1]",
+              all(x.get("grad_norm", 0) > 0 and 0 < x.get("mfu", 0) <= 1 for x in rows)
+              if devices > 1 else all(x.get("grad_norm", 0) > 0 for x in rows),
+              json.dumps(rows[0]))
+        if devices > 1:  # forward only: less memory than the training step, on every device
+            check(f"{name}: evaluation's peak on each device is below the training step's",
+                  all(len(x.get("peak_memory_bytes", [])) == devices and
+                      all(e < t for e, t in zip(x["peak_memory_bytes"],
+                                                rows[0]["peak_memory_bytes"]))
+                      for x in evals), json.dumps(evals))
         check(f"{name}: one metrics line per step", [x["step"] for x in rows] ==
               list(range(1, steps + 1)), str([x.get("step") for x in rows]))
         want_lr = [lr * (k / warmup if k < warmup else (steps - k) / (steps - warmup))
@@ -102,10 +121,15 @@ def main():
         try:
             root = ET.parse(svg).getroot()
             paths = [e for e in root.iter() if e.tag.endswith("path")]
-            check(f"{name}: loss_curve.svg has the train curve",
-                  len(paths) == 1 and paths[0].get("d", "").count("L") == steps - 1)
+            check(f"{name}: loss_curve.svg has the train and the eval curve",
+                  len(paths) == 2 and sorted(p.get("d", "").count("L") for p in paths) ==
+                  [1, steps - 1], [p.get("d") for p in paths])
         except (OSError, ET.ParseError) as e:
             check(f"{name}: loss_curve.svg parses", False, str(e))
+        with open(os.path.join(run, "loss_curve.png"), "rb") as f:
+            png = f.read()
+        check(f"{name}: loss_curve.png (rsvg-convert from scripts/setup) is a PNG",
+              png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000, len(png))
     # A person at a terminal sees a progress bar for the steps; a pipe (above) gets log lines only.
     import pty
     out = os.path.join(tmp, "tty")
