@@ -9,7 +9,7 @@ greedy decoding with the KV cache must give transformers' `generate(do_sample=Fa
 for token (Qwen3: transformers 4.46 has none, so the hand-written reference's greedy loop without
 a cache; Gemma 2: transformers' model in that loop, as its generate's HybridCache needs torch 2). Sampling: the same seed gives the same text, another seed other text, top-p near 0 the
 greedy text; bad flags are named.
-usage: check_generate.py --bin BUILD/bin --source REPO
+usage: check_generate.py --bin BUILD/bin --source REPO [--device cuda:0]
 """
 import argparse
 import json
@@ -99,6 +99,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     ap.add_argument("--source", required=True)
+    ap.add_argument("--device", default="",
+                    help="MOREH_DEVICE for moreh-run generate, e.g. cuda:0 (computing in f32; the "
+                         "reference stays on the CPU)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     # transformers' generate asks whether FSDP manages the model, which imports
@@ -113,6 +116,8 @@ def main():
     env = dict(os.environ, MOREH_HOME=os.path.join(tmp, "home"))
     for k in ("MOREH_SCHEDULER", "MOREH_DEVICE_SIZE", "MOREH_ENABLE_ADVANCED_PARALLELIZATION"):
         env.pop(k, None)
+    if a.device:
+        env.update(MOREH_DEVICE=a.device, MOREH_COMPUTE_DTYPE="f32")
 
     def generate(model_dir, *flags):
         r = subprocess.run([run, "generate", "--model-name-or-path", model_dir, "--prompt", PROMPT,
