@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -482,7 +483,12 @@ double Session::ClipGradNorm(double max_norm) {
   }
   const std::vector<json> replies = CallAll(msgs);
   double squares = 0.0;
-  for (const json& r : replies) squares += r.value("grad_squares", 0.0);
+  for (const json& r : replies) {
+    // JSON has no inf: a rank whose gradients overflowed (loss scaling) sends null.
+    const auto it = r.find("grad_squares");
+    squares += it != r.end() && it->is_number() ? it->get<double>()
+                                                : std::numeric_limits<double>::infinity();
+  }
   // Under loss scaling the gradients carry the scale until the update divides it out.
   const double norm = std::sqrt(squares) / (scaler_ ? scaler_->scale() : 1.0);
   clip_ = 1.0;

@@ -154,9 +154,10 @@ def main():
         want = (["model.safetensors.index.json"] + [f"model-{i + 1:05d}-of-{stages:05d}.safetensors"
                                                      for i in range(stages)]
                 if stages > 1 else ["model.safetensors"])
-        check("AP on: the checkpoint has one file per stage (and an index), config.json, and the "
-              "run's logs (runs/)",
-              sorted(files) == sorted(want + ["config.json", "runs"]), (files, want))
+        check("AP on: the checkpoint has one file per stage (and an index), config.json, the "
+              "run's logs (runs/) and the model's tokenizer",
+              sorted(files) == sorted(want + ["config.json", "runs", "tokenizer.model"]),
+              (files, want))
         w_on, w_one = read_checkpoint(out_on), read_checkpoint(os.path.join(tmp, "one"))
         # Every checkpoint comparison below would pass with both sides empty.
         check("the one-device checkpoint has tensors", bool(w_one), os.path.join(tmp, "one"))
