@@ -15,7 +15,8 @@ with num_items_in_batch. Checked per step from the run's metrics.jsonl: the lear
 loss and the gradient norm (the first 10 steps within 1e-5; all 20 within 1e-2: two f32
 implementations drift apart once AdamW has turned rounding noise into whole steps, see
 check_against_transformers.py), the eval loss and perplexity, and the final weights; and that the
-exclusions and the clipping each change the result (the reference without them is further away).
+exclusions and the clipping each change the result (the reference without them is further away),
+and that 2 accumulated batches of 4 equal one batch of 8 (the larger batch).
 
 Then the same run on a local cluster of 4 CPU devices (scheduler and worker daemons on 127.0.0.1)
 in layouts that split everything the norm, the accumulation and the decay groups cross: pipeline
@@ -193,14 +194,14 @@ def main():
     make_model(models["tied"], mini, {"tie_word_embeddings": True, "attention_bias": True},
                a.seed + 1)
 
-    def train(variant, out, environment, layout=None):
+    def train(variant, out, environment, layout=None, flags=FLAGS):
         e = dict(environment)
         if layout:
             e.update(MOREH_ENABLE_ADVANCED_PARALLELIZATION="1",
                      MOREH_ADVANCED_PARALLELIZATION_CONFIG=layout)
         r = subprocess.run([run, "train", "--model-name-or-path", models[variant], "--dataset",
                             train_file, "--eval-dataset", eval_file, "--save-model-dir", out]
-                           + FLAGS, env=e, capture_output=True, text=True, timeout=600)
+                           + flags, env=e, capture_output=True, text=True, timeout=600)
         return r
 
     # --- one device against PyTorch ---------------------------------------------------------
@@ -269,6 +270,25 @@ def main():
                                    {n: ref_weights[n] for n in names})[0]
                 check(f"without {what} the weights move {without:.1e} (ours vs PyTorch "
                       f"{ours_gap:.1e})", without > 10 * ours_gap, (without, ours_gap))
+
+    # --- accumulation is the larger batch: 2 x 4 rows equal 1 x 8 rows ------------------------
+    if "biases" in one:
+        big = list(FLAGS)
+        big[big.index("--batch-size") + 1] = str(BATCH * ACCUM)
+        big[big.index("--gradient-accumulation-steps") + 1] = "1"
+        out = os.path.join(tmp, "big-batch")
+        r = train("biases", out, one_env, flags=big)
+        check("batch 8 without accumulation trains", r.returncode == 0, r.stderr[-3000:])
+        if r.returncode == 0:
+            (rows8, evals8), w8 = metrics(out), read_checkpoint(out)
+            (rows, evals), weights = one["biases"]
+            worst = max(max(abs(rows8[s][k] - rows[s][k]) / abs(rows[s][k])
+                            for k in ("loss", "grad_norm")) for s in rows)
+            check(f"2 accumulated batches of 4 equal one batch of 8: losses and norms ({worst:.1e})",
+                  sorted(rows8) == sorted(rows) and worst <= 1e-5, worst)
+            if w8 and weights:
+                w = rel_diff(weights, w8)
+                check(f"... and the weights (rel. {w[0]:.1e})", w[0] <= 1e-4, w)
 
     # --- every layout on 4 devices against one device -----------------------------------------
     try:
