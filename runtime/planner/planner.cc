@@ -223,7 +223,11 @@ bool PartitionStages(const TrainJob& job, const ClusterSpec& cl, const Candidate
     int64_t sum = 0;
     for (int s = 0; s < p; ++s) {
       const double room = t - extra_time[s];
-      (*n)[s] = room <= 0 ? 0 : std::min(max_layers[s], static_cast<int>(room / layer_time + 1e-9));
+      // Every stage holds at least one layer, even one whose fixed work (the embedding, the
+      // head) alone takes longer than the others' layers: a balance that left it none could not
+      // run.
+      const int by_time = room <= 0 ? 0 : static_cast<int>(room / layer_time + 1e-9);
+      (*n)[s] = std::min(max_layers[s], std::max(1, by_time));
       sum += (*n)[s];
     }
     return sum;

@@ -283,6 +283,37 @@ TEST(Planner, UserLimitsAreHonoured) {
   }
 }
 
+// A stage whose fixed work alone outweighs the others' layers (here the last stage's head over a
+// large vocabulary, 262144 tokens x 256) still gets a layer: a time balance that left it none made
+// a valid forced configuration "not fit" whenever the measured head cost crossed one layer's (CI,
+// 2026-12-05).
+TEST(Planner, EveryStageGetsALayerEvenBesideAHeavyHead) {
+  TrainJob job;
+  job.model = models::LlamaConfig::FromFile(kSource + "/examples/llama-mini/config.json").value();
+  job.model.vocab_size = 262144;
+  job.model.tie_word_embeddings = true;
+  job.global_batch = 4;
+  job.seq_len = 128;
+  PlannerOptions o;
+  o.log = false;
+  Candidate c;
+  c.num_stages = 4;
+  c.num_micro_batches = 2;
+  c.batch_per_device = 2;
+  c.tp = 1;
+  c.dp = 1;
+  const Candidate judged = EvaluateCandidate(job, ReferenceCluster(4), o, c);
+  ASSERT_TRUE(judged.feasible) << judged.reason;
+  ASSERT_EQ(judged.stage_layers.size(), 4u);
+  int layers = 0;
+  for (int n : judged.stage_layers) {
+    EXPECT_GE(n, 1);
+    layers += n;
+  }
+  EXPECT_EQ(layers, 6);
+  EXPECT_EQ(judged.stage_layers.back(), 1) << "the head's stage takes the fewest layers";
+}
+
 TEST(Planner, BadInputIsNamed) {
   TrainJob job;
   job.model = Llama2("13b");
